@@ -1,0 +1,6 @@
+"""Training-throughput benchmarks for portable_bp against hand-written code and peer libraries.
+
+Run ``python -m benchmarks --help`` from the repository root. This package must stay light
+to import: ``__main__`` sets the thread-count environment variables *before* NumPy, PyTorch
+or JAX are imported, so nothing here may import them at package import time.
+"""

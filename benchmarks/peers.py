@@ -1,0 +1,152 @@
+"""Peer libraries training the same network: PyTorch eager, scikit-learn, JAX (jit).
+
+Each ``setup_*`` function puts the data and the shared initial weights where that library
+trains, and returns ``run_epoch()``: one pass over the data in order, one SGD step per
+batch, returning only when the device has finished (so a wall clock around it is honest).
+Each is written the way that library's documentation teaches; none is tuned beyond that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .configs import Config
+
+
+# --------------------------------------------------------------------------- PyTorch
+def setup_torch(cfg: Config, dtype: str, X, Y, params, lr: float, device: str = "cpu"):
+    """Eager PyTorch: nn.Linear layers, autograd, torch.optim.SGD (no compile)."""
+    import torch
+    from torch import nn
+
+    tdt = getattr(torch, dtype)
+    layers = []
+    for i, (W, b) in enumerate(params):
+        lin = nn.Linear(W.shape[1], W.shape[0], dtype=tdt, device=device)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(W))
+            lin.bias.copy_(torch.from_numpy(b))
+        layers.append(lin)
+        if i < len(params) - 1:
+            layers.append(nn.ReLU() if cfg.activation == "relu" else nn.Sigmoid())
+    model = nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    Xt = torch.from_numpy(X).to(device)
+    Yt = torch.from_numpy(Y).to(device)
+    if cfg.loss == "cross_entropy":
+        loss_fn = nn.functional.cross_entropy  # softmax + log-loss, mean over the batch
+    else:
+        def loss_fn(z, y):  # sigmoid output, 1/(2m) sum ||a - y||^2
+            return ((torch.sigmoid(z) - y) ** 2).sum() / (2 * z.shape[0])
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    n, b = X.shape[0], cfg.batch
+
+    def run_epoch():
+        for s in range(0, n, b):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(Xt[s:s + b]), Yt[s:s + b])
+            loss.backward()
+            opt.step()
+        sync()
+
+    run_epoch.model = model  # for check_equivalence
+    run_epoch.loss_fn = loss_fn
+    run_epoch.opt = opt
+    return run_epoch
+
+
+# ---------------------------------------------------------------------- scikit-learn
+SKLEARN_A_NOTE = ("scikit-learn on A is MLPRegressor (logistic hidden layer, IDENTITY output, "
+                  "loss mean over outputs too): not the identical network, shown for scale only")
+
+
+def setup_sklearn(cfg: Config, dtype: str, X, Y, params, lr: float):
+    """MLPClassifier / MLPRegressor with plain SGD; one partial_fit call is one epoch.
+
+    partial_fit is called once on the first batch to let scikit-learn build its arrays,
+    then the shared initial weights are written into them in place (its optimiser holds
+    references to those very arrays).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    common = dict(hidden_layer_sizes=cfg.sizes[1:-1], solver="sgd", learning_rate="constant",
+                  learning_rate_init=lr, momentum=0.0, nesterovs_momentum=False, alpha=0.0,
+                  batch_size=cfg.batch, shuffle=False, max_iter=1, n_iter_no_change=10**9,
+                  random_state=0)
+    if cfg.loss == "cross_entropy":
+        model = MLPClassifier(activation="relu" if cfg.activation == "relu" else "logistic", **common)
+        model.partial_fit(X[:cfg.batch], Y[:cfg.batch], classes=np.arange(cfg.sizes[-1]))
+    else:
+        model = MLPRegressor(activation="logistic", **common)
+        model.partial_fit(X[:cfg.batch], Y[:cfg.batch])
+    for (W, b), coef, icpt in zip(params, model.coefs_, model.intercepts_):
+        coef[...] = W.T
+        icpt[...] = b
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+
+    def run_epoch():
+        model.partial_fit(X, Y)
+
+    run_epoch.model = model
+    return run_epoch
+
+
+# ------------------------------------------------------------------------------ JAX
+def import_jax(tf32: bool = False):
+    """Import JAX with float64 allowed, and float32 matrix products in full precision on
+    GPUs unless TF32 is asked for (JAX's GPU default would silently use TF32)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+    return jax
+
+
+def setup_jax(cfg: Config, dtype: str, X, Y, params, lr: float, platform: str = "cpu",
+              tf32: bool = False):
+    """A jit-compiled SGD step (grad of the loss + update); the batch is cut inside the
+    compiled step so each step is one dispatch. The Python loop over steps stays, as the
+    other contenders' does."""
+    jax = import_jax(tf32)
+    import jax.numpy as jnp
+
+    dev = jax.devices(platform)[0]
+    put = lambda a: jax.device_put(a, dev)  # noqa: E731
+    p = [(put(W), put(b)) for W, b in params]
+    Xd, Yd = put(X), put(Y)
+    b_, relu = cfg.batch, cfg.activation == "relu"
+
+    def loss(p, x, y):
+        a = x
+        for W, b in p[:-1]:
+            z = a @ W.T + b
+            a = jax.nn.relu(z) if relu else jax.nn.sigmoid(z)
+        z = a @ p[-1][0].T + p[-1][1]
+        if cfg.loss == "cross_entropy":
+            logp = jax.nn.log_softmax(z, axis=1)
+            return -jnp.take_along_axis(logp, y[:, None], axis=1).mean()
+        return ((jax.nn.sigmoid(z) - y) ** 2).sum() / (2 * x.shape[0])
+
+    def step(p, X, Y, i):
+        x = jax.lax.dynamic_slice_in_dim(X, i * b_, b_)
+        y = jax.lax.dynamic_slice_in_dim(Y, i * b_, b_)
+        g = jax.grad(loss)(p, x, y)
+        return jax.tree.map(lambda w, gw: w - lr * gw, p, g)
+
+    step = jax.jit(step, donate_argnums=(0,) if dev.platform != "cpu" else ())
+    state = {"p": p}
+    steps = X.shape[0] // b_
+
+    def run_epoch():
+        q = state["p"]
+        for i in range(steps):
+            q = step(q, Xd, Yd, i)
+        jax.block_until_ready(q)
+        state["p"] = q
+
+    run_epoch.state = state
+    run_epoch.loss = loss
+    return run_epoch

@@ -1,0 +1,28 @@
+"""portable_bp: exact, readable backpropagation written once on the Python Array API.
+
+The same code runs on NumPy (CPU), CuPy (CUDA GPUs), PyTorch, JAX and array-api-strict.
+The equations E1–E13 referred to in docstrings are those of docs/derivation.md.
+"""
+
+from . import backends
+from .gradcheck import gradcheck
+from .network import Network
+
+__version__ = "0.1.0"
+__all__ = ["Network", "backends", "gradcheck", "load", "optim", "datasets", "__version__"]
+
+
+def load(path, backend=None):
+    """A Network from a checkpoint written by ``Network.save``; see :mod:`portable_bp.checkpoint`."""
+    from .checkpoint import load as _load
+
+    return _load(path, backend=backend)
+
+
+def __getattr__(name):
+    # optim and datasets import lazily: ``import portable_bp`` stays light
+    if name in ("optim", "datasets", "checkpoint", "train"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'portable_bp' has no attribute {name!r}")

@@ -1,0 +1,118 @@
+"""Turning user data into arrays on the network's device, with errors that name the problem.
+
+Data may arrive as NumPy arrays or Python sequences (moved to the device: the usual way)
+or as arrays already on the network's backend and device (used as they are). An array of
+another library or device is refused with a TypeError naming both: never silently mixed,
+never silently copied. Checks run with the backend's namespace, once per public call.
+"""
+
+from __future__ import annotations
+
+import array_api_compat
+
+from .backends import library_of
+from .backends._base import host_numeric
+
+
+def to_backend(backend, data, dtype, what: str):
+    """``data`` as an array of ``backend`` with dtype ``dtype`` (an xp dtype or None to keep)."""
+    if backend.owns(data):
+        if dtype is not None and data.dtype != dtype:
+            data = backend.xp.astype(data, dtype)
+        return data
+    if array_api_compat.is_array_api_obj(data) and not array_api_compat.is_numpy_array(data):
+        where = f"{library_of(data)} array on device {array_api_compat.device(data)}"
+        raise TypeError(f"{what} is a {where}, but the network lives on backend {backend.spec!r} "
+                        f"(device {backend.device}); move it first, e.g. with net.backend.asarray("
+                        f"{what}) after converting to NumPy, or build the network on that backend")
+    host = host_numeric(data, what)
+    with backend.activate():
+        return backend.xp.asarray(host, dtype=dtype, device=backend.device)
+
+
+def _all(xp, cond) -> bool:
+    return bool(xp.all(cond))
+
+
+def check_finite(xp, arr, what: str) -> None:
+    if not _all(xp, xp.isfinite(arr)):
+        raise ValueError(f"{what} contains NaN or inf; clean or impute the data first")
+
+
+def features(backend, X, n_in: int, dtype, what: str = "X"):
+    """X as an (n_samples, n_in) float array on the device, checked."""
+    xp = backend.xp
+    X = to_backend(backend, X, None, what)
+    if X.ndim == 1 and n_in == 1:
+        X = xp.reshape(X, (-1, 1))
+    if X.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (n_samples, {n_in}), got shape {tuple(X.shape)}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{what} is empty (0 samples); a batch needs at least one sample")
+    if X.shape[1] != n_in:
+        raise ValueError(f"{what} has {X.shape[1]} features but the network expects {n_in} "
+                         f"(sizes[0]); shape given {tuple(X.shape)}")
+    if X.dtype != dtype:
+        X = xp.astype(X, dtype)
+    check_finite(xp, X, what)
+    return X
+
+
+def targets(backend, Z, n_samples: int, n_out: int, loss: str, dtype, what: str = "Z"):
+    """Z as an (n_samples, n_out) float array on the device, checked against the loss.
+
+    For ``cross_entropy`` Z may be integer labels (n,) in [0, n_out), turned one-hot here,
+    or rows of probabilities (n, n_out) such as one-hot rows.
+    """
+    xp = backend.xp
+    Z = to_backend(backend, Z, None, what)
+    if Z.ndim == 0 or Z.ndim > 2:
+        raise ValueError(f"{what} must be 1-D or 2-D, got shape {tuple(Z.shape)}")
+    if Z.shape[0] != n_samples:
+        raise ValueError(f"X and {what} have different lengths: {n_samples} and {Z.shape[0]} samples")
+    if Z.shape[0] == 0:
+        raise ValueError(f"{what} is empty (0 samples)")
+    if loss == "cross_entropy" and Z.ndim == 1:
+        return one_hot(xp, labels(xp, Z, n_out, what), n_out, dtype, backend.device)
+    if Z.ndim == 1:
+        if n_out != 1:
+            raise ValueError(f"{what} has shape {tuple(Z.shape)} but the network has {n_out} outputs; "
+                             f"give {what} of shape (n_samples, {n_out})")
+        Z = xp.reshape(Z, (-1, 1))
+    if Z.shape[1] != n_out:
+        kind = "one-hot rows of" if loss == "cross_entropy" else ""
+        raise ValueError(f"{what} has {kind} width {Z.shape[1]} but the network has {n_out} outputs "
+                         f"(sizes[-1])")
+    Z = xp.astype(Z, dtype) if Z.dtype != dtype else Z
+    check_finite(xp, Z, what)
+    if loss == "cross_entropy":
+        sums = xp.sum(Z, axis=1)
+        if not (_all(xp, Z >= 0) and _all(xp, xp.abs(sums - 1.0) <= 1e-4)):
+            raise ValueError(f"{what} rows for cross_entropy must be one-hot (or probabilities): "
+                             f"non-negative and summing to 1; or pass integer labels of shape (n,)")
+    elif loss == "binary_cross_entropy":
+        if not (_all(xp, Z >= 0) and _all(xp, Z <= 1)):
+            raise ValueError(f"{what} for binary_cross_entropy must lie in [0, 1]")
+    return Z
+
+
+def labels(xp, y, n_classes: int, what: str = "Z"):
+    """Integer class labels in [0, n_classes), checked; float labels must be whole numbers."""
+    if xp.isdtype(y.dtype, "real floating"):
+        check_finite(xp, y, what)
+        if not _all(xp, y == xp.round(y)):
+            raise ValueError(f"{what} labels must be whole numbers (class indices), got fractional values")
+        y = xp.astype(y, xp.int64)
+    elif not xp.isdtype(y.dtype, "integral"):
+        raise TypeError(f"{what} labels must be integers, got dtype {y.dtype}")
+    lo, hi = int(xp.min(y)), int(xp.max(y))
+    if lo < 0 or hi >= n_classes:
+        raise ValueError(f"{what} labels must lie in [0, {n_classes}) for a network with {n_classes} "
+                         f"outputs; got values from {lo} to {hi}")
+    return y
+
+
+def one_hot(xp, y, n_classes: int, dtype, device):
+    """(n,) labels -> (n, n_classes) rows with a single 1."""
+    classes = xp.arange(n_classes, dtype=y.dtype, device=device)
+    return xp.astype(y[:, None] == classes, dtype)

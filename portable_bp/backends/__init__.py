@@ -1,0 +1,170 @@
+"""The backend registry: ``get("cupy:1")``, ``available()``, ``register(name, factory)``.
+
+A spec is ``name`` or ``name:device`` (``numpy``, ``cupy:1``, ``torch:cuda:0``, ``jax:gpu``,
+``array_api_strict:device1``) or ``auto`` (CuPy when a GPU answers, else NumPy).
+Backends load lazily: importing portable_bp imports no CuPy, PyTorch or JAX. A probe
+(import plus a tiny real computation) runs once per spec; its failure is remembered and
+re-raised with its reason.
+
+Third parties add a backend with ``register(name, factory)`` or an entry point in the group
+``portable_bp.backends`` whose object is such a factory: ``factory(device: str | None) -> Backend``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from importlib.metadata import EntryPoint
+from typing import Callable
+
+from ._base import DTYPES, Backend, BackendUnavailable
+
+__all__ = ["Backend", "BackendUnavailable", "DTYPES", "get", "available", "known",
+           "register", "describe", "library_of"]
+
+ENTRY_POINT_GROUP = "portable_bp.backends"
+
+# name -> "module:function" (built in, imported on first use) or a callable (registered)
+_FACTORIES: dict[str, str | Callable] = {
+    "numpy": "portable_bp.backends.numpy_:make",
+    "array_api_strict": "portable_bp.backends.strict:make",
+    "torch": "portable_bp.backends.torch_:make",
+    "jax": "portable_bp.backends.jax_:make",
+    "cupy": "portable_bp.backends.cupy_:make",
+}
+GPU_SPECS = ("cupy", "torch:cuda")
+_cache: dict[str, Backend | BackendUnavailable] = {}
+_lock = threading.Lock()
+_entry_points_loaded = False
+
+
+def register(name: str, factory: Callable, *, replace: bool = False) -> None:
+    """Make ``factory(device) -> Backend`` available as backend ``name``."""
+    if not isinstance(name, str) or not name or ":" in name or name == "auto":
+        raise ValueError(f"backend name must be a non-empty string without ':' and not 'auto', got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"factory for backend {name!r} must be callable, got {type(factory).__name__}")
+    _load_entry_points()
+    if name in _FACTORIES and not replace:
+        raise ValueError(f"backend {name!r} is already registered (pass replace=True to override)")
+    with _lock:
+        _FACTORIES[name] = factory
+        for spec in [s for s in _cache if s == name or s.startswith(name + ":")]:
+            del _cache[spec]
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        _FACTORIES.setdefault(ep.name, ep)  # imported only when first used
+
+
+def known() -> list[str]:
+    """Every backend name this installation knows, runnable here or not."""
+    _load_entry_points()
+    return list(_FACTORIES)
+
+
+def _split(spec: str) -> tuple[str, str | None]:
+    name, _, device = spec.partition(":")
+    return name, (device or None)
+
+
+def _factory(name: str) -> Callable:
+    entry = _FACTORIES[name]
+    if isinstance(entry, str):
+        module, _, func = entry.partition(":")
+        return getattr(importlib.import_module(module), func)
+    if isinstance(entry, EntryPoint):
+        return entry.load()
+    return entry
+
+
+def get(spec: str | Backend = "numpy") -> Backend:
+    """The Backend for ``spec``; raises ValueError for unknown names, BackendUnavailable
+    (with the reason and the fix) for known ones that cannot run here."""
+    if isinstance(spec, Backend):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"backend must be a name like 'numpy' or 'cupy:1', got {type(spec).__name__}")
+    spec = spec.strip()
+    if spec == "auto":
+        return _auto()
+    name, device = _split(spec)
+    _load_entry_points()
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown backend {spec!r}; known backends: {', '.join(sorted(_FACTORIES))} or 'auto'")
+    with _lock:
+        cached = _cache.get(spec)
+        if cached is None:
+            try:
+                cached = _factory(name)(device)
+                if not isinstance(cached, Backend):
+                    raise TypeError(f"factory for backend {name!r} returned {type(cached).__name__}, not a Backend")
+            except BackendUnavailable as exc:
+                cached = exc
+            _cache[spec] = cached
+    if isinstance(cached, BackendUnavailable):
+        raise cached
+    return cached
+
+
+def _auto() -> Backend:
+    try:
+        return get("cupy")
+    except BackendUnavailable:
+        return get("numpy")
+
+
+def probe(spec: str) -> tuple[bool, str]:
+    """(runs here, reason if not) for one spec, without raising."""
+    try:
+        get(spec)
+        return True, ""
+    except BackendUnavailable as exc:
+        return False, exc.reason + (f" ({exc.hint})" if exc.hint else "")
+
+
+def available() -> list[str]:
+    """Backend specs that run on this machine, e.g. ``["numpy", "array_api_strict", "torch"]``.
+
+    GPU specs appear as ``cupy`` and ``torch:cuda`` when a GPU answers.
+    """
+    out = []
+    for name in known():
+        if probe(name)[0]:
+            out.append(name)
+        if name == "torch" and "torch" in out and probe("torch:cuda")[0]:
+            out.append("torch:cuda")
+    return out
+
+
+def describe() -> list[dict]:
+    """Every known backend: whether it runs here, its device, and the reason when not."""
+    rows = []
+    for name in known():
+        for spec in ([name, "torch:cuda"] if name == "torch" else [name]):
+            ok, reason = probe(spec)
+            row = {"spec": spec, "available": ok, "reason": reason, "device": None, "version": None}
+            if ok:
+                b = get(spec)
+                row.update(device=str(b.device), version=b.info.get("version"),
+                           device_name=b.info.get("device_name", str(b.device)))
+            rows.append(row)
+    return rows
+
+
+def library_of(arr) -> str:
+    """The name of the library an array belongs to (for error messages), importing none."""
+    import array_api_compat as compat
+
+    for lib, test in (("numpy", compat.is_numpy_array), ("cupy", compat.is_cupy_array),
+                      ("torch", compat.is_torch_array), ("jax", compat.is_jax_array)):
+        if test(arr):
+            return lib
+    return type(arr).__module__.split(".")[0]

@@ -1,0 +1,123 @@
+"""The Backend object: everything that knows which array library and device we are on.
+
+The math modules never import an array library; they receive ``xp`` (an Array API
+namespace) from a Backend. A Backend only *creates* arrays (from host data, or initial
+weights drawn on the host) and moves them back; it also answers "is this array mine?".
+This is the only place outside the per-library modules that names NumPy, and only for
+host-side work (the random generator, host buffers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+DTYPES = ("float32", "float64")
+
+
+class BackendUnavailable(RuntimeError):
+    """A known backend that cannot run on this machine; the message says why and how to fix it."""
+
+    def __init__(self, name: str, reason: str, hint: str = ""):
+        self.name, self.reason, self.hint = name, reason, hint
+        msg = f"backend {name!r} cannot run here: {reason}"
+        if hint:
+            msg += f". To fix: {hint}"
+        super().__init__(msg)
+
+
+@dataclass(eq=False)
+class Backend:
+    """One array library on one device.
+
+    ``xp`` is the Array API namespace the math uses; ``device`` is passed to every array
+    creation; ``mutable`` says, once for the backend, whether parameters are updated in
+    place (NumPy, CuPy, PyTorch) or rebound (JAX).
+    """
+
+    name: str
+    xp: Any
+    device: Any
+    spec: str
+    mutable: bool = True
+    is_gpu: bool = False
+    library: str = ""  # the array library's import name, for error messages
+    _to_numpy: Callable[[Any], np.ndarray] = np.asarray
+    _synchronize: Callable[[], None] = lambda: None
+    _owns: Callable[[Any], bool] = lambda a: False
+    _context: Callable[[], Any] = contextlib.nullcontext
+    _enable_float64: Callable[[], None] = lambda: None
+    fused: Any = None  # optional fused kernels (GPU); None means the Array API reference path
+    info: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.spec!r}, device={self.device!r})"
+
+    # -- dtypes ------------------------------------------------------------------------
+    def dtype(self, name: str):
+        """The namespace's dtype object for ``"float32"`` or ``"float64"``."""
+        if name not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {name!r}")
+        if name == "float64":
+            self._enable_float64()
+        return getattr(self.xp, name)
+
+    # -- moving data -------------------------------------------------------------------
+    def asarray(self, data, dtype=None):
+        """Host data (NumPy array, sequence, scalar) -> an array on this backend's device.
+
+        Arrays of this backend pass through (cast to ``dtype`` when given).
+        """
+        if self.owns(data):
+            arr = data
+            if dtype is not None:
+                dt = self.dtype(dtype) if isinstance(dtype, str) else dtype
+                if arr.dtype != dt:
+                    arr = self.xp.astype(arr, dt)
+            return arr
+        host = np.asarray(data)
+        if isinstance(dtype, str):
+            host = host.astype(dtype, copy=False)
+            dtype = self.dtype(dtype)
+        with self.activate():
+            return self.xp.asarray(host, dtype=dtype, device=self.device)
+
+    def to_numpy(self, arr) -> np.ndarray:
+        """A host NumPy copy of an array of this backend (a device-to-host transfer)."""
+        return self._to_numpy(arr)
+
+    def owns(self, arr) -> bool:
+        """True when ``arr`` is an array of this library on this device."""
+        return self._owns(arr)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the CPU): needed before reading a clock."""
+        self._synchronize()
+
+    def activate(self):
+        """Context in which this backend's device is current (CuPy's multi-GPU needs it)."""
+        return self._context()
+
+    # -- randomness --------------------------------------------------------------------
+    @staticmethod
+    def rng(seed) -> np.random.Generator:
+        """The host generator for initial weights and batch order.
+
+        The Array API has no random numbers, so every backend draws on the host from the
+        same NumPy Generator: one seed gives bit-identical weights and batch orders everywhere.
+        """
+        return np.random.default_rng(seed)
+
+
+def host_numeric(data, what: str) -> np.ndarray:
+    """``data`` as a host NumPy array of numbers, or a TypeError naming ``what``."""
+    try:
+        host = np.asarray(data)
+    except (ValueError, TypeError) as exc:  # ragged nested lists, odd objects
+        raise TypeError(f"{what} must be a numeric array or sequence: {exc}") from None
+    if host.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must hold numbers, got dtype {host.dtype}")
+    return host

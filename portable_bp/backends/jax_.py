@@ -1,0 +1,45 @@
+"""JAX arrays (``jax.numpy`` is an Array API namespace). Arrays are immutable, so this
+backend is marked ``mutable=False`` and parameter updates rebind instead of writing in place.
+
+float64 needs JAX's ``jax_enable_x64`` flag; it is switched on when a float64 network is made.
+"""
+
+import numpy as np
+
+from ._base import Backend, BackendUnavailable
+
+
+def make(device=None) -> Backend:
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError as exc:
+        raise BackendUnavailable("jax", str(exc), 'pip install "portable_bp[jax]"') from None
+    platform, _, index = (device or "").partition(":")
+    try:
+        devices = jax.devices(platform or None)
+        dev = devices[int(index or 0)]
+    except (RuntimeError, IndexError, ValueError) as exc:
+        raise BackendUnavailable("jax", f"no JAX device {device!r}: {exc}") from None
+    try:
+        float(jnp.sum(jax.device_put(jnp.ones(2), dev) * 2))
+    except Exception as exc:  # noqa: BLE001
+        raise BackendUnavailable("jax", f"a test computation on {dev} failed: {exc}") from None
+
+    def owns(a):
+        return isinstance(a, jax.Array) and a.devices() == {dev}
+
+    def enable_float64():
+        jax.config.update("jax_enable_x64", True)
+
+    def synchronize():
+        (jax.device_put(0.0, dev) + 0).block_until_ready()
+
+    spec = "jax" if device is None else f"jax:{device}"
+    return Backend(
+        name="jax", xp=jnp, device=dev, spec=spec, mutable=False, library="jax",
+        is_gpu=dev.platform == "gpu",
+        _to_numpy=lambda a: np.asarray(a),
+        _owns=owns, _synchronize=synchronize, _enable_float64=enable_float64,
+        info={"version": jax.__version__, "device_name": str(dev)},
+    )

@@ -1,0 +1,19 @@
+"""One dense layer's forward and backward pass, for a batch of m samples stacked as rows.
+
+These are E7, E9 and E10 of the derivation; W is (n_out, n_in), one row per neuron.
+"""
+
+
+def dense_forward(A_prev, W, b):
+    """E7: U(l) = A(l-1) W(l)^T + b(l), b broadcast over the rows."""
+    return A_prev @ W.T + b
+
+
+def backprop_delta(xp, delta_next, W_next, activation, U, A):
+    """E9: Δ(l) = (Δ(l+1) W(l+1)) ⊙ f_l'(U(l))."""
+    return activation.backward(xp, U, A, delta_next @ W_next)
+
+
+def dense_grads(xp, delta, A_prev):
+    """E10: grad W(l) = Δ(l)^T A(l-1), grad b(l) = Σ over rows of Δ(l) (Δ already holds 1/m)."""
+    return delta.T @ A_prev, xp.sum(delta, axis=0)

@@ -1,0 +1,328 @@
+"""Training (E12): batching, shuffling, the optimizer step, validation, callbacks, history.
+
+The hot loop keeps everything on the device: the data is moved there once, each epoch's
+batch order is one host permutation (seeded by the network's seed and the epoch, so every
+backend and every resumed run sees the same order), and the epoch loss is summed on the
+device and read back once per epoch, never per batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from numbers import Integral
+
+from . import _inputs
+from .optim import get_optimizer
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or inf; the network keeps its last finite parameters."""
+
+
+class History:
+    """Per-epoch metrics of one ``fit`` call: ``history["loss"]``, ``["val_loss"]``, ..."""
+
+    def __init__(self):
+        self.history: dict[str, list] = {}
+        self.epochs: list[int] = []
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epochs.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self) -> str:
+        last = {k: v[-1] for k, v in self.history.items() if v}
+        return f"History(epochs={len(self.epochs)}, last={last})"
+
+
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
+    with ``restore_best_weights`` the network ends with the parameters of its best epoch."""
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
+                 restore_best_weights=True):
+        if isinstance(patience, bool) or not isinstance(patience, Integral) or patience < 0:
+            raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, abs(min_delta), mode
+        self.restore_best_weights = restore_best_weights
+
+    def on_train_begin(self, net):
+        self.best, self.best_epoch, self.wait, self._best_params = None, None, 0, None
+
+    def _improved(self, value) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, net, epoch, logs) -> bool:
+        if self.monitor not in logs:
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which this fit does not "
+                             f"produce (it has {sorted(logs)}); pass validation_data for val_* metrics")
+        value = logs[self.monitor]
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self._best_params = _copy_params(net)
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+    def on_train_end(self, net):
+        if self.restore_best_weights and self._best_params is not None:
+            net._W, net._b = self._best_params
+
+
+def _copy_params(net):
+    xp = net.xp
+    return [xp.asarray(W, copy=True) for W in net._W], [xp.asarray(b, copy=True) for b in net._b]
+
+
+def _copy_state(xp, state):
+    return {"step": state["step"],
+            "slots": {k: [xp.asarray(a, copy=True) for a in v] for k, v in state["slots"].items()}}
+
+
+def _check_batch_size(batch_size, n):
+    if batch_size is None:
+        return n
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None (full batch), got {batch_size!r}")
+    return min(int(batch_size), n)
+
+
+def _check_epochs(epochs):
+    if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    return int(epochs)
+
+
+class _Trainer:
+    """One fit's step function, with the network, optimizer and namespace bound once."""
+
+    def __init__(self, net, opt, state):
+        self.net, self.opt, self.state = net, opt, state
+        self.xp, self.mutable = net.xp, net.backend.mutable
+        self.classifier = net.is_classifier
+
+    def step(self, Xb, Zb, lr):
+        """One E12 update on a batch; returns the batch's summed loss as a device scalar."""
+        net = self.net
+        Us, As = net._forward(Xb)
+        loss = net._loss_value(Us, As, Zb)
+        grads = net._grads(Us, As, Zb)
+        flat_p, flat_g = [], []
+        for (W, b), (dW, db) in zip(zip(net._W, net._b), grads):
+            flat_p += (W, b)
+            flat_g += (dW, db)
+        new, self.state = self.opt.update(flat_p, flat_g, self.state, lr, self.mutable)
+        if not self.mutable:
+            net._W, net._b = new[0::2], new[1::2]
+        return loss * Xb.shape[0]
+
+    def epoch(self, X, Z, order, batch_size, lr, on_batch=None):
+        """All batches of one epoch; the summed loss stays on the device."""
+        xp, n = self.xp, X.shape[0]
+        if order is not None:
+            X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)
+        total = None
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            loss = self.step(X[start:stop, ...], Z[start:stop, ...], lr)
+            total = loss if total is None else total + loss
+            if on_batch is not None:
+                on_batch(start // batch_size, loss)
+        return total / n
+
+
+def _metrics(net, X, Z, prefix=""):
+    """Loss and (for classifiers) accuracy over X as Python floats, in one forward pass."""
+    xp = net.xp
+    Us, As = net._forward(X)
+    out = {prefix + "loss": float(net._loss_value(Us, As, Z))}
+    if net.is_classifier or net.loss == "binary_cross_entropy":
+        out[prefix + "accuracy"] = float(_accuracy(xp, net, As[-1], Z))
+    return out
+
+
+def _accuracy(xp, net, A, Z):
+    if net.is_classifier:
+        hits = xp.argmax(A, axis=1) == xp.argmax(Z, axis=1)
+    else:  # binary outputs: threshold each unit at 0.5
+        hits = xp.all((A >= 0.5) == (Z >= 0.5), axis=1)
+    return xp.mean(xp.astype(hits, A.dtype))
+
+
+def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle=True,
+        validation_data=None, progress=False, callbacks=(), checkpoint=None, resume=False):
+    """Train ``net`` by gradient descent (E12) and return a :class:`History`.
+
+    batch_size: None for full-batch gradient descent, 1 for single-sample SGD, k for
+    mini-batches. optimizer: ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"`` (with
+    ``lr``, a float or a schedule ``epoch -> lr``) or an object from :mod:`portable_bp.optim`.
+    Each call starts a fresh optimizer state unless ``resume=True`` finds ``checkpoint``.
+    checkpoint: a path saved (atomically) at the end of every epoch. resume: restore
+    parameters, optimizer state and epoch count from ``checkpoint`` when it exists; then
+    ``epochs`` is the total to reach. Callbacks are objects with ``on_train_begin(net)``,
+    ``on_epoch_end(net, epoch, logs) -> stop?`` and ``on_train_end(net)`` (each optional),
+    or plain callables ``f(net, epoch, logs) -> stop?``.
+    A NaN/inf loss raises :class:`TrainingDiverged` naming the epoch and batch; the network
+    keeps the parameters it had before that batch.
+    """
+    epochs = _check_epochs(epochs)
+    opt = get_optimizer(optimizer, lr)
+    xp, backend = net.xp, net.backend
+    with backend.activate():
+        X = net._features(X)
+        Z = net._targets(Z, X.shape[0])
+        n = X.shape[0]
+        bs = _check_batch_size(batch_size, n)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, Z_val)")
+            Xv = _inputs.features(backend, validation_data[0], net.sizes[0], net._dt, "X_val")
+            val = (Xv, _inputs.targets(backend, validation_data[1], Xv.shape[0], net.sizes[-1],
+                                       net.loss, net._dt, "Z_val"))
+        start_epoch, state = 0, None
+        if resume:
+            if checkpoint is None:
+                raise ValueError("resume=True needs checkpoint=PATH")
+            from .checkpoint import restore_into
+
+            restored = restore_into(net, checkpoint)  # None when the file does not exist yet
+            if restored is not None:
+                opt, state = restored
+                start_epoch = net.epochs_trained
+        else:
+            start_epoch = net.epochs_trained
+            epochs = start_epoch + epochs
+        if state is None:
+            state = opt.init([p for pair in net.params for p in pair])
+        trainer = _Trainer(net, opt, state)
+        callbacks = list(callbacks or ())
+        for cb in callbacks:
+            getattr(cb, "on_train_begin", lambda net: None)(net)
+        history = History()
+        bar = _progress(progress, start_epoch, epochs)
+        try:
+            for epoch in range(start_epoch, epochs):
+                t0 = time.perf_counter()
+                lr_now = opt.lr(epoch) if callable(opt.lr) else opt.lr
+                order = None
+                if shuffle:
+                    perm = backend.rng([net.seed, epoch]).permutation(n)
+                    order = backend.asarray(perm)
+                snapshot = _copy_params(net), _copy_state(xp, trainer.state)
+                loss = float(trainer.epoch(X, Z, order, bs, lr_now))
+                if not math.isfinite(loss):
+                    _locate_divergence(net, trainer, snapshot, X, Z, order, bs, lr_now, epoch)
+                logs = {"loss": loss}
+                if val is not None:
+                    logs.update(_metrics(net, *val, prefix="val_"))
+                logs["time"] = time.perf_counter() - t0
+                net.epochs_trained = epoch + 1
+                net.optimizer_state = (opt, trainer.state)
+                history.append(epoch, logs)
+                if checkpoint is not None:
+                    from .checkpoint import save
+
+                    save(net, checkpoint)
+                if bar is not None:
+                    bar.update(epoch, logs)
+                stop = False
+                for cb in callbacks:
+                    hook = getattr(cb, "on_epoch_end", None) or cb
+                    stop = bool(hook(net, epoch, logs)) or stop
+                if stop:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            for cb in callbacks:
+                getattr(cb, "on_train_end", lambda net: None)(net)
+    return history
+
+
+def _locate_divergence(net, trainer, snapshot, X, Z, order, bs, lr, epoch):
+    """Replay the epoch from its start, one checked batch at a time, to name the batch that
+    produced a non-finite loss and leave the parameters as they were just before it."""
+    (net._W, net._b), trainer.state = snapshot
+    xp, n = net.xp, X.shape[0]
+    if order is not None:
+        X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)
+    for batch, start in enumerate(range(0, n, bs)):
+        before = _copy_params(net), _copy_state(xp, trainer.state)
+        loss = float(trainer.step(X[start:start + bs, ...], Z[start:start + bs, ...], lr))
+        finite = math.isfinite(loss) and all(bool(xp.all(xp.isfinite(W))) for W in net._W)
+        if not finite:
+            (net._W, net._b), trainer.state = before
+            raise TrainingDiverged(f"training diverged at epoch {epoch} (0-based), batch {batch}: "
+                                   f"the loss became {loss}; the network keeps the parameters from "
+                                   f"before that batch. Lower the learning rate (lr={lr}).")
+    raise TrainingDiverged(f"training diverged in epoch {epoch} but replaying it stayed finite")
+
+
+class _progress:
+    """A tqdm bar over epochs showing loss and accuracy, or one printed line per epoch."""
+
+    def __new__(cls, enabled, start, stop):
+        if not enabled:
+            return None
+        return super().__new__(cls)
+
+    def __init__(self, enabled, start, stop):
+        try:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=stop - start, unit="epoch", dynamic_ncols=True)
+        except ImportError:
+            self.bar = None
+        self.stop = stop
+
+    def update(self, epoch, logs):
+        shown = {k: f"{v:.4g}" for k, v in logs.items() if k != "time"}
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(1)
+        else:
+            print(f"epoch {epoch + 1}/{self.stop} " + " ".join(f"{k}={v}" for k, v in shown.items()))
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def predict(net, X, batch_size=None):
+    """Outputs for X (on the backend); class indices for cross-entropy networks."""
+    with net.backend.activate():
+        X = net._features(X)
+        bs = _check_batch_size(batch_size, X.shape[0])
+        xp = net.xp
+        outs = [net._forward(X[s:s + bs, ...])[1][-1] for s in range(0, X.shape[0], bs)]
+        A = outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
+        return xp.argmax(A, axis=1) if net.is_classifier else A
+
+
+def evaluate(net, X, Z, batch_size=None) -> dict:
+    """``{"loss": ..., "accuracy": ...}`` over all of X (accuracy for classifiers and BCE)."""
+    with net.backend.activate():
+        X = net._features(X)
+        Z = net._targets(Z, X.shape[0])
+        if batch_size is None:
+            return _metrics(net, X, Z)
+        bs = _check_batch_size(batch_size, X.shape[0])
+        sums: dict = {}
+        for s in range(0, X.shape[0], bs):
+            part = _metrics(net, X[s:s + bs, ...], Z[s:s + bs, ...])
+            m = min(bs, X.shape[0] - s)
+            for k, v in part.items():
+                sums[k] = sums.get(k, 0.0) + v * m
+        return {k: v / X.shape[0] for k, v in sums.items()}
