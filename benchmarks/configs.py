@@ -40,10 +40,10 @@ class Config:
 # Steps per epoch are picked so that one round takes roughly 0.3-1 s for the typical
 # contender on 2 CPU cores (E: on one GPU).
 CONFIGS = {
-    "A": Config("A", (3, 4, 2), "sigmoid", "sigmoid", "mse", 1, 4096, 512),
-    "B": Config("B", (64, 128, 128, 10), "relu", "softmax", "cross_entropy", 32, 256, 64),
-    "C": Config("C", (784, 256, 256, 10), "relu", "softmax", "cross_entropy", 128, 64, 16),
-    "D": Config("D", (784, 1024, 1024, 10), "relu", "softmax", "cross_entropy", 512, 16, 4),
+    "A": Config("A", (3, 4, 2), "sigmoid", "sigmoid", "mse", 1, 2048, 256),
+    "B": Config("B", (64, 128, 128, 10), "relu", "softmax", "cross_entropy", 32, 256, 32),
+    "C": Config("C", (784, 256, 256, 10), "relu", "softmax", "cross_entropy", 128, 64, 8),
+    "D": Config("D", (784, 1024, 1024, 10), "relu", "softmax", "cross_entropy", 512, 8, 2),
     "E": Config("E", (1024, 4096, 4096, 4096, 10), "relu", "softmax", "cross_entropy", 4096, 16, 4,
                 gpu_only=True),
 }

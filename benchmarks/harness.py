@@ -25,15 +25,16 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import configs as C
 from .handwritten_numpy import HandwrittenMLP
 
-PBP_SPECS = {"cpu": ("numpy", "torch", "jax:cpu"), "gpu": ("cupy", "torch:cuda", "jax:gpu")}
+# portable_bp backends timed by default per section (--pbp-backends picks others, e.g. jax:cpu)
+PBP_SPECS = {"cpu": ("numpy", "torch"), "gpu": ("cupy", "torch:cuda")}
 REFERENCE = {"cpu": "portable_bp[numpy]", "gpu": "portable_bp[cupy]"}
 
 
@@ -122,7 +123,7 @@ def pbp_probe(spec: str) -> str:
 
 
 # -------------------------------------------------------------------------- contenders
-def setup_pbp(spec, cfg, dtype, X, Y, tf32=False):
+def setup_pbp(spec, cfg, dtype, X, Y, params=None, tf32=False):
     """The whole public training call, one epoch per fit(): what a user would time."""
     import portable_bp as pbp
     if spec.startswith("jax"):
@@ -135,7 +136,10 @@ def setup_pbp(spec, cfg, dtype, X, Y, tf32=False):
     net = pbp.Network(list(cfg.sizes), activation=cfg.activation,
                       output_activation=cfg.output_activation, loss=cfg.loss,
                       backend=spec, dtype=dtype, seed=C.SEED)
-    kw = dict(epochs=1, batch_size=cfg.batch, optimizer="sgd", lr=C.LR, shuffle=False, progress=False)
+    if params is not None and hasattr(net, "set_params"):
+        net.set_params(params)  # the same starting weights as the other contenders
+    kw = {"epochs": 1, "batch_size": cfg.batch, "optimizer": "sgd", "lr": C.LR, "shuffle": False,
+          "progress": False}
 
     def run_epoch():
         net.fit(Xd, Yd, **kw)
@@ -169,53 +173,63 @@ def setup_bound(xp_name, cfg, dtype):
     return _setup(np, cfg, dtype, cfg.steps)
 
 
-def build_contenders(device, cfg, dtype, X, Y, params, tf32=False):
-    """([Contender], {name: reason skipped}) for one section, config and dtype."""
+def build_contenders(device, cfg, dtype, X, Y, params, tf32=False, keep=lambda name: True,
+                     pbp_specs=None):
+    """([Contender], {name: reason skipped}) for one section, config and dtype.
+
+    Availability is probed (which imports the library) only for names that ``keep``
+    accepts, so a filtered run or a memory child loads only what it uses."""
     from . import peers
 
     out, skipped = [], {}
 
-    def add(name, reason, setup, libs=(), gpu_lib=None, note=""):
+    def add(name, probe, setup, libs=(), gpu_lib=None, note=""):
+        if not keep(name):
+            return
+        reason = probe()
         if reason:
             skipped[name] = reason
         else:
             out.append(Contender(name, setup, libs, gpu_lib, note))
 
-    for spec in PBP_SPECS[device]:
-        name = f"portable_bp[{spec.replace(':cpu', '')}]"
+    def installed(module):
+        return lambda: "" if has(module) else f"{module} not installed"
+
+    for spec in pbp_specs or PBP_SPECS[device]:
         lib = spec.split(":")[0]
-        gpu_lib = lib if device == "gpu" else None
-        reason = pbp_probe(spec)
-        add(name, reason, lambda s=spec: setup_pbp(s, cfg, dtype, X, Y, tf32),
-            ("portable_bp", lib), gpu_lib)
+        add(f"portable_bp[{spec.replace(':cpu', '')}]", lambda s=spec: pbp_probe(s),
+            lambda s=spec: setup_pbp(s, cfg, dtype, X, Y, params, tf32),
+            ("portable_bp", lib), lib if device == "gpu" else None)
     if device == "cpu":
-        add("numpy (hand-written)", "", lambda: setup_handwritten("numpy", cfg, dtype, X, Y, params))
-        add("torch eager", "" if has("torch") else "torch not installed",
+        add("numpy (hand-written)", lambda: "",
+            lambda: setup_handwritten("numpy", cfg, dtype, X, Y, params))
+        add("torch eager", installed("torch"),
             lambda: peers.setup_torch(cfg, dtype, X, Y, params, C.LR, "cpu"), ("torch",))
-        add("scikit-learn", "" if has("sklearn") else "scikit-learn not installed",
+        add("scikit-learn", installed("sklearn"),
             lambda: peers.setup_sklearn(cfg, dtype, X, Y, params, C.LR), ("sklearn",),
             note=peers.SKLEARN_A_NOTE if cfg.loss == "mse" else "")
-        add("jax jit", "" if has("jax") else "jax not installed",
+        add("jax jit", installed("jax"),
             lambda: peers.setup_jax(cfg, dtype, X, Y, params, C.LR, "cpu"), ("jax",))
-        add("matmul bound", "", lambda: setup_bound("numpy", cfg, dtype))
+        add("matmul bound", lambda: "", lambda: setup_bound("numpy", cfg, dtype))
     else:
-        add("cupy (hand-written)", cupy_gpu(),
+        add("cupy (hand-written)", cupy_gpu,
             lambda: setup_handwritten("cupy", cfg, dtype, X, Y, params), ("cupy",), "cupy")
-        add("torch eager cuda", torch_cuda(),
+        add("torch eager cuda", torch_cuda,
             lambda: peers.setup_torch(cfg, dtype, X, Y, params, C.LR, "cuda"), ("torch",), "torch")
-        add("jax jit gpu", jax_gpu(),
+        add("jax jit gpu", jax_gpu,
             lambda: peers.setup_jax(cfg, dtype, X, Y, params, C.LR, "gpu", tf32), ("jax",), "jax")
-        add("matmul bound", cupy_gpu(), lambda: setup_bound("cupy", cfg, dtype), ("cupy",), "cupy")
+        add("matmul bound", cupy_gpu, lambda: setup_bound("cupy", cfg, dtype), ("cupy",), "cupy")
     return out, skipped
 
 
-def select(contenders, skipped, patterns):
-    """Keep contenders whose name contains one of ``patterns`` (case-insensitive)."""
+def name_filter(patterns, always=()):
+    """A predicate keeping names that contain one of ``patterns`` (case-insensitive), and
+    the names in ``always`` (the reference, so that ratios can still be computed)."""
     if not patterns:
-        return contenders, skipped
-    keep = lambda n: any(p.lower() in n.lower() for p in patterns)  # noqa: E731
-    return ([c for c in contenders if keep(c.name)],
-            {n: r for n, r in skipped.items() if keep(n)})
+        return lambda name: True
+    aliases = {"sklearn": "scikit-learn", "handwritten": "hand-written"}
+    pats = [aliases.get(p.lower(), p.lower()) for p in patterns]
+    return lambda name: name in always or any(p in name.lower() for p in pats)
 
 
 # ------------------------------------------------------------------------------ timing
@@ -223,11 +237,13 @@ def time_block(contenders, rounds, log):
     """Set up, warm up, then time ``rounds`` interleaved epochs per contender.
 
     Returns ({name: [seconds per round]}, {name: failure reason})."""
-    runs, failed = {}, {}
+    runs, failed, prep = {}, {}, {}
     for c in contenders:
         try:
+            t0 = time.perf_counter()
             runs[c.name] = c.setup()
             runs[c.name]()  # warm-up epoch, not recorded
+            prep[c.name] = time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001 - a broken contender must not stop the others
             failed[c.name] = f"{type(exc).__name__}: {exc}"
             runs.pop(c.name, None)
@@ -248,8 +264,19 @@ def time_block(contenders, rounds, log):
                 failed[n] = f"{type(exc).__name__}: {exc}"
                 log(f"    {n}: failed while timed: {failed[n]}")
     runs.clear()
-    gc.collect()
+    release_gpu_memory()
+    if os.environ.get("BENCH_VERBOSE"):
+        log("    setup + warm-up s: " + ", ".join(f"{n} {t:.2f}" for n, t in prep.items()))
     return {n: t for n, t in times.items() if n not in failed}, failed
+
+
+def release_gpu_memory():
+    """Give cached GPU blocks back between blocks, so the next contenders start alike."""
+    gc.collect()
+    if "cupy" in sys.modules and not _gpu_cache.get("cupy", "x"):
+        sys.modules["cupy"].get_default_memory_pool().free_all_blocks()
+    if "torch" in sys.modules and not _gpu_cache.get("torch", "x"):
+        sys.modules["torch"].cuda.empty_cache()
 
 
 def summarise(times, n_samples, reference):
@@ -273,8 +300,11 @@ def measure_memory(device, cfg, dtype, name, threads, tf32=False, timeout=600):
     """Run one epoch of one contender in a fresh child process and read its peaks."""
     cmd = [sys.executable, "-m", "benchmarks.memory_child", device, cfg.name, str(cfg.steps),
            dtype, name, str(threads), "1" if tf32 else "0"]
+    if name.startswith("portable_bp["):
+        spec = name[len("portable_bp["):-1]
+        cmd.append(f"{spec}:cpu" if spec == "jax" else spec)
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         line = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
         if p.returncode or not line:
@@ -295,6 +325,7 @@ def fmt_mem(m):
     if "error" in m:
         return "err"
     s = f"{m['rss_growth_mib']:.0f}"
+    s = f"{m['rss_growth_mib']:.1f}" if m["rss_growth_mib"] < 10 else s
     if m.get("gpu_mib") is not None:
         s += f" / {m['gpu_mib']:.0f}"
     return s
@@ -337,6 +368,8 @@ def check_targets(device, blocks):
             continue
         for cfg, minimum in wanted.items():
             block = next((b for b in blocks if b["config"] == cfg and b["dtype"] == "float32"), None)
+            if block is None:
+                continue
             row = (block or {}).get("contenders", {}).get(versus, {})
             ratio = row.get("ratio")
             status = "n/a" if ratio is None else ("PASS" if ratio >= minimum else "MISS")
@@ -346,13 +379,14 @@ def check_targets(device, blocks):
 
 
 # ------------------------------------------------------------------------ environment
-def apply_threads(n, device):
+def apply_threads(n, load=True):
     """Same thread count for every library: BLAS/OpenMP pools via threadpoolctl (the env
-    vars were set before import by __main__), PyTorch's intra-op pool explicitly."""
-    if has("torch"):
+    vars were set before import by __main__), PyTorch's intra-op pool explicitly.
+    With ``load`` False only libraries already imported are touched."""
+    if "torch" in sys.modules or (load and has("torch")):
         import torch
         torch.set_num_threads(n)
-    if has("sklearn"):
+    if load and has("sklearn"):
         import sklearn  # noqa: F401 - load its OpenMP runtime so threadpoolctl sees it
     if has("threadpoolctl"):
         from threadpoolctl import threadpool_limits
@@ -387,7 +421,7 @@ def gpu_name():
         if not torch_cuda():
             import torch
             return torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110 - a missing name is not worth failing the run
         pass
     return None
 
@@ -410,8 +444,9 @@ def versions():
 
 
 def machine(threads):
+    from .__main__ import THREAD_VARS
     info = {"platform": platform.platform(), "cpu": cpu_model(), "logical_cpus": os.cpu_count(),
-            "threads": threads}
+            "threads": threads, "thread_env": {v: os.environ.get(v) for v in THREAD_VARS}}
     if hasattr(os, "sched_getaffinity"):
         info["affinity"] = sorted(os.sched_getaffinity(0))
     try:
@@ -430,13 +465,15 @@ def run_section(device, args, log=print):
         if why:
             log(f"GPU section skipped: no GPU ({why})")
             return {"device": "gpu", "skipped": why}
-        if not args.tf32_child:
-            os.environ.pop("CUPY_TF32", None)
         if has("torch"):
             import torch
             torch.set_float32_matmul_precision("high" if args.tf32_child else "highest")
-    apply_threads(args.threads, device)
+    apply_threads(args.threads)
     reference = REFERENCE[device]
+    pbp_specs = [s for s in (args.pbp_backends or []) if ("cupy" in s or "cuda" in s or "gpu" in s)
+                 == (device == "gpu")] or None
+    if pbp_specs:  # plain "jax" would follow JAX's default device, the GPU when there is one
+        pbp_specs = ["jax:cpu" if s == "jax" else s for s in pbp_specs]
     cfg_names = args.configs or (["A", "B", "C", "D"] if device == "cpu" else ["B", "C", "D", "E"])
     dtypes = args.dtypes or (["float32", "float64"] if device == "cpu" else ["float32"])
     name = gpu_name() if device == "gpu" else None
@@ -453,8 +490,8 @@ def run_section(device, args, log=print):
         for dtype in dtypes:
             X, Y = C.make_data(cfg, dtype)
             params = C.init_params(cfg, dtype)
-            contenders, skipped = build_contenders(device, cfg, dtype, X, Y, params, args.tf32_child)
-            contenders, skipped = select(contenders, skipped, args.contenders)
+            contenders, skipped = build_contenders(device, cfg, dtype, X, Y, params, args.tf32_child,
+                                                   name_filter(args.contenders, [reference]), pbp_specs)
             log(f"-- {cfg.describe()}, {dtype}, {cfg.n_samples} samples/epoch: "
                 f"{len(contenders)} contenders")
             times, failed = time_block(contenders, args.rounds, log)
@@ -482,14 +519,17 @@ def run_section(device, args, log=print):
     notes = sorted({r["note"] for b in blocks for r in b["contenders"].values() if r.get("note")})
     for note in notes:
         log(f"  * {note}")
+    log(f"  matmul bound = the step's matrix products alone, with {'CuPy/cuBLAS' if device == 'gpu' else 'NumPy/BLAS'}"
+        " (a contender using another GEMM library can exceed it)")
     if args.memory:
-        log("  peak MiB = growth of peak RSS over the run's baseline (host) / GPU memory held "
-            "(CuPy pool total, torch max allocated, JAX peak in use); data included")
+        log("  peak MiB = growth of peak RSS during setup + one epoch, in a fresh process (host)"
+            + (" / GPU memory: CuPy pool total, torch max allocated, JAX peak in use; data included"
+               if device == "gpu" else ""))
     targets = check_targets(device, blocks)
     if targets:
         log(f"\nTargets ({device.upper()}, float32, {reference} / X):")
         for t in targets:
-            ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}"
+            ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.3f}"
             log(f"  vs {t['versus']:<22} {t['config']}  >= {t['minimum']:<5} got {ratio:>6}  {t['status']}")
     section = {"device": device, "reference": reference, "gpu": name, "threads": args.threads,
                "rounds": args.rounds, "blocks": blocks, "targets": targets}
@@ -516,9 +556,11 @@ def run_tf32(args, blocks, log):
             cmd += ["--quick"]
         if args.contenders:
             cmd += ["--contenders", ",".join(args.contenders)]
+        if args.pbp_backends:
+            cmd += ["--pbp-backends", ",".join(args.pbp_backends)]
         log("\n--- TF32 pass (child process with CUPY_TF32=1, torch/jax TF32 allowed) ---")
         env = dict(os.environ, CUPY_TF32="1")
-        p = subprocess.run(cmd, env=env, text=True, capture_output=True,
+        p = subprocess.run(cmd, env=env, text=True, capture_output=True, check=False,
                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if p.returncode or not os.path.exists(path):
             log(f"TF32 pass failed: {p.stderr.strip()[-2000:]}")

@@ -72,10 +72,10 @@ def setup_sklearn(cfg: Config, dtype: str, X, Y, params, lr: float):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-    common = dict(hidden_layer_sizes=cfg.sizes[1:-1], solver="sgd", learning_rate="constant",
-                  learning_rate_init=lr, momentum=0.0, nesterovs_momentum=False, alpha=0.0,
-                  batch_size=cfg.batch, shuffle=False, max_iter=1, n_iter_no_change=10**9,
-                  random_state=0)
+    common = {"hidden_layer_sizes": cfg.sizes[1:-1], "solver": "sgd", "learning_rate": "constant",
+              "learning_rate_init": lr, "momentum": 0.0, "nesterovs_momentum": False, "alpha": 0.0,
+              "batch_size": cfg.batch, "shuffle": False, "max_iter": 1, "n_iter_no_change": 10**9,
+              "random_state": 0}
     if cfg.loss == "cross_entropy":
         model = MLPClassifier(activation="relu" if cfg.activation == "relu" else "logistic", **common)
         model.partial_fit(X[:cfg.batch], Y[:cfg.batch], classes=np.arange(cfg.sizes[-1]))
@@ -114,9 +114,8 @@ def setup_jax(cfg: Config, dtype: str, X, Y, params, lr: float, platform: str = 
     import jax.numpy as jnp
 
     dev = jax.devices(platform)[0]
-    put = lambda a: jax.device_put(a, dev)  # noqa: E731
-    p = [(put(W), put(b)) for W, b in params]
-    Xd, Yd = put(X), put(Y)
+    p = [(jax.device_put(W, dev), jax.device_put(b, dev)) for W, b in params]
+    Xd, Yd = jax.device_put(X, dev), jax.device_put(Y, dev)
     b_, relu = cfg.batch, cfg.activation == "relu"
 
     def loss(p, x, y):

@@ -197,7 +197,7 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
                 raise ValueError("resume=True needs checkpoint=PATH")
             from .checkpoint import restore_into
 
-            restored = restore_into(net, checkpoint)  # None when the file does not exist yet
+            restored = restore_into(net, checkpoint, opt)  # None when the file does not exist yet
             if restored is not None:
                 opt, state = restored
                 start_epoch = net.epochs_trained

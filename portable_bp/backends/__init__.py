@@ -34,7 +34,7 @@ _FACTORIES: dict[str, str | Callable] = {
 }
 GPU_SPECS = ("cupy", "torch:cuda")
 _cache: dict[str, Backend | BackendUnavailable] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a factory may itself call get()
 _entry_points_loaded = False
 
 

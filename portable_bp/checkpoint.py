@@ -1,0 +1,356 @@
+"""Checkpoints: one ``.npz`` file holding a network, its epoch count and its optimizer state.
+
+Layout (format ``portable_bp-checkpoint``, version 1), all plain arrays so that loading
+never unpickles anything (``allow_pickle=False``: a checkpoint cannot run code):
+
+* ``meta``: a 0-d unicode array holding JSON: format, version, ``net.config()``,
+  ``epochs_trained``, the backend spec it was saved from (informational only) and
+  ``optimizer``: null, or ``{"config": opt.config() or null, "step": n, "slots": {name: count}}``.
+* ``W0``, ``b0``, ``W1``, ...: the parameters, in the network's dtype.
+* ``opt__<slot>__<i>``: optimizer slot arrays, one per parameter in the order W0, b0, W1, ...
+
+The path is used exactly as given: ``save(net, "model")`` writes ``model``, not
+``model.npz`` (unlike ``np.savez``), so ``load`` and ``fit(checkpoint=...)`` find it again.
+
+Saving is atomic: the file is written to ``.<name>.<8 hex>.tmp`` in the same directory,
+fsynced and renamed over the target. A process killed mid-save leaves the previous file
+intact plus that one temporary file, which the next save to the same path removes.
+Several processes saving to one path at once are not supported: the file then still holds
+one complete checkpoint, but a save may fail.
+
+This module is host-side: it uses NumPy and the backend's own ``asarray``/``to_numpy``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import zipfile
+import zlib
+from numbers import Integral
+
+import numpy as np
+
+FORMAT = "portable_bp-checkpoint"
+VERSION = 1
+ARCHITECTURE = ("sizes", "activation", "output_activation", "loss")
+
+
+# -- saving ------------------------------------------------------------------------------
+def save(net, path) -> None:
+    """Write ``net`` (parameters, epochs_trained, optimizer state) to ``path`` atomically."""
+    path = os.fsdecode(os.fspath(path))
+    arrays, meta = _host_contents(net)
+    arrays["meta"] = np.array(json.dumps(meta))  # 0-d '<U' array: no pickling on load
+    folder, name = os.path.split(os.path.abspath(path))
+    _remove_stale_temps(folder, name)
+    tmp, fd = _create_temp(folder, name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # through a file object: numpy adds no ".npz" suffix
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(folder)
+
+
+def _host_contents(net):
+    """Every array as host NumPy (device-to-host copies happen before any file is opened)."""
+    to_host = lambda a: np.asarray(net.backend.to_numpy(a), dtype=net.dtype)  # noqa: E731
+    arrays = {}
+    for l, (W, b) in enumerate(net.params):
+        arrays[f"W{l}"], arrays[f"b{l}"] = to_host(W), to_host(b)
+    optimizer = None
+    if net.optimizer_state is not None:
+        opt, state = net.optimizer_state
+        if not (isinstance(state, dict) and isinstance(state.get("step"), Integral)
+                and isinstance(state.get("slots"), dict)):
+            raise TypeError("net.optimizer_state[1] must be {'step': int, 'slots': {name: [arrays]}}")
+        config = opt.config() if hasattr(opt, "config") else None  # custom optimizers: None
+        try:
+            config = json.loads(json.dumps(config))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"the optimizer's config() cannot be stored as JSON: {exc}") from None
+        shapes = [a.shape for a in arrays.values()]  # W0, b0, W1, ...: one slot array each
+        counts = {}
+        for slot, values in state["slots"].items():
+            if not isinstance(slot, str) or not isinstance(values, (list, tuple)) or len(values) != len(shapes):
+                raise TypeError(f"optimizer slot {slot!r} must be a name with one array per parameter")
+            counts[slot] = len(values)
+            for i, a in enumerate(values):
+                arrays[f"opt__{slot}__{i}"] = to_host(a)
+                if arrays[f"opt__{slot}__{i}"].shape != shapes[i]:
+                    raise TypeError(f"optimizer slot {slot!r}[{i}] has shape {tuple(a.shape)}, "
+                                    f"expected {shapes[i]}")
+        optimizer = {"config": config, "step": int(state["step"]), "slots": counts}
+    meta = {"format": FORMAT, "version": VERSION, "config": net.config(),
+            "epochs_trained": int(net.epochs_trained), "backend": net.backend.spec,
+            "optimizer": optimizer}
+    return arrays, meta
+
+
+def _temp_pattern(name):
+    return re.compile(re.escape(f".{name}.") + r"[0-9a-f]{8}\.tmp")
+
+
+def _create_temp(folder, name):
+    """A new ``.<name>.<8 hex>.tmp`` next to the target, opened exclusively (mode 0666 & ~umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return tmp, os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+
+
+def _remove_stale_temps(folder, name):
+    """Delete temporary files left by earlier saves to this path that were killed mid-write."""
+    pattern = _temp_pattern(name)
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.fullmatch(entry):
+            try:
+                os.remove(os.path.join(folder, entry))
+            except OSError:
+                pass
+
+
+def _fsync_dir(folder):
+    """Make the rename itself durable (POSIX); best effort elsewhere."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- loading -----------------------------------------------------------------------------
+def load(path, backend=None):
+    """A Network rebuilt from ``path`` on ``backend`` (default ``"numpy"``: the saved spec is
+    informational, since the saving machine's GPU or library may not exist here).
+
+    ``optimizer_state`` is ``(optimizer, state)`` when one was saved; the optimizer is
+    None when the file cannot rebuild it (a custom optimizer class or learning-rate
+    callable): pass that optimizer again to ``fit``.
+    """
+    from .backends import get as get_backend
+    from .network import Network
+
+    ck = _read(path)
+    be = get_backend("numpy" if backend is None else backend)
+    cfg = dict(ck["config"])
+    try:
+        net = Network(cfg.pop("sizes"), backend=be, **cfg)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{_name(path)}: the saved network config is invalid: {exc}") from None
+    state = _state_on(net, ck)
+    _set_params(net, ck, path)
+    net.epochs_trained = ck["epochs_trained"]
+    if state is not None:
+        net.optimizer_state = (_rebuild_optimizer(ck), state)
+    return net
+
+
+def restore_into(net, path, optimizer=None):
+    """Continue a saved run in ``net`` (``fit(..., resume=True)``).
+
+    Returns None when ``path`` does not exist. Otherwise checks the architecture, sets
+    the parameters, ``epochs_trained`` and the seed (which orders the batches, so the
+    resumed run sees the same batches as an uninterrupted one), and returns
+    ``(opt, state)`` with the state on ``net``'s backend in its dtype. ``opt`` is the saved
+    optimizer rebuilt; if none was saved, ``(optimizer, None)`` (the caller starts a fresh
+    state); if the file cannot rebuild it, ``optimizer`` when it is of the same kind.
+    """
+    if not os.path.exists(path):
+        return None
+    ck = _read(path)
+    saved, mine = ck["config"], net.config()
+    for key in ARCHITECTURE:
+        if saved[key] != mine[key]:
+            raise ValueError(f"{_name(path)} holds a network with {key}={saved[key]!r}, but this "
+                             f"network has {key}={mine[key]!r}; resume needs the same architecture")
+    state = _state_on(net, ck)
+    opt = optimizer
+    if state is not None:
+        opt = _rebuild_optimizer(ck)
+        if opt is None:
+            opt = _check_fallback(optimizer, ck, path, net)
+    _set_params(net, ck, path)
+    net.epochs_trained = ck["epochs_trained"]
+    net.seed, net.init, net.sigma = saved["seed"], saved["init"], saved["sigma"]
+    return opt, state
+
+
+def _rebuild_optimizer(ck):
+    """The saved optimizer, or None when its config cannot rebuild it."""
+    from .optim import optimizer_from_config
+
+    cfg = ck["optimizer"]["config"]
+    if cfg is None or cfg.get("lr") is None:
+        return None
+    try:
+        return optimizer_from_config(cfg)
+    except (TypeError, ValueError, KeyError):
+        return None  # a custom optimizer class with a config(): the caller must pass it again
+
+
+def _check_fallback(optimizer, ck, path, net):
+    """``optimizer`` when it matches what was saved (config apart from lr, and slot names)."""
+    cfg = ck["optimizer"]["config"]
+    what = f"{_name(path)} holds optimizer state of {cfg or 'a custom optimizer'}"
+    if optimizer is None:
+        raise ValueError(f"{what}, which the file cannot rebuild (custom learning-rate callable "
+                         f"or optimizer class); pass the same optimizer again")
+    if cfg is not None and hasattr(optimizer, "config"):
+        given = json.loads(json.dumps(optimizer.config()))
+        if {k: v for k, v in given.items() if k != "lr"} != {k: v for k, v in cfg.items() if k != "lr"}:
+            raise ValueError(f"{what}, but the optimizer given is {given}")
+    slots = set(optimizer.init([p for pair in net.params for p in pair])["slots"])
+    if slots != set(ck["optimizer"]["slots"]):
+        raise ValueError(f"{what} with slots {sorted(ck['optimizer']['slots'])}, but the optimizer "
+                         f"given keeps {sorted(slots)}")
+    return optimizer
+
+
+def _state_on(net, ck):
+    """The saved optimizer state with its arrays on ``net``'s backend, or None."""
+    if ck["optimizer"] is None:
+        return None
+    slots = {k: [net.backend.asarray(a, net.dtype) for a in v] for k, v in ck["slots"].items()}
+    return {"step": ck["optimizer"]["step"], "slots": slots}
+
+
+def _set_params(net, ck, path):
+    try:
+        net.set_params(ck["params"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{_name(path)}: bad parameters: {exc}") from None
+
+
+# -- reading and checking ----------------------------------------------------------------
+def _name(path):
+    return repr(os.fsdecode(os.fspath(path)))
+
+
+def _read(path) -> dict:
+    """Everything in the file as host arrays and checked metadata, or a ValueError naming
+    the file and the problem. A missing file raises FileNotFoundError."""
+    name = _name(path)
+    with open(path, "rb") as f:
+        if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # what np.load takes for a zip
+            raise ValueError(f"{name} is not an .npz file (no zip signature)")
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as npz:
+                if "meta" not in npz.files:
+                    raise ValueError(f"{name} is not a portable_bp checkpoint: no 'meta' entry")
+                meta = _parse_meta(_entry(npz, "meta", name), name)
+                return _contents(npz, meta, name)
+        except (zipfile.BadZipFile, EOFError, zlib.error, OSError, NotImplementedError,
+                RuntimeError) as exc:  # the last two: a flipped bit claims compression or encryption
+            raise ValueError(f"{name} is truncated or corrupt: {type(exc).__name__}: {exc}") from None
+
+
+def _entry(npz, key, name):
+    """One entry, with numpy's read errors turned into messages about this file."""
+    try:
+        value = npz[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{name}: entry {key!r} is an object array (pickled Python objects); "
+                             f"checkpoints hold plain arrays and are never unpickled") from None
+        raise ValueError(f"{name}: entry {key!r} is corrupt: {exc}") from None
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{name}: entry {key!r} is not a .npy array")
+    return value
+
+
+def _parse_meta(arr, name) -> dict:
+    if arr.ndim != 0 or arr.dtype.kind != "U":
+        raise ValueError(f"{name}: 'meta' must be a 0-d string array, got {arr.dtype} of shape {arr.shape}")
+    try:
+        meta = json.loads(str(arr[()]))
+    except ValueError as exc:
+        raise ValueError(f"{name}: 'meta' is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else meta
+        raise ValueError(f"{name} is not a portable_bp checkpoint (format {got!r}, expected {FORMAT!r})")
+    version = meta.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{name}: unknown checkpoint format version {version!r}")
+    if version > VERSION:
+        raise ValueError(f"{name} has checkpoint format version {version}, newer than this "
+                         f"portable_bp reads (up to {VERSION}); upgrade portable_bp")
+    _need(meta, "config", dict, name)
+    _need(meta["config"], "sizes", list, name)
+    for key in ("activation", "output_activation", "loss", "dtype", "init"):
+        _need(meta["config"], key, str, name)
+    if meta["config"]["dtype"] not in ("float32", "float64"):
+        raise ValueError(f"{name}: metadata 'dtype' is invalid: {meta['config']['dtype']!r}")
+    _need(meta["config"], "seed", int, name)
+    _need(meta["config"], "sigma", (int, float), name)
+    _need(meta, "epochs_trained", int, name, nonneg=True)
+    opt = meta.get("optimizer")
+    if opt is not None:
+        if not isinstance(opt, dict) or not isinstance(opt.get("slots"), dict) or not (
+                opt.get("config") is None or isinstance(opt["config"], dict)):
+            raise ValueError(f"{name}: metadata 'optimizer' is malformed: {opt!r}")
+        _need(opt, "step", int, name, nonneg=True)
+    return meta
+
+
+def _need(d, key, types, name, nonneg=False):
+    value = d.get(key)
+    if isinstance(value, bool) or not isinstance(value, types) or (nonneg and value < 0):
+        raise ValueError(f"{name}: metadata entry {key!r} is missing or invalid: {value!r}")
+
+
+def _contents(npz, meta, name) -> dict:
+    """Parameters and slot arrays read and checked against the saved config."""
+    cfg = meta["config"]
+    sizes, dtype = cfg["sizes"], cfg["dtype"]
+    if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+        raise ValueError(f"{name}: metadata 'sizes' is invalid: {sizes!r}")
+    shapes = []
+    for l in range(len(sizes) - 1):
+        shapes += [(f"W{l}", (sizes[l + 1], sizes[l])), (f"b{l}", (sizes[l + 1],))]
+
+    def array(key, shape):
+        if key not in npz.files:
+            raise ValueError(f"{name}: missing array {key!r}")
+        a = _entry(npz, key, name)
+        if a.shape != shape:
+            raise ValueError(f"{name}: array {key!r} has shape {a.shape}, expected {shape}")
+        if a.dtype != np.dtype(dtype):
+            raise ValueError(f"{name}: array {key!r} has dtype {a.dtype}, expected {dtype}")
+        return a
+
+    flat = [array(key, shape) for key, shape in shapes]
+    slots = {}
+    if meta["optimizer"] is not None:
+        for slot, count in meta["optimizer"]["slots"].items():
+            if count != len(shapes):
+                raise ValueError(f"{name}: optimizer slot {slot!r} has {count} arrays, expected "
+                                 f"one per parameter ({len(shapes)})")
+            slots[slot] = [array(f"opt__{slot}__{i}", shape) for i, (_, shape) in enumerate(shapes)]
+    return {"config": cfg, "epochs_trained": meta["epochs_trained"], "backend": meta.get("backend"),
+            "optimizer": meta["optimizer"], "params": list(zip(flat[0::2], flat[1::2])), "slots": slots}

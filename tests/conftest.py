@@ -1,0 +1,53 @@
+"""The backend x dtype fixture every numerical test runs over.
+
+Every known backend is listed at import time. Ones that cannot run here are skipped with
+the probe's reason (shown by ``-ra``); GPU ones also carry the ``gpu`` marker, so
+``-m gpu`` selects them and ``-m "not gpu"`` drops them. Tolerances come from one table.
+"""
+
+import numpy as np
+import pytest
+
+from portable_bp.backends import DTYPES, probe
+
+CPU_SPECS = ["numpy", "array_api_strict", "torch", "jax"]
+GPU_SPECS = ["cupy", "torch:cuda"]
+# relative tolerance when two computations of the same quantity are compared
+RTOL = {"float32": 2e-5, "float64": 1e-11}
+
+
+def _cases(specs, dtypes=DTYPES):
+    for spec in specs:
+        ok, reason = probe(spec)
+        marks = [pytest.mark.gpu] if spec in GPU_SPECS else []
+        if not ok:
+            marks.append(pytest.mark.skip(reason=f"backend {spec} unavailable: {reason}"))
+        for dtype in dtypes:
+            yield pytest.param((spec, dtype), marks=marks, id=f"{spec}-{dtype}")
+
+
+BACKEND_DTYPE = list(_cases(CPU_SPECS + GPU_SPECS))
+BACKEND_F64 = list(_cases(CPU_SPECS + GPU_SPECS, ("float64",)))
+
+
+@pytest.fixture(params=BACKEND_DTYPE)
+def backend_dtype(request):
+    """(backend spec, dtype name) over every backend and dtype."""
+    return request.param
+
+
+@pytest.fixture(params=BACKEND_F64)
+def backend64(request):
+    """Backend spec, for float64-only checks (gradients against finite differences)."""
+    return request.param[0]
+
+
+def to_np(net_or_backend, arr):
+    backend = getattr(net_or_backend, "backend", net_or_backend)
+    return np.asarray(backend.to_numpy(arr), dtype=np.float64)
+
+
+def assert_close(actual, expected, dtype, scale=1.0):
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    tol = RTOL[dtype] * scale
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * max(1.0, np.abs(expected).max(initial=0)))

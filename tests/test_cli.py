@@ -1,0 +1,272 @@
+"""The ``portable-bp`` command, run as users run it: ``python -m portable_bp`` in a subprocess."""
+
+import math
+import os
+import re
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from portable_bp.backends import probe
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FINAL_LINE = re.compile(r"^test accuracy: (\d\.\d{3}) \(n=(\d+)\) \| time: \d+\.\d s \| backend: \S+$")
+CUPY_OK, CUPY_REASON = probe("cupy")
+
+
+def _env():
+    paths = [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env.pop("PORTABLE_BP_DEBUG", None)
+    return env
+
+
+def run_cli(*args, cwd=None, prelude=None):
+    """Run the command; ``prelude`` is Python run first in the same process (to hide a module)."""
+    if prelude is None:
+        cmd = [sys.executable, "-m", "portable_bp", *args]
+    else:
+        code = f"{prelude}\nimport sys\nfrom portable_bp.cli import main\nsys.exit(main(sys.argv[1:]))"
+        cmd = [sys.executable, "-c", code, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(result, *fragments):
+    """Exit status 2, exactly one line on stderr starting 'portable-bp: error:', no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("portable-bp: error: "), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def final_accuracy(stdout):
+    match = FINAL_LINE.match(stdout.strip().splitlines()[-1])
+    assert match, stdout
+    return float(match.group(1)), int(match.group(2))
+
+
+# -- help and version ---------------------------------------------------------------------
+@pytest.mark.parametrize("sub", ["", "train", "evaluate", "backends", "gradcheck", "explain"])
+def test_help_for_every_subcommand(sub):
+    r = run_cli(*([sub] if sub else []), "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: portable-bp"), r.stdout
+    if sub == "train":
+        assert "--dataset" in r.stdout and "evaluate" in r.stdout  # the split/scaler note
+
+
+def test_version():
+    r = run_cli("--version")
+    assert r.returncode == 0
+    assert re.fullmatch(r"portable-bp \d+\.\d+\.\d+\S*", r.stdout.strip())
+
+
+def test_bench_help_outside_a_checkout(tmp_path):
+    r = run_cli("bench", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "source checkout" in r.stdout
+
+
+def test_bench_outside_a_checkout_says_so(tmp_path):
+    assert_one_line_error(run_cli("bench", cwd=tmp_path), "source checkout")
+
+
+def test_bench_passes_arguments_to_the_benchmarks(tmp_path):
+    r = run_cli("bench", "--help", cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "benchmarks" in r.stdout
+
+
+# -- train and evaluate -------------------------------------------------------------------
+def test_train_digits_prints_the_final_line(tmp_path):
+    r = run_cli("train", "--dataset", "digits", "--epochs", "3", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip().splitlines()) == 1  # --quiet: the final line alone
+    accuracy, n = final_accuracy(r.stdout)
+    assert n == 360 and accuracy > 0.9
+
+
+def test_train_save_then_evaluate_reproduces_the_test_accuracy(tmp_path):
+    r = run_cli("train", "--epochs", "3", "--seed", "3", "--backend", "numpy", "--save", "m.npz",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    accuracy, n = final_accuracy(r.stdout)
+    assert (tmp_path / "m.npz").is_file()
+    assert "saved model to m.npz" in r.stdout
+    for backend in ("numpy", "array_api_strict"):
+        e = run_cli("evaluate", "m.npz", "--dataset", "digits", "--backend", backend, cwd=tmp_path)
+        assert e.returncode == 0, e.stderr
+        m = re.fullmatch(r"test loss: (\S+) \| test accuracy: (\d\.\d{3}) \(n=(\d+)\) \| backend: (\S+)",
+                         e.stdout.strip())
+        assert m, e.stdout
+        assert math.isfinite(float(m.group(1)))
+        assert (float(m.group(2)), int(m.group(3)), m.group(4)) == (accuracy, n, backend)
+
+
+def test_evaluate_on_other_data_is_one_clear_line(tmp_path):
+    r = run_cli("train", "--epochs", "1", "--quiet", "--save", "m.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert_one_line_error(run_cli("evaluate", "m.npz", "--dataset", "moons", cwd=tmp_path),
+                          "64 input features")
+
+
+def test_train_regression_prints_test_mse(tmp_path):
+    r = run_cli("train", "--dataset", "sine", "--epochs", "5", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = re.fullmatch(r"test MSE: (\S+) \(n=80\) \| time: \d+\.\d s \| backend: \S+", r.stdout.strip())
+    assert m and float(m.group(1)) < 0.5, r.stdout
+
+
+def test_train_on_a_users_csv_with_a_named_or_numbered_target(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    rows = ["label,a,b,c"] + [f"{t},{a:.5f},{b:.5f},{c:.5f}" for t, (a, b, c) in zip(y, X)]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    for target in ("label", "0"):
+        r = run_cli("train", "--data", "data.csv", "--target", target, "--epochs", "20", "--quiet",
+                    cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        accuracy, n = final_accuracy(r.stdout)
+        assert n == 40 and accuracy >= 0.85
+
+
+def test_train_on_idx_pair_and_npz_files(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 120
+    labels = np.arange(n, dtype=np.uint8) % 2
+    images = rng.integers(0, 60, size=(n, 4, 4), dtype=np.uint8)
+    images[labels == 1, :2, :] += 150  # class 1: bright top half
+    (tmp_path / "img.idx").write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", n, 4, 4) + images.tobytes())
+    (tmp_path / "lab.idx").write_bytes(b"\x00\x00\x08\x01" + struct.pack(">I", n) + labels.tobytes())
+    np.savez(tmp_path / "d.npz", X=images.reshape(n, -1).astype(float), y=labels.astype(np.int64))
+    for data in ("img.idx,lab.idx", "d.npz"):
+        r = run_cli("train", "--data", data, "--epochs", "10", "--quiet", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        accuracy, count = final_accuracy(r.stdout)
+        assert count == 24 and accuracy >= 0.9
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    r = run_cli("train", "--epochs", "2", "--quiet", "--plot", "curves.png", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
+    r = run_cli("train", "--epochs", "1", "--plot", "curves.png", cwd=tmp_path,
+                prelude="import sys; sys.modules['matplotlib'] = None")
+    assert_one_line_error(r, "matplotlib", "portable_bp[plot]")
+    assert not (tmp_path / "curves.png").exists()
+
+
+# -- other subcommands --------------------------------------------------------------------
+def test_backends_table():
+    r = run_cli("backends")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:] if line.strip()}
+    assert rows["numpy"][1] == "yes"
+    assert rows["array_api_strict"][1] == "yes"
+    if CUPY_OK:
+        assert rows["cupy"][1] == "yes"
+    else:
+        assert rows["cupy"][1] == "no" and len(rows["cupy"]) > 4  # a reason follows
+    assert "auto selects:" in r.stdout
+
+
+@pytest.mark.parametrize("args", [(), ("--activation", "relu", "--loss", "mse"),
+                                  ("--backend", "array_api_strict", "--loss", "binary_cross_entropy")])
+def test_gradcheck_passes(args):
+    r = run_cli("gradcheck", "--hidden", "5", "5", *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"max relative error: (\S+) \(threshold 1e-07\): PASS", r.stdout)
+    assert m and float(m.group(1)) < 1e-7
+
+
+def test_explain_checks_the_seed_network():
+    r = run_cli("explain", "--backend", "numpy")
+    assert r.returncode == 0, r.stderr
+    for text in ("W(1) (4x3)", "W(2) (2x4)", "u(1)", "δ(2)", "δ(1)", "dL/dW(1)", "dL/db(2)"):
+        assert text in r.stdout
+    assert r.stdout.strip().endswith("OK")
+
+
+def test_the_loop_formulas_match_finite_differences():
+    """explain's reference (E3/E5 by loops) is itself right: compare with its own loss."""
+    from portable_bp.cli import seed_network_by_loops
+
+    rng = np.random.default_rng(1)
+    W1, b1, W2, b2 = (rng.normal(0, 0.7, s).tolist() for s in ((4, 3), 4, (2, 4), 2))
+    x, z = rng.normal(size=3).tolist(), rng.uniform(size=2).tolist()
+    ref = seed_network_by_loops(W1, b1, W2, b2, x, z)
+    eps = 1e-6
+    for name, P, grad in (("W1", W1, ref["dW1"]), ("W2", W2, ref["dW2"])):
+        for i in range(len(P)):
+            for j in range(len(P[i])):
+                old = P[i][j]
+                P[i][j] = old + eps
+                up = seed_network_by_loops(W1, b1, W2, b2, x, z)["loss"]
+                P[i][j] = old - eps
+                down = seed_network_by_loops(W1, b1, W2, b2, x, z)["loss"]
+                P[i][j] = old
+                assert abs((up - down) / (2 * eps) - grad[i][j]) < 1e-8, (name, i, j)
+    for P, grad in ((b1, ref["db1"]), (b2, ref["db2"])):
+        for i in range(len(P)):
+            old = P[i]
+            P[i] = old + eps
+            up = seed_network_by_loops(W1, b1, W2, b2, x, z)["loss"]
+            P[i] = old - eps
+            down = seed_network_by_loops(W1, b1, W2, b2, x, z)["loss"]
+            P[i] = old
+            assert abs((up - down) / (2 * eps) - grad[i]) < 1e-8
+
+
+# -- errors: exit 2, one line -------------------------------------------------------------
+def test_unknown_flag_is_one_line():
+    r = run_cli("train", "--bogus")
+    assert_one_line_error(r, "--bogus")
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("train", "--hidden", "0"), "--hidden"),
+    (("train", "--lr", "-1"), "--lr"),
+    (("train", "--epochs", "two"), "--epochs"),
+    (("train", "--backend", "nope"), "unknown backend 'nope'"),
+    (("train", "--data", "missing.csv"), "missing.csv"),
+    (("train", "--dtype", "float16"), "float16"),
+    (("train", "--test-size", "1.5"), "--test-size"),
+    (("train", "--dataset", "mnist"), "--dataset"),
+    (("train", "--dataset", "digits", "--data", "x.csv"), "not allowed"),
+    (("train", "--save", "no/such/folder/m.npz"), "does not exist"),
+    (("evaluate", "missing.npz"), "missing.npz"),
+    (("gradcheck", "--samples", "0"), "--samples"),
+    (("nope",), "invalid choice"),
+    ((), "required"),
+])
+def test_bad_values_are_one_line(tmp_path, args, fragment):
+    assert_one_line_error(run_cli(*args, cwd=tmp_path), fragment)
+
+
+def test_bad_file_contents_are_one_line(tmp_path):
+    (tmp_path / "bad.csv").write_text("a,b,label\n1,2,0\n3,oops,1\n")
+    assert_one_line_error(run_cli("train", "--data", "bad.csv", cwd=tmp_path), "bad.csv", "oops")
+
+
+def test_continuous_target_with_cross_entropy_is_one_line(tmp_path):
+    (tmp_path / "r.csv").write_text("".join(f"{i},{i * 0.37:.3f}\n" for i in range(20)))
+    assert_one_line_error(run_cli("train", "--data", "r.csv", "--loss", "cross_entropy", cwd=tmp_path),
+                          "--loss mse")
+
+
+@pytest.mark.skipif(CUPY_OK, reason="CuPy runs here")
+def test_cupy_without_a_gpu_is_one_line_with_the_reason(tmp_path):
+    line = assert_one_line_error(run_cli("train", "--backend", "cupy", cwd=tmp_path), "cupy")
+    assert "cannot run here" in line

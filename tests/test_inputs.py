@@ -1,0 +1,146 @@
+"""Bad input gets a ValueError/TypeError naming the argument, the value and what was expected."""
+
+import numpy as np
+import pytest
+
+import portable_bp as pbp
+from conftest import to_np
+
+
+@pytest.fixture
+def net(backend_dtype):
+    spec, dtype = backend_dtype
+    return pbp.Network([3, 4, 2], activation="tanh", loss="mse", backend=spec, dtype=dtype, seed=0)
+
+
+@pytest.fixture
+def clf(backend_dtype):
+    spec, dtype = backend_dtype
+    return pbp.Network([3, 4, 3], activation="relu", loss="cross_entropy", backend=spec, dtype=dtype, seed=0)
+
+
+X3 = np.ones((5, 3))
+
+
+@pytest.mark.parametrize("X,match", [
+    (np.ones((5, 4)), r"X has 4 features but the network expects 3"),
+    (np.ones((0, 3)), r"X is empty"),
+    (np.ones((2, 3, 1)), r"X must be 2-D"),
+    (np.array([[1.0, np.nan, 0.0]]), r"X contains NaN or inf"),
+    (np.array([[1.0, np.inf, 0.0]]), r"X contains NaN or inf"),
+])
+def test_bad_X(net, X, match):
+    with pytest.raises(ValueError, match=match):
+        net.forward(X)
+    with pytest.raises(ValueError, match=match):
+        net.loss_and_grads(X, np.zeros((len(X), 2)))
+
+
+def test_non_numeric_X_is_a_type_error(net):
+    with pytest.raises(TypeError, match="X must hold numbers"):
+        net.forward([["a", "b", "c"]])
+
+
+@pytest.mark.parametrize("Z,match", [
+    (np.zeros((4, 2)), r"X and Z have different lengths: 5 and 4"),
+    (np.zeros((5, 3)), r"Z has\s+width 3 but the network has 2 outputs"),
+    (np.zeros(5), r"Z has shape \(5,\) but the network has 2 outputs"),
+    (np.full((5, 2), np.nan), r"Z contains NaN or inf"),
+])
+def test_bad_targets(net, Z, match):
+    with pytest.raises(ValueError, match=match):
+        net.loss_and_grads(X3, Z)
+
+
+@pytest.mark.parametrize("Z,match", [
+    (np.array([0, 1, 2, 3, 0]), r"labels must lie in \[0, 3\).*from 0 to 3"),
+    (np.array([0, -1, 2, 1, 0]), r"labels must lie in \[0, 3\).*from -1 to 2"),
+    (np.array([0.5, 1, 2, 1, 0]), r"labels must be whole numbers"),
+    (np.eye(4)[[0, 1, 2, 3, 0]], r"one-hot rows of width 4 but the network has 3 outputs"),
+    (np.full((5, 3), 0.5), r"one-hot \(or probabilities\)"),
+])
+def test_bad_labels(clf, Z, match):
+    with pytest.raises(ValueError, match=match):
+        clf.loss_and_grads(X3, Z)
+
+
+def test_one_hot_and_integer_labels_agree(clf):
+    y = np.array([0, 2, 1, 1, 0])
+    l1, g1 = clf.loss_and_grads(X3, y)
+    l2, g2 = clf.loss_and_grads(X3, np.eye(3)[y])
+    assert l1 == pytest.approx(l2)
+    np.testing.assert_allclose(to_np(clf, g1[0][0]), to_np(clf, g2[0][0]))
+
+
+def test_binary_cross_entropy_targets_in_unit_interval():
+    net = pbp.Network([3, 2], loss="binary_cross_entropy", seed=0)
+    with pytest.raises(ValueError, match=r"binary_cross_entropy must lie in \[0, 1\]"):
+        net.loss_and_grads(X3, np.full((5, 2), 2.0))
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(activation="swish"), ValueError, r"activation must be one of .*got 'swish'"),
+    (dict(activation="softmax"), ValueError, r"only on the output layer"),
+    (dict(output_activation="gelu"), ValueError, r"output_activation must be one of .*'gelu'"),
+    (dict(loss="hinge"), ValueError, r"loss must be one of .*got 'hinge'"),
+    (dict(loss="cross_entropy", output_activation="sigmoid"), ValueError,
+     r"loss='cross_entropy' needs output_activation='softmax'"),
+    (dict(loss="binary_cross_entropy", output_activation="tanh"), ValueError,
+     r"needs output_activation='sigmoid'"),
+    (dict(init="uniform"), ValueError, r"init must be one of .*'uniform'"),
+    (dict(dtype="float16"), ValueError, r"dtype must be one of \['float32', 'float64'\], got 'float16'"),
+    (dict(backend="tensorflow"), ValueError, r"unknown backend 'tensorflow'; known backends: .*numpy"),
+    (dict(seed=-1), ValueError, r"seed must be a non-negative integer"),
+    (dict(sigma=0), ValueError, r"sigma must be a positive number"),
+    (dict(activation=3), TypeError, r"activation must be a string"),
+])
+def test_bad_constructor_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        pbp.Network([3, 4, 2], **kwargs)
+
+
+@pytest.mark.parametrize("sizes,exc", [([3], ValueError), ([3, 0, 2], ValueError), ([3, 2.5], ValueError),
+                                       ("3,2", TypeError), (3, TypeError), ([3, True], ValueError)])
+def test_bad_sizes(sizes, exc):
+    with pytest.raises(exc, match="sizes"):
+        pbp.Network(sizes)
+
+
+def test_failed_set_params_changes_nothing(net):
+    before = [to_np(net, a) for p in net.params for a in p]
+    good_W0 = np.full((4, 3), 7.0)
+    bad = [
+        [(good_W0, np.zeros(4)), (np.zeros((2, 5)), np.zeros(2))],      # wrong shape in layer 1
+        [(good_W0, np.zeros(4)), (np.full((2, 4), np.nan), np.zeros(2))],  # NaN in layer 1
+        [(good_W0, np.zeros(4))],                                         # too few layers
+        [(good_W0, np.zeros(4)), (np.zeros((2, 4)), ["a", "b"])],        # not numbers
+    ]
+    for params in bad:
+        with pytest.raises((ValueError, TypeError), match=r"params"):
+            net.set_params(params)
+        assert all(np.array_equal(a, b) for a, b in zip(before, [to_np(net, a) for p in net.params for a in p]))
+
+
+def test_array_of_another_device_is_refused_by_name():
+    """array_api_strict's second device stands in for 'a GPU array given to a CPU network'."""
+    import array_api_strict as xps
+
+    net = pbp.Network([3, 2], backend="array_api_strict", dtype="float64", seed=0)
+    other = xps.asarray(np.ones((2, 3)), device=xps.Device("device1"))
+    with pytest.raises(TypeError, match=r"X is a array_api_strict array on device .*device1.*"
+                                        r"network lives on backend 'array_api_strict'"):
+        net.forward(other)
+    with pytest.raises(TypeError, match=r"params\[0\] W is a array_api_strict array on device"):
+        net.set_params([(xps.ones((2, 3), device=xps.Device("device1")), np.zeros(2))])
+    net1 = pbp.Network([3, 2], backend="array_api_strict:device1", dtype="float64", seed=0)
+    A = net1.forward(other)  # the array's own device is accepted as is
+    assert A.device == xps.Device("device1")
+
+
+def test_array_of_another_library_is_refused_by_name():
+    torch = pytest.importorskip("torch")
+    net = pbp.Network([3, 2], backend="numpy", seed=0)
+    with pytest.raises(TypeError, match=r"X is a torch array on device cpu.*backend 'numpy'"):
+        net.forward(torch.ones(2, 3))
+    tnet = pbp.Network([3, 2], backend="torch", seed=0)
+    assert tuple(tnet.forward(np.ones((2, 3))).shape) == (2, 2)  # NumPy is host data: moved
