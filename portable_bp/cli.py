@@ -481,7 +481,7 @@ def explain_seed_network(backend="numpy", seed=0, out=print):
     to_host = lambda a: np.asarray(be.to_numpy(a), dtype=np.float64)  # noqa: E731
     (W1, b1), (W2, b2) = [(to_host(W), to_host(b)) for W, b in net.params]
     with be.activate():  # the library's own forward pass, keeping u(l) and a(l) (E7)
-        Us, As = net._forward(net._features(x[None, :]))
+        As, _, _, Us = net._forward(net._features(x[None, :]), keep_u=True)
     loss, grads = net.loss_and_grads(x[None, :], z[None, :])
     (dW1, db1), (dW2, db2) = [(to_host(dW), to_host(db)) for dW, db in grads]
     lib = {"u1": to_host(Us[0])[0], "y": to_host(As[1])[0], "u2": to_host(Us[1])[0],

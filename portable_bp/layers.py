@@ -4,14 +4,21 @@ These are E7, E9 and E10 of the derivation; W is (n_out, n_in), one row per neur
 """
 
 
-def dense_forward(A_prev, W, b):
-    """E7: U(l) = A(l-1) W(l)^T + b(l), b broadcast over the rows."""
-    return A_prev @ W.T + b
+def dense_forward(A_prev, W, b, inplace=False):
+    """E7: U(l) = A(l-1) W(l)^T + b(l), b broadcast over the rows.
+
+    ``inplace`` adds b into the fresh product instead of allocating a second array
+    (for mutable backends)."""
+    U = A_prev @ W.T
+    if inplace:
+        U += b
+        return U
+    return U + b
 
 
-def backprop_delta(xp, delta_next, W_next, activation, U, A):
-    """E9: Δ(l) = (Δ(l+1) W(l+1)) ⊙ f_l'(U(l))."""
-    return activation.backward(xp, U, A, delta_next @ W_next)
+def backprop_delta(xp, delta_next, W_next, activation, A):
+    """E9: Δ(l) = (Δ(l+1) W(l+1)) ⊙ f_l'(U(l)), with f_l' written from A(l) = f_l(U(l))."""
+    return activation.backward(xp, A, delta_next @ W_next)
 
 
 def dense_grads(xp, delta, A_prev):

@@ -147,28 +147,38 @@ class Network:
         return net
 
     # -- the math ------------------------------------------------------------------------
-    def _forward(self, X):
-        """E7 layer by layer; keeps U(l) and A(l) for the backward pass (A[0] = X)."""
-        xp, Us, As = self.xp, [], [X]
-        for W, b, act in zip(self._W, self._b, self._acts):
-            U = dense_forward(As[-1], W, b)
-            Us.append(U)
-            As.append(act.forward(xp, U))
-        return Us, As
+    def _forward(self, X, Z=None, keep_u=False):
+        """E7 layer by layer. Returns (As, U_L, total, Us): every activation A(0) = X ..
+        A(L) (E9 needs only these), the output logits U(L), the loss summed over the
+        batch when targets Z are given (else None) and, with ``keep_u``, every U(l)."""
+        xp, inplace, L = self.xp, self.backend.mutable, self.n_layers
+        As, Us = [X], []
+        for l in range(L):
+            U = dense_forward(As[-1], self._W[l], self._b[l], inplace)
+            if keep_u:
+                Us.append(U)
+            if l < L - 1:
+                As.append(self._acts[l].forward(xp, U))
+        total = None
+        if Z is None:
+            As.append(self._output.forward(xp, U))
+        elif self._loss.output is not None:  # softmax + cross-entropy share one exp
+            A, total = self._loss.output(xp, U, Z)
+            As.append(A)
+        else:
+            As.append(self._output.forward(xp, U))
+            total = self._loss.total(xp, U, As[-1], Z)
+        return As, U, total, Us
 
-    def _loss_value(self, Us, As, Z):
-        """The loss of the batch as a 0-d device array (no host transfer)."""
-        return self._loss.value(self.xp, Us[-1], As[-1], Z)
-
-    def _grads(self, Us, As, Z):
+    def _grads(self, As, U_L, Z):
         """Backpropagation: Δ(L) by E8/E11, then E9 downwards; E10 gives each layer's grads."""
         xp, L = self.xp, self.n_layers
-        delta = self._loss.output_delta(xp, Us[-1], As[-1], Z, self._acts[-1])
+        delta = self._loss.output_delta(xp, U_L, As[-1], Z, self._output)
         grads = [None] * L
         for l in range(L - 1, -1, -1):
             grads[l] = dense_grads(xp, delta, As[l])
             if l:
-                delta = backprop_delta(xp, delta, self._W[l], self._acts[l - 1], Us[l - 1], As[l])
+                delta = backprop_delta(xp, delta, self._W[l], self._acts[l - 1], As[l])
         return grads
 
     # -- public computation --------------------------------------------------------------
@@ -181,17 +191,16 @@ class Network:
     def forward(self, X):
         """Outputs A(L) for X of shape (n_samples, n_in), on the network's backend."""
         with self.backend.activate():
-            return self._forward(self._features(X))[1][-1]
+            return self._forward(self._features(X))[0][-1]
 
     def loss_and_grads(self, X, Z):
         """The batch loss as a Python float and (dW, db) per layer, shaped like ``params``."""
         with self.backend.activate():
             X = self._features(X)
             Z = self._targets(Z, X.shape[0])
-            Us, As = self._forward(X)
-            loss = self._loss_value(Us, As, Z)
-            grads = self._grads(Us, As, Z)
-            return float(loss), grads
+            As, U_L, total, _ = self._forward(X, Z)
+            grads = self._grads(As, U_L, Z)
+            return float(total) / X.shape[0], grads
 
     # -- training and inference (implemented in train.py) --------------------------------
     def fit(self, X, Z, **kwargs):

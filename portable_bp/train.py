@@ -98,6 +98,12 @@ def _check_batch_size(batch_size, n):
     return min(int(batch_size), n)
 
 
+def _batches(n, batch_size):
+    """(start, stop) of each batch; the last one may be shorter (stop is clamped: the Array
+    API does not promise out-of-range slice stops)."""
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
 def _check_epochs(epochs):
     if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -115,9 +121,8 @@ class _Trainer:
     def step(self, Xb, Zb, lr):
         """One E12 update on a batch; returns the batch's summed loss as a device scalar."""
         net = self.net
-        Us, As = net._forward(Xb)
-        loss = net._loss_value(Us, As, Zb)
-        grads = net._grads(Us, As, Zb)
+        As, U_L, total, _ = net._forward(Xb, Zb)
+        grads = net._grads(As, U_L, Zb)
         flat_p, flat_g = [], []
         for (W, b), (dW, db) in zip(zip(net._W, net._b), grads):
             flat_p += (W, b)
@@ -125,30 +130,26 @@ class _Trainer:
         new, self.state = self.opt.update(flat_p, flat_g, self.state, lr, self.mutable)
         if not self.mutable:
             net._W, net._b = new[0::2], new[1::2]
-        return loss * Xb.shape[0]
+        return total
 
-    def epoch(self, X, Z, order, batch_size, lr, on_batch=None):
+    def epoch(self, X, Z, order, batch_size, lr):
         """All batches of one epoch; the summed loss stays on the device."""
         xp, n = self.xp, X.shape[0]
         if order is not None:
             X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)
         total = None
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
+        for start, stop in _batches(n, batch_size):
             loss = self.step(X[start:stop, ...], Z[start:stop, ...], lr)
             total = loss if total is None else total + loss
-            if on_batch is not None:
-                on_batch(start // batch_size, loss)
         return total / n
 
 
 def _metrics(net, X, Z, prefix=""):
     """Loss and (for classifiers) accuracy over X as Python floats, in one forward pass."""
-    xp = net.xp
-    Us, As = net._forward(X)
-    out = {prefix + "loss": float(net._loss_value(Us, As, Z))}
+    As, _, total, _ = net._forward(X, Z)
+    out = {prefix + "loss": float(total) / X.shape[0]}
     if net.is_classifier or net.loss == "binary_cross_entropy":
-        out[prefix + "accuracy"] = float(_accuracy(xp, net, As[-1], Z))
+        out[prefix + "accuracy"] = float(_accuracy(net.xp, net, As[-1], Z))
     return out
 
 
@@ -239,8 +240,9 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
                     bar.update(epoch, logs)
                 stop = False
                 for cb in callbacks:
-                    hook = getattr(cb, "on_epoch_end", None) or cb
-                    stop = bool(hook(net, epoch, logs)) or stop
+                    hook = getattr(cb, "on_epoch_end", None) or (cb if callable(cb) else None)
+                    if hook is not None:
+                        stop = bool(hook(net, epoch, logs)) or stop
                 if stop:
                     break
         finally:
@@ -258,9 +260,9 @@ def _locate_divergence(net, trainer, snapshot, X, Z, order, bs, lr, epoch):
     xp, n = net.xp, X.shape[0]
     if order is not None:
         X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)
-    for batch, start in enumerate(range(0, n, bs)):
+    for batch, (start, stop) in enumerate(_batches(n, bs)):
         before = _copy_params(net), _copy_state(xp, trainer.state)
-        loss = float(trainer.step(X[start:start + bs, ...], Z[start:start + bs, ...], lr))
+        loss = float(trainer.step(X[start:stop, ...], Z[start:stop, ...], lr))
         finite = math.isfinite(loss) and all(bool(xp.all(xp.isfinite(W))) for W in net._W)
         if not finite:
             (net._W, net._b), trainer.state = before
@@ -306,7 +308,7 @@ def predict(net, X, batch_size=None):
         X = net._features(X)
         bs = _check_batch_size(batch_size, X.shape[0])
         xp = net.xp
-        outs = [net._forward(X[s:s + bs, ...])[1][-1] for s in range(0, X.shape[0], bs)]
+        outs = [net._forward(X[s:t, ...])[0][-1] for s, t in _batches(X.shape[0], bs)]
         A = outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
         return xp.argmax(A, axis=1) if net.is_classifier else A
 
@@ -320,9 +322,8 @@ def evaluate(net, X, Z, batch_size=None) -> dict:
             return _metrics(net, X, Z)
         bs = _check_batch_size(batch_size, X.shape[0])
         sums: dict = {}
-        for s in range(0, X.shape[0], bs):
-            part = _metrics(net, X[s:s + bs, ...], Z[s:s + bs, ...])
-            m = min(bs, X.shape[0] - s)
+        for s, t in _batches(X.shape[0], bs):
+            part = _metrics(net, X[s:t, ...], Z[s:t, ...])
             for k, v in part.items():
-                sums[k] = sums.get(k, 0.0) + v * m
+                sums[k] = sums.get(k, 0.0) + v * (t - s)
         return {k: v / X.shape[0] for k, v in sums.items()}

@@ -1,16 +1,40 @@
-"""NumPy on the CPU. NumPy >= 2 is Array API compliant, so its own namespace is used
-(no wrapper calls on the hot path); older NumPy goes through array-api-compat."""
+"""NumPy on the CPU.
+
+NumPy >= 2 is Array API compliant, so its own namespace is used, not array-api-compat's
+wrappers. Two reductions are routed straight to their ufuncs: ``np.sum``/``np.max`` spend
+~3 µs per call in Python dispatch before reaching ``np.add.reduce``/``np.maximum.reduce``,
+which on small batches is a tenth of a training step. Same results, same signature.
+NumPy 1.x goes through array-api-compat.
+"""
+
+import types
 
 import numpy as np
 
 from ._base import Backend, BackendUnavailable
 
 
+def _sum(x, /, *, axis=None, dtype=None, keepdims=False):
+    return np.add.reduce(x, axis=axis, dtype=dtype, keepdims=keepdims)
+
+
+def _max(x, /, *, axis=None, keepdims=False):
+    return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
+
+
+def namespace():
+    """NumPy's own namespace with the two fast reductions."""
+    xp = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+    xp.sum, xp.max = _sum, _max
+    xp.__name__ = "numpy"
+    return xp
+
+
 def make(device=None) -> Backend:
     if device not in (None, "cpu"):
         raise BackendUnavailable("numpy", f"NumPy has only the 'cpu' device, got {device!r}")
     if int(np.__version__.split(".")[0]) >= 2:
-        xp = np
+        xp = namespace()
     else:  # pragma: no cover - numpy 1.x
         import array_api_compat.numpy as xp
     return Backend(
