@@ -81,6 +81,9 @@ class Network:
             self._W = [self.backend.asarray(W, dtype) for W in weights]
             self._b = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device)
                        for n in self.sizes[1:]]
+        # Backends with fused kernels (CuPy) use them in the hot path; False runs the
+        # Array API reference path there too (the tests compare the two).
+        self.fused_kernels = True
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
         self.optimizer_state = None   # (optimizer config, state) after fit(); saved in checkpoints
 
@@ -152,13 +155,18 @@ class Network:
         A(L) (E9 needs only these), the output logits U(L), the loss summed over the
         batch when targets Z are given (else None) and, with ``keep_u``, every U(l)."""
         xp, inplace, L = self.xp, self.backend.mutable, self.n_layers
+        fused = self._fused_kernels()
         As, Us = [X], []
         for l in range(L):
+            act = self._acts[l]
+            if fused and l < L - 1 and not keep_u and act.name in fused.activations:
+                As.append(fused.bias_activation(As[-1] @ self._W[l].T, self._b[l], act.name))
+                continue
             U = dense_forward(As[-1], self._W[l], self._b[l], inplace)
             if keep_u:
                 Us.append(U)
             if l < L - 1:
-                As.append(self._acts[l].forward(xp, U))
+                As.append(act.forward(xp, U))
         total = None
         if Z is None:
             As.append(self._output.forward(xp, U))
@@ -173,13 +181,25 @@ class Network:
     def _grads(self, As, U_L, Z):
         """Backpropagation: Δ(L) by E8/E11, then E9 downwards; E10 gives each layer's grads."""
         xp, L = self.xp, self.n_layers
-        delta = self._loss.output_delta(xp, U_L, As[-1], Z, self._output)
+        fused = self._fused_kernels()
+        if fused and self._loss.fused_output:
+            delta = fused.output_delta(As[-1], Z, 1.0 / Z.shape[0])
+        else:
+            delta = self._loss.output_delta(xp, U_L, As[-1], Z, self._output)
         grads = [None] * L
         for l in range(L - 1, -1, -1):
             grads[l] = dense_grads(xp, delta, As[l])
             if l:
-                delta = backprop_delta(xp, delta, self._W[l], self._acts[l - 1], As[l])
+                act = self._acts[l - 1]
+                if fused and act.name in fused.activations:
+                    delta = fused.activation_backward(As[l], delta @ self._W[l], act.name)
+                else:
+                    delta = backprop_delta(xp, delta, self._W[l], act, As[l])
         return grads
+
+    def _fused_kernels(self):
+        """The backend's fused kernels when it has them and they are switched on, else None."""
+        return self.backend.fused if self.fused_kernels else None
 
     # -- public computation --------------------------------------------------------------
     def _features(self, X):

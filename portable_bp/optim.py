@@ -65,8 +65,17 @@ class SGD:
             slots["velocity"] = [p * 0 for p in params]
         return {"step": 0, "slots": slots}
 
-    def update(self, params, grads, state, lr, mutable=True):
+    def update(self, params, grads, state, lr, mutable=True, kernels=None):
+        """One step; ``kernels`` (a backend's fused ops, optional) does it in one pass per array."""
         velocity = state["slots"].get("velocity")
+        if kernels is not None and mutable and not self.weight_decay:
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if velocity is None:
+                    kernels.sgd(p, g, lr)
+                else:
+                    kernels.momentum(p, g, velocity[i], lr, self.momentum, self.nesterov)
+            state["step"] += 1
+            return list(params), state
         new = []
         for i, (p, g) in enumerate(zip(params, grads)):
             if self.weight_decay:
@@ -100,7 +109,7 @@ class Adam:
     def init(self, params, xp=None) -> dict:
         return {"step": 0, "slots": {"m": [p * 0 for p in params], "v": [p * 0 for p in params]}}
 
-    def update(self, params, grads, state, lr, mutable=True):
+    def update(self, params, grads, state, lr, mutable=True, kernels=None):
         b1, b2 = self.betas
         t = state["step"] + 1
         m, v = state["slots"]["m"], state["slots"]["v"]

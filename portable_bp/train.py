@@ -13,7 +13,7 @@ import time
 from numbers import Integral
 
 from . import _inputs
-from .optim import get_optimizer
+from .optim import SGD, Adam, get_optimizer
 
 
 class TrainingDiverged(FloatingPointError):
@@ -116,7 +116,9 @@ class _Trainer:
     def __init__(self, net, opt, state):
         self.net, self.opt, self.state = net, opt, state
         self.xp, self.mutable = net.xp, net.backend.mutable
-        self.classifier = net.is_classifier
+        # the built-in optimizers take the backend's fused kernels; custom ones get none
+        kernels = net._fused_kernels() if isinstance(opt, (SGD, Adam)) else None
+        self.update_kwargs = {} if kernels is None else {"kernels": kernels}
 
     def step(self, Xb, Zb, lr):
         """One E12 update on a batch; returns the batch's summed loss as a device scalar."""
@@ -127,7 +129,8 @@ class _Trainer:
         for (W, b), (dW, db) in zip(zip(net._W, net._b), grads):
             flat_p += (W, b)
             flat_g += (dW, db)
-        new, self.state = self.opt.update(flat_p, flat_g, self.state, lr, self.mutable)
+        new, self.state = self.opt.update(flat_p, flat_g, self.state, lr, self.mutable,
+                                          **self.update_kwargs)
         if not self.mutable:
             net._W, net._b = new[0::2], new[1::2]
         return total

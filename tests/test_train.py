@@ -132,14 +132,15 @@ def test_trajectory_is_the_same_on_every_backend(spec, optimizer):
     ok, reason = probe(spec)
     if not ok:
         pytest.skip(f"backend {spec} unavailable: {reason}")
-    n = 24 if spec == "jax" else 60  # jax runs op by op eagerly: fewer batches
-    X, y = pbp.datasets.moons(n, noise=0.2, seed=3)
-    Xv, yv = pbp.datasets.moons(10, noise=0.2, seed=4)
+    # 60 samples: 8 batches of 7 and one of 4; jax runs op by op eagerly: 20 (7 + 7 + 6),
+    # the shapes the other jax tests here use too (each new shape recompiles every op)
+    X, y = classification(20 if spec == "jax" else 60, seed=3)
+    Xv, yv = classification(20, seed=4)
     results = {}
     for s in ("numpy", spec):
-        net = pbp.Network([2, 6, 2], activation="tanh", loss="cross_entropy", backend=s,
+        net = pbp.Network([3, 5, 3], activation="tanh", loss="cross_entropy", backend=s,
                           dtype="float64", seed=7)
-        h = net.fit(X, y, epochs=5, batch_size=16, optimizer=optimizer, lr=0.05, shuffle=True,
+        h = net.fit(X, y, epochs=5, batch_size=7, optimizer=optimizer, lr=0.05, shuffle=True,
                     validation_data=(Xv, yv))
         results[s] = host_params(net), h.history
     (p_ref, h_ref), (p, h) = results["numpy"], results[spec]
@@ -153,11 +154,11 @@ def test_trajectory_is_the_same_on_every_backend(spec, optimizer):
 def test_history_and_epoch_count(backend_dtype):
     spec, dtype = backend_dtype
     trim_jax(spec, dtype)
-    X, y = classification(24)
-    Xv, yv = classification(9, seed=2)
+    X, y = classification(20)
+    Xv, yv = classification(20, seed=2)
     net = pbp.Network([3, 5, 3], activation="tanh", loss="cross_entropy", backend=spec, dtype=dtype, seed=0)
     assert net.epochs_trained == 0
-    h = net.fit(X, y, epochs=3, batch_size=8, lr=0.1, validation_data=(Xv, yv))
+    h = net.fit(X, y, epochs=3, batch_size=7, lr=0.1, validation_data=(Xv, yv))
     assert isinstance(h, History)
     assert set(h.history) == {"loss", "val_loss", "val_accuracy", "time"}
     assert all(len(v) == 3 for v in h.history.values())
@@ -171,7 +172,7 @@ def test_history_and_epoch_count(backend_dtype):
     assert h.history["val_accuracy"][-1] == pytest.approx(ev["accuracy"])
     assert "History(epochs=3" in repr(h)
 
-    h2 = net.fit(X, y, epochs=2, batch_size=8, lr=0.1)  # a second call continues the count
+    h2 = net.fit(X, y, epochs=2, batch_size=7, lr=0.1)  # a second call continues the count
     assert h2.epochs == [3, 4] and net.epochs_trained == 5
     assert set(h2.history) == {"loss", "time"} and len(h2.history["loss"]) == 2
     h3 = net.fit(X, y, epochs=0)
@@ -208,24 +209,11 @@ def test_predict_class_indices_and_outputs(backend_dtype):
     assert_close(to_np(reg, out), to_np(reg, reg.forward(X)), dtype)
 
 
-# predict, evaluate and the divergence replay slice X[s:s + bs] past the end of the array
-# for a ragged last batch; the Array API leaves out-of-bounds slice stops unspecified and
-# array_api_strict rejects them (fit's own loop clamps the stop and is fine).
-STRICT_SLICE_BUG = ("library bug: portable_bp/train.py slices X[s:s + bs, ...] without clamping the stop "
-                    "to n in predict(), evaluate() and _locate_divergence(); for a ragged last batch "
-                    "array_api_strict raises IndexError (out-of-bounds slice stop). Fix: "
-                    "stop = min(s + bs, n), as _Trainer.epoch does")
-
-
-def xfail_on_strict(request, spec):
-    if spec == "array_api_strict":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=IndexError, reason=STRICT_SLICE_BUG))
-
-
-def test_predict_in_batches_equals_predict(backend_dtype, request):
+# regression test: predict, evaluate and the divergence replay once sliced X[s:s + bs] past
+# the end of the array for a ragged last batch, which array_api_strict rejects (IndexError)
+def test_predict_in_batches_equals_predict(backend_dtype):
     spec, dtype = backend_dtype
     trim_jax(spec, dtype)
-    xfail_on_strict(request, spec)
     X, y = classification(20)
     clf = pbp.Network([3, 5, 3], activation="relu", loss="cross_entropy", backend=spec, dtype=dtype, seed=1)
     host = np.asarray(clf.backend.to_numpy(clf.predict(X)))
@@ -239,10 +227,9 @@ def test_predict_in_batches_equals_predict(backend_dtype, request):
         assert_close(to_np(reg, reg.predict(X, batch_size=bs)), out, dtype, scale=10)
 
 
-def test_evaluate_full_and_batched_agree(backend_dtype, request):
+def test_evaluate_full_and_batched_agree(backend_dtype):
     spec, dtype = backend_dtype
     trim_jax(spec, dtype)
-    xfail_on_strict(request, spec)
     X, y = classification(20)
     net = pbp.Network([3, 5, 3], activation="relu", loss="cross_entropy", backend=spec, dtype=dtype, seed=1)
     full, batched = net.evaluate(X, y), net.evaluate(X, y, batch_size=7)  # 7 + 7 + 6
@@ -450,9 +437,6 @@ def test_every_callback_sees_the_stopping_epoch():
     assert [e[1] for e in rec.events[1:-1]] == [0, 1] and rec.events[-1] == "end"
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: train.py fit() calls `getattr(cb, 'on_epoch_end', None) "
-                   "or cb`, so a callback object without on_epoch_end (documented as optional) is called "
-                   "itself -> TypeError: 'OnlyEnds' object is not callable")
 def test_callback_without_on_epoch_end():
     class OnlyEnds:
         def __init__(self):
@@ -503,10 +487,9 @@ def test_divergence_names_the_batch_and_keeps_the_parameters_before_it(backend64
     assert net.epochs_trained == epoch  # the diverged epoch does not count
 
 
-def test_divergence_in_a_ragged_last_batch(backend64, request):
+def test_divergence_in_a_ragged_last_batch(backend64):
     """6 samples in batches of 4 and 2: batch 0 makes the weights huge (finite), and the
     large inputs of batch 1 overflow its loss; the replay must reach the ragged batch."""
-    xfail_on_strict(request, backend64)
     rng = np.random.default_rng(1)
     X, Z = rng.standard_normal((6, 3)), rng.standard_normal((6, 2))
     X[4:] *= 1e10

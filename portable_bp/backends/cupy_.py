@@ -6,6 +6,8 @@ element-wise kernels for the hot path live in ``cupy_kernels``; the Array API co
 the reference and the fallback.
 """
 
+import os
+
 from ._base import Backend, BackendUnavailable
 
 HINT = 'pip install "portable_bp[cuda12]" or "portable_bp[cuda13]" (matching your CUDA driver)'
@@ -46,6 +48,7 @@ def make(device=None) -> Backend:
         _owns=owns,
         _synchronize=lambda: dev.synchronize(),
         _context=lambda: cupy.cuda.Device(index),
-        fused=cupy_kernels.FusedOps(),
+        # PORTABLE_BP_FUSED=0 switches the fused kernels off for every network (debugging)
+        fused=None if os.environ.get("PORTABLE_BP_FUSED") == "0" else cupy_kernels.FusedOps(),
         info={"version": cupy.__version__, "device_name": name},
     )
