@@ -24,7 +24,7 @@ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clock
 python3 -c "import sys, numpy, cupy, torch; print(sys.version.split()[0], 'numpy', numpy.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 
 stage "smoke: backends and the fused kernels"
-if ! timeout 90 python3 - <<'PY'
+if ! timeout 60 python3 - <<'PY'
 import numpy as np, portable_bp as pbp
 for row in pbp.backends.describe():
     print(f"{row['spec']:<18} {'yes' if row['available'] else 'no ':<4} {row.get('device_name') or row['reason']}")
@@ -42,17 +42,17 @@ then
 fi
 
 stage "pytest -m gpu"
-timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider -x --junitxml="$OUT/pytest_gpu.xml" 2>&1 | tail -25
+timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider -x --junitxml="$OUT/pytest_gpu.xml" 2>&1 | tail -25
 
 stage "examples on --backend cupy"
-timeout 25 python3 examples/xor.py --backend cupy | tail -3
-timeout 30 python3 examples/digits.py --backend cupy | tail -3
-timeout 40 python3 examples/gpu_training.py --backend cupy | tail -5
+timeout 20 python3 examples/xor.py --backend cupy | tail -3
+timeout 25 python3 examples/digits.py --backend cupy | tail -3
+timeout 30 python3 examples/gpu_training.py --backend cupy | tail -5
 
 stage "GPU benchmark (B-E, float32, interleaved rounds, TF32 child)"
-timeout 170 python3 -m benchmarks --device gpu --rounds 5 --no-memory --tf32 --json "$OUT/gpu_bench.json" 2>&1 | tail -60
+timeout 150 python3 -m benchmarks --device gpu --rounds 5 --no-memory --tf32 --json "$OUT/gpu_bench.json" 2>&1 | tail -60
 
 stage "GPU peak memory (config E)"
-timeout 60 python3 -m benchmarks --device gpu --configs E --rounds 1 --contenders cupy,torch --json "$OUT/gpu_mem.json" 2>&1 | tail -15
+timeout 50 python3 -m benchmarks --device gpu --configs E --rounds 1 --contenders cupy,torch --json "$OUT/gpu_mem.json" 2>&1 | tail -15
 
 stage "done"
