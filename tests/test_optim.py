@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-import portable_bp as pbp
 from portable_bp.backends import get as get_backend
 from portable_bp.optim import SGD, Adam, CosineLR, StepLR, get_optimizer, optimizer_from_config
 

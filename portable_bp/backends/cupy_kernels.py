@@ -37,7 +37,7 @@ class FusedOps:
             name: cupy.ElementwiseKernel("T b", "T a", "T u = a + b; " + body, f"pbp_bias_{name}")
             for name, body in _FORWARD.items()}
         self._act_backward = {
-            name: cupy.ElementwiseKernel("T a", "T g", f"g = g * {d}", f"pbp_backward_{name}")
+            name: cupy.ElementwiseKernel("T a", "T g", f"g = g * ({d})", f"pbp_backward_{name}")
             for name, d in _DERIVATIVE.items()}
         self._output_delta = cupy.ElementwiseKernel(
             "T a, T z, T inv_m", "T d", "d = (a - z) * inv_m", "pbp_output_delta")
