@@ -225,7 +225,11 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
                     perm = backend.rng([net.seed, epoch]).permutation(n)
                     order = backend.asarray(perm)
                 snapshot = _copy_params(net), _copy_state(xp, trainer.state)
-                loss = float(trainer.epoch(X, Z, order, bs, lr_now))
+                epoch_loss = trainer.epoch(X, Z, order, bs, lr_now)
+                # one host read per epoch: the loss, made NaN if any parameter is non-finite
+                # (each batch's loss is taken before its update, so the last update of the
+                # epoch would otherwise go unchecked)
+                loss = float(epoch_loss + 0.0 * _params_sum(net))
                 if not math.isfinite(loss):
                     _locate_divergence(net, trainer, snapshot, X, Z, order, bs, lr_now, epoch)
                 logs = {"loss": loss}
@@ -256,22 +260,34 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
     return history
 
 
+def _params_sum(net):
+    """Σ of every parameter (a device scalar): non-finite exactly when some parameter is."""
+    xp = net.xp
+    total = None
+    for P in net._W + net._b:
+        s = xp.sum(P)
+        total = s if total is None else total + s
+    return total
+
+
 def _locate_divergence(net, trainer, snapshot, X, Z, order, bs, lr, epoch):
-    """Replay the epoch from its start, one checked batch at a time, to name the batch that
-    produced a non-finite loss and leave the parameters as they were just before it."""
+    """Replay the epoch from its start, one checked batch at a time, to name the batch whose
+    loss or update became non-finite and leave the parameters as they were just before it."""
     (net._W, net._b), trainer.state = snapshot
     xp, n = net.xp, X.shape[0]
     if order is not None:
         X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)
     for batch, (start, stop) in enumerate(_batches(n, bs)):
         before = _copy_params(net), _copy_state(xp, trainer.state)
-        loss = float(trainer.step(X[start:stop, ...], Z[start:stop, ...], lr))
-        finite = math.isfinite(loss) and all(bool(xp.all(xp.isfinite(W))) for W in net._W)
-        if not finite:
+        loss = float(trainer.step(X[start:stop, ...], Z[start:stop, ...], lr)) / (stop - start)
+        params_finite = math.isfinite(float(_params_sum(net)))
+        if not (math.isfinite(loss) and params_finite):
             (net._W, net._b), trainer.state = before
+            what = (f"the loss became {loss}" if not math.isfinite(loss)
+                    else f"its update made the parameters non-finite (batch loss {loss:.4g})")
             raise TrainingDiverged(f"training diverged at epoch {epoch} (0-based), batch {batch}: "
-                                   f"the loss became {loss}; the network keeps the parameters from "
-                                   f"before that batch. Lower the learning rate (lr={lr}).")
+                                   f"{what}; the network keeps the parameters from before that "
+                                   f"batch. Lower the learning rate (lr={lr}).")
     raise TrainingDiverged(f"training diverged in epoch {epoch} but replaying it stayed finite")
 
 

@@ -520,12 +520,6 @@ def test_full_batch_divergence_keeps_the_last_finite_epoch():
     assert rec.events[-1] == "end"
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: train.py fit() checks only the epoch's summed loss "
-                   "(`if not math.isfinite(loss)`), and each batch's loss is computed before its update, "
-                   "so an update that makes the parameters inf/NaN in the last batch of an epoch goes "
-                   "unnoticed: with epochs=1 fit returns normally with non-finite parameters; with "
-                   "epochs=2 it raises at epoch 1 batch 0 but restores the (already non-finite) "
-                   "snapshot taken at the start of epoch 1")
 @pytest.mark.parametrize("epochs", [1, 2])
 def test_divergence_in_the_last_batch_of_an_epoch(epochs):
     X, Z = regression(20)
@@ -538,10 +532,6 @@ def test_divergence_in_the_last_batch_of_an_epoch(epochs):
     assert all(np.isfinite(p).all() for p in host_params(net))
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: train.py _locate_divergence() tests "
-                   "`all(bool(xp.all(xp.isfinite(W))) for W in net._W)` - weights only, never the "
-                   "biases - so a batch that makes only a bias inf is accepted; the next batch is "
-                   "blamed and the parameters 'before it' keep the inf bias")
 def test_divergence_of_a_bias_alone():
     # inputs all zero: dW = delta^T X = 0, so only the bias moves, and overflows
     X, Z = np.zeros((4, 2)), np.full((4, 1), 10.0)
