@@ -3,8 +3,10 @@
 Each entry pairs ``forward(xp, u) -> a`` with ``backward(xp, a, g) -> g ⊙ f'(u)``: the
 vector-Jacobian product that E8/E9 multiply by. Every f' here can be written from the
 output a = f(u) alone (sigmoid a(1-a), tanh 1-a², the rectifiers' sign of a), so the
-backward pass needs only the activations the forward pass keeps, not U. Softmax is a
-whole-row function and is allowed only on the output layer.
+backward pass needs only the activations the forward pass keeps, not U. ``g`` is always
+a temporary of the caller's (a fresh product or difference), so ``backward`` multiplies
+it in place: ``g *= ...`` writes into it on mutable backends and rebinds on JAX. Softmax
+is a whole-row function and is allowed only on the output layer.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def sigmoid(xp, u):
 
 def sigmoid_backward(xp, a, g):
     """E3: f'(u) = f(u)(1 - f(u)), from the output a."""
-    return g * (a * (1.0 - a))
+    g *= a * (1.0 - a)
+    return g
 
 
 def tanh(xp, u):
@@ -41,7 +44,8 @@ def tanh(xp, u):
 
 def tanh_backward(xp, a, g):
     """tanh'(u) = 1 - tanh(u)^2, from the output a."""
-    return g * (1.0 - a * a)
+    g *= 1.0 - a * a
+    return g
 
 
 def relu(xp, u):
@@ -56,7 +60,8 @@ def _positive(xp, a, dtype):
 
 def relu_backward(xp, a, g):
     """relu'(u) = 1 where u > 0, else 0 (the subgradient 0 at the kink, like PyTorch)."""
-    return g * _positive(xp, a, g.dtype)
+    g *= _positive(xp, a, g.dtype)
+    return g
 
 
 def leaky_relu(xp, u):
@@ -66,7 +71,8 @@ def leaky_relu(xp, u):
 
 def leaky_relu_backward(xp, a, g):
     """leaky_relu'(u) = 1 where u > 0 (equivalently a > 0), else the slope 0.01."""
-    return g * (_positive(xp, a, g.dtype) * (1.0 - LEAKY_SLOPE) + LEAKY_SLOPE)
+    g *= _positive(xp, a, g.dtype) * (1.0 - LEAKY_SLOPE) + LEAKY_SLOPE
+    return g
 
 
 def identity(xp, u):

@@ -23,12 +23,17 @@ def _check_rate(name, value, lo=0.0, hi=math.inf, lo_open=False):
     return float(value)
 
 
-def _axpy(y, x, alpha, mutable):
-    """y + alpha * x, written into y where the backend allows it."""
-    if mutable:
-        y += alpha * x if alpha != 1.0 else x
-        return y
-    return y + alpha * x
+def _axpy(y, x, alpha, mutable, consume_x=False):
+    """y + alpha * x, written into y where the backend allows it (and, with ``consume_x``,
+    scaling x in place instead of allocating alpha * x)."""
+    if not mutable:
+        return y + alpha * x
+    if consume_x:
+        x *= alpha
+        y += x
+    else:
+        y += alpha * x
+    return y
 
 
 def _scale_add(y, beta, x, alpha, mutable):
@@ -65,8 +70,9 @@ class SGD:
             slots["velocity"] = [p * 0 for p in params]
         return {"step": 0, "slots": slots}
 
-    def update(self, params, grads, state, lr, mutable=True, kernels=None):
-        """One step; ``kernels`` (a backend's fused ops, optional) does it in one pass per array."""
+    def update(self, params, grads, state, lr, mutable=True, kernels=None, consume_grads=False):
+        """One step. ``kernels`` (a backend's fused ops, optional) does it in one pass per
+        array; ``consume_grads`` lets it overwrite ``grads`` (fit's own temporaries)."""
         velocity = state["slots"].get("velocity")
         if kernels is not None and mutable and not self.weight_decay:
             for i, (p, g) in enumerate(zip(params, grads)):
@@ -83,7 +89,9 @@ class SGD:
             if velocity is not None:
                 v = velocity[i] = _scale_add(velocity[i], self.momentum, g, 1.0, mutable)
                 g = g + self.momentum * v if self.nesterov else v
-            new.append(_axpy(p, g, -lr, mutable))
+                new.append(_axpy(p, g, -lr, mutable))
+            else:
+                new.append(_axpy(p, g, -lr, mutable, consume_grads and not self.weight_decay))
         state["step"] += 1
         return new, state
 
@@ -109,7 +117,7 @@ class Adam:
     def init(self, params, xp=None) -> dict:
         return {"step": 0, "slots": {"m": [p * 0 for p in params], "v": [p * 0 for p in params]}}
 
-    def update(self, params, grads, state, lr, mutable=True, kernels=None):
+    def update(self, params, grads, state, lr, mutable=True, kernels=None, consume_grads=False):
         b1, b2 = self.betas
         t = state["step"] + 1
         m, v = state["slots"]["m"], state["slots"]["v"]

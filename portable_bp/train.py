@@ -117,8 +117,9 @@ class _Trainer:
         self.net, self.opt, self.state = net, opt, state
         self.xp, self.mutable = net.xp, net.backend.mutable
         # the built-in optimizers take the backend's fused kernels; custom ones get none
-        kernels = net._fused_kernels() if isinstance(opt, (SGD, Adam)) else None
-        self.update_kwargs = {} if kernels is None else {"kernels": kernels}
+        self.update_kwargs = {}
+        if isinstance(opt, (SGD, Adam)):  # the gradients are this step's temporaries
+            self.update_kwargs = {"kernels": net._fused_kernels(), "consume_grads": True}
 
     def step(self, Xb, Zb, lr):
         """One E12 update on a batch; returns the batch's summed loss as a device scalar."""
