@@ -80,6 +80,29 @@ class EarlyStopping:
             net._W, net._b = self._best_params
 
 
+class _Snapshot:
+    """Parameters and optimizer state at an epoch's start, to fall back on if it diverges.
+
+    On a GPU the copy is kept in host memory: device memory stays free for the step (a
+    device copy would add a whole model to the peak), at the cost of one device-to-host
+    transfer per epoch, never per batch. On the CPU it is a plain copy.
+    """
+
+    def __init__(self, net, state):
+        b = net.backend
+        keep = (lambda a: b.to_numpy(a).copy()) if b.is_gpu else (lambda a: net.xp.asarray(a, copy=True))
+        self.W, self.b = [keep(W) for W in net._W], [keep(v) for v in net._b]
+        self.step = state["step"]
+        self.slots = {k: [keep(a) for a in v] for k, v in state["slots"].items()}
+
+    def restore(self, net, trainer):
+        b = net.backend
+        back = (lambda a: b.asarray(a, net._dt)) if b.is_gpu else (lambda a: a)
+        net._W, net._b = [back(W) for W in self.W], [back(v) for v in self.b]
+        trainer.state = {"step": self.step,
+                         "slots": {k: [back(a) for a in v] for k, v in self.slots.items()}}
+
+
 def _copy_params(net):
     xp = net.xp
     return [xp.asarray(W, copy=True) for W in net._W], [xp.asarray(b, copy=True) for b in net._b]
@@ -225,7 +248,7 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
                 if shuffle:
                     perm = backend.rng([net.seed, epoch]).permutation(n)
                     order = backend.asarray(perm)
-                snapshot = _copy_params(net), _copy_state(xp, trainer.state)
+                snapshot = _Snapshot(net, trainer.state)
                 epoch_loss = trainer.epoch(X, Z, order, bs, lr_now)
                 # one host read per epoch: the loss, made NaN if any parameter is non-finite
                 # (each batch's loss is taken before its update, so the last update of the
@@ -274,7 +297,7 @@ def _params_sum(net):
 def _locate_divergence(net, trainer, snapshot, X, Z, order, bs, lr, epoch):
     """Replay the epoch from its start, one checked batch at a time, to name the batch whose
     loss or update became non-finite and leave the parameters as they were just before it."""
-    (net._W, net._b), trainer.state = snapshot
+    snapshot.restore(net, trainer)
     xp, n = net.xp, X.shape[0]
     if order is not None:
         X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)

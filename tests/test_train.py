@@ -645,3 +645,21 @@ def test_host_read_counter_sees_a_per_batch_read(host_reads, monkeypatch):
 
     monkeypatch.setattr(train._Trainer, "step", reading_step)
     assert _reads_during_fit(host_reads, 3, 3) - _reads_during_fit(host_reads, 3, None) == 3 * 19
+
+
+def test_divergence_snapshot_kept_on_the_host_for_gpu_backends(monkeypatch):
+    """GPU backends keep the epoch-start snapshot in host memory; the restore path must give
+    the same parameters as the CPU one (simulated by flagging the NumPy backend as a GPU)."""
+    X, Z = np.zeros((4, 2)), np.full((4, 1), 10.0)
+    results = []
+    for is_gpu in (False, True):
+        net = pbp.Network([2, 1], activation="identity", dtype="float64", seed=0)
+        monkeypatch.setattr(net.backend, "is_gpu", is_gpu)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with pytest.raises(TrainingDiverged):
+                net.fit(X, Z, epochs=3, batch_size=2, lr=1e308, shuffle=False, optimizer="momentum")
+        results.append(host_params(net))
+    for a, b in zip(*results):
+        assert np.isfinite(a).all()
+        np.testing.assert_array_equal(a, b)
