@@ -545,7 +545,7 @@ corners; spirals: 600 points; moons: 400; sine: 400; blobs: 600 points in 4 clus
 spirals needs more training than the defaults give: try --epochs 200. For regression the
 loss is E2's halved squared error; the MSE printed is the plain mean squared error.
 
-Example: portable-bp train --dataset digits --hidden 64 --epochs 30 --save model.npz
+Example: portable-bp train --dataset digits --hidden 256 --epochs 30 --save model.npz
 """
 
 

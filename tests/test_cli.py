@@ -92,6 +92,15 @@ def test_train_digits_prints_the_final_line(tmp_path):
     assert n == 360 and accuracy > 0.9
 
 
+def test_the_main_job_reaches_97_percent(tmp_path):
+    """README command 1: `portable-bp train --dataset digits --hidden 256`, on the CPU."""
+    r = run_cli("train", "--dataset", "digits", "--hidden", "256", "--backend", "numpy", "--quiet",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    accuracy, n = final_accuracy(r.stdout)
+    assert n == 360 and accuracy >= 0.97, r.stdout
+
+
 def test_train_save_then_evaluate_reproduces_the_test_accuracy(tmp_path):
     r = run_cli("train", "--epochs", "3", "--seed", "3", "--backend", "numpy", "--save", "m.npz",
                 cwd=tmp_path)
