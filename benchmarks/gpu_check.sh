@@ -48,13 +48,16 @@ stage "examples on --backend cupy"
 timeout 20 python3 examples/xor.py --backend cupy | tail -3
 timeout 25 python3 examples/digits.py --backend cupy | tail -3
 timeout 30 python3 examples/gpu_training.py --backend cupy | tail -5
+timeout 15 python3 examples/seed_network.py --backend cupy | tail -3
+timeout 20 python3 examples/sine_regression.py --backend cupy | tail -2
+timeout 25 python3 examples/spirals.py --backend cupy --out "$OUT/spirals_cupy.png" | tail -2
 
-stage "GPU benchmark B-D (float32, interleaved rounds)"
-timeout 150 python3 -m benchmarks --device gpu --configs B,C,D --rounds 3 --no-memory \
-  --json "$OUT/gpu_bench_BCD.json" 2>&1 | tail -40
+stage "GPU benchmark B-D (float32, interleaved rounds; JAX left out for time)"
+timeout 130 python3 -m benchmarks --device gpu --configs B,C,D --rounds 3 --no-memory \
+  --contenders cupy,torch,bound --json "$OUT/gpu_bench_BCD.json" 2>&1 | tail -40
 
 stage "GPU benchmark E (float32, TF32 child, peak memory; JAX left out for time)"
-timeout 130 python3 -m benchmarks --device gpu --configs E --rounds 3 --tf32 \
+timeout 110 python3 -m benchmarks --device gpu --configs E --rounds 3 --tf32 \
   --contenders cupy,torch,bound --json "$OUT/gpu_bench_E.json" 2>&1 | tail -30
 
 stage "done"

@@ -74,26 +74,17 @@ ADAM_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(SGD_CASES))
-def test_sgd_matches_torch(backend64, case):
-    torch = pytest.importorskip("torch")
-    params, grads = sequences(1)
-    kwargs = SGD_CASES[case]
-    want = torch_reference(torch, torch.optim.SGD, kwargs, params, grads)
-    got = run_ours(SGD(lr=LRS[0], **kwargs), get_backend(backend64), params, grads)
-    for step, (g, w) in enumerate(zip(got, want)):
-        for a, b in zip(g, w):
-            assert_rel(a, b)
+CASES = [("SGD", SGD, name) for name in SGD_CASES] + [("Adam", Adam, name) for name in ADAM_CASES]
 
 
-@pytest.mark.parametrize("case", list(ADAM_CASES))
-def test_adam_matches_torch(backend64, case):
+@pytest.mark.parametrize("torch_name,ours,case", CASES, ids=[f"{t}-{c}" for t, _, c in CASES])
+def test_optimizer_matches_torch(backend64, torch_name, ours, case):
     torch = pytest.importorskip("torch")
-    params, grads = sequences(2)
-    kwargs = ADAM_CASES[case]
-    want = torch_reference(torch, torch.optim.Adam, kwargs, params, grads)
-    got = run_ours(Adam(lr=LRS[0], **kwargs), get_backend(backend64), params, grads)
-    for step, (g, w) in enumerate(zip(got, want)):
+    params, grads = sequences(1 if ours is SGD else 2)
+    kwargs = (SGD_CASES if ours is SGD else ADAM_CASES)[case]
+    want = torch_reference(torch, getattr(torch.optim, torch_name), kwargs, params, grads)
+    got = run_ours(ours(lr=LRS[0], **kwargs), get_backend(backend64), params, grads)
+    for g, w in zip(got, want):
         for a, b in zip(g, w):
             assert_rel(a, b)
 
