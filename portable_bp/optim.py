@@ -64,7 +64,7 @@ class SGD:
         return dict(name=self.name, lr=_schedule_config(self.lr), momentum=self.momentum,
                     nesterov=self.nesterov, weight_decay=self.weight_decay)
 
-    def init(self, params, xp=None) -> dict:
+    def init(self, params) -> dict:
         slots = {}
         if self.momentum:
             slots["velocity"] = [p * 0 for p in params]
@@ -114,7 +114,7 @@ class Adam:
         return dict(name=self.name, lr=_schedule_config(self.lr), betas=list(self.betas),
                     eps=self.eps, weight_decay=self.weight_decay)
 
-    def init(self, params, xp=None) -> dict:
+    def init(self, params) -> dict:
         return {"step": 0, "slots": {"m": [p * 0 for p in params], "v": [p * 0 for p in params]}}
 
     def update(self, params, grads, state, lr, mutable=True, kernels=None, consume_grads=False):
@@ -124,12 +124,12 @@ class Adam:
         step_size = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
         eps_hat = self.eps * math.sqrt(1 - b2 ** t)  # eps added to sqrt(v_hat), folded in
         new = []
+        xp = _namespace(params[0])  # for sqrt: resolved once per step, not per array
         for i, (p, g) in enumerate(zip(params, grads)):
             if self.weight_decay:
                 g = g + self.weight_decay * p
             m[i] = _scale_add(m[i], b1, g, 1 - b1, mutable)
             v[i] = _scale_add(v[i], b2, g * g, 1 - b2, mutable)
-            xp = _namespace(p)
             new.append(_axpy(p, m[i] / (xp.sqrt(v[i]) + eps_hat), -step_size, mutable))
         state["step"] = t
         return new, state
