@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -223,13 +224,10 @@ def _backend(spec):
 
 # -- train --------------------------------------------------------------------------------
 def _optimizer(name, lr, weight_decay):
-    from .optim import SGD, Adam
+    """The named optimizer, with the command's own default learning rates."""
+    from .optim import get_optimizer
 
-    lr = DEFAULT_LR[name] if lr is None else lr
-    if name == "adam":
-        return Adam(lr, weight_decay=weight_decay)
-    return SGD(lr, momentum=0.0 if name == "sgd" else 0.9, nesterov=name == "nesterov",
-               weight_decay=weight_decay)
+    return get_optimizer(name, DEFAULT_LR[name] if lr is None else lr, weight_decay)
 
 
 def _check_output_path(path, flag):
@@ -281,7 +279,7 @@ def _evaluate_hint(args, source):
         words += ["--target", str(args.target)]
     if args.test_size != 0.2:
         words += ["--test-size", str(args.test_size)]
-    return " ".join(words)
+    return shlex.join(words)
 
 
 def cmd_train(args):

@@ -32,6 +32,7 @@ import csv
 import gzip
 import io
 import math
+import numbers
 import os
 import struct
 import zipfile
@@ -199,7 +200,7 @@ def blobs(n_samples=300, n_features=2, centers=3, cluster_std=1.0, seed=0):
 
 
 def _check_n_samples(value, name="n_samples"):
-    if isinstance(value, bool) or int(value) != value or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -377,7 +378,8 @@ def read_csv(path, target=-1, header="auto", delimiter=","):
             )
 
     if header == "auto":
-        header = not all(_is_number(field) for field in first)
+        # a header has a non-numeric name; an empty field is missing data, reported below
+        header = any(field.strip() and not _is_number(field) for field in first)
     columns = [field.strip() for field in first] if header else None
     body = rows[1:] if header else rows
     if not body:
@@ -503,7 +505,10 @@ def read_npz(path, x_key="X", y_key="y"):
             ) from exc
         except (OSError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{name}: corrupt .npz archive: {exc}") from exc
-    return _as_features(name, X), _as_targets(y, name)
+    X, y = _as_features(name, X), _as_targets(y, name)
+    if len(X) != len(y):
+        raise ValueError(f"{name}: {x_key!r} has {len(X)} samples but {y_key!r} has {len(y)}")
+    return X, y
 
 
 def _as_features(name, X):

@@ -135,8 +135,8 @@ class Network:
         if tuple(arr.shape) != shape:
             raise ValueError(f"{what} must have shape {shape}, got {tuple(arr.shape)}")
         _inputs.check_finite(self.xp, arr, what)
-        if arr is value and self.backend.mutable:
-            arr = self.xp.asarray(arr, copy=True)  # never alias the caller's array
+        if self.backend.mutable:  # never alias the caller's memory: training writes in place
+            arr = self.xp.asarray(arr, copy=True)  # (torch/strict wrap NumPy memory, no copy)
         return arr
 
     def to(self, backend=None, dtype=None) -> "Network":

@@ -130,7 +130,7 @@ class Adam:
                 g = g + self.weight_decay * p
             m[i] = _scale_add(m[i], b1, g, 1 - b1, mutable)
             v[i] = _scale_add(v[i], b2, g * g, 1 - b2, mutable)
-            new.append(_axpy(p, m[i] / (xp.sqrt(v[i]) + eps_hat), -step_size, mutable))
+            new.append(_axpy(p, m[i] / (xp.sqrt(v[i]) + eps_hat), -step_size, mutable, consume_x=True))
         state["step"] = t
         return new, state
 
@@ -197,9 +197,9 @@ def _schedule_from_config(cfg):
 DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adam": 1e-3}
 
 
-def get_optimizer(optimizer="sgd", lr=None):
+def get_optimizer(optimizer="sgd", lr=None, weight_decay=0.0):
     """An optimizer object from a name (``sgd``, ``momentum``, ``nesterov``, ``adam``)
-    configured by ``lr``, or the object itself."""
+    configured by ``lr`` and ``weight_decay``, or the object itself."""
     if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
         if lr is not None:
             raise ValueError("lr configures optimizers given by name; set it on the optimizer object instead")
@@ -210,8 +210,9 @@ def get_optimizer(optimizer="sgd", lr=None):
         raise ValueError(f"optimizer must be one of {sorted(DEFAULT_LR)} or an optimizer object, got {optimizer!r}")
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     if optimizer == "adam":
-        return Adam(lr)
-    return SGD(lr, momentum=0.0 if optimizer == "sgd" else 0.9, nesterov=optimizer == "nesterov")
+        return Adam(lr, weight_decay=weight_decay)
+    return SGD(lr, momentum=0.0 if optimizer == "sgd" else 0.9, nesterov=optimizer == "nesterov",
+               weight_decay=weight_decay)
 
 
 def optimizer_from_config(cfg: dict):

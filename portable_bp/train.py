@@ -90,7 +90,12 @@ class _Snapshot:
 
     def __init__(self, net, state):
         b = net.backend
-        keep = (lambda a: b.to_numpy(a).copy()) if b.is_gpu else (lambda a: net.xp.asarray(a, copy=True))
+        if b.is_gpu:  # to_numpy copies device to host
+            keep = b.to_numpy
+        elif b.mutable:
+            keep = lambda a: net.xp.asarray(a, copy=True)  # noqa: E731
+        else:  # immutable arrays (JAX) are their own snapshot
+            keep = lambda a: a  # noqa: E731
         self.W, self.b = [keep(W) for W in net._W], [keep(v) for v in net._b]
         self.step = state["step"]
         self.slots = {k: [keep(a) for a in v] for k, v in state["slots"].items()}
@@ -106,11 +111,6 @@ class _Snapshot:
 def _copy_params(net):
     xp = net.xp
     return [xp.asarray(W, copy=True) for W in net._W], [xp.asarray(b, copy=True) for b in net._b]
-
-
-def _copy_state(xp, state):
-    return {"step": state["step"],
-            "slots": {k: [xp.asarray(a, copy=True) for a in v] for k, v in state["slots"].items()}}
 
 
 def _check_batch_size(batch_size, n):
@@ -140,9 +140,13 @@ class _Trainer:
         self.net, self.opt, self.state = net, opt, state
         self.xp, self.mutable = net.xp, net.backend.mutable
         # the built-in optimizers take the backend's fused kernels; custom ones get none
+        # the documented protocol is update(params, grads, state, lr); the built-in
+        # optimizers also take the backend's mutability, its fused kernels and leave to
+        # overwrite the gradients (this step's temporaries)
         self.update_kwargs = {}
-        if isinstance(opt, (SGD, Adam)):  # the gradients are this step's temporaries
-            self.update_kwargs = {"kernels": net._fused_kernels(), "consume_grads": True}
+        if isinstance(opt, (SGD, Adam)):
+            self.update_kwargs = {"mutable": self.mutable, "kernels": net._fused_kernels(),
+                                  "consume_grads": True}
 
     def step(self, Xb, Zb, lr):
         """One E12 update on a batch; returns the batch's summed loss as a device scalar."""
@@ -153,10 +157,8 @@ class _Trainer:
         for (W, b), (dW, db) in zip(zip(net._W, net._b), grads):
             flat_p += (W, b)
             flat_g += (dW, db)
-        new, self.state = self.opt.update(flat_p, flat_g, self.state, lr, self.mutable,
-                                          **self.update_kwargs)
-        if not self.mutable:
-            net._W, net._b = new[0::2], new[1::2]
+        new, self.state = self.opt.update(flat_p, flat_g, self.state, lr, **self.update_kwargs)
+        net._W, net._b = list(new[0::2]), list(new[1::2])  # the same arrays when updated in place
         return total
 
     def epoch(self, X, Z, order, batch_size, lr):
@@ -219,7 +221,7 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
             Xv = _inputs.features(backend, validation_data[0], net.sizes[0], net._dt, "X_val")
             val = (Xv, _inputs.targets(backend, validation_data[1], Xv.shape[0], net.sizes[-1],
                                        net.loss, net._dt, "Z_val"))
-        start_epoch, state = 0, None
+        start_epoch, state = net.epochs_trained, None
         if resume:
             if checkpoint is None:
                 raise ValueError("resume=True needs checkpoint=PATH")
@@ -230,7 +232,6 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
                 opt, state = restored
                 start_epoch = net.epochs_trained
         else:
-            start_epoch = net.epochs_trained
             epochs = start_epoch + epochs
         if state is None:
             state = opt.init([p for pair in net.params for p in pair])
@@ -243,7 +244,8 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
         try:
             for epoch in range(start_epoch, epochs):
                 t0 = time.perf_counter()
-                lr_now = opt.lr(epoch) if callable(opt.lr) else opt.lr
+                lr_now = getattr(opt, "lr", None)  # custom optimizers may keep their own
+                lr_now = lr_now(epoch) if callable(lr_now) else lr_now
                 order = None
                 if shuffle:
                     perm = backend.rng([net.seed, epoch]).permutation(n)
@@ -279,8 +281,10 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
         finally:
             if bar is not None:
                 bar.close()
-            for cb in callbacks:
-                getattr(cb, "on_train_end", lambda net: None)(net)
+        # not on an exception: after a divergence the network keeps the parameters from
+        # before the offending batch, not (say) EarlyStopping's best ones
+        for cb in callbacks:
+            getattr(cb, "on_train_end", lambda net: None)(net)
     return history
 
 
@@ -302,11 +306,11 @@ def _locate_divergence(net, trainer, snapshot, X, Z, order, bs, lr, epoch):
     if order is not None:
         X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)
     for batch, (start, stop) in enumerate(_batches(n, bs)):
-        before = _copy_params(net), _copy_state(xp, trainer.state)
+        before = _Snapshot(net, trainer.state)
         loss = float(trainer.step(X[start:stop, ...], Z[start:stop, ...], lr)) / (stop - start)
         params_finite = math.isfinite(float(_params_sum(net)))
         if not (math.isfinite(loss) and params_finite):
-            (net._W, net._b), trainer.state = before
+            before.restore(net, trainer)
             what = (f"the loss became {loss}" if not math.isfinite(loss)
                     else f"its update made the parameters non-finite (batch loss {loss:.4g})")
             raise TrainingDiverged(f"training diverged at epoch {epoch} (0-based), batch {batch}: "

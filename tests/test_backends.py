@@ -135,3 +135,19 @@ def test_jax_float64_is_enabled_when_asked():
     net = pbp.Network([2, 2], backend="jax", dtype="float64", seed=0)
     assert str(net.params[0][0].dtype) == "float64"
     assert net.backend.mutable is False
+
+
+def test_unavailable_backend_errors_do_not_accumulate_tracebacks():
+    ok, _ = backends.probe("cupy")
+    if ok:
+        pytest.skip("a GPU is here")
+    sizes = []
+    for _ in range(3):
+        try:
+            backends.get("cupy")
+        except BackendUnavailable as exc:
+            tb, n = exc.__traceback__, 0
+            while tb is not None:
+                n, tb = n + 1, tb.tb_next
+            sizes.append(n)
+    assert sizes[0] == sizes[-1]

@@ -477,3 +477,23 @@ def test_standardizer_errors():
         scaler.transform(np.zeros(3))
     with pytest.raises(ValueError, match="at least one sample"):
         ds.Standardizer().fit(np.zeros((0, 3)))
+
+
+def test_csv_first_row_with_an_empty_field_is_data_not_a_header(tmp_path):
+    p = tmp_path / "gap.csv"
+    p.write_text("1,2,,0\n4,5,6,1\n")
+    with pytest.raises(ValueError, match=r"gap\.csv.*non-numeric CSV value '' on line 1"):
+        ds.read_csv(p)
+
+
+def test_npz_with_x_and_y_of_different_lengths_names_the_file(tmp_path):
+    p = tmp_path / "mismatch.npz"
+    np.savez(p, X=np.ones((10, 2)), y=np.ones(8))
+    with pytest.raises(ValueError, match=r"mismatch\.npz: 'X' has 10 samples but 'y' has 8"):
+        ds.read_npz(p)
+
+
+@pytest.mark.parametrize("make", [ds.spirals, ds.moons, ds.sine, ds.blobs])
+def test_fractional_sample_counts_are_refused(make):
+    with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+        make(n_samples=300.0)

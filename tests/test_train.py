@@ -517,7 +517,21 @@ def test_full_batch_divergence_keeps_the_last_finite_epoch():
     assert batch == 0 and epoch >= 1 and len(rec.params) == epoch == net.epochs_trained
     for got, want in zip(host_params(net), rec.params[-1]):
         np.testing.assert_array_equal(got, want)
-    assert rec.events[-1] == "end"
+    # on_train_end runs only when training ends normally: after a divergence no callback
+    # (EarlyStopping restoring its best epoch, say) may replace the last finite parameters
+    assert rec.events[-1] != "end" and rec.events[-1][0] == "epoch"
+
+
+def test_early_stopping_does_not_override_the_divergence_rule():
+    X, Z = regression(20)
+    net, rec = relu_net(), Recorder()
+    stopper = pbp.train.EarlyStopping(monitor="loss", patience=100, restore_best_weights=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(TrainingDiverged):
+            net.fit(X, Z, epochs=50, batch_size=None, lr=1e6, callbacks=[rec, stopper])
+    for got, want in zip(host_params(net), rec.params[-1]):  # the last finite epoch's
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("epochs", [1, 2])
@@ -655,6 +669,8 @@ def test_divergence_snapshot_kept_on_the_host_for_gpu_backends(monkeypatch):
     for is_gpu in (False, True):
         net = pbp.Network([2, 1], activation="identity", dtype="float64", seed=0)
         monkeypatch.setattr(net.backend, "is_gpu", is_gpu)
+        if is_gpu:  # a GPU backend's to_numpy is a device-to-host copy
+            monkeypatch.setattr(net.backend, "_to_numpy", lambda a: np.array(a, copy=True))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             with pytest.raises(TrainingDiverged):
@@ -663,3 +679,46 @@ def test_divergence_snapshot_kept_on_the_host_for_gpu_backends(monkeypatch):
     for a, b in zip(*results):
         assert np.isfinite(a).all()
         np.testing.assert_array_equal(a, b)
+
+
+def test_training_a_copy_never_touches_the_original_or_the_callers_arrays():
+    pytest.importorskip("torch")
+    X, Z = np.ones((4, 2)), np.zeros((4, 1))
+    net = pbp.Network([2, 3, 1], dtype="float32", seed=0)
+    before = host_params(net)
+    for spec in ("torch", "array_api_strict"):  # both wrap NumPy memory without copying
+        net.to(spec).fit(X, Z, epochs=2, lr=0.5)
+        for a, b in zip(before, host_params(net)):
+            np.testing.assert_array_equal(a, b)
+    W = np.ones((3, 2), np.float32)
+    tnet = pbp.Network([2, 3, 1], backend="torch", dtype="float32", seed=0)
+    tnet.set_params([(W, np.zeros(3, np.float32)), (np.ones((1, 3), np.float32), np.zeros(1, np.float32))])
+    tnet.fit(X, Z, epochs=2, lr=0.5)
+    assert (W == 1).all()
+
+
+def test_a_custom_optimizer_with_the_documented_protocol_trains():
+    """update(params, grads, state, lr) returning new arrays, and no ``lr`` attribute."""
+
+    class HalfStep:
+        def init(self, params):
+            return {"step": 0, "slots": {}}
+
+        def update(self, params, grads, state, lr):
+            state["step"] += 1
+            return [p - 0.05 * g for p, g in zip(params, grads)], state
+
+    X, Z = regression(20)
+    net, ref = relu_net(), relu_net()
+    net.fit(X, Z, epochs=2, batch_size=5, optimizer=HalfStep(), shuffle=False)
+    ref.fit(X, Z, epochs=2, batch_size=5, optimizer="sgd", lr=0.05, shuffle=False)
+    for a, b in zip(host_params(net), host_params(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_resume_without_a_checkpoint_file_continues_the_epoch_count(tmp_path):
+    X, Z = regression(20)
+    net = relu_net()
+    net.fit(X, Z, epochs=3, batch_size=5)
+    h = net.fit(X, Z, epochs=5, batch_size=5, checkpoint=str(tmp_path / "new.npz"), resume=True)
+    assert h.epochs == [3, 4] and net.epochs_trained == 5

@@ -109,8 +109,8 @@ def get(spec: str | Backend = "numpy") -> Backend:
             except BackendUnavailable as exc:
                 cached = exc
             _cache[spec] = cached
-    if isinstance(cached, BackendUnavailable):
-        raise cached
+    if isinstance(cached, BackendUnavailable):  # a fresh instance: a re-raised one keeps
+        raise BackendUnavailable(cached.name, cached.reason, cached.hint)  # every traceback
     return cached
 
 

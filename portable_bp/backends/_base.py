@@ -86,7 +86,9 @@ class Backend:
             return self.xp.asarray(host, dtype=dtype, device=self.device)
 
     def to_numpy(self, arr) -> np.ndarray:
-        """A host NumPy copy of an array of this backend (a device-to-host transfer)."""
+        """A host NumPy array with the values of ``arr`` (a device-to-host transfer on a GPU).
+
+        On CPU backends it may share memory with ``arr``: copy it before writing to it."""
         return self._to_numpy(arr)
 
     def owns(self, arr) -> bool:

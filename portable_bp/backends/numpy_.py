@@ -22,12 +22,18 @@ def _max(x, /, *, axis=None, keepdims=False):
     return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
 
 
+class _NumPy(types.SimpleNamespace):
+    """NumPy's own namespace with the two fast reductions; every other name is looked up
+    in numpy on first use and then kept (no import of numpy's lazy submodules up front)."""
+
+    def __getattr__(self, name):
+        value = getattr(np, name)
+        setattr(self, name, value)
+        return value
+
+
 def namespace():
-    """NumPy's own namespace with the two fast reductions."""
-    xp = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
-    xp.sum, xp.max = _sum, _max
-    xp.__name__ = "numpy"
-    return xp
+    return _NumPy(sum=_sum, max=_max, __name__="numpy")
 
 
 def make(device=None) -> Backend:
