@@ -19,17 +19,13 @@ from .backends._base import host_numeric
 def to_backend(backend, data, dtype, what: str):
     """``data`` as an array of ``backend`` with dtype ``dtype`` (an xp dtype or None to keep)."""
     if backend.owns(data):
-        if dtype is not None and data.dtype != dtype:
-            data = backend.xp.astype(data, dtype)
-        return data
+        return backend.asarray(data, dtype)
     if array_api_compat.is_array_api_obj(data) and not array_api_compat.is_numpy_array(data):
         where = f"{library_of(data)} array on device {array_api_compat.device(data)}"
         raise TypeError(f"{what} is a {where}, but the network lives on backend {backend.spec!r} "
                         f"(device {backend.device}); move it first, e.g. with net.backend.asarray("
                         f"{what}) after converting to NumPy, or build the network on that backend")
-    host = host_numeric(data, what)
-    with backend.activate():
-        return backend.xp.asarray(host, dtype=dtype, device=backend.device)
+    return backend.asarray(host_numeric(data, what), dtype)
 
 
 def _all(xp, cond) -> bool:

@@ -88,7 +88,7 @@ def test_describe_reports_every_backend():
 
 def _toy_factory(device):
     base = backends.get("numpy")
-    return Backend(name="toy", xp=base.xp, device="cpu", spec="toy", library="numpy",
+    return Backend(name="toy", xp=base.xp, device="cpu", spec="toy",
                    _to_numpy=np.asarray, _owns=lambda a: type(a) is np.ndarray)
 
 

@@ -44,7 +44,6 @@ class Backend:
     spec: str
     mutable: bool = True
     is_gpu: bool = False
-    library: str = ""  # the array library's import name, for error messages
     _to_numpy: Callable[[Any], np.ndarray] = np.asarray
     _synchronize: Callable[[], None] = lambda: None
     _owns: Callable[[Any], bool] = lambda a: False

@@ -43,7 +43,7 @@ def make(device=None) -> Backend:
 
     return Backend(
         name="cupy", xp=xp, device=dev, spec=f"cupy:{index}" if device else "cupy",
-        is_gpu=True, library="cupy",
+        is_gpu=True,
         _to_numpy=lambda a: cupy.asnumpy(a),
         _owns=owns,
         _synchronize=lambda: dev.synchronize(),

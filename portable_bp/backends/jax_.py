@@ -37,7 +37,7 @@ def make(device=None) -> Backend:
 
     spec = "jax" if device is None else f"jax:{device}"
     return Backend(
-        name="jax", xp=jnp, device=dev, spec=spec, mutable=False, library="jax",
+        name="jax", xp=jnp, device=dev, spec=spec, mutable=False,
         is_gpu=dev.platform == "gpu",
         _to_numpy=lambda a: np.asarray(a),
         _owns=owns, _synchronize=synchronize, _enable_float64=enable_float64,

@@ -44,7 +44,7 @@ def make(device=None) -> Backend:
     else:  # pragma: no cover - numpy 1.x
         import array_api_compat.numpy as xp
     return Backend(
-        name="numpy", xp=xp, device="cpu", spec="numpy", library="numpy",
+        name="numpy", xp=xp, device="cpu", spec="numpy",
         _to_numpy=np.asarray,
         _owns=lambda a: type(a) is np.ndarray,
         info={"version": np.__version__},

@@ -27,7 +27,7 @@ def make(device=None) -> Backend:
         raise BackendUnavailable("array_api_strict", f"unknown device {name!r}: {exc}") from None
     spec = "array_api_strict" if device is None else f"array_api_strict:{device}"
     return Backend(
-        name="array_api_strict", xp=xp, device=dev, spec=spec, library="array_api_strict",
+        name="array_api_strict", xp=xp, device=dev, spec=spec,
         _to_numpy=lambda a: np.from_dlpack(a).copy(),
         _owns=lambda a: isinstance(a, Array) and a.device == dev,
         info={"version": xp.__version__, "api_version": API_VERSION},

@@ -38,7 +38,7 @@ def make(device=None) -> Backend:
 
     spec = "torch" if dev.type == "cpu" else f"torch:{dev}"
     return Backend(
-        name="torch", xp=xp, device=dev, spec=spec, is_gpu=is_gpu, library="torch",
+        name="torch", xp=xp, device=dev, spec=spec, is_gpu=is_gpu,
         _to_numpy=lambda a: a.detach().cpu().numpy(),
         _owns=owns,
         _synchronize=(lambda: torch.cuda.synchronize(dev)) if is_gpu else (lambda: None),
