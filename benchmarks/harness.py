@@ -361,8 +361,30 @@ TARGETS = [
 ]
 
 
-def check_targets(device, blocks):
+# peak memory: portable_bp's / the peer's, at most this (CPU: RSS growth; GPU: peak in use)
+MEMORY_TARGETS = [
+    ("cpu", "torch eager", "rss_growth_mib", {"A": 1.0, "B": 1.0, "C": 1.0, "D": 1.0}),
+    ("gpu", "torch eager cuda", "gpu_mib", {"B": 1.1, "C": 1.1, "D": 1.1, "E": 1.1}),
+]
+
+
+def check_targets(device, blocks, reference=None):
     out = []
+    for dev, versus, key, wanted in MEMORY_TARGETS:
+        if dev != device or reference is None:
+            continue
+        for cfg, maximum in wanted.items():
+            block = next((b for b in blocks if b["config"] == cfg and b["dtype"] == "float32"), None)
+            if block is None:
+                continue
+            mine = (block["contenders"].get(reference, {}).get("memory") or {}).get(key)
+            theirs = (block["contenders"].get(versus, {}).get("memory") or {}).get(key)
+            if mine is None or theirs is None:
+                continue  # memory pass off, or an error (shown in the table)
+            ratio = mine / theirs if theirs > 0 else None
+            status = "n/a" if ratio is None else ("PASS" if ratio <= maximum else "MISS")
+            out.append({"versus": f"{versus} (peak memory)", "config": cfg, "maximum": maximum,
+                        "ratio": ratio, "status": status})
     for dev, versus, wanted in TARGETS:
         if dev != device:
             continue
@@ -523,14 +545,17 @@ def run_section(device, args, log=print):
         " (a contender using another GEMM library can exceed it)")
     if args.memory:
         log("  peak MiB = growth of peak RSS during setup + one epoch, in a fresh process (host)"
-            + (" / GPU memory: CuPy pool total, torch max allocated, JAX peak in use; data included"
+            + (" / GPU memory: peak bytes in use (CuPy: tracked at every pool allocation; torch:"
+               " max_memory_allocated; JAX: peak_bytes_in_use), data included; the JSON also holds"
+               " what each allocator held (CuPy pool total, torch max_memory_reserved)"
                if device == "gpu" else ""))
-    targets = check_targets(device, blocks)
+    targets = check_targets(device, blocks, reference)
     if targets:
         log(f"\nTargets ({device.upper()}, float32, {reference} / X):")
         for t in targets:
             ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.3f}"
-            log(f"  vs {t['versus']:<22} {t['config']}  >= {t['minimum']:<5} got {ratio:>6}  {t['status']}")
+            bound = f">= {t['minimum']:<5}" if "minimum" in t else f"<= {t['maximum']:<5}"
+            log(f"  vs {t['versus']:<36} {t['config']}  {bound} got {ratio:>6}  {t['status']}")
     section = {"device": device, "reference": reference, "gpu": name, "threads": args.threads,
                "rounds": args.rounds, "blocks": blocks, "targets": targets}
     if device == "gpu" and args.tf32 and not args.tf32_child:

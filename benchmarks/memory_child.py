@@ -66,17 +66,39 @@ def prime(lib, device):
         jax.jit(jax.grad(lambda v: v * v))(x).block_until_ready()  # load the compiler
 
 
-def gpu_bytes(lib):
+def track_cupy_peak():
+    """CuPy's pool keeps no high-water mark of the bytes in use (``total_bytes`` is what the
+    pool holds, freed blocks included): route every allocation through the pool and record
+    ``used_bytes`` after it. Returns a one-element list holding the peak."""
+    import cupy as cp
+    pool = cp.get_default_memory_pool()
+    peak = [pool.used_bytes()]
+
+    def malloc(size):
+        mem = pool.malloc(size)
+        used = pool.used_bytes()
+        if used > peak[0]:
+            peak[0] = used
+        return mem
+
+    cp.cuda.set_allocator(malloc)
+    return peak
+
+
+def gpu_bytes(lib, cupy_peak=None):
+    """(peak bytes in use, bytes the allocator held at its peak) on the GPU."""
     if lib == "cupy":
         import cupy as cp
-        return cp.get_default_memory_pool().total_bytes()
+        held = cp.get_default_memory_pool().total_bytes()
+        return (cupy_peak[0] if cupy_peak else held), held
     if lib == "torch":
         import torch
-        return torch.cuda.max_memory_allocated()
+        return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
     if lib == "jax":
         import jax
-        return (jax.devices("gpu")[0].memory_stats() or {}).get("peak_bytes_in_use")
-    return None
+        stats = jax.devices("gpu")[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use"), stats.get("bytes_reserved")
+    return None, None
 
 
 def main(argv):
@@ -99,15 +121,17 @@ def main(argv):
     for lib in c.libs:
         prime(lib, device)
     harness.apply_threads(int(threads), load=False)
+    cupy_peak = track_cupy_peak() if c.gpu_lib == "cupy" else None
     exact = reset_peak()
     base_kib = status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     run_epoch = c.setup()
     run_epoch()
     peak_kib = status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    gb = gpu_bytes(c.gpu_lib) if c.gpu_lib else None
+    used, held = gpu_bytes(c.gpu_lib, cupy_peak) if c.gpu_lib else (None, None)
+    mib = lambda b: None if b is None else b / 2**20  # noqa: E731
     print(json.dumps({"rss_growth_mib": max(0, peak_kib - base_kib) / 1024,
                       "rss_peak_mib": peak_kib / 1024, "rss_exact": exact,
-                      "gpu_mib": None if gb is None else gb / 2**20}))
+                      "gpu_mib": mib(used), "gpu_held_mib": mib(held)}))
 
 
 if __name__ == "__main__":

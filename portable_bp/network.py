@@ -179,13 +179,18 @@ class Network:
         return As, U, total, Us
 
     def _grads(self, As, U_L, Z):
-        """Backpropagation: Δ(L) by E8/E11, then E9 downwards; E10 gives each layer's grads."""
+        """Backpropagation: Δ(L) by E8/E11, then E9 downwards; E10 gives each layer's grads.
+
+        Consumes ``As``: each entry is dropped from the list once backprop has passed it, so
+        a layer's activations are freed as its gradient takes their place (peak memory holds
+        about two layers' activations fewer than keeping them all to the end)."""
         xp, L = self.xp, self.n_layers
         fused = self._fused_kernels()
         if fused and self._loss.fused_output:
             delta = fused.output_delta(As[-1], Z, 1.0 / Z.shape[0])
         else:
             delta = self._loss.output_delta(xp, U_L, As[-1], Z, self._output)
+        As[L] = None
         grads = [None] * L
         for l in range(L - 1, -1, -1):
             grads[l] = dense_grads(xp, delta, As[l])
@@ -195,6 +200,7 @@ class Network:
                     delta = fused.activation_backward(As[l], delta @ self._W[l], act.name)
                 else:
                     delta = backprop_delta(xp, delta, self._W[l], act, As[l])
+            As[l] = None
         return grads
 
     def _fused_kernels(self):

@@ -83,29 +83,26 @@ class EarlyStopping:
 class _Snapshot:
     """Parameters and optimizer state at an epoch's start, to fall back on if it diverges.
 
-    On a GPU the copy is kept in host memory: device memory stays free for the step (a
-    device copy would add a whole model to the peak), at the cost of one device-to-host
-    transfer per epoch, never per batch. On the CPU it is a plain copy.
+    A copy on the same device (immutable JAX arrays are their own snapshot): one copy per
+    epoch, never per batch, and no host transfer, which on a GPU would cost more than the
+    copy (a device-to-host round of the whole model per epoch). Its memory (one model, plus
+    the optimizer's slots) is paid back by the backward pass, which frees each layer's
+    activations as it passes them.
     """
 
     def __init__(self, net, state):
-        b = net.backend
-        if b.is_gpu:  # to_numpy copies device to host
-            keep = b.to_numpy
-        elif b.mutable:
+        if net.backend.mutable:
             keep = lambda a: net.xp.asarray(a, copy=True)  # noqa: E731
-        else:  # immutable arrays (JAX) are their own snapshot
+        else:
             keep = lambda a: a  # noqa: E731
         self.W, self.b = [keep(W) for W in net._W], [keep(v) for v in net._b]
         self.step = state["step"]
         self.slots = {k: [keep(a) for a in v] for k, v in state["slots"].items()}
 
     def restore(self, net, trainer):
-        b = net.backend
-        back = (lambda a: b.asarray(a, net._dt)) if b.is_gpu else (lambda a: a)
-        net._W, net._b = [back(W) for W in self.W], [back(v) for v in self.b]
+        net._W, net._b = list(self.W), list(self.b)
         trainer.state = {"step": self.step,
-                         "slots": {k: [back(a) for a in v] for k, v in self.slots.items()}}
+                         "slots": {k: list(v) for k, v in self.slots.items()}}
 
 
 def _copy_params(net):
