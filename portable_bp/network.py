@@ -86,6 +86,7 @@ class Network:
         self.fused_kernels = True
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
         self.optimizer_state = None   # (optimizer config, state) after fit(); saved in checkpoints
+        self._compiled_steps = {}     # backends that compile (JAX): training steps, per optimizer
 
     # -- description -------------------------------------------------------------------
     def config(self) -> dict:
@@ -150,19 +151,21 @@ class Network:
         return net
 
     # -- the math ------------------------------------------------------------------------
-    def _forward(self, X, Z=None, keep_u=False):
+    def _forward(self, X, Z=None, keep_u=False, params=None):
         """E7 layer by layer. Returns (As, U_L, total, Us): every activation A(0) = X ..
         A(L) (E9 needs only these), the output logits U(L), the loss summed over the
-        batch when targets Z are given (else None) and, with ``keep_u``, every U(l)."""
+        batch when targets Z are given (else None) and, with ``keep_u``, every U(l).
+        ``params`` (Ws, bs) stands in for the network's own (a compiled step passes them)."""
         xp, inplace, L = self.xp, self.backend.mutable, self.n_layers
+        Ws, bs = params if params is not None else (self._W, self._b)
         fused = self._fused_kernels()
         As, Us = [X], []
         for l in range(L):
             act = self._acts[l]
             if fused and l < L - 1 and not keep_u and act.name in fused.activations:
-                As.append(fused.bias_activation(As[-1] @ self._W[l].T, self._b[l], act.name))
+                As.append(fused.bias_activation(As[-1] @ Ws[l].T, bs[l], act.name))
                 continue
-            U = dense_forward(As[-1], self._W[l], self._b[l], inplace)
+            U = dense_forward(As[-1], Ws[l], bs[l], inplace)
             if keep_u:
                 Us.append(U)
             if l < L - 1:
@@ -178,13 +181,15 @@ class Network:
             total = self._loss.total(xp, U, As[-1], Z)
         return As, U, total, Us
 
-    def _grads(self, As, U_L, Z):
+    def _grads(self, As, U_L, Z, Ws=None):
         """Backpropagation: Δ(L) by E8/E11, then E9 downwards; E10 gives each layer's grads.
 
         Consumes ``As``: each entry is dropped from the list once backprop has passed it, so
         a layer's activations are freed as its gradient takes their place (peak memory holds
-        about two layers' activations fewer than keeping them all to the end)."""
+        about two layers' activations fewer than keeping them all to the end). ``Ws`` stands
+        in for the network's weights, as in :meth:`_forward`."""
         xp, L = self.xp, self.n_layers
+        Ws = self._W if Ws is None else Ws
         fused = self._fused_kernels()
         if fused and self._loss.fused_output:
             delta = fused.output_delta(As[-1], Z, 1.0 / Z.shape[0])
@@ -197,9 +202,9 @@ class Network:
             if l:
                 act = self._acts[l - 1]
                 if fused and act.name in fused.activations:
-                    delta = fused.activation_backward(As[l], delta @ self._W[l], act.name)
+                    delta = fused.activation_backward(As[l], delta @ Ws[l], act.name)
                 else:
-                    delta = backprop_delta(xp, delta, self._W[l], act, As[l])
+                    delta = backprop_delta(xp, delta, Ws[l], act, As[l])
             As[l] = None
         return grads
 

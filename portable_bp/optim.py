@@ -70,6 +70,10 @@ class SGD:
             slots["velocity"] = [p * 0 for p in params]
         return {"step": 0, "slots": slots}
 
+    def host_scalars(self, step, lr) -> dict:
+        """Keyword arguments of :meth:`update` to compute on the host: none for SGD."""
+        return {}
+
     def update(self, params, grads, state, lr, mutable=True, kernels=None, consume_grads=False):
         """One step. ``kernels`` (a backend's fused ops, optional) does it in one pass per
         array; ``consume_grads`` lets it overwrite ``grads`` (fit's own temporaries)."""
@@ -117,12 +121,22 @@ class Adam:
     def init(self, params) -> dict:
         return {"step": 0, "slots": {"m": [p * 0 for p in params], "v": [p * 0 for p in params]}}
 
-    def update(self, params, grads, state, lr, mutable=True, kernels=None, consume_grads=False):
+    def host_scalars(self, step, lr) -> dict:
+        """The bias-corrected step size and eps of step ``step + 1``, in double precision on
+        the host: a compiled step would otherwise compute beta ** t in the network's dtype."""
         b1, b2 = self.betas
-        t = state["step"] + 1
+        t = step + 1
+        root = math.sqrt(1 - b2 ** t)
+        return {"corrected": (lr * root / (1 - b1 ** t), self.eps * root)}  # eps on sqrt(v_hat), folded in
+
+    def update(self, params, grads, state, lr, mutable=True, kernels=None, consume_grads=False,
+               corrected=None):
+        """One step; ``corrected`` is :meth:`host_scalars`' pair, computed here when not given."""
+        if corrected is None:
+            corrected = self.host_scalars(state["step"], lr)["corrected"]
+        step_size, eps_hat = corrected
+        b1, b2 = self.betas
         m, v = state["slots"]["m"], state["slots"]["v"]
-        step_size = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-        eps_hat = self.eps * math.sqrt(1 - b2 ** t)  # eps added to sqrt(v_hat), folded in
         new = []
         xp = _namespace(params[0])  # for sqrt: resolved once per step, not per array
         for i, (p, g) in enumerate(zip(params, grads)):
@@ -131,7 +145,7 @@ class Adam:
             m[i] = _scale_add(m[i], b1, g, 1 - b1, mutable)
             v[i] = _scale_add(v[i], b2, g * g, 1 - b2, mutable)
             new.append(_axpy(p, m[i] / (xp.sqrt(v[i]) + eps_hat), -step_size, mutable, consume_x=True))
-        state["step"] = t
+        state["step"] = state["step"] + 1
         return new, state
 
 

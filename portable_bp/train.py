@@ -8,6 +8,7 @@ device and read back once per epoch, never per batch.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from numbers import Integral
@@ -131,31 +132,38 @@ def _check_epochs(epochs):
 
 
 class _Trainer:
-    """One fit's step function, with the network, optimizer and namespace bound once."""
+    """One fit's step function, with the network, optimizer and namespace bound once.
+
+    The step is written as a pure function of arrays (parameters, optimizer state, batch,
+    lr) so that a backend that compiles (JAX) can run it as one program; eager backends
+    call it as it is, updating in place. The documented optimizer protocol is
+    ``update(params, grads, state, lr)``; the built-in optimizers also take the backend's
+    mutability, its fused kernels, leave to overwrite the gradients (this step's
+    temporaries) and scalars computed on the host in double precision.
+    """
 
     def __init__(self, net, opt, state):
         self.net, self.opt, self.state = net, opt, state
         self.xp, self.mutable = net.xp, net.backend.mutable
-        # the built-in optimizers take the backend's fused kernels; custom ones get none
-        # the documented protocol is update(params, grads, state, lr); the built-in
-        # optimizers also take the backend's mutability, its fused kernels and leave to
-        # overwrite the gradients (this step's temporaries)
-        self.update_kwargs = {}
-        if isinstance(opt, (SGD, Adam)):
-            self.update_kwargs = {"mutable": self.mutable, "kernels": net._fused_kernels(),
-                                  "consume_grads": True}
+        self.builtin = isinstance(opt, (SGD, Adam))
+        self.compiled = self.builtin and net.backend.compile is not None
+        if self.compiled:
+            self._step = _compiled_step(net, opt)
+        else:
+            kwargs = ({"mutable": self.mutable, "kernels": net._fused_kernels(), "consume_grads": True}
+                      if self.builtin else {})
+            self._step = functools.partial(_pure_step, net, opt, kwargs)
 
-    def step(self, Xb, Zb, lr):
-        """One E12 update on a batch; returns the batch's summed loss as a device scalar."""
-        net = self.net
-        As, U_L, total, _ = net._forward(Xb, Zb)
-        grads = net._grads(As, U_L, Zb)
-        flat_p, flat_g = [], []
-        for (W, b), (dW, db) in zip(zip(net._W, net._b), grads):
-            flat_p += (W, b)
-            flat_g += (dW, db)
-        new, self.state = self.opt.update(flat_p, flat_g, self.state, lr, **self.update_kwargs)
-        net._W, net._b = list(new[0::2]), list(new[1::2])  # the same arrays when updated in place
+    def step(self, X, Z, start, stop, lr):
+        """One E12 update on rows start:stop of (X, Z); returns the batch's summed loss as a
+        device scalar."""
+        net, count = self.net, self.state["step"]
+        scalars = self.opt.host_scalars(count, lr) if self.builtin else {}
+        Ws, bs, self.state, total = self._step(net._W, net._b, self.state, X, Z, start,
+                                               lr, scalars, size=stop - start)
+        if self.compiled:  # the compiled step returns the count as a device integer
+            self.state["step"] = count + 1
+        net._W, net._b = list(Ws), list(bs)  # the same arrays when updated in place
         return total
 
     def epoch(self, X, Z, order, batch_size, lr):
@@ -165,9 +173,46 @@ class _Trainer:
             X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)
         total = None
         for start, stop in _batches(n, batch_size):
-            loss = self.step(X[start:stop, ...], Z[start:stop, ...], lr)
+            loss = self.step(X, Z, start, stop, lr)
             total = loss if total is None else total + loss
         return total / n
+
+
+def _pure_step(net, opt, update_kwargs, Ws, bs, state, X, Z, start, lr, scalars, size):
+    """Forward, backprop and the optimizer's update on rows start:start+size of (X, Z):
+    (new Ws, new bs, new state, batch loss)."""
+    Xb, Zb = _rows(net.xp, X, start, size), _rows(net.xp, Z, start, size)
+    As, U_L, total, _ = net._forward(Xb, Zb, params=(Ws, bs))
+    grads = net._grads(As, U_L, Zb, Ws)
+    flat_p, flat_g = [], []
+    for W, b, (dW, db) in zip(Ws, bs, grads):
+        flat_p += (W, b)
+        flat_g += (dW, db)
+    new, state = opt.update(flat_p, flat_g, state, lr, **update_kwargs, **scalars)
+    return new[0::2], new[1::2], state, total
+
+
+def _rows(xp, A, start, size):
+    """A[start:start + size]: a view when ``start`` is a number; inside a compiled step,
+    where it is traced (an argument, so that one program serves every batch), a gather,
+    since slice bounds must be constants there."""
+    if isinstance(start, Integral):
+        return A[start:start + size, ...]
+    return xp.take(A, xp.arange(size) + start, axis=0)
+
+
+def _compiled_step(net, opt):
+    """The step compiled by the backend, kept on the network per optimizer configuration, so
+    that fitting again (one epoch per call, say) reuses it instead of compiling anew. The
+    learning rate is not part of the key: it is an argument, not a constant of the program."""
+    config = {k: v for k, v in opt.config().items() if k != "lr"}
+    key = (type(opt).__name__, repr(sorted(config.items())))
+    cache = net._compiled_steps
+    if key not in cache:
+        kwargs = {"mutable": False, "kernels": None, "consume_grads": True}
+        cache[key] = net.backend.compile(functools.partial(_pure_step, net, opt, kwargs),
+                                         static_argnames=("size",))
+    return cache[key]
 
 
 def _metrics(net, X, Z, prefix=""):
@@ -304,7 +349,7 @@ def _locate_divergence(net, trainer, snapshot, X, Z, order, bs, lr, epoch):
         X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)
     for batch, (start, stop) in enumerate(_batches(n, bs)):
         before = _Snapshot(net, trainer.state)
-        loss = float(trainer.step(X[start:stop, ...], Z[start:stop, ...], lr)) / (stop - start)
+        loss = float(trainer.step(X, Z, start, stop, lr)) / (stop - start)
         params_finite = math.isfinite(float(_params_sum(net)))
         if not (math.isfinite(loss) and params_finite):
             before.restore(net, trainer)

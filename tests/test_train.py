@@ -27,10 +27,10 @@ def classification(n, n_in=3, n_classes=3, seed=1):
 
 
 def trim_jax(spec, dtype):
-    """jax compiles every op afresh for each new shape and dtype and runs them eagerly, one
-    by one: seconds per test. Its float32 path is the float64 code, which runs everywhere."""
+    """jax compiles afresh for each new network, shape and dtype (the training step, and
+    every op run outside it): seconds per test. Its float32 path is the float64 code."""
     if spec == "jax" and dtype == "float32":
-        pytest.skip("jax float32: same code path as jax float64 (tested); eager jax is slow here")
+        pytest.skip("jax float32: same code path as jax float64 (tested); jax compiles per dtype")
 
 
 def host_params(net):
@@ -132,9 +132,8 @@ def test_trajectory_is_the_same_on_every_backend(spec, optimizer):
     ok, reason = probe(spec)
     if not ok:
         pytest.skip(f"backend {spec} unavailable: {reason}")
-    # 60 samples: 8 batches of 7 and one of 4; jax runs op by op eagerly: 20 (7 + 7 + 6),
-    # the shapes the other jax tests here use too (each new shape recompiles every op)
-    X, y = classification(20 if spec == "jax" else 60, seed=3)
+    # 60 samples: 8 batches of 7 and one of 4 (jax compiles its step for both shapes)
+    X, y = classification(60, seed=3)
     Xv, yv = classification(20, seed=4)
     results = {}
     for s in ("numpy", spec):
@@ -148,6 +147,59 @@ def test_trajectory_is_the_same_on_every_backend(spec, optimizer):
     for key in ("loss", "val_loss", "val_accuracy"):
         assert len(h[key]) == 5
         np.testing.assert_allclose(h[key], h_ref[key], rtol=1e-9, atol=0)
+
+
+def test_a_backend_that_compiles_gets_the_whole_step_once_per_network_and_optimizer(monkeypatch):
+    """Backend.compile receives the step as one pure function (JAX jits it); fitting again
+    with another learning rate reuses it, a new optimizer configuration compiles anew, a
+    custom optimizer is never compiled, and the trajectory equals the eager one's."""
+    X, y = classification(30)
+
+    def run(net, lrs, optimizer="sgd"):
+        for lr in lrs:
+            net.fit(X, y, epochs=2, batch_size=7, optimizer=optimizer, lr=lr, shuffle=True)
+        return host_params(net)
+
+    make = lambda: pbp.Network([3, 5, 3], activation="tanh", loss="cross_entropy",  # noqa: E731
+                               dtype="float64", seed=2)
+    eager = {opt: run(make(), [0.05, 0.02], opt) for opt in ("nesterov", "adam")}
+    compiled = []
+
+    def compile_(fn, static_argnames=()):
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(pbp.backends.get("numpy"), "compile", compile_)
+    net = make()
+    p = run(net, [0.05, 0.02], "nesterov")
+    assert len(compiled) == 1, "a second fit (another lr) compiled the step again"
+    np.testing.assert_allclose(np.concatenate([a.ravel() for a in p]),
+                               np.concatenate([a.ravel() for a in eager["nesterov"]]), rtol=1e-12)
+    np.testing.assert_allclose(np.concatenate([a.ravel() for a in run(make(), [0.05, 0.02], "adam")]),
+                               np.concatenate([a.ravel() for a in eager["adam"]]), rtol=1e-12)
+    assert len(compiled) == 2
+
+    class Plain:
+        def init(self, params):
+            return {"step": 0, "slots": {}}
+
+        def update(self, params, grads, state, lr):
+            return [q - 0.01 * g for q, g in zip(params, grads)], state
+
+    net.fit(X, y, epochs=1, optimizer=Plain())
+    assert len(compiled) == 2, "a custom optimizer's update was compiled"
+
+
+def test_jax_fit_runs_a_jitted_step():
+    jax = pytest.importorskip("jax")
+    X, y = classification(20)
+    net = pbp.Network([3, 5, 3], activation="relu", loss="cross_entropy", backend="jax",
+                      dtype="float64", seed=1)
+    net.fit(X, y, epochs=2, batch_size=7, lr=0.1)
+    net.fit(X, y, epochs=1, batch_size=7, lr=0.05)
+    (step,) = net._compiled_steps.values()
+    assert isinstance(step, type(jax.jit(lambda a: a)))
+    assert isinstance(net.optimizer_state[1]["step"], int) and net.optimizer_state[1]["step"] == 3
 
 
 # -- history and the epoch count ----------------------------------------------------------------
@@ -252,8 +304,6 @@ def test_evaluate_full_and_batched_agree(backend_dtype):
 @pytest.mark.parametrize("problem", ["blobs", "moons"])
 def test_learns_small_problems(backend_dtype, problem):
     spec, dtype = backend_dtype
-    if spec == "jax":
-        pytest.skip("jax runs op by op eagerly here (hundreds of batches); the trajectory test covers it")
     if problem == "blobs":
         X, y = pbp.datasets.blobs(300, centers=3, seed=0)
         sizes, act, epochs, lr = [2, 16, 3], "relu", 15, 0.01
@@ -652,8 +702,8 @@ def test_host_read_counter_sees_a_per_batch_read(host_reads, monkeypatch):
 
     step = train._Trainer.step
 
-    def reading_step(self, Xb, Zb, lr):
-        loss = step(self, Xb, Zb, lr)
+    def reading_step(self, *args):
+        loss = step(self, *args)
         float(loss)
         return loss
 

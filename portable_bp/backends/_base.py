@@ -50,6 +50,9 @@ class Backend:
     _context: Callable[[], Any] = contextlib.nullcontext
     _enable_float64: Callable[[], None] = lambda: None
     fused: Any = None  # optional fused kernels (GPU); None means the Array API reference path
+    # optional compile(fn, static_argnames=()) -> compiled fn, for pure functions of arrays
+    # (JAX's jit; the named arguments are compile-time constants); None on eager libraries
+    compile: Callable[..., Callable] | None = None
     info: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
