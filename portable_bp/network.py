@@ -86,7 +86,7 @@ class Network:
         self.fused_kernels = True
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
         self.optimizer_state = None   # (optimizer config, state) after fit(); saved in checkpoints
-        self._compiled_steps = {}     # backends that compile (JAX): training steps, per optimizer
+        self._compiled = {}           # backends that compile (JAX): training steps, evaluation
 
     # -- description -------------------------------------------------------------------
     def config(self) -> dict:

@@ -201,27 +201,47 @@ def _rows(xp, A, start, size):
     return xp.take(A, xp.arange(size) + start, axis=0)
 
 
+def _compiled(net, key, fn, static_argnames=()):
+    """``fn`` compiled by the backend (JAX's jit), kept on the network under ``key`` so that
+    fitting or evaluating again reuses it instead of compiling anew; on eager backends
+    ``fn`` itself."""
+    if net.backend.compile is None:
+        return fn
+    if key not in net._compiled:
+        net._compiled[key] = net.backend.compile(fn, static_argnames=static_argnames)
+    return net._compiled[key]
+
+
 def _compiled_step(net, opt):
-    """The step compiled by the backend, kept on the network per optimizer configuration, so
-    that fitting again (one epoch per call, say) reuses it instead of compiling anew. The
-    learning rate is not part of the key: it is an argument, not a constant of the program."""
+    """The training step compiled once per optimizer configuration. The learning rate is not
+    part of the key: it is an argument, not a constant of the program."""
     config = {k: v for k, v in opt.config().items() if k != "lr"}
-    key = (type(opt).__name__, repr(sorted(config.items())))
-    cache = net._compiled_steps
-    if key not in cache:
-        kwargs = {"mutable": False, "kernels": None, "consume_grads": True}
-        cache[key] = net.backend.compile(functools.partial(_pure_step, net, opt, kwargs),
-                                         static_argnames=("size",))
-    return cache[key]
+    key = ("step", type(opt).__name__, repr(sorted(config.items())))
+    kwargs = {"mutable": False, "kernels": None, "consume_grads": True}
+    return _compiled(net, key, functools.partial(_pure_step, net, opt, kwargs), ("size",))
 
 
 def _metrics(net, X, Z, prefix=""):
     """Loss and (for classifiers) accuracy over X as Python floats, in one forward pass."""
-    As, _, total, _ = net._forward(X, Z)
+    run = _compiled(net, "metrics", functools.partial(_loss_and_accuracy, net))
+    total, accuracy = run(net._W, net._b, X, Z)
     out = {prefix + "loss": float(total) / X.shape[0]}
-    if net.is_classifier or net.loss == "binary_cross_entropy":
-        out[prefix + "accuracy"] = float(_accuracy(net.xp, net, As[-1], Z))
+    if accuracy is not None:
+        out[prefix + "accuracy"] = float(accuracy)
     return out
+
+
+def _loss_and_accuracy(net, Ws, bs, X, Z):
+    """The summed loss over X and, for classifiers and BCE, the accuracy (device scalars)."""
+    As, _, total, _ = net._forward(X, Z, params=(Ws, bs))
+    if net.is_classifier or net.loss == "binary_cross_entropy":
+        return total, _accuracy(net.xp, net, As[-1], Z)
+    return total, None
+
+
+def _outputs(net, Ws, bs, X):
+    """A(L) for X."""
+    return net._forward(X, params=(Ws, bs))[0][-1]
 
 
 def _accuracy(xp, net, A, Z):
@@ -397,7 +417,8 @@ def predict(net, X, batch_size=None):
         X = net._features(X)
         bs = _check_batch_size(batch_size, X.shape[0])
         xp = net.xp
-        outs = [net._forward(X[s:t, ...])[0][-1] for s, t in _batches(X.shape[0], bs)]
+        run = _compiled(net, "outputs", functools.partial(_outputs, net))
+        outs = [run(net._W, net._b, X[s:t, ...]) for s, t in _batches(X.shape[0], bs)]
         A = outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
         return xp.argmax(A, axis=1) if net.is_classifier else A
 
