@@ -18,7 +18,7 @@ from .activations import Activation, shifted_exp
 class Loss(NamedTuple):
     name: str
     total: Callable          # (xp, u, a, z) -> 0-d array: the loss summed over the m samples
-    output_delta: Callable   # (xp, u, a, z, activation) -> Δ(L), already divided by m
+    output_delta: Callable   # (xp, u, a, z, activation, scale) -> Δ(L) times scale (1/m: the mean)
     fused_output: str | None = None  # output activation for which Δ(L) = (a - z)/m (E11)
     output: Callable | None = None   # (xp, u, z) -> (a, total) sharing work, for fused pairs
 
@@ -29,9 +29,10 @@ def mse(xp, u, a, z):
     return xp.sum(d * d) / 2
 
 
-def mse_delta(xp, u, a, z, activation: Activation):
-    """E8: Δ(L) = (1/m) (a - z) ⊙ f'(u); the factor f' through the activation's backward rule."""
-    return activation.backward(xp, a, (a - z) * (1.0 / a.shape[0]))
+def mse_delta(xp, u, a, z, activation: Activation, scale):
+    """E8: Δ(L) = (1/m) (a - z) ⊙ f'(u), with ``scale`` = 1/m; the factor f' through the
+    activation's backward rule."""
+    return activation.backward(xp, a, (a - z) * scale)
 
 
 def log_softmax(xp, u):
@@ -62,10 +63,11 @@ def binary_cross_entropy(xp, u, a, z):
     return xp.sum(xp.maximum(u, 0.0) - z * u + xp.log1p(xp.exp(-xp.abs(u))))
 
 
-def fused_output_delta(xp, u, a, z, activation: Activation):
+def fused_output_delta(xp, u, a, z, activation: Activation, scale):
     """E11: for softmax + cross-entropy and sigmoid + binary cross-entropy the two factors
-    of E8 cancel to Δ(L) = (a - z)/m: cheaper, and stable where f' underflows."""
-    return (a - z) * (1.0 / a.shape[0])
+    of E8 cancel to Δ(L) = (a - z)/m (``scale`` = 1/m): cheaper, and stable where f'
+    underflows."""
+    return (a - z) * scale
 
 
 LOSSES: dict[str, Loss] = {

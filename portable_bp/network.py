@@ -181,20 +181,25 @@ class Network:
             total = self._loss.total(xp, U, As[-1], Z)
         return As, U, total, Us
 
-    def _grads(self, As, U_L, Z, Ws=None):
+    def _grads(self, As, U_L, Z, Ws=None, scale=None):
         """Backpropagation: Δ(L) by E8/E11, then E9 downwards; E10 gives each layer's grads.
 
         Consumes ``As``: each entry is dropped from the list once backprop has passed it, so
         a layer's activations are freed as its gradient takes their place (peak memory holds
         about two layers' activations fewer than keeping them all to the end). ``Ws`` stands
-        in for the network's weights, as in :meth:`_forward`."""
+        in for the network's weights, as in :meth:`_forward`.
+
+        ``scale`` is Δ(L)'s factor, 1/m (the batch mean) by default. Every gradient is linear
+        in Δ(L), so plain SGD passes lr/m and receives lr·grad, saving its update a pass over
+        every parameter."""
         xp, L = self.xp, self.n_layers
         Ws = self._W if Ws is None else Ws
+        scale = 1.0 / Z.shape[0] if scale is None else scale
         fused = self._fused_kernels()
         if fused and self._loss.fused_output:
-            delta = fused.output_delta(As[-1], Z, 1.0 / Z.shape[0])
+            delta = fused.output_delta(As[-1], Z, scale)
         else:
-            delta = self._loss.output_delta(xp, U_L, As[-1], Z, self._output)
+            delta = self._loss.output_delta(xp, U_L, As[-1], Z, self._output, scale)
         As[L] = None
         grads = [None] * L
         for l in range(L - 1, -1, -1):

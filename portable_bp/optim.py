@@ -36,6 +36,12 @@ def _axpy(y, x, alpha, mutable, consume_x=False):
     return y
 
 
+def _subtract(y, x):
+    """y - x written into y."""
+    y -= x
+    return y
+
+
 def _scale_add(y, beta, x, alpha, mutable):
     """beta * y + alpha * x, written into y where allowed (the moving averages of Adam)."""
     if mutable:
@@ -74,9 +80,22 @@ class SGD:
         """Keyword arguments of :meth:`update` to compute on the host: none for SGD."""
         return {}
 
-    def update(self, params, grads, state, lr, mutable=True, kernels=None, consume_grads=False):
+    @property
+    def takes_lr_in_grads(self) -> bool:
+        """Plain SGD's step is exactly -lr·g, so it can take gradients already multiplied
+        by lr (backprop carries lr in Δ(L) at no cost) and update with one subtraction."""
+        return not self.momentum and not self.weight_decay
+
+    def update(self, params, grads, state, lr, mutable=True, kernels=None, consume_grads=False,
+               lr_in_grads=False):
         """One step. ``kernels`` (a backend's fused ops, optional) does it in one pass per
-        array; ``consume_grads`` lets it overwrite ``grads`` (fit's own temporaries)."""
+        array; ``consume_grads`` lets it overwrite ``grads`` (fit's own temporaries);
+        ``lr_in_grads`` (only where :attr:`takes_lr_in_grads`) says grads hold lr·g."""
+        if lr_in_grads:
+            if not self.takes_lr_in_grads:
+                raise ValueError("lr_in_grads needs plain SGD (no momentum, no weight decay)")
+            state["step"] += 1
+            return [(_subtract(p, g) if mutable else p - g) for p, g in zip(params, grads)], state
         velocity = state["slots"].get("velocity")
         if kernels is not None and mutable and not self.weight_decay:
             for i, (p, g) in enumerate(zip(params, grads)):

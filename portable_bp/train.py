@@ -150,7 +150,7 @@ class _Trainer:
         if self.compiled:
             self._step = _compiled_step(net, opt)
         else:
-            kwargs = ({"mutable": self.mutable, "kernels": net._fused_kernels(), "consume_grads": True}
+            kwargs = (_update_kwargs(opt, self.mutable, net._fused_kernels())
                       if self.builtin else {})
             self._step = functools.partial(_pure_step, net, opt, kwargs)
 
@@ -183,13 +183,21 @@ def _pure_step(net, opt, update_kwargs, Ws, bs, state, X, Z, start, lr, scalars,
     (new Ws, new bs, new state, batch loss)."""
     Xb, Zb = _rows(net.xp, X, start, size), _rows(net.xp, Z, start, size)
     As, U_L, total, _ = net._forward(Xb, Zb, params=(Ws, bs))
-    grads = net._grads(As, U_L, Zb, Ws)
+    grads = net._grads(As, U_L, Zb, Ws, lr / size if update_kwargs.get("lr_in_grads") else None)
     flat_p, flat_g = [], []
     for W, b, (dW, db) in zip(Ws, bs, grads):
         flat_p += (W, b)
         flat_g += (dW, db)
     new, state = opt.update(flat_p, flat_g, state, lr, **update_kwargs, **scalars)
     return new[0::2], new[1::2], state, total
+
+
+def _update_kwargs(opt, mutable, kernels):
+    """What the built-in optimizers take beyond update(params, grads, state, lr)."""
+    kwargs = {"mutable": mutable, "kernels": kernels, "consume_grads": True}
+    if getattr(opt, "takes_lr_in_grads", False):
+        kwargs["lr_in_grads"] = True
+    return kwargs
 
 
 def _rows(xp, A, start, size):
@@ -217,7 +225,7 @@ def _compiled_step(net, opt):
     part of the key: it is an argument, not a constant of the program."""
     config = {k: v for k, v in opt.config().items() if k != "lr"}
     key = ("step", type(opt).__name__, repr(sorted(config.items())))
-    kwargs = {"mutable": False, "kernels": None, "consume_grads": True}
+    kwargs = _update_kwargs(opt, False, None)
     return _compiled(net, key, functools.partial(_pure_step, net, opt, kwargs), ("size",))
 
 

@@ -40,7 +40,7 @@ class FusedOps:
             name: cupy.ElementwiseKernel("T a", "T g", f"g = g * ({d})", f"pbp_backward_{name}")
             for name, d in _DERIVATIVE.items()}
         self._output_delta = cupy.ElementwiseKernel(
-            "T a, T z, T inv_m", "T d", "d = (a - z) * inv_m", "pbp_output_delta")
+            "T a, T z, T scale", "T d", "d = (a - z) * scale", "pbp_output_delta")
         self._sgd = cupy.ElementwiseKernel(
             "T g, T lr", "T p", "p -= lr * g", "pbp_sgd")
         self._momentum = cupy.ElementwiseKernel(
@@ -55,9 +55,9 @@ class FusedOps:
         """E9's ⊙ f'(U) in place: G <- G ⊙ f'(U), with f' written from A."""
         return self._act_backward[name](A, G)
 
-    def output_delta(self, A, Z, inv_m):
-        """E11: Δ(L) = (A - Z)/m in one pass."""
-        return self._output_delta(A, Z, A.dtype.type(inv_m))
+    def output_delta(self, A, Z, scale):
+        """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m) in one pass."""
+        return self._output_delta(A, Z, A.dtype.type(scale))
 
     def sgd(self, P, G, lr):
         """E12 in place: P <- P - lr G."""
