@@ -136,6 +136,50 @@ def test_sgd_first_steps_by_hand():
     assert p[0] == pytest.approx(2.0 - 0.1 * (0.5 + 0.5 * 2.0))
 
 
+def test_plain_sgd_takes_gradients_already_times_lr():
+    """Plain SGD (only) accepts lr·g and subtracts it; fit uses that for plain SGD, and
+    backprop then yields lr·g: the same step as the unscaled gradient times lr."""
+    import portable_bp as pbp
+    from portable_bp import optim
+
+    assert SGD(0.1).takes_lr_in_grads
+    assert not SGD(0.1, momentum=0.9).takes_lr_in_grads
+    assert not SGD(0.1, weight_decay=1e-4).takes_lr_in_grads
+    p, g = np.array([1.0, 2.0]), np.array([0.25, -0.5])
+    (p,), s = SGD(0.1).update([p], [0.1 * g], SGD(0.1).init([p]), 0.1, lr_in_grads=True)
+    np.testing.assert_allclose(p, [1.0 - 0.025, 2.0 + 0.05], rtol=1e-15)
+    assert s["step"] == 1
+    with pytest.raises(ValueError, match="plain SGD"):
+        SGD(0.1, momentum=0.9).update([p], [g], {"step": 0, "slots": {"velocity": [g * 0]}}, 0.1,
+                                      lr_in_grads=True)
+
+    seen = []
+    update = optim.SGD.update
+
+    def recording(self, *args, **kwargs):
+        seen.append(kwargs.get("lr_in_grads", False))
+        return update(self, *args, **kwargs)
+
+    X, y = np.random.default_rng(0).standard_normal((8, 3)), np.arange(8) % 2
+    nets = {}
+    for name in ("sgd", "momentum"):
+        net = pbp.Network([3, 4, 2], loss="cross_entropy", dtype="float64", seed=0)
+        ref = pbp.Network([3, 4, 2], loss="cross_entropy", dtype="float64", seed=0)
+        seen.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(optim.SGD, "update", recording)
+            net.fit(X, y, epochs=1, batch_size=4, optimizer=name, lr=0.3, shuffle=False)
+        nets[name] = seen.copy()
+        if name == "sgd":  # the same two steps by hand: E12 on loss_and_grads' mean gradients
+            for start in (0, 4):
+                _, grads = ref.loss_and_grads(X[start:start + 4], y[start:start + 4])
+                ref.set_params([(W - 0.3 * dW, b - 0.3 * db) for (W, b), (dW, db) in zip(ref.params, grads)])
+            for (W, b), (W2, b2) in zip(net.params, ref.params):
+                np.testing.assert_allclose(W, W2, rtol=1e-13)
+                np.testing.assert_allclose(b, b2, rtol=1e-13, atol=1e-16)
+    assert nets == {"sgd": [True, True], "momentum": [False, False]}
+
+
 def test_adam_first_step_is_lr_times_sign():
     """Bias correction makes Adam's first step lr * g / (|g| + eps) ~ lr * sign(g)."""
     p = np.array([1.0, -2.0, 3.0])
