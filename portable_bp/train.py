@@ -274,7 +274,8 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
     ``on_epoch_end(net, epoch, logs) -> stop?`` and ``on_train_end(net)`` (each optional),
     or plain callables ``f(net, epoch, logs) -> stop?``.
     A NaN/inf loss raises :class:`TrainingDiverged` naming the epoch and batch; the network
-    keeps the parameters it had before that batch.
+    keeps the parameters it had before that batch. For that, fit keeps a copy of the
+    parameters and optimizer state from the start of the current epoch, on the device.
     """
     epochs = _check_epochs(epochs)
     opt = get_optimizer(optimizer, lr)
