@@ -87,7 +87,7 @@ class _Snapshot:
     A copy on the same device (immutable JAX arrays are their own snapshot): one copy per
     epoch, never per batch, and no host transfer, which on a GPU would cost more than the
     copy (a device-to-host round of the whole model per epoch). Its memory (one model, plus
-    the optimizer's slots) is paid back by the backward pass, which frees each layer's
+    the optimizer's slots) is largely offset by the backward pass, which frees each layer's
     activations as it passes them.
     """
 
