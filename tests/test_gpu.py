@@ -10,6 +10,7 @@ from portable_bp.backends import probe
 
 CUPY_OK, CUPY_WHY = probe("cupy")
 TORCH_CUDA_OK, TORCH_CUDA_WHY = probe("torch:cuda")
+JAX_GPU_OK, JAX_GPU_WHY = probe("jax:gpu")
 needs_cupy = pytest.mark.skipif(not CUPY_OK, reason=f"cupy unavailable: {CUPY_WHY}")
 pytestmark = pytest.mark.gpu
 
@@ -110,3 +111,19 @@ def test_torch_cuda_trains_and_matches_cpu():
     ha = a.fit(X, y, epochs=3, batch_size=16)
     hb = b.fit(X, y, epochs=3, batch_size=16)
     np.testing.assert_allclose(ha.history["loss"], hb.history["loss"], rtol=1e-9)
+
+
+@pytest.mark.skipif(not JAX_GPU_OK, reason=f"jax:gpu unavailable: {JAX_GPU_WHY}")
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_jax_gpu_compiled_step_matches_numpy(optimizer):
+    """The jitted training step on a GPU: the same trajectory as NumPy's eager one."""
+    X, y = _data(128, 10, 3, "cross_entropy", seed=7)
+    a = pbp.Network([10, 16, 3], activation="tanh", loss="cross_entropy", dtype="float64", seed=8)
+    b = a.to("jax:gpu")
+    ha = a.fit(X, y, epochs=3, batch_size=20, optimizer=optimizer, lr=0.05)
+    hb = b.fit(X, y, epochs=3, batch_size=20, optimizer=optimizer, lr=0.05)
+    assert any(key[0] == "step" for key in b._compiled)
+    np.testing.assert_allclose(ha.history["loss"], hb.history["loss"], rtol=1e-9)
+    for (W, v), (W2, v2) in zip(a.params, b.params):
+        np.testing.assert_allclose(W, b.backend.to_numpy(W2), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(v, b.backend.to_numpy(v2), rtol=1e-9, atol=1e-12)
