@@ -23,7 +23,7 @@ fi
 date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv || true
 python3 -c "import sys, numpy, cupy, torch; print(sys.version.split()[0], 'numpy', numpy.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 
-stage "smoke: backends and the fused kernels"
+stage "smoke: backends, the fused kernels and the one-call SGD step"
 if ! timeout 60 python3 - <<'PY'
 import numpy as np, portable_bp as pbp
 for row in pbp.backends.describe():
@@ -34,6 +34,11 @@ X = np.random.default_rng(0).standard_normal((32, 8)); y = np.arange(32) % 4
 (l1, g1), (l2, g2) = net.loss_and_grads(X, y), ref.loss_and_grads(X, y)
 err = max(float(abs(net.backend.to_numpy(a) - net.backend.to_numpy(b)).max()) for p, q in zip(g1, g2) for a, b in zip(p, q))
 print("fused vs reference: loss", l1, l2, "max |grad diff|", err)
+assert err < 1e-5
+print("cuBLAS one-call SGD step:", "on" if net.backend.subtract_matmul else "OFF (self-check failed)")
+net.fit(X, y, epochs=2, batch_size=8, lr=0.1); ref.fit(X, y, epochs=2, batch_size=8, lr=0.1)
+err = max(float(abs(net.backend.to_numpy(a) - net.backend.to_numpy(b)).max()) for p, q in zip(net.params, ref.params) for a, b in zip(p, q))
+print("plain SGD fit, fused vs reference: max |param diff|", err)
 assert err < 1e-5
 PY
 then

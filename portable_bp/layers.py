@@ -1,6 +1,7 @@
 """One dense layer's forward and backward pass, for a batch of m samples stacked as rows.
 
-These are E7, E9 and E10 of the derivation; W is (n_out, n_in), one row per neuron.
+These are E7, E9 and E10 of the derivation (and E10 with E12's step, for plain SGD); W is
+(n_out, n_in), one row per neuron.
 """
 
 
@@ -24,3 +25,11 @@ def backprop_delta(xp, delta_next, W_next, activation, A):
 def dense_grads(xp, delta, A_prev):
     """E10: grad W(l) = Δ(l)^T A(l-1), grad b(l) = Σ over rows of Δ(l) (Δ already holds 1/m)."""
     return delta.T @ A_prev, xp.sum(delta, axis=0)
+
+
+def dense_descend(xp, W, b, delta, A_prev, subtract_matmul):
+    """E10 and E12 at once, for plain SGD with Δ already holding lr/m: W <- W - Δ^T A(l-1),
+    b <- b - Σ over rows of Δ, in place. ``subtract_matmul`` is the backend's one-call
+    multiply-accumulate product, so the weight gradient never exists as an array."""
+    subtract_matmul(W, delta, A_prev)
+    b -= xp.sum(delta, axis=0)

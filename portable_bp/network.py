@@ -14,7 +14,7 @@ from . import _inputs
 from .activations import get_activation
 from .backends import Backend, get as get_backend
 from .init import DEFAULT_INIT, INITS, initial_weights
-from .layers import backprop_delta, dense_forward, dense_grads
+from .layers import backprop_delta, dense_descend, dense_forward, dense_grads
 from .losses import get_loss
 
 
@@ -81,8 +81,9 @@ class Network:
             self._W = [self.backend.asarray(W, dtype) for W in weights]
             self._b = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device)
                        for n in self.sizes[1:]]
-        # Backends with fused kernels (CuPy) use them in the hot path; False runs the
-        # Array API reference path there too (the tests compare the two).
+        # Backends with fused kernels (CuPy's element-wise kernels; the one-call SGD step of
+        # NumPy, CuPy and PyTorch, Backend.subtract_matmul) use them in the hot path; False
+        # runs the Array API reference path there too (the tests compare the two).
         self.fused_kernels = True
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
         self.optimizer_state = None   # (optimizer config, state) after fit(); saved in checkpoints
@@ -181,7 +182,7 @@ class Network:
             total = self._loss.total(xp, U, As[-1], Z)
         return As, U, total, Us
 
-    def _grads(self, As, U_L, Z, Ws=None, scale=None):
+    def _grads(self, As, U_L, Z, Ws=None, scale=None, descend=None):
         """Backpropagation: Δ(L) by E8/E11, then E9 downwards; E10 gives each layer's grads.
 
         Consumes ``As``: each entry is dropped from the list once backprop has passed it, so
@@ -191,7 +192,13 @@ class Network:
 
         ``scale`` is Δ(L)'s factor, 1/m (the batch mean) by default. Every gradient is linear
         in Δ(L), so plain SGD passes lr/m and receives lr·grad, saving its update a pass over
-        every parameter."""
+        every parameter.
+
+        ``descend`` (plain SGD, ``scale`` = lr/m, on a backend with ``subtract_matmul``) is
+        the biases (Ws are the weights): each layer then takes its step in place as soon as
+        its Δ is known and the Δ below it has been computed from the old W, by
+        :func:`~portable_bp.layers.dense_descend`, and nothing is returned. No weight gradient
+        is ever made: one BLAS call replaces a product, a gradient array and a subtraction."""
         xp, L = self.xp, self.n_layers
         Ws = self._W if Ws is None else Ws
         scale = 1.0 / Z.shape[0] if scale is None else scale
@@ -203,19 +210,27 @@ class Network:
         As[L] = None
         grads = [None] * L
         for l in range(L - 1, -1, -1):
-            grads[l] = dense_grads(xp, delta, As[l])
+            if descend is None:
+                grads[l] = dense_grads(xp, delta, As[l])
+            delta_l = delta
             if l:
                 act = self._acts[l - 1]
                 if fused and act.name in fused.activations:
                     delta = fused.activation_backward(As[l], delta @ Ws[l], act.name)
                 else:
                     delta = backprop_delta(xp, delta, Ws[l], act, As[l])
+            if descend is not None:  # after Δ(l-1): E9 needs the W of before the step
+                dense_descend(xp, Ws[l], descend[l], delta_l, As[l], self._subtract_matmul())
             As[l] = None
-        return grads
+        return None if descend is not None else grads
 
     def _fused_kernels(self):
         """The backend's fused kernels when it has them and they are switched on, else None."""
         return self.backend.fused if self.fused_kernels else None
+
+    def _subtract_matmul(self):
+        """The backend's in-place W -= Dᵀ A when it has one and fused kernels are on, else None."""
+        return self.backend.subtract_matmul if self.fused_kernels else None
 
     # -- public computation --------------------------------------------------------------
     def _features(self, X):

@@ -42,6 +42,18 @@ def backend64(request):
     return request.param[0]
 
 
+def make_data(n, n_in, n_out, loss, seed=0):
+    """(X, Z) for ``loss``: standard normal X; labels for cross-entropy, 0/1 targets for
+    binary cross-entropy, uniform targets in [0, 1) for MSE."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_in))
+    if loss == "cross_entropy":
+        return X, rng.integers(0, n_out, n)
+    if loss == "binary_cross_entropy":
+        return X, (rng.random((n, n_out)) > 0.5).astype(float)
+    return X, rng.random((n, n_out))
+
+
 def to_np(net_or_backend, arr):
     backend = getattr(net_or_backend, "backend", net_or_backend)
     return np.asarray(backend.to_numpy(arr), dtype=np.float64)

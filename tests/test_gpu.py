@@ -1,6 +1,7 @@
-"""GPU-only checks: CuPy's fused kernels against the Array API reference path, device
-selection, device mismatches, and training on the GPU. Skipped with the probe's reason
-where no GPU answers (every test here carries the ``gpu`` marker)."""
+"""GPU-only checks: device selection, device mismatches, and training on the GPU. Skipped
+with the probe's reason where no GPU answers (every test here carries the ``gpu`` marker).
+The fused kernels against the Array API reference path, GPU cases included, are in
+test_fused.py."""
 
 import numpy as np
 import pytest
@@ -8,63 +9,17 @@ import pytest
 import portable_bp as pbp
 from portable_bp.backends import probe
 
+from conftest import make_data
+
 CUPY_OK, CUPY_WHY = probe("cupy")
 TORCH_CUDA_OK, TORCH_CUDA_WHY = probe("torch:cuda")
 JAX_GPU_OK, JAX_GPU_WHY = probe("jax:gpu")
 needs_cupy = pytest.mark.skipif(not CUPY_OK, reason=f"cupy unavailable: {CUPY_WHY}")
 pytestmark = pytest.mark.gpu
 
-ACTS = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
-
-
-def _data(n, n_in, n_out, loss, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, n_in))
-    if loss == "cross_entropy":
-        return X, rng.integers(0, n_out, n)
-    if loss == "binary_cross_entropy":
-        return X, (rng.random((n, n_out)) > 0.5).astype(float)
-    return X, rng.random((n, n_out))
-
-
-@needs_cupy
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "binary_cross_entropy"])
-def test_fused_kernels_equal_reference_path(dtype, act, loss):
-    net = pbp.Network([6, 9, 7, 4], activation=act, loss=loss, backend="cupy", dtype=dtype, seed=1)
-    assert net.backend.fused is not None
-    ref = net.to("cupy")
-    ref.fused_kernels = False
-    X, Z = _data(33, 6, 4, loss)
-    l1, g1 = net.loss_and_grads(X, Z)
-    l2, g2 = ref.loss_and_grads(X, Z)
-    tol = 1e-5 if dtype == "float32" else 1e-12
-    assert l1 == pytest.approx(l2, rel=tol)
-    for a, b in zip([x for p in g1 for x in p], [x for p in g2 for x in p]):
-        np.testing.assert_allclose(net.backend.to_numpy(a), ref.backend.to_numpy(b), rtol=tol, atol=tol)
-    np.testing.assert_allclose(net.backend.to_numpy(net.forward(X)), ref.backend.to_numpy(ref.forward(X)),
-                               rtol=tol, atol=tol)
-
-
-@needs_cupy
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam"])
-def test_fused_training_equals_reference_training(optimizer):
-    net = pbp.Network([8, 16, 3], activation="relu", loss="cross_entropy", backend="cupy",
-                      dtype="float64", seed=2)
-    ref = net.to("cupy")
-    ref.fused_kernels = False
-    X, y = _data(100, 8, 3, "cross_entropy")
-    h1 = net.fit(X, y, epochs=3, batch_size=16, optimizer=optimizer, lr=0.05)
-    h2 = ref.fit(X, y, epochs=3, batch_size=16, optimizer=optimizer, lr=0.05)
-    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=1e-12)
-    for (W1, _), (W2, _) in zip(net.params, ref.params):
-        np.testing.assert_allclose(net.backend.to_numpy(W1), ref.backend.to_numpy(W2), rtol=1e-10, atol=1e-12)
-
-
 @needs_cupy
 def test_cupy_matches_numpy_training_trajectory():
-    X, y = _data(200, 10, 4, "cross_entropy", seed=3)
+    X, y = make_data(200, 10, 4, "cross_entropy", seed=3)
     a = pbp.Network([10, 32, 4], activation="tanh", loss="cross_entropy", backend="numpy", dtype="float64", seed=4)
     b = a.to("cupy")
     ha = a.fit(X, y, epochs=5, batch_size=32, optimizer="adam", lr=0.01)
@@ -104,7 +59,7 @@ def test_digits_train_on_cupy_reaches_97_percent():
 
 @pytest.mark.skipif(not TORCH_CUDA_OK, reason=f"torch:cuda unavailable: {TORCH_CUDA_WHY}")
 def test_torch_cuda_trains_and_matches_cpu():
-    X, y = _data(128, 10, 3, "cross_entropy", seed=5)
+    X, y = make_data(128, 10, 3, "cross_entropy", seed=5)
     a = pbp.Network([10, 16, 3], activation="relu", loss="cross_entropy", backend="torch", dtype="float64", seed=6)
     b = a.to("torch:cuda:0")
     assert str(b.params[0][0].device) == "cuda:0"
@@ -117,7 +72,7 @@ def test_torch_cuda_trains_and_matches_cpu():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_jax_gpu_compiled_step_matches_numpy(optimizer):
     """The jitted training step on a GPU: the same trajectory as NumPy's eager one."""
-    X, y = _data(128, 10, 3, "cross_entropy", seed=7)
+    X, y = make_data(128, 10, 3, "cross_entropy", seed=7)
     a = pbp.Network([10, 16, 3], activation="tanh", loss="cross_entropy", dtype="float64", seed=8)
     b = a.to("jax:gpu")
     ha = a.fit(X, y, epochs=3, batch_size=20, optimizer=optimizer, lr=0.05)

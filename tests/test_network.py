@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import portable_bp as pbp
-from conftest import assert_close, to_np
+from conftest import assert_close, make_data, to_np
 
 HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
 # (loss, output activation) pairs: mse with every output, and the fused pairs (E11)
@@ -16,15 +16,7 @@ LOSS_OUTPUTS = [("mse", o) for o in HIDDEN + ["softmax"]] + [
 
 
 def data(n, n_in, n_out, loss, seed=1):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, n_in))
-    if loss == "cross_entropy":
-        Z = rng.integers(0, n_out, n)
-    elif loss == "binary_cross_entropy":
-        Z = (rng.random((n, n_out)) > 0.5).astype(float)
-    else:
-        Z = rng.random((n, n_out))
-    return X, Z
+    return make_data(n, n_in, n_out, loss, seed)
 
 
 # -- the worked 3-4-2 example, element by element (E1, E3, E5) ------------------------
@@ -93,6 +85,7 @@ def test_gradcheck_every_activation_and_loss(backend64, depth, hidden, loss, out
 def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     """The oracle can fail: break E9's activation factor and gradcheck must notice."""
     net = pbp.Network([3, 5, 2], activation="tanh", backend="numpy", dtype="float64", seed=0)
+    net.fused_kernels = False  # the Array API path, where backprop_delta is called
     X, Z = data(4, 3, 2, "mse")
     assert pbp.gradcheck(net, X, Z) < 1e-7
     import portable_bp.network as network_mod

@@ -53,6 +53,10 @@ class Backend:
     # optional compile(fn, static_argnames=()) -> compiled fn, for pure functions of arrays
     # (JAX's jit; the named arguments are compile-time constants); None on eager libraries
     compile: Callable[..., Callable] | None = None
+    # optional subtract_matmul(W, D, A): W <- W - Dᵀ A in place, one multiply-accumulate
+    # matrix product (BLAS gemm with beta = 1); plain SGD then takes its step without making
+    # a gradient array. None: the Array API path (a product, then a subtraction)
+    subtract_matmul: Callable[[Any, Any, Any], Any] | None = None
     info: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:

@@ -66,3 +66,30 @@ class FusedOps:
     def momentum(self, P, G, V, lr, mu, nesterov):
         """SGD with (Nesterov) momentum, both updates in one pass."""
         self._momentum(G, P.dtype.type(lr), P.dtype.type(mu), bool(nesterov), P, V)
+
+
+def _gemm_subtract(W, D, A):
+    """W <- W - Dᵀ A in place: one cuBLAS gemm (alpha = -1, beta = 1), no gradient array."""
+    return cupy.cublas.gemm("T", "N", D, A, out=W, alpha=-1.0, beta=1.0)
+
+
+def subtract_matmul(device):
+    """:func:`_gemm_subtract` when it agrees with ``matmul`` on ``device`` (row-sliced input
+    and both dtypes included), else None: the backend then keeps the Array API path."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    try:
+        import cupy.cublas  # noqa: F401 - the submodule is not imported by ``import cupy``
+
+        with device:
+            for dt, tol in (("float32", 1e-4), ("float64", 1e-12)):
+                W, D, A = (cupy.asarray(rng.standard_normal(shape).astype(dt))
+                           for shape in ((7, 5), (6, 7), (9, 5)))
+                A = A[2:8]
+                want = W - D.T @ A
+                if not bool(cupy.allclose(_gemm_subtract(W, D, A), want, rtol=tol, atol=tol)):
+                    return None
+    except Exception:  # noqa: BLE001 - no cuBLAS gemm we can call: the plain path is used
+        return None
+    return _gemm_subtract

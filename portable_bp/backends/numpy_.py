@@ -4,13 +4,17 @@ NumPy >= 2 is Array API compliant, so its own namespace is used, not array-api-c
 wrappers. Two reductions are routed straight to their ufuncs: ``np.sum``/``np.max`` spend
 ~3 µs per call in Python dispatch before reaching ``np.add.reduce``/``np.maximum.reduce``,
 which on small batches is a tenth of a training step. Same results, same signature.
-NumPy 1.x goes through array-api-compat.
+NumPy 1.x goes through array-api-compat. The hot path's element-wise steps run in place
+(``numpy_kernels``) and plain SGD's step W -= Dᵀ A calls the BLAS NumPy already loaded
+(``numpy_blas``) when it is one we know how to call; the Array API code stays the reference.
 """
 
+import os
 import types
 
 import numpy as np
 
+from . import numpy_blas, numpy_kernels
 from ._base import Backend, BackendUnavailable
 
 
@@ -43,9 +47,13 @@ def make(device=None) -> Backend:
         xp = namespace()
     else:  # pragma: no cover - numpy 1.x
         import array_api_compat.numpy as xp
+    fused_off = os.environ.get("PORTABLE_BP_FUSED") == "0"
     return Backend(
         name="numpy", xp=xp, device="cpu", spec="numpy",
         _to_numpy=np.asarray,
         _owns=lambda a: type(a) is np.ndarray,
+        # PORTABLE_BP_FUSED=0 keeps the Array API path for every network (debugging)
+        fused=None if fused_off else numpy_kernels.FusedOps(),
+        subtract_matmul=None if fused_off else numpy_blas.find(),
         info={"version": np.__version__},
     )

@@ -1,7 +1,10 @@
 """PyTorch tensors through array-api-compat's torch namespace (CPU or ``cuda:N``).
 
 Only tensors are used, never autograd: every tensor is created without ``requires_grad``.
+Plain SGD's step W -= Dᵀ A is one ``addmm_`` (a multiply-accumulate product, in place).
 """
+
+import os
 
 from ._base import Backend, BackendUnavailable
 
@@ -36,11 +39,16 @@ def make(device=None) -> Backend:
     def owns(a):
         return isinstance(a, torch.Tensor) and a.device == dev
 
+    def subtract_matmul(W, D, A):
+        return W.addmm_(D.T, A, alpha=-1)
+
     spec = "torch" if dev.type == "cpu" else f"torch:{dev}"
     return Backend(
         name="torch", xp=xp, device=dev, spec=spec, is_gpu=is_gpu,
         _to_numpy=lambda a: a.detach().cpu().numpy(),
         _owns=owns,
+        # PORTABLE_BP_FUSED=0 keeps the Array API path (debugging, comparisons)
+        subtract_matmul=None if os.environ.get("PORTABLE_BP_FUSED") == "0" else subtract_matmul,
         _synchronize=(lambda: torch.cuda.synchronize(dev)) if is_gpu else (lambda: None),
         info={"version": torch.__version__,
               "device_name": torch.cuda.get_device_name(dev) if is_gpu else "cpu"},

@@ -1,0 +1,102 @@
+"""The NumPy backend's hot-path kernels: the element-wise steps written in place.
+
+NumPy cannot fuse operations the way CuPy's kernels do, but it can write into an array it
+already holds (``out=``) instead of allocating the temporaries the Array API path makes,
+and it can skip the float copy of a boolean mask that the standard's type rules require.
+One more trick is specific to NumPy: ``maximum``/``minimum`` against a scalar take a slow
+loop, 2.5x slower than against a row of zeros (150 vs 370 µs on 512x1024 float32), so on
+large arrays they compare with a cached zero row (on tiny ones the broadcast costs more than
+it saves: 3.7 vs 1.1 µs on 1x4). The formulas are those of ``activations.py``,
+``losses.py`` and ``optim.py``, in the same order of operations: the tests check that both
+paths give the same numbers. Same interface as ``cupy_kernels.FusedOps``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..activations import LEAKY_SLOPE
+
+
+class FusedOps:
+    """In-place NumPy versions of the steps the network and the optimizers ask for."""
+
+    activations = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "identity"})
+
+    def __init__(self):
+        self._zero_rows: dict = {}
+
+    def _zero(self, U):
+        """0 to compare U with: a cached row of zeros for large U, the scalar for small."""
+        if U.size < 4096:
+            return 0.0
+        key = (U.shape[-1], U.dtype)
+        row = self._zero_rows.get(key)
+        if row is None:
+            row = self._zero_rows[key] = np.zeros(U.shape[-1], dtype=U.dtype)
+        return row
+
+    def bias_activation(self, U, b, name):
+        """E7's bias and f in place: U <- f(U + b); returns U (now A)."""
+        U += b
+        if name == "relu":
+            np.maximum(U, self._zero(U), out=U)
+        elif name == "leaky_relu":
+            np.maximum(U, LEAKY_SLOPE * U, out=U)
+        elif name == "tanh":
+            np.tanh(U, out=U)
+        elif name == "sigmoid":  # exp(min(u, 0)) / (1 + exp(-|u|)), as activations.sigmoid
+            t = np.abs(U)
+            np.negative(t, out=t)
+            np.exp(t, out=t)
+            t += 1.0
+            np.minimum(U, self._zero(U), out=U)
+            np.exp(U, out=U)
+            U /= t
+        elif name != "identity":
+            raise ValueError(f"no fused forward for activation {name!r}")
+        return U
+
+    def activation_backward(self, A, G, name):
+        """E9's ⊙ f'(U) in place: G <- G ⊙ f'(U), with f' written from A."""
+        if name == "relu":
+            np.multiply(G, A > 0, out=G)  # bool mask: 1 or 0, no float copy of it
+        elif name == "leaky_relu":
+            slope = (A > 0).astype(G.dtype)
+            slope *= 1.0 - LEAKY_SLOPE
+            slope += LEAKY_SLOPE
+            G *= slope
+        elif name == "sigmoid":
+            t = np.subtract(1.0, A)
+            t *= A
+            G *= t
+        elif name == "tanh":
+            t = A * A
+            np.subtract(1.0, t, out=t)
+            G *= t
+        elif name != "identity":
+            raise ValueError(f"no fused backward for activation {name!r}")
+        return G
+
+    def output_delta(self, A, Z, scale):
+        """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m), one temporary instead of two."""
+        D = A - Z
+        D *= scale
+        return D
+
+    def sgd(self, P, G, lr):
+        """E12 in place: P <- P - lr G."""
+        P -= lr * G
+
+    def momentum(self, P, G, V, lr, mu, nesterov):
+        """SGD with (Nesterov) momentum in place: V <- mu V + G, then P steps along V
+        (or along G + mu V)."""
+        V *= mu
+        V += G
+        if nesterov:
+            step = V * mu
+            step += G
+            step *= lr
+        else:
+            step = lr * V
+        P -= step

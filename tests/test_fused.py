@@ -1,0 +1,260 @@
+"""The hot path's backend kernels against the Array API reference path.
+
+Two kinds: element-wise kernels (``Backend.fused``: NumPy's in-place ufuncs, CuPy's CUDA
+kernels) and plain SGD's one-call step W -= Dᵀ A (``Backend.subtract_matmul``: NumPy's own
+BLAS, PyTorch's ``addmm_``, cuBLAS). Each must give the numbers of the reference path
+(``net.fused_kernels = False``), and fit must really take it. GPU cases carry the ``gpu``
+marker and skip with the probe's reason where no GPU answers.
+"""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import portable_bp as pbp
+from portable_bp.activations import ACTIVATIONS
+from portable_bp.backends import numpy_blas, probe
+
+from conftest import make_data
+
+ACTS = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
+
+
+def _specs(names):
+    out = []
+    for spec in names:
+        ok, why = probe(spec)
+        marks = [pytest.mark.gpu] if spec in ("cupy", "torch:cuda") else []
+        if not ok:
+            marks.append(pytest.mark.skip(reason=f"backend {spec} unavailable: {why}"))
+        out.append(pytest.param(spec, marks=marks, id=spec))
+    return out
+
+
+FUSED_SPECS = _specs(["numpy", "cupy"])                             # element-wise kernels
+PRODUCT_SPECS = _specs(["numpy", "torch", "cupy", "torch:cuda"])    # subtract_matmul
+TOL = {"float32": 1e-5, "float64": 1e-12}
+
+
+def _np(backend, a):
+    return np.asarray(backend.to_numpy(a), dtype=np.float64)
+
+
+# -- element-wise kernels ---------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(3, 4), (80, 64)])  # below and above the zero-row size
+@pytest.mark.parametrize("act", ACTS)
+def test_numpy_kernels_equal_the_activation_table_bit_for_bit(act, shape):
+    """Same formulas, same order of operations: the in-place versions give the same bits."""
+    be = pbp.backends.get("numpy")
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float64"):
+        U = (3 * rng.standard_normal(shape)).astype(dtype)
+        b = rng.standard_normal(shape[1]).astype(dtype)
+        G = rng.standard_normal(shape).astype(dtype)
+        ref = ACTIVATIONS[act]
+        want_a = ref.forward(be.xp, U + b)
+        got_a = be.fused.bias_activation(U.copy(), b, act)
+        np.testing.assert_array_equal(got_a, want_a)
+        want_g = ref.backward(be.xp, want_a, G.copy())
+        np.testing.assert_array_equal(be.fused.activation_backward(want_a, G.copy(), act), want_g)
+
+
+@pytest.mark.parametrize("spec", FUSED_SPECS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "binary_cross_entropy"])
+def test_fused_kernels_equal_reference_path(spec, dtype, act, loss):
+    net = pbp.Network([6, 9, 7, 4], activation=act, loss=loss, backend=spec, dtype=dtype, seed=1)
+    assert net.backend.fused is not None
+    ref = net.to(spec)
+    ref.fused_kernels = False
+    X, Z = make_data(33, 6, 4, loss)
+    l1, g1 = net.loss_and_grads(X, Z)
+    l2, g2 = ref.loss_and_grads(X, Z)
+    tol = TOL[dtype]
+    assert l1 == pytest.approx(l2, rel=tol)
+    for a, b in zip([x for p in g1 for x in p], [x for p in g2 for x in p]):
+        np.testing.assert_allclose(_np(net.backend, a), _np(ref.backend, b), rtol=tol, atol=tol)
+    np.testing.assert_allclose(_np(net.backend, net.forward(X)), _np(ref.backend, ref.forward(X)),
+                               rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("spec", FUSED_SPECS)
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam"])
+def test_fused_training_equals_reference_training(spec, optimizer):
+    net = pbp.Network([8, 16, 3], activation="relu", loss="cross_entropy", backend=spec,
+                      dtype="float64", seed=2)
+    ref = net.to(spec)
+    ref.fused_kernels = False
+    X, y = make_data(100, 8, 3, "cross_entropy")
+    h1 = net.fit(X, y, epochs=3, batch_size=16, optimizer=optimizer, lr=0.05)
+    h2 = ref.fit(X, y, epochs=3, batch_size=16, optimizer=optimizer, lr=0.05)
+    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=1e-12)
+    for (W1, _), (W2, _) in zip(net.params, ref.params):
+        np.testing.assert_allclose(_np(net.backend, W1), _np(ref.backend, W2), rtol=1e-10, atol=1e-12)
+
+
+def test_numpy_sgd_and_momentum_kernels_equal_the_optimizer():
+    """The optimizer kernels (reached by direct update(..., kernels=...) calls) against the
+    Array API update, for SGD, momentum and Nesterov."""
+    from portable_bp.optim import SGD
+
+    ops = pbp.backends.get("numpy").fused
+    rng = np.random.default_rng(3)
+    for momentum, nesterov in ((0.0, False), (0.9, False), (0.9, True)):
+        opt = SGD(0.1, momentum=momentum, nesterov=nesterov)
+        params = [rng.standard_normal((4, 3)), rng.standard_normal(4)]
+        a, b = [p.copy() for p in params], [p.copy() for p in params]
+        sa, sb = opt.init(a), opt.init(b)
+        for _ in range(3):
+            grads = [rng.standard_normal(p.shape) for p in params]
+            a, sa = opt.update(a, [g.copy() for g in grads], sa, 0.1, kernels=ops)
+            b, sb = opt.update(b, [g.copy() for g in grads], sb, 0.1)
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=1e-15, atol=1e-15)
+
+
+# -- plain SGD's one-call step ----------------------------------------------------------
+@pytest.mark.parametrize("spec", PRODUCT_SPECS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(7, 5, 6), (300, 200, 64)])  # (n_out, n_in, batch)
+def test_subtract_matmul_is_w_minus_dt_a_in_place(spec, dtype, shape):
+    be = pbp.backends.get(spec)
+    assert be.subtract_matmul is not None
+    n_out, n_in, m = shape
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((n_out, n_in)).astype(dtype)
+    D = rng.standard_normal((m, n_out)).astype(dtype)
+    A = rng.standard_normal((m + 3, n_in)).astype(dtype)
+    want = W - D.T @ A[2:m + 2]
+    Wd, Dd, Ad = be.asarray(W), be.asarray(D), be.asarray(A)
+    out = be.subtract_matmul(Wd, Dd, Ad[2:m + 2, :])  # a row slice, as fit's batches are
+    assert out is Wd or out.data_ptr() == Wd.data_ptr()  # in place (torch returns the tensor)
+    tol = TOL[dtype] * 10
+    np.testing.assert_allclose(_np(be, Wd), want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_numpy_blas_takes_odd_layouts_and_dtypes_through_numpy():
+    """Layouts BLAS cannot take directly fall back to W -= D.T @ A, still in place."""
+    op = numpy_blas.make_subtract_matmul(numpy_blas._gemm_functions(numpy_blas._library_paths()[0]),
+                                         min_weights=0) if numpy_blas._library_paths() else None
+    if op is None:
+        pytest.skip("this NumPy bundles no OpenBLAS")
+    rng = np.random.default_rng(1)
+    cases = {
+        "W transposed (not C-contiguous)": (rng.standard_normal((6, 5)).T, rng.standard_normal((4, 5)),
+                                             rng.standard_normal((4, 6))),
+        "D with a column stride": (rng.standard_normal((5, 6)), rng.standard_normal((4, 10))[:, ::2],
+                                    rng.standard_normal((4, 6))),
+        "mixed dtypes": (rng.standard_normal((5, 6)), rng.standard_normal((4, 5)).astype("float32"),
+                         rng.standard_normal((4, 6))),
+        "float16": tuple(rng.standard_normal(s).astype("float16") for s in ((5, 6), (4, 5), (4, 6))),
+    }
+    for what, (W, D, A) in cases.items():
+        want = W - D.T @ A
+        got = op(W, D, A)
+        assert got is W, what
+        np.testing.assert_allclose(W, want, rtol=1e-3 if W.dtype == np.float16 else 1e-6, err_msg=what)
+
+
+def test_numpy_blas_is_found_in_numpy_wheels():
+    if not numpy_blas._library_paths():
+        pytest.skip("this NumPy bundles no OpenBLAS (a conda/MKL/Accelerate build): the plain path runs")
+    assert numpy_blas.find() is not None
+    assert pbp.backends.get("numpy").subtract_matmul is not None
+
+
+def test_numpy_blas_is_refused_when_missing_or_wrong(monkeypatch):
+    monkeypatch.setattr(numpy_blas, "_library_paths", lambda: [])
+    assert numpy_blas.find() is None
+    monkeypatch.setattr(numpy_blas, "_library_paths", lambda: ["/nonexistent/libopenblas.so"])
+    assert numpy_blas.find() is None  # cannot be loaded
+    # a library whose gemm computes something else fails the self-check
+    monkeypatch.setattr(numpy_blas, "_gemm_functions",
+                        lambda path: {np.dtype(np.float32): lambda *a: None, np.dtype(np.float64): lambda *a: None})
+    assert numpy_blas.find() is None
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_fused_environment_switch_turns_the_kernels_off(monkeypatch, name):
+    import importlib
+
+    if not probe(name)[0]:
+        pytest.skip(f"{name} unavailable")
+    mod = importlib.import_module(f"portable_bp.backends.{name}_")
+    monkeypatch.setenv("PORTABLE_BP_FUSED", "0")
+    be = mod.make()
+    assert be.fused is None and be.subtract_matmul is None
+    monkeypatch.delenv("PORTABLE_BP_FUSED")
+    assert mod.make().subtract_matmul is not None
+
+
+@pytest.mark.parametrize("spec", PRODUCT_SPECS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_plain_sgd_fit_takes_the_one_call_step_and_matches_the_reference(monkeypatch, spec, dtype):
+    """fit with plain SGD calls subtract_matmul once per layer and batch (no gradient array
+    is made) and trains exactly as the reference path does; other optimizers never call it."""
+    net = pbp.Network([8, 16, 12, 3], activation="tanh", loss="cross_entropy", backend=spec,
+                      dtype=dtype, seed=5)
+    ref = net.to(spec)
+    ref.fused_kernels = False
+    X, y = make_data(70, 8, 3, "cross_entropy")  # 70 = 4 batches of 16 and one of 6
+    calls = []
+    original = net.backend.subtract_matmul
+
+    def counting(W, D, A):
+        calls.append((tuple(W.shape), tuple(D.shape), tuple(A.shape)))
+        return original(W, D, A)
+
+    monkeypatch.setattr(net.backend, "subtract_matmul", counting)
+    h1 = net.fit(X, y, epochs=2, batch_size=16, lr=0.1)
+    assert len(calls) == 3 * 5 * 2
+    assert calls[:3] == [((3, 12), (16, 3), (16, 12)), ((12, 16), (16, 12), (16, 16)), ((16, 8), (16, 16), (16, 8))]
+    assert ref.backend.subtract_matmul is counting  # the same (cached) backend: the switch is per network
+    h2 = ref.fit(X, y, epochs=2, batch_size=16, lr=0.1)
+    assert len(calls) == 30  # fused_kernels=False: the Array API path
+    tol = TOL[dtype] * 10
+    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=tol)
+    for (W1, b1), (W2, b2) in zip(net.params, ref.params):
+        np.testing.assert_allclose(_np(net.backend, W1), _np(ref.backend, W2), rtol=tol, atol=tol)
+        np.testing.assert_allclose(_np(net.backend, b1), _np(ref.backend, b2), rtol=tol, atol=tol)
+    net.fit(X, y, epochs=1, batch_size=16, optimizer="momentum", lr=0.1)
+    net.fit(X, y, epochs=1, batch_size=16, optimizer=pbp.optim.SGD(0.1, weight_decay=1e-3))
+    assert len(calls) == 30
+
+
+def test_sgd_subclass_keeps_its_own_update():
+    """A subclass of SGD may change update(); fit must call it rather than the one-call step."""
+    seen = []
+
+    class Logged(pbp.optim.SGD):
+        def update(self, *args, **kwargs):
+            seen.append(1)
+            return super().update(*args, **kwargs)
+
+    net = pbp.Network([4, 5, 2], loss="cross_entropy", backend="numpy", seed=0)
+    X, y = make_data(12, 4, 2, "cross_entropy")
+    net.fit(X, y, epochs=1, batch_size=4, optimizer=Logged(0.1))
+    assert len(seen) == 3
+
+
+def test_one_call_step_makes_no_gradient_arrays():
+    """Peak memory of a plain-SGD epoch on NumPy: the reference path holds every layer's
+    weight gradient at the end of backprop; the one-call step holds none of them."""
+    if pbp.backends.get("numpy").subtract_matmul is None:
+        pytest.skip("no BLAS one-call step with this NumPy")
+    sizes = [400, 300, 300, 10]
+    X, y = make_data(64, 400, 10, "cross_entropy")
+    peaks = {}
+    for fused in (True, False):
+        net = pbp.Network(sizes, activation="relu", loss="cross_entropy", backend="numpy", seed=0)
+        net.fused_kernels = fused
+        Xd = net.backend.asarray(X, "float32")
+        net.fit(Xd, y, epochs=1, batch_size=64, lr=0.01)  # warm-up: caches, one-hot
+        tracemalloc.start()
+        net.fit(Xd, y, epochs=1, batch_size=64, lr=0.01)
+        peaks[fused] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    weights = sum(4 * a * b for a, b in zip(sizes[:-1], sizes[1:]))  # float32 bytes
+    assert peaks[False] - peaks[True] > 0.75 * weights, peaks  # measured: 0.85
