@@ -38,7 +38,8 @@ def parse(argv=None):
                         "the reference portable_bp[numpy|cupy] is always kept")
     p.add_argument("--pbp-backends", type=csv, default=None,
                    help="portable_bp backends to time (default: numpy,torch on cpu; cupy,torch:cuda on gpu; "
-                        "add e.g. jax:cpu or jax:gpu)")
+                        "add e.g. jax:cpu or jax:gpu; SPEC+ref, e.g. numpy+ref, times the Array API "
+                        "reference path, without the backend's kernels)")
     p.add_argument("--json", default=None,
                    help="output file (default benchmarks/results/latest_<device>.json; quick_<device>.json with --quick)")
     p.add_argument("--quick", action="store_true",

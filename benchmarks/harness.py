@@ -124,8 +124,13 @@ def pbp_probe(spec: str) -> str:
 
 # -------------------------------------------------------------------------- contenders
 def setup_pbp(spec, cfg, dtype, X, Y, params=None, tf32=False):
-    """The whole public training call, one epoch per fit(): what a user would time."""
+    """The whole public training call, one epoch per fit(): what a user would time.
+
+    ``spec`` is a backend spec, or one with ``+ref`` appended (``numpy+ref``): the same
+    network with ``fused_kernels = False``, the Array API reference path, to measure what
+    the backend's kernels and one-call SGD step gain."""
     import portable_bp as pbp
+    spec, _, variant = spec.partition("+")
     if spec.startswith("jax"):
         from .peers import import_jax
         import_jax(tf32)  # same float64 / matmul-precision settings as the JAX peer
@@ -138,6 +143,8 @@ def setup_pbp(spec, cfg, dtype, X, Y, params=None, tf32=False):
                       backend=spec, dtype=dtype, seed=C.SEED)
     if params is not None and hasattr(net, "set_params"):
         net.set_params(params)  # the same starting weights as the other contenders
+    if variant == "ref":
+        net.fused_kernels = False
     kw = {"epochs": 1, "batch_size": cfg.batch, "optimizer": "sgd", "lr": C.LR, "shuffle": False,
           "progress": False}
 
@@ -196,8 +203,8 @@ def build_contenders(device, cfg, dtype, X, Y, params, tf32=False, keep=lambda n
         return lambda: "" if has(module) else f"{module} not installed"
 
     for spec in pbp_specs or PBP_SPECS[device]:
-        lib = spec.split(":")[0]
-        add(f"portable_bp[{spec.replace(':cpu', '')}]", lambda s=spec: pbp_probe(s),
+        lib = spec.split(":")[0].split("+")[0]
+        add(f"portable_bp[{spec.replace(':cpu', '')}]", lambda s=spec: pbp_probe(s.partition("+")[0]),
             lambda s=spec: setup_pbp(s, cfg, dtype, X, Y, params, tf32),
             ("portable_bp", lib), lib if device == "gpu" else None)
     if device == "cpu":

@@ -3,8 +3,8 @@
 Plain SGD's step for a layer is W -= lr·Δᵀ A(l-1) (E10 and E12). Through NumPy that is a
 matrix product into a fresh gradient array, then a pass reading it and W and writing W. BLAS
 gemm does it in one call (C <- alpha·op(A)·op(B) + beta·C with alpha = -1, beta = 1): no
-gradient array, no separate pass. On the 2-core benchmark machine that is 18% of a step on
-config C and 4% on D (``benchmarks/README.md``, profiling notes).
+gradient array, no separate pass. On the 2-core benchmark machine C trains 14% faster for it
+(``benchmarks/README.md``, profiling note 10).
 
 The library called is the one NumPy already loaded (its wheels ship OpenBLAS built with
 64-bit integers and the ``scipy_`` symbol prefix), so it shares NumPy's thread pool and
