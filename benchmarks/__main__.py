@@ -61,6 +61,9 @@ def parse(argv=None):
     bad += [d for d in (args.dtypes or []) if d not in ("float32", "float64")]
     if bad:
         p.error(f"unknown config/dtype: {bad}")
+    bad = [s for s in (args.pbp_backends or []) if s.partition("+")[2] not in ("", "ref")]
+    if bad:
+        p.error(f"unknown portable_bp variant in --pbp-backends {bad}: the only suffix is +ref")
     if args.json is None:
         here = os.path.dirname(os.path.abspath(__file__))
         args.json = os.path.join(here, "results", f"{'quick' if args.quick else 'latest'}_{args.device}.json")

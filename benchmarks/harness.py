@@ -131,6 +131,8 @@ def setup_pbp(spec, cfg, dtype, X, Y, params=None, tf32=False):
     the backend's kernels and one-call SGD step gain."""
     import portable_bp as pbp
     spec, _, variant = spec.partition("+")
+    if variant not in ("", "ref"):
+        raise ValueError(f"unknown portable_bp variant {'+' + variant!r}: the only one is +ref")
     if spec.startswith("jax"):
         from .peers import import_jax
         import_jax(tf32)  # same float64 / matmul-precision settings as the JAX peer

@@ -194,11 +194,11 @@ class Network:
         in Δ(L), so plain SGD passes lr/m and receives lr·grad, saving its update a pass over
         every parameter.
 
-        ``descend`` (plain SGD, ``scale`` = lr/m, on a backend with ``subtract_matmul``) is
-        the biases (Ws are the weights): each layer then takes its step in place as soon as
-        its Δ is known and the Δ below it has been computed from the old W, by
+        ``descend`` (plain SGD, ``scale`` = lr/m) is a pair (biases, the backend's
+        ``subtract_matmul``), Ws being the weights: each layer then takes its step in place as
+        soon as its Δ is known and the Δ below it has been computed from the old W, by
         :func:`~portable_bp.layers.dense_descend`, and nothing is returned. No weight gradient
-        is ever made: one BLAS call replaces a product, a gradient array and a subtraction."""
+        array is made where the backend's product takes the layer in one call."""
         xp, L = self.xp, self.n_layers
         Ws = self._W if Ws is None else Ws
         scale = 1.0 / Z.shape[0] if scale is None else scale
@@ -220,7 +220,7 @@ class Network:
                 else:
                     delta = backprop_delta(xp, delta, Ws[l], act, As[l])
             if descend is not None:  # after Δ(l-1): E9 needs the W of before the step
-                dense_descend(xp, Ws[l], descend[l], delta_l, As[l], self._subtract_matmul())
+                dense_descend(xp, Ws[l], descend[0][l], delta_l, As[l], descend[1])
             As[l] = None
         return None if descend is not None else grads
 

@@ -151,7 +151,9 @@ class _Trainer:
             self._step = _compiled_step(net, opt)
         elif (type(opt) is SGD and opt.takes_lr_in_grads and self.mutable  # not a subclass:
               and net._subtract_matmul() is not None):  # its update() would be bypassed
-            self._step = functools.partial(_descent_step, net)
+            # the product is fetched once: a callback switching fused_kernels off mid-fit
+            # changes the next fit, not this one
+            self._step = functools.partial(_descent_step, net, net._subtract_matmul())
         else:
             kwargs = (_update_kwargs(opt, self.mutable, net._fused_kernels())
                       if self.builtin else {})
@@ -195,14 +197,14 @@ def _pure_step(net, opt, update_kwargs, Ws, bs, state, X, Z, start, lr, scalars,
     return new[0::2], new[1::2], state, total
 
 
-def _descent_step(net, Ws, bs, state, X, Z, start, lr, scalars, size):
+def _descent_step(net, subtract_matmul, Ws, bs, state, X, Z, start, lr, scalars, size):
     """Plain SGD's step where the backend multiplies and accumulates in place
     (``Backend.subtract_matmul``): backprop takes each layer's step W -= lr·Δᵀ A(l-1) itself,
     so no gradient array is made and no update pass follows. The same E12 step as
     :func:`_pure_step` with :class:`~portable_bp.optim.SGD` (lr-scaled gradients), in place."""
     Xb, Zb = _rows(net.xp, X, start, size), _rows(net.xp, Z, start, size)
     As, U_L, total, _ = net._forward(Xb, Zb, params=(Ws, bs))
-    net._grads(As, U_L, Zb, Ws, lr / size, descend=bs)
+    net._grads(As, U_L, Zb, Ws, lr / size, descend=(bs, subtract_matmul))
     state["step"] += 1  # what SGD.update counts
     return Ws, bs, state, total
 

@@ -31,3 +31,13 @@ def test_ref_variant_runs_fit_with_the_kernels_off(monkeypatch):
     for c in contenders:
         c.setup()()
     assert seen == [True, False]
+
+
+def test_unknown_variant_is_refused_by_the_command_line():
+    import pytest
+
+    from benchmarks.__main__ import parse
+
+    with pytest.raises(SystemExit):
+        parse(["--pbp-backends", "numpy,numpy+foo"])
+    assert parse(["--pbp-backends", "numpy,numpy+ref"]).pbp_backends == ["numpy", "numpy+ref"]

@@ -41,6 +41,15 @@ def _np(backend, a):
     return np.asarray(backend.to_numpy(a), dtype=np.float64)
 
 
+def _product_backend(spec):
+    """The backend, skipping where it has no one-call product (a NumPy without a bundled
+    OpenBLAS: conda/MKL or Accelerate builds keep the two-step path)."""
+    be = pbp.backends.get(spec)
+    if be.subtract_matmul is None:
+        pytest.skip(f"{spec} has no one-call SGD product here (no bundled OpenBLAS)")
+    return be
+
+
 # -- element-wise kernels ---------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(3, 4), (80, 64)])  # below and above the zero-row size
 @pytest.mark.parametrize("act", ACTS)
@@ -120,16 +129,16 @@ def test_numpy_sgd_and_momentum_kernels_equal_the_optimizer():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(7, 5, 6), (300, 200, 64)])  # (n_out, n_in, batch)
 def test_subtract_matmul_is_w_minus_dt_a_in_place(spec, dtype, shape):
-    be = pbp.backends.get(spec)
-    assert be.subtract_matmul is not None
+    be = _product_backend(spec)
     n_out, n_in, m = shape
     rng = np.random.default_rng(0)
     W = rng.standard_normal((n_out, n_in)).astype(dtype)
     D = rng.standard_normal((m, n_out)).astype(dtype)
-    A = rng.standard_normal((m + 3, n_in)).astype(dtype)
-    want = W - D.T @ A[2:m + 2]
+    A = rng.standard_normal((m + 3, n_in + 5)).astype(dtype)
+    want = W - D.T @ A[2:m + 2, 1:n_in + 1]
     Wd, Dd, Ad = be.asarray(W), be.asarray(D), be.asarray(A)
-    out = be.subtract_matmul(Wd, Dd, Ad[2:m + 2, :])  # a row slice, as fit's batches are
+    # rows of a wider array, as fit's batches of a column-sliced X are: leading dimension > n_in
+    out = be.subtract_matmul(Wd, Dd, Ad[2:m + 2, 1:n_in + 1])
     assert out is Wd or out.data_ptr() == Wd.data_ptr()  # in place (torch returns the tensor)
     tol = TOL[dtype] * 10
     np.testing.assert_allclose(_np(be, Wd), want, rtol=tol, atol=tol * np.abs(want).max())
@@ -183,11 +192,12 @@ def test_fused_environment_switch_turns_the_kernels_off(monkeypatch, name):
     if not probe(name)[0]:
         pytest.skip(f"{name} unavailable")
     mod = importlib.import_module(f"portable_bp.backends.{name}_")
+    default = mod.make()
     monkeypatch.setenv("PORTABLE_BP_FUSED", "0")
     be = mod.make()
     assert be.fused is None and be.subtract_matmul is None
-    monkeypatch.delenv("PORTABLE_BP_FUSED")
-    assert mod.make().subtract_matmul is not None
+    assert name != "torch" or default.subtract_matmul is not None
+    assert name != "numpy" or default.fused is not None
 
 
 @pytest.mark.parametrize("spec", PRODUCT_SPECS)
@@ -195,6 +205,7 @@ def test_fused_environment_switch_turns_the_kernels_off(monkeypatch, name):
 def test_plain_sgd_fit_takes_the_one_call_step_and_matches_the_reference(monkeypatch, spec, dtype):
     """fit with plain SGD calls subtract_matmul once per layer and batch (no gradient array
     is made) and trains exactly as the reference path does; other optimizers never call it."""
+    _product_backend(spec)
     net = pbp.Network([8, 16, 12, 3], activation="tanh", loss="cross_entropy", backend=spec,
                       dtype=dtype, seed=5)
     ref = net.to(spec)
@@ -258,3 +269,48 @@ def test_one_call_step_makes_no_gradient_arrays():
         tracemalloc.stop()
     weights = sum(4 * a * b for a, b in zip(sizes[:-1], sizes[1:]))  # float32 bytes
     assert peaks[False] - peaks[True] > 0.75 * weights, peaks  # measured: 0.85
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_blas_step_in_fit_matches_the_reference(dtype):
+    """Layers large enough for the BLAS call itself (not the small-layer fallback), fed the
+    rows of a column-sliced X (BLAS leading dimension wider than the row): fit's trajectory
+    equals the reference path's."""
+    be = _product_backend("numpy")
+    sizes = [200, 220, 160, 4]  # 44000 and 35200 weights: above numpy_blas.MIN_WEIGHTS
+    assert sizes[0] * sizes[1] >= numpy_blas.MIN_WEIGHTS and sizes[1] * sizes[2] >= numpy_blas.MIN_WEIGHTS
+    wide, y = make_data(90, 260, 4, "cross_entropy", seed=6)
+    X = be.asarray(wide, dtype)[:, 30:230]  # no copy: rows 1040 (2080) bytes apart, 200 used
+    assert not X.flags.c_contiguous and numpy_blas._rows_contiguous(X, X.itemsize)  # BLAS takes it
+    net = pbp.Network(sizes, activation="relu", loss="cross_entropy", dtype=dtype, seed=6)
+    ref = net.to("numpy")
+    ref.fused_kernels = False
+    calls, original = [], be.subtract_matmul
+
+    def counting(W, D, A):
+        calls.append(A.strides[0] // A.itemsize)
+        return original(W, D, A)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(be, "subtract_matmul", counting)
+        h1 = net.fit(X, y, epochs=2, batch_size=32, lr=0.05, shuffle=False)
+    assert calls[:3] == [160, 220, 260]  # the first layer reads X in place
+    h2 = ref.fit(X, y, epochs=2, batch_size=32, lr=0.05, shuffle=False)
+    tol = TOL[dtype] * 10
+    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=tol)
+    for (W1, b1), (W2, b2) in zip(net.params, ref.params):
+        np.testing.assert_allclose(W1, W2, rtol=tol, atol=tol)
+        np.testing.assert_allclose(b1, b2, rtol=tol, atol=tol)
+
+
+def test_switching_kernels_off_during_fit_takes_effect_at_the_next_fit():
+    """A callback that sets fused_kernels = False mid-fit must not break the running fit."""
+    net = pbp.Network([6, 8, 3], loss="cross_entropy", backend="numpy", seed=0)
+    X, y = make_data(40, 6, 3, "cross_entropy")
+
+    def off(net, epoch, logs):
+        net.fused_kernels = False
+
+    h = net.fit(X, y, epochs=3, batch_size=8, lr=0.1, callbacks=[off])
+    assert len(h.history["loss"]) == 3 and all(np.isfinite(h.history["loss"]))
+    net.fit(X, y, epochs=1, batch_size=8, lr=0.1)

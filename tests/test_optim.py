@@ -139,7 +139,7 @@ def test_sgd_first_steps_by_hand():
 def test_plain_sgd_takes_gradients_already_times_lr():
     """Plain SGD (only) accepts lr·g and subtracts it; fit uses that for plain SGD, and
     backprop then yields lr·g: the same step as the unscaled gradient times lr. (With fused
-    kernels on, NumPy's plain SGD takes the one-call step instead: test_train covers it.)"""
+    kernels on, NumPy's plain SGD takes the one-call step instead: test_fused covers it.)"""
     import portable_bp as pbp
     from portable_bp import optim
 

@@ -49,7 +49,7 @@ class Backend:
     _owns: Callable[[Any], bool] = lambda a: False
     _context: Callable[[], Any] = contextlib.nullcontext
     _enable_float64: Callable[[], None] = lambda: None
-    fused: Any = None  # optional fused kernels (GPU); None means the Array API reference path
+    fused: Any = None  # optional hot-path kernels (CuPy, NumPy); None: the Array API reference path
     # optional compile(fn, static_argnames=()) -> compiled fn, for pure functions of arrays
     # (JAX's jit; the named arguments are compile-time constants); None on eager libraries
     compile: Callable[..., Callable] | None = None

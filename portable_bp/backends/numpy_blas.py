@@ -40,8 +40,11 @@ def _library_paths() -> list[str]:
 
 def _gemm_functions(path: str) -> dict | None:
     """{dtype: gemm} from the library at ``path``, or None when it has no 64-bit CBLAS gemm."""
+    # only a library NumPy has already loaded: the same handle, the same thread pool (loading
+    # another OpenBLAS would start a second pool fighting NumPy's for the cores)
+    mode = getattr(os, "RTLD_NOLOAD", None)
     try:
-        lib = ctypes.CDLL(path)  # already loaded by NumPy: the same handle, the same threads
+        lib = ctypes.CDLL(path) if mode is None else ctypes.CDLL(path, mode=mode | os.RTLD_NOW)
     except OSError:
         return None
     for pattern in _SYMBOLS:
@@ -75,8 +78,9 @@ def make_subtract_matmul(funcs: dict, min_weights: int = MIN_WEIGHTS):
         if (fn is None or W.size < min_weights or D.dtype != dt or A.dtype != dt
                 or not W.flags.c_contiguous or not W.flags.writeable
                 or not _rows_contiguous(D, dt.itemsize) or not _rows_contiguous(A, dt.itemsize)
-                or D.shape[0] != A.shape[0] or W.shape != (D.shape[1], A.shape[1]) or D.shape[0] == 0):
-            W -= D.T @ A  # small, odd layouts or dtypes: the plain NumPy path, same result
+                or D.shape[0] != A.shape[0] or W.shape != (D.shape[1], A.shape[1]) or D.shape[0] == 0
+                or np.may_share_memory(W, D) or np.may_share_memory(W, A)):
+            W -= D.T @ A  # small, odd layouts, dtypes or overlaps: the plain NumPy path
             return W
         fo, fi = W.shape
         isz = dt.itemsize
@@ -90,12 +94,12 @@ def make_subtract_matmul(funcs: dict, min_weights: int = MIN_WEIGHTS):
 
 def self_check(subtract_matmul) -> bool:
     """True when ``subtract_matmul`` agrees with NumPy on small products of both dtypes,
-    through a row-sliced input too (the layout fit's batches have)."""
+    through inputs sliced by rows and by columns too (wider leading dimensions)."""
     rng = np.random.default_rng(0)
     for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-12)):
         W = rng.standard_normal((7, 5)).astype(dt)
-        D = rng.standard_normal((6, 7)).astype(dt)
-        A = rng.standard_normal((9, 5)).astype(dt)[2:8]
+        D = rng.standard_normal((6, 9)).astype(dt)[:, 1:8]
+        A = rng.standard_normal((9, 8)).astype(dt)[2:8, :5]
         want = W - D.T @ A
         try:
             got = subtract_matmul(W.copy(), D, A)
