@@ -27,7 +27,7 @@ stage "smoke: backends, the fused kernels and the one-call SGD step"
 if ! timeout 60 python3 - <<'PY'
 import numpy as np, portable_bp as pbp
 for row in pbp.backends.describe():
-    print(f"{row['spec']:<18} {'yes' if row['available'] else 'no ':<4} {row.get('device_name') or row['reason']}")
+    print(f"{row['spec']:<18} {'yes' if row['available'] else 'no ':<4} {row.get('hot_path') or '-':<16} {row.get('device_name') or row['reason']}")
 net = pbp.Network([8, 16, 4], activation="relu", loss="cross_entropy", backend="cupy", seed=0)
 ref = net.to("cupy"); ref.fused_kernels = False
 X = np.random.default_rng(0).standard_normal((32, 8)); y = np.arange(32) % 4

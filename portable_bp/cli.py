@@ -351,14 +351,14 @@ def cmd_backends(args):
     """A table of every known backend: does it run here, on which device, and if not, why."""
     from .backends import describe, get
 
-    rows = [("backend", "runs here", "device", "version", "reason it cannot run")]
+    rows = [("backend", "runs here", "device", "version", "hot path", "reason it cannot run")]
     for r in describe():
         rows.append((r["spec"], "yes" if r["available"] else "no",
                      r.get("device_name") or r["device"] or "-", r["version"] or "-",
-                     " ".join(r["reason"].split()) or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+                     r.get("hot_path") or "-", " ".join(r["reason"].split()) or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5])
     print(f"auto selects: {get('auto').spec}")
     return 0
 
@@ -635,8 +635,10 @@ def build_parser():
 
     b = sub.add_parser("backends", help="list every known backend and whether it runs here",
                        description="Every backend this installation knows: whether it runs on "
-                                   "this machine, its device and version, and why not when it "
-                                   "cannot.")
+                                   "this machine, its device and version, what its training step "
+                                   "adds to the Array API code (fused: element-wise kernels; "
+                                   "gemm-sgd: plain SGD's step as one in-place BLAS product; jit: "
+                                   "a compiled step; array-api: none), and why not when it cannot.")
     b.set_defaults(func=cmd_backends)
 
     g = sub.add_parser("gradcheck", help="check backpropagation against finite differences",

@@ -80,6 +80,8 @@ def test_torch_cuda_unavailable_message():
 def test_describe_reports_every_backend():
     rows = {r["spec"]: r for r in backends.describe()}
     assert rows["numpy"]["available"] and rows["numpy"]["device"] == "cpu"
+    assert rows["numpy"]["hot_path"].startswith("fused")  # + ",gemm-sgd" with a bundled OpenBLAS
+    assert rows["array_api_strict"]["hot_path"] == "array-api"
     for spec in ("cupy", "torch:cuda"):
         assert spec in rows
         if not rows[spec]["available"]:
@@ -151,3 +153,12 @@ def test_unavailable_backend_errors_do_not_accumulate_tracebacks():
                 n, tb = n + 1, tb.tb_next
             sizes.append(n)
     assert sizes[0] == sizes[-1]
+
+
+def test_hot_path_names_what_a_backend_adds():
+    base = backends.get("numpy")
+    plain = Backend(name="toy", xp=base.xp, device="cpu", spec="toy")
+    assert backends.hot_path(plain) == "array-api"
+    full = Backend(name="toy", xp=base.xp, device="cpu", spec="toy", fused=object(),
+                   subtract_matmul=lambda W, D, A: W, compile=lambda f, **kw: f)
+    assert backends.hot_path(full) == "fused,gemm-sgd,jit"

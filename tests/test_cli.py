@@ -183,6 +183,8 @@ def test_backends_table():
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:] if line.strip()}
     assert rows["numpy"][1] == "yes"
     assert rows["array_api_strict"][1] == "yes"
+    assert r.stdout.splitlines()[0].split()[-6:-4] == ["hot", "path"]
+    assert rows["numpy"][4].startswith("fused") and rows["array_api_strict"][4] == "array-api"
     if CUPY_OK:
         assert rows["cupy"][1] == "yes"
     else:

@@ -20,7 +20,7 @@ from typing import Callable
 from ._base import DTYPES, Backend, BackendUnavailable
 
 __all__ = ["Backend", "BackendUnavailable", "DTYPES", "get", "available", "known",
-           "register", "describe", "library_of"]
+           "register", "describe", "hot_path", "library_of"]
 
 ENTRY_POINT_GROUP = "portable_bp.backends"
 
@@ -145,18 +145,30 @@ def available() -> list[str]:
 
 
 def describe() -> list[dict]:
-    """Every known backend: whether it runs here, its device, and the reason when not."""
+    """Every known backend: whether it runs here, its device, what its hot path adds to the
+    Array API code (see :func:`hot_path`), and the reason when it does not run."""
     rows = []
     for name in known():
         for spec in ([name, "torch:cuda"] if name == "torch" else [name]):
             ok, reason = probe(spec)
-            row = {"spec": spec, "available": ok, "reason": reason, "device": None, "version": None}
+            row = {"spec": spec, "available": ok, "reason": reason, "device": None, "version": None,
+                   "hot_path": None}
             if ok:
                 b = get(spec)
                 row.update(device=str(b.device), version=b.info.get("version"),
-                           device_name=b.info.get("device_name", str(b.device)))
+                           device_name=b.info.get("device_name", str(b.device)), hot_path=hot_path(b))
             rows.append(row)
     return rows
+
+
+def hot_path(backend: Backend) -> str:
+    """What a backend's training step uses beyond the Array API code, comma-separated:
+    ``fused`` (element-wise kernels), ``gemm-sgd`` (plain SGD's step as one in-place BLAS
+    product, ``Backend.subtract_matmul``), ``jit`` (a compiled step); else ``array-api``."""
+    parts = [label for label, present in (("fused", backend.fused is not None),
+                                          ("gemm-sgd", backend.subtract_matmul is not None),
+                                          ("jit", backend.compile is not None)) if present]
+    return ",".join(parts) or "array-api"
 
 
 def library_of(arr) -> str:
