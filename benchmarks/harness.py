@@ -516,7 +516,8 @@ def run_section(device, args, log=print):
         if cfg.gpu_only and device == "cpu":
             log(f"config {cname} is GPU only: skipped on the CPU")
             continue
-        steps = args.steps or (cfg.quick_steps if args.quick else cfg.steps)
+        full = cfg.gpu_steps if device == "gpu" and cfg.gpu_steps else cfg.steps
+        steps = args.steps or (cfg.quick_steps if args.quick else full)
         cfg = C.with_steps(cfg, steps)
         for dtype in dtypes:
             X, Y = C.make_data(cfg, dtype)
