@@ -16,14 +16,25 @@ GPU_SPECS = ["cupy", "torch:cuda"]
 RTOL = {"float32": 2e-5, "float64": 1e-11}
 
 
+def _marks(spec):
+    """The gpu marker for GPU specs, and a skip with the probe's reason where it cannot run."""
+    ok, reason = probe(spec)
+    marks = [pytest.mark.gpu] if spec in GPU_SPECS else []
+    if not ok:
+        marks.append(pytest.mark.skip(reason=f"backend {spec} unavailable: {reason}"))
+    return marks
+
+
 def _cases(specs, dtypes=DTYPES):
     for spec in specs:
-        ok, reason = probe(spec)
-        marks = [pytest.mark.gpu] if spec in GPU_SPECS else []
-        if not ok:
-            marks.append(pytest.mark.skip(reason=f"backend {spec} unavailable: {reason}"))
+        marks = _marks(spec)
         for dtype in dtypes:
             yield pytest.param((spec, dtype), marks=marks, id=f"{spec}-{dtype}")
+
+
+def spec_cases(specs):
+    """pytest params over backend specs alone, marked and skipped like the fixture's cases."""
+    return [pytest.param(spec, marks=_marks(spec), id=spec) for spec in specs]
 
 
 BACKEND_DTYPE = list(_cases(CPU_SPECS + GPU_SPECS))

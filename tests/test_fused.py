@@ -16,24 +16,13 @@ import portable_bp as pbp
 from portable_bp.activations import ACTIVATIONS
 from portable_bp.backends import numpy_blas, probe
 
-from conftest import make_data
+from conftest import make_data, spec_cases
 
 ACTS = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
 
 
-def _specs(names):
-    out = []
-    for spec in names:
-        ok, why = probe(spec)
-        marks = [pytest.mark.gpu] if spec in ("cupy", "torch:cuda") else []
-        if not ok:
-            marks.append(pytest.mark.skip(reason=f"backend {spec} unavailable: {why}"))
-        out.append(pytest.param(spec, marks=marks, id=spec))
-    return out
-
-
-FUSED_SPECS = _specs(["numpy", "cupy"])                             # element-wise kernels
-PRODUCT_SPECS = _specs(["numpy", "torch", "cupy", "torch:cuda"])    # subtract_matmul
+FUSED_SPECS = spec_cases(["numpy", "cupy"])                           # element-wise kernels
+PRODUCT_SPECS = spec_cases(["numpy", "torch", "cupy", "torch:cuda"])  # subtract_matmul
 TOL = {"float32": 1e-5, "float64": 1e-12}
 
 
