@@ -205,8 +205,9 @@ def build_contenders(device, cfg, dtype, X, Y, params, tf32=False, keep=lambda n
         return lambda: "" if has(module) else f"{module} not installed"
 
     for spec in pbp_specs or PBP_SPECS[device]:
-        lib = spec.split(":")[0].split("+")[0]
-        add(f"portable_bp[{spec.replace(':cpu', '')}]", lambda s=spec: pbp_probe(s.partition("+")[0]),
+        base = spec.partition("+")[0]  # numpy+ref: numpy's backend, kernels off
+        lib = base.split(":")[0]
+        add(f"portable_bp[{spec.replace(':cpu', '')}]", lambda s=base: pbp_probe(s),
             lambda s=spec: setup_pbp(s, cfg, dtype, X, Y, params, tf32),
             ("portable_bp", lib), lib if device == "gpu" else None)
     if device == "cpu":

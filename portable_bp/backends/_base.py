@@ -120,6 +120,27 @@ class Backend:
         return np.random.default_rng(seed)
 
 
+def subtract_matmul_agrees(op, to_device=lambda a: a, to_host=np.asarray, float32_tol=1e-4) -> bool:
+    """True when a backend's ``subtract_matmul`` (W <- W - Dᵀ A, in place) matches W - Dᵀ A
+    computed on the host in float64, for both dtypes, with inputs sliced by rows and by
+    columns (leading dimensions wider than the row, as fit's batches can have). Backends run
+    it once when they are made and keep their plain path when it fails or raises.
+    ``float32_tol`` may admit reduced-precision products (TF32: ~1e-3 relative); a wrong
+    transpose or layout is off by O(1)."""
+    rng = np.random.default_rng(0)
+    W, D, A = rng.standard_normal((7, 5)), rng.standard_normal((6, 9)), rng.standard_normal((9, 8))
+    want = W - D[:, 1:8].T @ A[2:8, :5]
+    for dt, tol in (("float32", float32_tol), ("float64", 1e-12)):
+        Wd, Dd, Ad = (to_device(x.astype(dt)) for x in (W, D, A))
+        try:
+            got = to_host(op(Wd, Dd[:, 1:8], Ad[2:8, :5]))
+        except Exception:  # noqa: BLE001 - a product that cannot be called is not used
+            return False
+        if not np.allclose(got, want, rtol=tol, atol=tol):
+            return False
+    return True
+
+
 def host_numeric(data, what: str) -> np.ndarray:
     """``data`` as a host NumPy array of numbers, or a TypeError naming ``what``."""
     try:

@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from ._base import subtract_matmul_agrees
+
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 # symbol name patterns of 64-bit-integer CBLAS builds: NumPy's wheels, then plain OpenBLAS64
 _SYMBOLS = ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_")
@@ -92,31 +94,12 @@ def make_subtract_matmul(funcs: dict, min_weights: int = MIN_WEIGHTS):
     return subtract_matmul
 
 
-def self_check(subtract_matmul) -> bool:
-    """True when ``subtract_matmul`` agrees with NumPy on small products of both dtypes,
-    through inputs sliced by rows and by columns too (wider leading dimensions)."""
-    rng = np.random.default_rng(0)
-    for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-12)):
-        W = rng.standard_normal((7, 5)).astype(dt)
-        D = rng.standard_normal((6, 9)).astype(dt)[:, 1:8]
-        A = rng.standard_normal((9, 8)).astype(dt)[2:8, :5]
-        want = W - D.T @ A
-        try:
-            got = subtract_matmul(W.copy(), D, A)
-        except Exception:  # noqa: BLE001 - a BLAS that cannot be called is not used
-            return False
-        if not np.allclose(got, want, rtol=tol, atol=tol):
-            return False
-    return True
-
-
 def find():
     """NumPy's BLAS as ``subtract_matmul(W, D, A)``, or None (see the module docstring)."""
     for path in _library_paths():
         funcs = _gemm_functions(path)
         if funcs is None:
             continue
-        op = make_subtract_matmul(funcs, min_weights=0)
-        if self_check(op):
+        if subtract_matmul_agrees(make_subtract_matmul(funcs, min_weights=0)):
             return make_subtract_matmul(funcs)
     return None
