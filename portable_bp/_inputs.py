@@ -66,8 +66,9 @@ def features(backend, X, n_in: int, dtype, what: str = "X"):
 def targets(backend, Z, n_samples: int, n_out: int, loss: str, dtype, what: str = "Z"):
     """Z as an (n_samples, n_out) float array on the device, checked against the loss.
 
-    For ``cross_entropy`` Z may be integer labels (n,) in [0, n_out), turned one-hot here,
-    or rows of probabilities (n, n_out) such as one-hot rows.
+    For ``cross_entropy`` Z may be integer labels (n,) in [0, n_out), kept as int64 labels
+    (the losses read them directly: no (n, n_out) one-hot array), or rows of probabilities
+    (n, n_out) such as one-hot rows.
     """
     xp = backend.xp
     Z = to_backend(backend, Z, None, what)
@@ -78,7 +79,7 @@ def targets(backend, Z, n_samples: int, n_out: int, loss: str, dtype, what: str 
     if Z.shape[0] == 0:
         raise ValueError(f"{what} is empty (0 samples)")
     if loss == "cross_entropy" and Z.ndim == 1:
-        return one_hot(xp, labels(xp, Z, n_out, what), n_out, dtype, backend.device)
+        return labels(xp, Z, n_out, what)
     if Z.ndim == 1:
         if n_out != 1:
             raise ValueError(f"{what} has shape {tuple(Z.shape)} but the network has {n_out} outputs; "
@@ -102,22 +103,16 @@ def targets(backend, Z, n_samples: int, n_out: int, loss: str, dtype, what: str 
 
 
 def labels(xp, y, n_classes: int, what: str = "Z"):
-    """Integer class labels in [0, n_classes), checked; float labels must be whole numbers."""
+    """Integer class labels in [0, n_classes) as int64 (any integer type could overflow an
+    index computed from it), checked; float labels must be whole numbers."""
     if xp.isdtype(y.dtype, "real floating"):
         check_finite(xp, y, what)
         if not _all(xp, y == xp.round(y)):
             raise ValueError(f"{what} labels must be whole numbers (class indices), got fractional values")
-        y = xp.astype(y, xp.int64)
     elif not xp.isdtype(y.dtype, "integral"):
         raise TypeError(f"{what} labels must be integers, got dtype {y.dtype}")
     lo, hi = int(xp.min(y)), int(xp.max(y))
     if lo < 0 or hi >= n_classes:
         raise ValueError(f"{what} labels must lie in [0, {n_classes}) for a network with {n_classes} "
                          f"outputs; got values from {lo} to {hi}")
-    return y
-
-
-def one_hot(xp, y, n_classes: int, dtype, device):
-    """(n,) labels -> (n, n_classes) rows with a single 1."""
-    classes = xp.arange(n_classes, dtype=y.dtype, device=device)
-    return xp.astype(y[:, None] == classes, dtype)
+    return y if y.dtype == xp.int64 else xp.astype(y, xp.int64)

@@ -5,12 +5,16 @@ functions here return the sum over the samples (training adds batch sums up on t
 device and divides once per epoch), and the callers divide by m.
 Values are computed from the logits u where that is the stable form (log-sum-exp for
 cross-entropy, softplus for binary cross-entropy), so no log(0) or overflowing exp occurs.
-Targets Z arrive already as floats shaped like the output (labels are one-hot by then).
+Targets Z arrive as floats shaped like the output or, for cross-entropy, as integer class
+labels of shape (m,): ``fit`` keeps labels as labels, so no (n_samples, n_classes) one-hot
+array is ever made; the two helpers below read either form.
 """
 
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
+
+import array_api_compat
 
 from .activations import Activation, shifted_exp
 
@@ -21,6 +25,24 @@ class Loss(NamedTuple):
     output_delta: Callable   # (xp, u, a, z, activation, scale) -> Δ(L) times scale (1/m: the mean)
     fused_output: str | None = None  # output activation for which Δ(L) = (a - z)/m (E11)
     output: Callable | None = None   # (xp, u, z) -> (a, total) sharing work, for fused pairs
+
+
+def target_rows(xp, z, a):
+    """z as rows shaped like the outputs a: class labels (m,) become one-hot rows, made for
+    this batch only."""
+    if z.ndim == 2:
+        return z
+    classes = xp.arange(a.shape[1], dtype=z.dtype, device=array_api_compat.device(a))
+    return xp.astype(z[:, None] == classes, a.dtype)
+
+
+def target_sum(xp, z, s):
+    """Σ_i Σ_k z_ik s_ik; for class labels Σ_i s_i,z_i, a gather of one entry per row
+    instead of a product with one-hot rows."""
+    if z.ndim == 2:
+        return xp.sum(z * s)
+    rows = xp.arange(s.shape[0], dtype=z.dtype, device=array_api_compat.device(s))
+    return xp.sum(s[rows, z])
 
 
 def mse(xp, u, a, z):
@@ -42,19 +64,21 @@ def log_softmax(xp, u):
 
 
 def cross_entropy(xp, u, a, z):
-    """Σ_i Σ_k -z_ik log softmax(u_i)_k, with z one-hot (or probabilities); L is this / m."""
-    return -xp.sum(z * log_softmax(xp, u))
+    """Σ_i Σ_k -z_ik log softmax(u_i)_k, with z one-hot (or probabilities, or labels); L is
+    this / m."""
+    return -target_sum(xp, z, log_softmax(xp, u))
 
 
 def softmax_cross_entropy(xp, u, z):
     """Softmax outputs and the summed cross-entropy in one pass over the logits.
 
     With s = u - max(u) and S = Σ_k exp(s_k): a = exp(s)/S and, for rows of z summing
-    to 1, Σ_k -z_k log a_k = log S - Σ_k z_k s_k. One exp serves both.
+    to 1 (one-hot rows, probabilities, or labels), Σ_k -z_k log a_k = log S - Σ_k z_k s_k.
+    One exp serves both.
     """
     s, e = shifted_exp(xp, u)
     row_sums = xp.sum(e, axis=-1, keepdims=True)
-    return e / row_sums, xp.sum(xp.log(row_sums)) - xp.sum(z * s)
+    return e / row_sums, xp.sum(xp.log(row_sums)) - target_sum(xp, z, s)
 
 
 def binary_cross_entropy(xp, u, a, z):
@@ -66,8 +90,8 @@ def binary_cross_entropy(xp, u, a, z):
 def fused_output_delta(xp, u, a, z, activation: Activation, scale):
     """E11: for softmax + cross-entropy and sigmoid + binary cross-entropy the two factors
     of E8 cancel to Δ(L) = (a - z)/m (``scale`` = 1/m): cheaper, and stable where f'
-    underflows."""
-    return (a - z) * scale
+    underflows. Class labels z become one-hot rows for this batch."""
+    return (a - target_rows(xp, z, a)) * scale
 
 
 LOSSES: dict[str, Loss] = {

@@ -14,7 +14,7 @@ import time
 from numbers import Integral
 
 from . import _inputs
-from .optim import SGD, Adam, get_optimizer
+from .optim import SGD, Adam, _check_rate, get_optimizer
 
 
 class TrainingDiverged(FloatingPointError):
@@ -111,11 +111,11 @@ def _copy_params(net):
     return [xp.asarray(W, copy=True) for W in net._W], [xp.asarray(b, copy=True) for b in net._b]
 
 
-def _check_batch_size(batch_size, n):
+def _check_batch_size(batch_size, n, what="batch_size"):
     if batch_size is None:
         return n
     if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None (full batch), got {batch_size!r}")
+        raise ValueError(f"{what} must be a positive integer or None, got {batch_size!r}")
     return min(int(batch_size), n)
 
 
@@ -159,12 +159,12 @@ class _Trainer:
                       if self.builtin else {})
             self._step = functools.partial(_pure_step, net, opt, kwargs)
 
-    def step(self, X, Z, start, stop, lr):
-        """One E12 update on rows start:stop of (X, Z); returns the batch's summed loss as a
-        device scalar."""
+    def step(self, X, Z, order, start, stop, lr):
+        """One E12 update on rows start:stop of (X, Z), or of their permutation ``order``;
+        returns the batch's summed loss as a device scalar."""
         net, count = self.net, self.state["step"]
         scalars = self.opt.host_scalars(count, lr) if self.builtin else {}
-        Ws, bs, self.state, total = self._step(net._W, net._b, self.state, X, Z, start,
+        Ws, bs, self.state, total = self._step(net._W, net._b, self.state, X, Z, order, start,
                                                lr, scalars, size=stop - start)
         if self.compiled:  # the compiled step returns the count as a device integer
             self.state["step"] = count + 1
@@ -173,20 +173,17 @@ class _Trainer:
 
     def epoch(self, X, Z, order, batch_size, lr):
         """All batches of one epoch; the summed loss stays on the device."""
-        xp, n = self.xp, X.shape[0]
-        if order is not None:
-            X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)
         total = None
-        for start, stop in _batches(n, batch_size):
-            loss = self.step(X, Z, start, stop, lr)
+        for start, stop in _batches(X.shape[0], batch_size):
+            loss = self.step(X, Z, order, start, stop, lr)
             total = loss if total is None else total + loss
-        return total / n
+        return total / X.shape[0]
 
 
-def _pure_step(net, opt, update_kwargs, Ws, bs, state, X, Z, start, lr, scalars, size):
-    """Forward, backprop and the optimizer's update on rows start:start+size of (X, Z):
+def _pure_step(net, opt, update_kwargs, Ws, bs, state, X, Z, order, start, lr, scalars, size):
+    """Forward, backprop and the optimizer's update on one batch (:func:`_batch`):
     (new Ws, new bs, new state, batch loss)."""
-    Xb, Zb = _rows(net.xp, X, start, size), _rows(net.xp, Z, start, size)
+    Xb, Zb = _batch(net.xp, X, Z, order, start, size)
     As, U_L, total, _ = net._forward(Xb, Zb, params=(Ws, bs))
     grads = net._grads(As, U_L, Zb, Ws, lr / size if update_kwargs.get("lr_in_grads") else None)
     flat_p, flat_g = [], []
@@ -197,12 +194,12 @@ def _pure_step(net, opt, update_kwargs, Ws, bs, state, X, Z, start, lr, scalars,
     return new[0::2], new[1::2], state, total
 
 
-def _descent_step(net, subtract_matmul, Ws, bs, state, X, Z, start, lr, scalars, size):
+def _descent_step(net, subtract_matmul, Ws, bs, state, X, Z, order, start, lr, scalars, size):
     """Plain SGD's step where the backend multiplies and accumulates in place
     (``Backend.subtract_matmul``): backprop takes each layer's step W -= lr·Δᵀ A(l-1) itself,
     so no gradient array is made and no update pass follows. The same E12 step as
     :func:`_pure_step` with :class:`~portable_bp.optim.SGD` (lr-scaled gradients), in place."""
-    Xb, Zb = _rows(net.xp, X, start, size), _rows(net.xp, Z, start, size)
+    Xb, Zb = _batch(net.xp, X, Z, order, start, size)
     As, U_L, total, _ = net._forward(Xb, Zb, params=(Ws, bs))
     net._grads(As, U_L, Zb, Ws, lr / size, descend=(bs, subtract_matmul))
     state["step"] += 1  # what SGD.update counts
@@ -217,13 +214,22 @@ def _update_kwargs(opt, mutable, kernels):
     return kwargs
 
 
-def _rows(xp, A, start, size):
-    """A[start:start + size]: a view when ``start`` is a number; inside a compiled step,
-    where it is traced (an argument, so that one program serves every batch), a gather,
-    since slice bounds must be constants there."""
+def _batch(xp, X, Z, order, start, size):
+    """Rows start:start+size of (X, Z), or of their permutation ``order`` (the epoch's
+    shuffle). Shuffled batches gather just their own rows, so shuffling never copies the
+    dataset (which on a GPU would double the memory it takes). Unshuffled ones are views
+    when ``start`` is a number; inside a compiled step, where it is traced (an argument, so
+    that one program serves every batch), a gather, since slice bounds must be constants
+    there."""
     if isinstance(start, Integral):
-        return A[start:start + size, ...]
-    return xp.take(A, xp.arange(size) + start, axis=0)
+        if order is None:
+            return X[start:start + size, ...], Z[start:start + size, ...]
+        rows = order[start:start + size]
+    else:
+        rows = xp.arange(size) + start
+        if order is not None:
+            rows = xp.take(order, rows)
+    return xp.take(X, rows, axis=0), xp.take(Z, rows, axis=0)
 
 
 def _compiled(net, key, fn, static_argnames=()):
@@ -246,21 +252,30 @@ def _compiled_step(net, opt):
     return _compiled(net, key, functools.partial(_pure_step, net, opt, kwargs), ("size",))
 
 
-def _metrics(net, X, Z, prefix=""):
-    """Loss and (for classifiers) accuracy over X as Python floats, in one forward pass."""
-    run = _compiled(net, "metrics", functools.partial(_loss_and_accuracy, net))
-    total, accuracy = run(net._W, net._b, X, Z)
-    out = {prefix + "loss": float(total) / X.shape[0]}
-    if accuracy is not None:
-        out[prefix + "accuracy"] = float(accuracy)
+def _metrics(net, X, Z, prefix="", batch_size=None):
+    """Loss and (for classifiers and BCE) accuracy over X as Python floats. Taken over
+    batches of ``batch_size`` rows (all of X when None), so the activations alive are one
+    batch's; the sums stay on the device and are read back once."""
+    run = _compiled(net, "metrics", functools.partial(_loss_and_hits, net))
+    n = X.shape[0]
+    total = hits = None
+    for s, t in _batches(n, n if batch_size is None else batch_size):
+        part, part_hits = run(net._W, net._b, X[s:t, ...], Z[s:t, ...])
+        total = part if total is None else total + part
+        if part_hits is not None:
+            hits = part_hits if hits is None else hits + part_hits
+    out = {prefix + "loss": float(total) / n}
+    if hits is not None:
+        out[prefix + "accuracy"] = int(hits) / n
     return out
 
 
-def _loss_and_accuracy(net, Ws, bs, X, Z):
-    """The summed loss over X and, for classifiers and BCE, the accuracy (device scalars)."""
+def _loss_and_hits(net, Ws, bs, X, Z):
+    """The summed loss over X and, for classifiers and BCE, the number of correct samples
+    (device scalars)."""
     As, _, total, _ = net._forward(X, Z, params=(Ws, bs))
     if net.is_classifier or net.loss == "binary_cross_entropy":
-        return total, _accuracy(net.xp, net, As[-1], Z)
+        return total, _hits(net.xp, net, As[-1], Z)
     return total, None
 
 
@@ -269,16 +284,19 @@ def _outputs(net, Ws, bs, X):
     return net._forward(X, params=(Ws, bs))[0][-1]
 
 
-def _accuracy(xp, net, A, Z):
+def _hits(xp, net, A, Z):
+    """How many rows of A are right: the arg-max class for classifiers, every unit on the
+    right side of 0.5 for binary outputs (an integer count: exact for any n)."""
     if net.is_classifier:
-        hits = xp.argmax(A, axis=1) == xp.argmax(Z, axis=1)
-    else:  # binary outputs: threshold each unit at 0.5
+        hits = xp.argmax(A, axis=1) == (Z if Z.ndim == 1 else xp.argmax(Z, axis=1))
+    else:
         hits = xp.all((A >= 0.5) == (Z >= 0.5), axis=1)
-    return xp.mean(xp.astype(hits, A.dtype))
+    return xp.count_nonzero(hits)
 
 
 def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle=True,
-        validation_data=None, progress=False, callbacks=(), checkpoint=None, resume=False):
+        validation_data=None, validation_batch_size=None, progress=False, callbacks=(),
+        checkpoint=None, resume=False):
     """Train ``net`` by gradient descent (E12) and return a :class:`History`.
 
     batch_size: None for full-batch gradient descent, 1 for single-sample SGD, k for
@@ -290,6 +308,11 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
     ``epochs`` is the total to reach. Callbacks are objects with ``on_train_begin(net)``,
     ``on_epoch_end(net, epoch, logs) -> stop?`` and ``on_train_end(net)`` (each optional),
     or plain callables ``f(net, epoch, logs) -> stop?``.
+    validation_data: (X_val, Z_val), scored after every epoch in batches of
+    ``validation_batch_size`` rows (default: the training batch size, at least 1024).
+    Shuffling gathers each batch's rows from the data in place, and integer labels stay
+    labels: beyond the data, fit holds one batch's worth of arrays, never a copy of the
+    dataset.
     A NaN/inf loss raises :class:`TrainingDiverged` naming the epoch and batch; the network
     keeps the parameters it had before that batch. For that, fit keeps a copy of the
     parameters and optimizer state from the start of the current epoch, on the device.
@@ -309,6 +332,9 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
             Xv = _inputs.features(backend, validation_data[0], net.sizes[0], net._dt, "X_val")
             val = (Xv, _inputs.targets(backend, validation_data[1], Xv.shape[0], net.sizes[-1],
                                        net.loss, net._dt, "Z_val"))
+            val_bs = (max(bs, 1024) if validation_batch_size is None else
+                      _check_batch_size(validation_batch_size, Xv.shape[0],
+                                        "validation_batch_size"))
         start_epoch, state = net.epochs_trained, None
         if resume:
             if checkpoint is None:
@@ -333,7 +359,8 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
             for epoch in range(start_epoch, epochs):
                 t0 = time.perf_counter()
                 lr_now = getattr(opt, "lr", None)  # custom optimizers may keep their own
-                lr_now = lr_now(epoch) if callable(lr_now) else lr_now
+                if callable(lr_now):
+                    lr_now = _scheduled_lr(lr_now, epoch)
                 order = None
                 if shuffle:
                     perm = backend.rng([net.seed, epoch]).permutation(n)
@@ -348,7 +375,7 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
                     _locate_divergence(net, trainer, snapshot, X, Z, order, bs, lr_now, epoch)
                 logs = {"loss": loss}
                 if val is not None:
-                    logs.update(_metrics(net, *val, prefix="val_"))
+                    logs.update(_metrics(net, *val, prefix="val_", batch_size=val_bs))
                 logs["time"] = time.perf_counter() - t0
                 net.epochs_trained = epoch + 1
                 net.optimizer_state = (opt, trainer.state)
@@ -376,6 +403,17 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
     return history
 
 
+def _scheduled_lr(schedule, epoch):
+    """The schedule's learning rate for ``epoch`` as a Python float, checked like a fixed
+    one. NumPy scalars and 0-d arrays are read (a NumPy float64 would otherwise promote a
+    float32 step to float64); anything else that is not a positive number is refused."""
+    value = schedule(epoch)
+    if hasattr(value, "__float__") and not isinstance(value, bool):
+        value = float(value)
+    return _check_rate(f"the learning-rate schedule's value for epoch {epoch}", value,
+                       lo_open=True)
+
+
 def _params_sum(net):
     """Σ of every parameter (a device scalar): non-finite exactly when some parameter is."""
     xp = net.xp
@@ -390,12 +428,9 @@ def _locate_divergence(net, trainer, snapshot, X, Z, order, bs, lr, epoch):
     """Replay the epoch from its start, one checked batch at a time, to name the batch whose
     loss or update became non-finite and leave the parameters as they were just before it."""
     snapshot.restore(net, trainer)
-    xp, n = net.xp, X.shape[0]
-    if order is not None:
-        X, Z = xp.take(X, order, axis=0), xp.take(Z, order, axis=0)
-    for batch, (start, stop) in enumerate(_batches(n, bs)):
+    for batch, (start, stop) in enumerate(_batches(X.shape[0], bs)):
         before = _Snapshot(net, trainer.state)
-        loss = float(trainer.step(X, Z, start, stop, lr)) / (stop - start)
+        loss = float(trainer.step(X, Z, order, start, stop, lr)) / (stop - start)
         params_finite = math.isfinite(float(_params_sum(net)))
         if not (math.isfinite(loss) and params_finite):
             before.restore(net, trainer)
@@ -450,16 +485,10 @@ def predict(net, X, batch_size=None):
 
 
 def evaluate(net, X, Z, batch_size=None) -> dict:
-    """``{"loss": ..., "accuracy": ...}`` over all of X (accuracy for classifiers and BCE)."""
+    """``{"loss": ..., "accuracy": ...}`` over all of X (accuracy for classifiers and BCE),
+    in batches of ``batch_size`` rows (None: all at once)."""
     with net.backend.activate():
         X = net._features(X)
         Z = net._targets(Z, X.shape[0])
-        if batch_size is None:
-            return _metrics(net, X, Z)
-        bs = _check_batch_size(batch_size, X.shape[0])
-        sums: dict = {}
-        for s, t in _batches(X.shape[0], bs):
-            part = _metrics(net, X[s:t, ...], Z[s:t, ...])
-            for k, v in part.items():
-                sums[k] = sums.get(k, 0.0) + v * (t - s)
-        return {k: v / X.shape[0] for k, v in sums.items()}
+        bs = None if batch_size is None else _check_batch_size(batch_size, X.shape[0])
+        return _metrics(net, X, Z, batch_size=bs)

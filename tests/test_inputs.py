@@ -64,12 +64,24 @@ def test_bad_labels(clf, Z, match):
         clf.loss_and_grads(X3, Z)
 
 
-def test_one_hot_and_integer_labels_agree(clf):
-    y = np.array([0, 2, 1, 1, 0])
-    l1, g1 = clf.loss_and_grads(X3, y)
-    l2, g2 = clf.loss_and_grads(X3, np.eye(3)[y])
-    assert l1 == pytest.approx(l2)
-    np.testing.assert_allclose(to_np(clf, g1[0][0]), to_np(clf, g2[0][0]))
+@pytest.mark.parametrize("label_dtype", ["uint8", "int32", "int64", "float64"])
+@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "array-api"])
+def test_one_hot_and_integer_labels_agree(clf, label_dtype, fused):
+    """Labels of any integer type (or whole floats) are read as labels all the way (the
+    loss gathers one entry per row, Δ(L) compares with the column index), and give what
+    one-hot rows give."""
+    clf.fused_kernels = fused
+    X = np.random.default_rng(0).standard_normal((7, 3))
+    y = np.array([0, 2, 1, 1, 0, 2, 2])
+    l1, g1 = clf.loss_and_grads(X, y.astype(label_dtype))
+    l2, g2 = clf.loss_and_grads(X, np.eye(3)[y])
+    assert l1 == pytest.approx(l2, rel=1e-6)
+    for (dW1, db1), (dW2, db2) in zip(g1, g2):
+        np.testing.assert_allclose(to_np(clf, dW1), to_np(clf, dW2), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(to_np(clf, db1), to_np(clf, db2), rtol=1e-6, atol=1e-7)
+    ev1, ev2 = clf.evaluate(X, y.astype(label_dtype)), clf.evaluate(X, np.eye(3)[y])
+    assert ev1["accuracy"] == ev2["accuracy"]
+    assert ev1["loss"] == pytest.approx(ev2["loss"], rel=1e-6)
 
 
 def test_binary_cross_entropy_targets_in_unit_interval():

@@ -41,6 +41,11 @@ class FusedOps:
             for name, d in _DERIVATIVE.items()}
         self._output_delta = cupy.ElementwiseKernel(
             "T a, T z, T scale", "T d", "d = (a - z) * scale", "pbp_output_delta")
+        # class labels y (m, 1) against the row 0 .. k-1 (k,): broadcast to (m, k)
+        self._label_delta = cupy.ElementwiseKernel(
+            "T a, I y, I k, T scale", "T d", "d = (a - (y == k ? (T)1 : (T)0)) * scale",
+            "pbp_label_delta")
+        self._classes: dict = {}
         self._sgd = cupy.ElementwiseKernel(
             "T g, T lr", "T p", "p -= lr * g", "pbp_sgd")
         self._momentum = cupy.ElementwiseKernel(
@@ -56,8 +61,20 @@ class FusedOps:
         return self._act_backward[name](A, G)
 
     def output_delta(self, A, Z, scale):
-        """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m) in one pass."""
+        """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m) in one pass; Z one-hot rows or class
+        labels (m,), compared with each column index in the same pass."""
+        if Z.ndim == 1:
+            return self._label_delta(A, Z[:, None], self._class_row(A.shape[1], Z.dtype),
+                                     A.dtype.type(scale))
         return self._output_delta(A, Z, A.dtype.type(scale))
+
+    def _class_row(self, k, dtype):
+        """0 .. k-1 on the current device, cached."""
+        key = (k, dtype, cupy.cuda.Device().id)
+        row = self._classes.get(key)
+        if row is None:
+            row = self._classes[key] = cupy.arange(k, dtype=dtype)
+        return row
 
     def sgd(self, P, G, lr):
         """E12 in place: P <- P - lr G."""

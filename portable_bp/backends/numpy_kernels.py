@@ -25,6 +25,7 @@ class FusedOps:
 
     def __init__(self):
         self._zero_rows: dict = {}
+        self._classes: dict = {}
 
     def _zero(self, U):
         """0 to compare U with: a cached row of zeros for large U, the scalar for small."""
@@ -79,10 +80,20 @@ class FusedOps:
         return G
 
     def output_delta(self, A, Z, scale):
-        """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m), one temporary instead of two."""
+        """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m), one temporary instead of two. Class
+        labels Z (m,) enter as a boolean one-hot mask (A - True is A - 1.0: no float copy)."""
+        if Z.ndim == 1:
+            Z = Z[:, None] == self._class_row(A.shape[1], Z.dtype)
         D = A - Z
         D *= scale
         return D
+
+    def _class_row(self, k, dtype):
+        """0 .. k-1, cached: labels compare against it."""
+        row = self._classes.get((k, dtype))
+        if row is None:
+            row = self._classes[(k, dtype)] = np.arange(k, dtype=dtype)
+        return row
 
     def sgd(self, P, G, lr):
         """E12 in place: P <- P - lr G."""
