@@ -35,12 +35,13 @@ def _all(xp, cond) -> bool:
 def check_finite(xp, arr, what: str) -> None:
     """ValueError if ``arr`` holds NaN or inf.
 
-    A sum is finite only when every element is (NaN and inf propagate), and it needs no
-    temporary the size of the data; only a non-finite sum (NaN/inf present, or finite
-    values large enough to overflow it) runs the exact element-wise test."""
-    if math.isfinite(float(xp.sum(arr))):
+    The largest and smallest elements are finite exactly when every element is (the
+    standard's ``max``/``min`` propagate NaN; an inf is itself the max or the min). Two
+    reductions: no temporary the size of the data, and nothing that can overflow (a sum of
+    large finite float32 values would, and NumPy would warn)."""
+    if array_api_compat.size(arr) == 0:
         return
-    if not _all(xp, xp.isfinite(arr)):
+    if not (math.isfinite(float(xp.max(arr))) and math.isfinite(float(xp.min(arr)))):
         raise ValueError(f"{what} contains NaN or inf; clean or impute the data first")
 
 
@@ -64,11 +65,11 @@ def features(backend, X, n_in: int, dtype, what: str = "X"):
 
 
 def targets(backend, Z, n_samples: int, n_out: int, loss: str, dtype, what: str = "Z"):
-    """Z as an (n_samples, n_out) float array on the device, checked against the loss.
-
-    For ``cross_entropy`` Z may be integer labels (n,) in [0, n_out), kept as int64 labels
-    (the losses read them directly: no (n, n_out) one-hot array), or rows of probabilities
-    (n, n_out) such as one-hot rows.
+    """Z on the device, checked against the loss: an (n_samples, n_out) float array, or
+    for ``cross_entropy`` possibly integer labels (n,) in [0, n_out), kept as labels (one
+    index per sample, see :func:`labels`; the losses read them directly, so no (n, n_out)
+    one-hot array is made). Rows of probabilities (n, n_out), such as one-hot rows, are
+    accepted for ``cross_entropy`` too.
     """
     xp = backend.xp
     Z = to_backend(backend, Z, None, what)
@@ -103,8 +104,9 @@ def targets(backend, Z, n_samples: int, n_out: int, loss: str, dtype, what: str 
 
 
 def labels(xp, y, n_classes: int, what: str = "Z"):
-    """Integer class labels in [0, n_classes) as int64 (any integer type could overflow an
-    index computed from it), checked; float labels must be whole numbers."""
+    """Integer class labels in [0, n_classes) in the namespace's index dtype (int64; int32
+    on JAX without x64): a narrower type could overflow the row indices computed from it.
+    Checked; float labels must be whole numbers."""
     if xp.isdtype(y.dtype, "real floating"):
         check_finite(xp, y, what)
         if not _all(xp, y == xp.round(y)):
@@ -115,4 +117,5 @@ def labels(xp, y, n_classes: int, what: str = "Z"):
     if lo < 0 or hi >= n_classes:
         raise ValueError(f"{what} labels must lie in [0, {n_classes}) for a network with {n_classes} "
                          f"outputs; got values from {lo} to {hi}")
-    return y if y.dtype == xp.int64 else xp.astype(y, xp.int64)
+    index = xp.__array_namespace_info__().default_dtypes()["indexing"]
+    return y if y.dtype == index else xp.astype(y, index)

@@ -310,9 +310,9 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
     or plain callables ``f(net, epoch, logs) -> stop?``.
     validation_data: (X_val, Z_val), scored after every epoch in batches of
     ``validation_batch_size`` rows (default: the training batch size, at least 1024).
-    Shuffling gathers each batch's rows from the data in place, and integer labels stay
-    labels: beyond the data, fit holds one batch's worth of arrays, never a copy of the
-    dataset.
+    Shuffling gathers each batch's rows, and integer labels stay labels (one index per
+    sample): once X and Z are on the device (in the network's dtype), fit holds one batch's
+    worth of arrays more, never a shuffled or one-hot copy of the dataset.
     A NaN/inf loss raises :class:`TrainingDiverged` naming the epoch and batch; the network
     keeps the parameters it had before that batch. For that, fit keeps a copy of the
     parameters and optimizer state from the start of the current epoch, on the device.
@@ -326,15 +326,14 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
         n = X.shape[0]
         bs = _check_batch_size(batch_size, n)
         val = None
+        val_bs = (max(bs, 1024) if validation_batch_size is None else
+                  _check_batch_size(validation_batch_size, math.inf, "validation_batch_size"))
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, Z_val)")
             Xv = _inputs.features(backend, validation_data[0], net.sizes[0], net._dt, "X_val")
             val = (Xv, _inputs.targets(backend, validation_data[1], Xv.shape[0], net.sizes[-1],
                                        net.loss, net._dt, "Z_val"))
-            val_bs = (max(bs, 1024) if validation_batch_size is None else
-                      _check_batch_size(validation_batch_size, Xv.shape[0],
-                                        "validation_batch_size"))
         start_epoch, state = net.epochs_trained, None
         if resume:
             if checkpoint is None:
@@ -404,14 +403,17 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
 
 
 def _scheduled_lr(schedule, epoch):
-    """The schedule's learning rate for ``epoch`` as a Python float, checked like a fixed
-    one. NumPy scalars and 0-d arrays are read (a NumPy float64 would otherwise promote a
-    float32 step to float64); anything else that is not a positive number is refused."""
+    """The schedule's learning rate for ``epoch`` as a Python float. NumPy scalars and 0-d
+    arrays are read (a NumPy float64 would otherwise promote a float32 step to float64);
+    anything but a finite number >= 0 is refused with the epoch named. Unlike a fixed lr,
+    0 is allowed: warm-ups start there and ``CosineLR`` ends there."""
     value = schedule(epoch)
     if hasattr(value, "__float__") and not isinstance(value, bool):
-        value = float(value)
-    return _check_rate(f"the learning-rate schedule's value for epoch {epoch}", value,
-                       lo_open=True)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            pass  # e.g. a 1-element array: refused below, by name
+    return _check_rate(f"the learning-rate schedule's value for epoch {epoch}", value)
 
 
 def _params_sum(net):

@@ -26,6 +26,15 @@ def test_one_pass_softmax_cross_entropy_equals_the_definitions(u, data):
     reference = -np.sum(z * losses.log_softmax(xp, u))
     assert total == pytest.approx(reference, rel=1e-10, abs=1e-10)
     np.testing.assert_allclose(a.sum(axis=1), 1.0, rtol=1e-12)
+    # class labels (what fit keeps) give the same loss, outputs and Δ(L) as one-hot rows
+    a_l, total_l = losses.softmax_cross_entropy(xp, u, labels)
+    np.testing.assert_array_equal(a_l, a)
+    assert total_l == pytest.approx(total, rel=1e-12, abs=1e-12)
+    assert losses.cross_entropy(xp, u, a, labels) == pytest.approx(reference, rel=1e-10, abs=1e-10)
+    assert losses.cross_entropy(xp, u, a, z) == pytest.approx(reference, rel=1e-10, abs=1e-10)
+    softmax = act.ACTIVATIONS["softmax"]
+    np.testing.assert_array_equal(losses.fused_output_delta(xp, u, a, labels, softmax, 0.5),
+                                  losses.fused_output_delta(xp, u, a, z, softmax, 0.5))
 
 
 @settings(max_examples=200, deadline=None)

@@ -315,6 +315,27 @@ def test_validation_in_batches_gives_the_whole_set_metrics(val_bs):
     assert h.history["val_accuracy"][0] == hits / 23 == whole["accuracy"]
 
 
+def test_integer_labels_on_jax_without_x64_warn_nothing():
+    """JAX without x64 has int32 indices: labels are converted to the namespace's index
+    dtype, not to int64 (which JAX would truncate with a warning on every call). Run in a
+    fresh process: any float64 network made earlier in this one switches x64 on."""
+    import subprocess
+    import sys
+
+    ok, reason = probe("jax")
+    if not ok:
+        pytest.skip(f"backend jax unavailable: {reason}")
+    code = ("import numpy as np, portable_bp as pbp\n"
+            "X = np.random.default_rng(0).standard_normal((40, 3))\n"
+            "y = np.arange(40) % 3\n"
+            "net = pbp.Network([3, 4, 3], activation='relu', loss='cross_entropy', backend='jax', seed=0)\n"
+            "net.fit(X, y, epochs=2, batch_size=8, lr=0.1, validation_data=(X, y))\n"
+            "print(net.evaluate(X, y.astype(np.int32))['accuracy'])\n")
+    r = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def _fit_peak_bytes(X, y, **kwargs):
     """tracemalloc's peak (bytes NumPy allocated) during a one-epoch fit on NumPy, after a
     warm-up fit has filled the backend's caches."""
@@ -397,15 +418,28 @@ def test_fit_uses_the_schedule_per_epoch(schedule):
     assert max_rel_diff(host_params(split), host_params(net)) < 1e-12
 
 
-@pytest.mark.parametrize("value", [-0.1, 0.0, float("nan"), float("inf"), "0.1", None, True],
-                         ids=["negative", "zero", "nan", "inf", "str", "none", "bool"])
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), "0.1", None, True,
+                                   np.array([0.1])],
+                         ids=["negative", "nan", "inf", "str", "none", "bool", "1-element-array"])
 def test_a_bad_scheduled_lr_names_the_epoch(value):
     X, Z = regression(8)
     net = pbp.Network([3, 4, 2], dtype="float64", seed=0)
     schedule = lambda epoch: 0.1 if epoch < 1 else value  # noqa: E731
-    with pytest.raises(ValueError, match=r"schedule's value for epoch 1 must be a number > 0"):
+    with pytest.raises(ValueError, match=r"schedule's value for epoch 1 must be a number >= 0"):
         net.fit(X, Z, epochs=3, batch_size=4, lr=schedule)
     assert net.epochs_trained == 1
+
+
+def test_a_schedule_may_reach_zero():
+    """A warm-up from 0 and CosineLR past total_epochs (min_lr=0) train: an epoch at lr 0
+    leaves the parameters as they were."""
+    X, Z = regression(8)
+    net = pbp.Network([3, 4, 2], dtype="float64", seed=0)
+    h = net.fit(X, Z, epochs=3, batch_size=4, lr=CosineLR(0.1, total_epochs=2))
+    assert len(h.history["loss"]) == 3
+    before = host_params(net)
+    net.fit(X, Z, epochs=1, batch_size=4, lr=lambda epoch: 0.0)
+    assert max_rel_diff(host_params(net), before) == 0.0
 
 
 @pytest.mark.parametrize("spec", ["numpy", "torch", "array_api_strict"])
@@ -708,6 +742,7 @@ BAD_FIT = [
      ValueError, "validation_batch_size"),
     (dict(validation_data=(np.zeros((4, 3)), np.zeros((4, 2))), validation_batch_size=2.0),
      ValueError, "validation_batch_size"),
+    (dict(validation_batch_size=-3), ValueError, "validation_batch_size"),
 ]
 
 
