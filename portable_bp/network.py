@@ -175,7 +175,10 @@ class Network:
         if Z is None:
             As.append(self._output.forward(xp, U))
         elif self._loss.output is not None:  # softmax + cross-entropy share one exp
-            A, total = self._loss.output(xp, U, Z)
+            pair = None
+            if fused and Z.ndim == 1 and getattr(fused, "softmax_cross_entropy", None):
+                pair = fused.softmax_cross_entropy(U, Z)  # None where the kernel cannot
+            A, total = pair if pair is not None else self._loss.output(xp, U, Z)
             As.append(A)
         else:
             As.append(self._output.forward(xp, U))

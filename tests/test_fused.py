@@ -79,6 +79,52 @@ def test_fused_kernels_equal_reference_path(spec, dtype, act, loss):
 
 
 @pytest.mark.parametrize("spec", FUSED_SPECS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m,k", [(1, 1), (5, 3), (33, 10), (7, 300), (4, 1000)])
+def test_fused_softmax_cross_entropy_equals_the_loss_table(spec, dtype, m, k):
+    """The backend's softmax + cross-entropy for labels (NumPy: in place, bit for bit;
+    CuPy: one kernel, several thread strides where k > 256) against losses.py, with
+    logits large enough to overflow an unshifted exp."""
+    from portable_bp import losses
+
+    be = pbp.backends.get(spec)
+    if be.fused.softmax_cross_entropy is None:
+        pytest.skip(f"{spec}: the fused softmax + cross-entropy failed its start-up check")
+    rng = np.random.default_rng(k)
+    u = rng.standard_normal((m, k)) * 30
+    u[0] += 800.0
+    U = be.asarray(u, dtype)
+    y = be.asarray(rng.integers(0, k, m), None)
+    with be.activate():
+        A, total = be.fused.softmax_cross_entropy(U, y)
+        want_A, want_total = losses.softmax_cross_entropy(be.xp, U, y)
+    if spec == "numpy":
+        np.testing.assert_array_equal(A, want_A)
+        assert total == want_total
+    else:
+        tol = TOL[dtype]
+        np.testing.assert_allclose(_np(be, A), _np(be, want_A), rtol=tol, atol=tol)
+        assert float(total) == pytest.approx(float(want_total), rel=tol, abs=tol)
+    assert str(A.dtype).endswith(dtype)
+    assert tuple(A.shape) == (m, k) and np.ndim(be.to_numpy(total)) == 0
+
+
+def test_forward_takes_the_fused_softmax_cross_entropy_for_labels_only(monkeypatch):
+    net = pbp.Network([4, 6, 3], activation="relu", loss="cross_entropy", seed=0)
+    calls = []
+    original = net.backend.fused.softmax_cross_entropy
+    monkeypatch.setattr(net.backend.fused, "softmax_cross_entropy",
+                        lambda U, y: calls.append(y.shape) or original(U, y))
+    X, y = make_data(10, 4, 3, "cross_entropy")
+    net.loss_and_grads(X, y)
+    assert calls == [(10,)]
+    net.loss_and_grads(X, np.eye(3)[y])  # one-hot rows: the Array API path
+    net.fused_kernels = False
+    net.loss_and_grads(X, y)
+    assert calls == [(10,)]
+
+
+@pytest.mark.parametrize("spec", FUSED_SPECS)
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam"])
 def test_fused_training_equals_reference_training(spec, optimizer):
     net = pbp.Network([8, 16, 3], activation="relu", loss="cross_entropy", backend=spec,

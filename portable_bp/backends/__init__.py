@@ -163,9 +163,13 @@ def describe() -> list[dict]:
 
 def hot_path(backend: Backend) -> str:
     """What a backend's training step uses beyond the Array API code, comma-separated:
-    ``fused`` (element-wise kernels), ``gemm-sgd`` (plain SGD's step as one in-place BLAS
-    product, ``Backend.subtract_matmul``), ``jit`` (a compiled step); else ``array-api``."""
+    ``fused`` (element-wise kernels), ``softmax-ce`` (softmax + cross-entropy for labels in
+    one kernel, where it passed its start-up check), ``gemm-sgd`` (plain SGD's step as one
+    in-place BLAS product, ``Backend.subtract_matmul``), ``jit`` (a compiled step); else
+    ``array-api``."""
+    softmax_ce = getattr(backend.fused, "softmax_cross_entropy", None)
     parts = [label for label, present in (("fused", backend.fused is not None),
+                                          ("softmax-ce", softmax_ce is not None),
                                           ("gemm-sgd", backend.subtract_matmul is not None),
                                           ("jit", backend.compile is not None)) if present]
     return ",".join(parts) or "array-api"

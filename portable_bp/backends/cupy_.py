@@ -51,7 +51,7 @@ def make(device=None) -> Backend:
         _synchronize=lambda: dev.synchronize(),
         _context=lambda: cupy.cuda.Device(index),
         # PORTABLE_BP_FUSED=0 switches the fused kernels off for every network (debugging)
-        fused=None if fused_off else cupy_kernels.FusedOps(),
+        fused=None if fused_off else cupy_kernels.FusedOps(dev),
         subtract_matmul=None if fused_off else cupy_kernels.subtract_matmul(dev),
         info={"version": cupy.__version__, "device_name": name},
     )

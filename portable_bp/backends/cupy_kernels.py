@@ -9,6 +9,49 @@ paths agree. Kernels compile on first use (CuPy caches them on disk).
 from __future__ import annotations
 
 import cupy
+import numpy
+
+# Softmax + cross-entropy for class labels, one thread block per row: the row's max, the
+# shifted exponentials and their sum (two shared-memory reductions), the outputs, and the
+# row's loss log S - s[y] (as losses.softmax_cross_entropy). One launch where the Array API
+# path takes about ten. blockDim is a power of two <= 256; T, EXP and LOG are defined per dtype.
+_SOFTMAX_CE = r"""
+extern "C" __global__ void pbp_softmax_ce(const T* u, const long long* y, T* a,
+                                          T* row_loss, const int k) {
+    __shared__ T buf[256];
+    const int t = threadIdx.x;
+    const long long row = blockIdx.x;
+    const T* ur = u + row * k;
+    T* ar = a + row * k;
+    T m = ur[0];
+    for (int j = t; j < k; j += blockDim.x) m = ur[j] > m ? ur[j] : m;
+    buf[t] = m;
+    __syncthreads();
+    for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+        if (t < h && buf[t + h] > buf[t]) buf[t] = buf[t + h];
+        __syncthreads();
+    }
+    m = buf[0];
+    __syncthreads();
+    T sum = 0;
+    for (int j = t; j < k; j += blockDim.x) {
+        const T e = EXP(ur[j] - m);
+        ar[j] = e;
+        sum += e;
+    }
+    buf[t] = sum;
+    __syncthreads();
+    for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+        if (t < h) buf[t] += buf[t + h];
+        __syncthreads();
+    }
+    const T S = buf[0];
+    for (int j = t; j < k; j += blockDim.x) ar[j] = ar[j] / S;
+    if (t == 0) row_loss[row] = LOG(S) - (ur[y[row]] - m);
+}
+"""
+_PRELUDE = {"f": "typedef float T;\n#define EXP expf\n#define LOG logf\n",
+            "d": "typedef double T;\n#define EXP exp\n#define LOG log\n"}
 
 # f(u) and f'(u) written from a = f(u), as in activations.py; T is the array's type
 _FORWARD = {
@@ -28,11 +71,15 @@ _DERIVATIVE = {
 
 
 class FusedOps:
-    """The kernels the network and the optimizers use when the backend offers them."""
+    """The kernels the network and the optimizers use when the backend offers them.
+
+    ``device``: the GPU on which the softmax + cross-entropy kernel is checked once against
+    a float64 host computation (it is switched off, leaving the Array API path, if it does
+    not compile or does not agree)."""
 
     activations = frozenset(_FORWARD)
 
-    def __init__(self):
+    def __init__(self, device=None):
         self._bias_act = {
             name: cupy.ElementwiseKernel("T b", "T a", "T u = a + b; " + body, f"pbp_bias_{name}")
             for name, body in _FORWARD.items()}
@@ -45,12 +92,35 @@ class FusedOps:
         self._label_delta = cupy.ElementwiseKernel(
             "T a, I y, I k, T scale", "T d", "d = (a - (y == k ? (T)1 : (T)0)) * scale",
             "pbp_label_delta")
-        self._classes: dict = {}
         self._sgd = cupy.ElementwiseKernel(
             "T g, T lr", "T p", "p -= lr * g", "pbp_sgd")
         self._momentum = cupy.ElementwiseKernel(
             "T g, T lr, T mu, bool nesterov", "T p, T v",
             "v = mu * v + g; p -= lr * (nesterov ? g + mu * v : v)", "pbp_momentum")
+        self._classes: dict = {}
+        self._softmax_ce = {code: cupy.RawKernel(_PRELUDE[code] + _SOFTMAX_CE, "pbp_softmax_ce")
+                            for code in _PRELUDE}
+        if device is not None:
+            with device:
+                if not _softmax_ce_agrees(self):
+                    self.softmax_cross_entropy = None
+
+    def softmax_cross_entropy(self, U, y):
+        """Softmax outputs and the summed cross-entropy for class labels ``y`` (m,) in one
+        kernel launch (plus the sum of the row losses): (A, total), or None where the kernel
+        does not apply (a layout or dtype it was not written for)."""
+        kernel = self._softmax_ce.get(U.dtype.char)
+        if (kernel is None or U.ndim != 2 or y.dtype != numpy.int64 or not U.flags.c_contiguous
+                or not y.flags.c_contiguous or U.shape[0] == 0 or U.shape[1] == 0):
+            return None
+        m, k = U.shape
+        block = 32
+        while block < k and block < 256:
+            block *= 2
+        A = cupy.empty_like(U)
+        row_loss = cupy.empty(m, dtype=U.dtype)
+        kernel((m,), (block,), (U, y, A, row_loss, numpy.int32(k)))
+        return A, row_loss.sum()
 
     def bias_activation(self, U, b, name):
         """E7's bias and f in one pass, in place: U <- f(U + b); returns U (now A)."""
@@ -83,6 +153,29 @@ class FusedOps:
     def momentum(self, P, G, V, lr, mu, nesterov):
         """SGD with (Nesterov) momentum, both updates in one pass."""
         self._momentum(G, P.dtype.type(lr), P.dtype.type(mu), bool(nesterov), P, V)
+
+
+def _softmax_ce_agrees(ops) -> bool:
+    """The softmax + cross-entropy kernel against float64 NumPy on rows that exercise it:
+    one and several thread-block strides (k = 3, 300), large logits, both dtypes."""
+    try:
+        rng = numpy.random.default_rng(0)
+        for dtype, tol in ((numpy.float32, 1e-5), (numpy.float64, 1e-12)):
+            for m, k in ((5, 3), (7, 300)):
+                u = rng.standard_normal((m, k)) * 30
+                u[0, :] += 500.0
+                y = rng.integers(0, k, m)
+                s = u - u.max(axis=1, keepdims=True)
+                e = numpy.exp(s)
+                want_a = e / e.sum(axis=1, keepdims=True)
+                want_total = numpy.sum(numpy.log(e.sum(axis=1))) - s[numpy.arange(m), y].sum()
+                A, total = ops.softmax_cross_entropy(cupy.asarray(u, dtype=dtype), cupy.asarray(y))
+                if not (numpy.allclose(cupy.asnumpy(A), want_a, rtol=tol, atol=tol)
+                        and abs(float(total) - want_total) <= tol * max(1.0, abs(want_total))):
+                    return False
+        return True
+    except Exception:  # noqa: BLE001 - does not compile or launch here: the plain path is used
+        return False
 
 
 def _gemm_subtract(W, D, A):

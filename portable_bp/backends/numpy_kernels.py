@@ -26,6 +26,7 @@ class FusedOps:
     def __init__(self):
         self._zero_rows: dict = {}
         self._classes: dict = {}
+        self._row_index: dict = {}
 
     def _zero(self, U):
         """0 to compare U with: a cached row of zeros for large U, the scalar for small."""
@@ -87,6 +88,24 @@ class FusedOps:
         D = A - Z
         D *= scale
         return D
+
+    def softmax_cross_entropy(self, U, y):
+        """Softmax outputs and the summed cross-entropy for class labels ``y`` (m,), as
+        ``losses.softmax_cross_entropy`` computes them (same operations, same order), with
+        exp and the division in place and the row indices cached: (A, total)."""
+        s = U - np.maximum.reduce(U, axis=-1, keepdims=True)
+        picked = np.add.reduce(s[self._rows(U.shape[0], y.dtype), y], axis=None)
+        np.exp(s, out=s)
+        row_sums = np.add.reduce(s, axis=-1, keepdims=True)
+        s /= row_sums
+        return s, np.add.reduce(np.log(row_sums), axis=None) - picked
+
+    def _rows(self, m, dtype):
+        """0 .. m-1, cached: the row index of a per-row gather."""
+        rows = self._row_index.get((m, dtype))
+        if rows is None:
+            rows = self._row_index[(m, dtype)] = np.arange(m, dtype=dtype)
+        return rows
 
     def _class_row(self, k, dtype):
         """0 .. k-1, cached: labels compare against it."""
