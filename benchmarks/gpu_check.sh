@@ -37,6 +37,7 @@ print("fused vs reference: loss", l1, l2, "max |grad diff|", err)
 assert err < 1e-5
 print("cuBLAS one-call SGD step:", "on" if net.backend.subtract_matmul else "OFF (self-check failed)")
 print("one-launch softmax + cross-entropy:", "on" if net.backend.fused.softmax_cross_entropy else "OFF (self-check failed)")
+print("cuBLAS gemv bias step:", "on" if net.backend.subtract_colsum else "OFF (self-check failed)")
 net.fit(X, y, epochs=2, batch_size=8, lr=0.1); ref.fit(X, y, epochs=2, batch_size=8, lr=0.1)
 err = max(float(abs(net.backend.to_numpy(a) - net.backend.to_numpy(b)).max()) for p, q in zip(net.params, ref.params) for a, b in zip(p, q))
 print("plain SGD fit, fused vs reference: max |param diff|", err)

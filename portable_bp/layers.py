@@ -27,9 +27,13 @@ def dense_grads(xp, delta, A_prev):
     return delta.T @ A_prev, xp.sum(delta, axis=0)
 
 
-def dense_descend(xp, W, b, delta, A_prev, subtract_matmul):
+def dense_descend(xp, W, b, delta, A_prev, subtract_matmul, subtract_colsum=None):
     """E10 and E12 at once, for plain SGD with Δ already holding lr/m: W <- W - Δ^T A(l-1),
     b <- b - Σ over rows of Δ, in place. ``subtract_matmul`` is the backend's one-call
-    multiply-accumulate product, so the weight gradient never exists as an array."""
+    multiply-accumulate product, so the weight gradient never exists as an array;
+    ``subtract_colsum``, where the backend has one, takes the bias step in one call too."""
     subtract_matmul(W, delta, A_prev)
-    b -= xp.sum(delta, axis=0)
+    if subtract_colsum is not None:
+        subtract_colsum(b, delta)
+    else:
+        b -= xp.sum(delta, axis=0)

@@ -197,8 +197,8 @@ class Network:
         in Δ(L), so plain SGD passes lr/m and receives lr·grad, saving its update a pass over
         every parameter.
 
-        ``descend`` (plain SGD, ``scale`` = lr/m) is a pair (biases, the backend's
-        ``subtract_matmul``), Ws being the weights: each layer then takes its step in place as
+        ``descend`` (plain SGD, ``scale`` = lr/m) is a pair (biases, :meth:`_descent_ops`),
+        Ws being the weights: each layer then takes its step in place as
         soon as its Δ is known and the Δ below it has been computed from the old W, by
         :func:`~portable_bp.layers.dense_descend`, and nothing is returned. No weight gradient
         array is made where the backend's product takes the layer in one call."""
@@ -223,7 +223,7 @@ class Network:
                 else:
                     delta = backprop_delta(xp, delta, Ws[l], act, As[l])
             if descend is not None:  # after Δ(l-1): E9 needs the W of before the step
-                dense_descend(xp, Ws[l], descend[0][l], delta_l, As[l], descend[1])
+                dense_descend(xp, Ws[l], descend[0][l], delta_l, As[l], *descend[1])
             As[l] = None
         return None if descend is not None else grads
 
@@ -231,9 +231,12 @@ class Network:
         """The backend's fused kernels when it has them and they are switched on, else None."""
         return self.backend.fused if self.fused_kernels else None
 
-    def _subtract_matmul(self):
-        """The backend's in-place W -= Dᵀ A when it has one and fused kernels are on, else None."""
-        return self.backend.subtract_matmul if self.fused_kernels else None
+    def _descent_ops(self):
+        """(subtract_matmul, subtract_colsum): the backend's in-place W -= Dᵀ A and (or None)
+        b -= Σ_rows D, when it has the first and fused kernels are on; else None."""
+        if not self.fused_kernels or self.backend.subtract_matmul is None:
+            return None
+        return self.backend.subtract_matmul, self.backend.subtract_colsum
 
     # -- public computation --------------------------------------------------------------
     def _features(self, X):

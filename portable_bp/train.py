@@ -150,10 +150,10 @@ class _Trainer:
         if self.compiled:
             self._step = _compiled_step(net, opt)
         elif (type(opt) is SGD and opt.takes_lr_in_grads and self.mutable  # not a subclass:
-              and net._subtract_matmul() is not None):  # its update() would be bypassed
+              and net._descent_ops() is not None):  # its update() would be bypassed
             # the product is fetched once: a callback switching fused_kernels off mid-fit
             # changes the next fit, not this one
-            self._step = functools.partial(_descent_step, net, net._subtract_matmul())
+            self._step = functools.partial(_descent_step, net, net._descent_ops())
         else:
             kwargs = (_update_kwargs(opt, self.mutable, net._fused_kernels())
                       if self.builtin else {})
@@ -194,14 +194,14 @@ def _pure_step(net, opt, update_kwargs, Ws, bs, state, X, Z, order, start, lr, s
     return new[0::2], new[1::2], state, total
 
 
-def _descent_step(net, subtract_matmul, Ws, bs, state, X, Z, order, start, lr, scalars, size):
+def _descent_step(net, descent_ops, Ws, bs, state, X, Z, order, start, lr, scalars, size):
     """Plain SGD's step where the backend multiplies and accumulates in place
     (``Backend.subtract_matmul``): backprop takes each layer's step W -= lr·Δᵀ A(l-1) itself,
     so no gradient array is made and no update pass follows. The same E12 step as
     :func:`_pure_step` with :class:`~portable_bp.optim.SGD` (lr-scaled gradients), in place."""
     Xb, Zb = _batch(net.xp, X, Z, order, start, size)
     As, U_L, total, _ = net._forward(Xb, Zb, params=(Ws, bs))
-    net._grads(As, U_L, Zb, Ws, lr / size, descend=(bs, subtract_matmul))
+    net._grads(As, U_L, Zb, Ws, lr / size, descend=(bs, descent_ops))
     state["step"] += 1  # what SGD.update counts
     return Ws, bs, state, total
 

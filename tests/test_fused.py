@@ -109,6 +109,66 @@ def test_fused_softmax_cross_entropy_equals_the_loss_table(spec, dtype, m, k):
     assert tuple(A.shape) == (m, k) and np.ndim(be.to_numpy(total)) == 0
 
 
+def _simulated_softmax_ce(bug=None):
+    """The CUDA kernel's arithmetic in NumPy, in the input's dtype, thread by thread
+    (blockDim as the kernel picks it); ``bug`` injects what a faulty reduction would do."""
+    def run(U, y):
+        with np.errstate(all="ignore"):  # the faulty variants overflow
+            return _simulate(U, y)
+
+    def _simulate(U, y):
+        m, k = U.shape
+        block = 32
+        while block < k and block < 256:
+            block *= 2
+        threads = np.arange(k) % block
+        A = np.empty_like(U)
+        losses = np.empty(m, dtype=U.dtype)
+        for r in range(m):
+            u = U[r]
+            mx = u[threads == 0].max() if bug == "thread-0 max" else u.max()
+            e = np.exp(u - mx)
+            partial = np.array([e[threads == t].sum(dtype=U.dtype) for t in range(block)])
+            if bug == "lost partial sum":
+                partial = partial[:-1]
+            if bug == "lost upper half":
+                partial = partial[:block // 2]
+            S = partial.sum(dtype=U.dtype)
+            A[r] = e / S
+            losses[r] = np.log(S) - (u[y[r]] - mx)
+        return A, losses.sum(dtype=U.dtype)
+    return run
+
+
+@pytest.mark.parametrize("bug", [None, "lost partial sum", "lost upper half", "thread-0 max",
+                                 "raises"])
+def test_cupy_softmax_ce_start_up_check_accepts_the_kernel_and_catches_faults(monkeypatch, bug):
+    """The CuPy kernel's start-up check, run on the CPU against a NumPy simulation of the
+    kernel (a stand-in cupy module): the kernel's own float32 rounding passes, and a
+    reduction that drops a thread's partial sum or takes the wrong max, or a kernel that
+    fails to launch, is refused (the backend then keeps the Array API path)."""
+    import importlib.util
+    import sys
+    import types
+
+    fake = types.SimpleNamespace(asarray=lambda a, dtype=None: np.asarray(a, dtype=dtype),
+                                 asnumpy=np.asarray)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    # a private copy of the module, bound to the stand-in: the real one (if a GPU test
+    # imported it) stays as it is, in sys.modules and on the package
+    path = pbp.backends.__path__[0] + "/cupy_kernels.py"
+    spec = importlib.util.spec_from_file_location("cupy_kernels_with_a_stand_in", path)
+    kernels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernels)
+
+    def failing(U, y):
+        raise RuntimeError("nvrtc: compilation failed")
+
+    ops = types.SimpleNamespace(
+        softmax_cross_entropy=failing if bug == "raises" else _simulated_softmax_ce(bug))
+    assert kernels._softmax_ce_agrees(ops) is (bug is None)
+
+
 def test_forward_takes_the_fused_softmax_cross_entropy_for_labels_only(monkeypatch):
     net = pbp.Network([4, 6, 3], activation="relu", loss="cross_entropy", seed=0)
     calls = []
@@ -177,6 +237,47 @@ def test_subtract_matmul_is_w_minus_dt_a_in_place(spec, dtype, shape):
     assert out is Wd or out.data_ptr() == Wd.data_ptr()  # in place (torch returns the tensor)
     tol = TOL[dtype] * 10
     np.testing.assert_allclose(_np(be, Wd), want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+COLSUM_SPECS = spec_cases(["torch", "cupy", "torch:cuda"])  # subtract_colsum
+
+
+@pytest.mark.parametrize("spec", COLSUM_SPECS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 3), (16, 12), (512, 1024)])  # (batch, n_out)
+def test_subtract_colsum_is_b_minus_row_sums_in_place(spec, dtype, shape):
+    be = pbp.backends.get(spec)
+    assert be.subtract_colsum is not None  # passed its start-up check
+    rng = np.random.default_rng(2)
+    b, D = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    want = b - 2 * D.astype(np.float64).sum(axis=0)
+    bd = be.asarray(b.copy())  # (torch on the CPU shares NumPy's memory)
+    for _ in range(2):  # the second call reuses the cached ones
+        be.subtract_colsum(bd, be.asarray(D))
+    tol = TOL[dtype] * 10
+    np.testing.assert_allclose(_np(be, bd), want, rtol=tol, atol=tol * np.sqrt(shape[0]))
+
+
+def test_subtract_colsum_start_up_check_refuses_wrong_ops():
+    from portable_bp.backends._base import subtract_colsum_agrees
+
+    def right(b, D):
+        b -= D.sum(axis=0)
+        return b
+
+    def not_in_place(b, D):
+        return b - D.sum(axis=0)
+
+    def wrong_axis(b, D):
+        b -= D[:, :1].sum() * 0 + D.sum(axis=0)[::-1]
+        return b
+
+    def raises(b, D):
+        raise RuntimeError("cuBLAS: not initialized")
+
+    assert subtract_colsum_agrees(right)
+    for op in (not_in_place, wrong_axis, raises, lambda b, D: b):
+        assert not subtract_colsum_agrees(op), op
 
 
 def test_numpy_blas_takes_odd_layouts_and_dtypes_through_numpy():
@@ -254,8 +355,14 @@ def test_plain_sgd_fit_takes_the_one_call_step_and_matches_the_reference(monkeyp
         return original(W, D, A)
 
     monkeypatch.setattr(net.backend, "subtract_matmul", counting)
+    colsum_calls = []
+    if net.backend.subtract_colsum is not None:  # torch, cupy: the bias step in one call too
+        original_colsum = net.backend.subtract_colsum
+        monkeypatch.setattr(net.backend, "subtract_colsum",
+                            lambda b, D: colsum_calls.append(tuple(D.shape)) or original_colsum(b, D))
     h1 = net.fit(X, y, epochs=2, batch_size=16, lr=0.1)
     assert len(calls) == 3 * 5 * 2
+    assert len(colsum_calls) == (0 if spec == "numpy" else 3 * 5 * 2)
     assert calls[:3] == [((3, 12), (16, 3), (16, 12)), ((12, 16), (16, 12), (16, 16)), ((16, 8), (16, 16), (16, 8))]
     assert ref.backend.subtract_matmul is counting  # the same (cached) backend: the switch is per network
     h2 = ref.fit(X, y, epochs=2, batch_size=16, lr=0.1)

@@ -57,6 +57,10 @@ class Backend:
     # matrix product (BLAS gemm with beta = 1); plain SGD then takes its step without making
     # a gradient array. None: the Array API path (a product, then a subtraction)
     subtract_matmul: Callable[[Any, Any, Any], Any] | None = None
+    # optional subtract_colsum(b, D): b <- b - Σ over the rows of D, in place, in one call
+    # (BLAS gemv against a vector of ones, beta = 1): plain SGD's bias step. None: a sum,
+    # then a subtraction (two kernel launches on a GPU instead of one)
+    subtract_colsum: Callable[[Any, Any], Any] | None = None
     info: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -138,6 +142,27 @@ def subtract_matmul_agrees(op, to_device=lambda a: a, to_host=np.asarray, float3
             return False
         if not np.allclose(got, want, rtol=tol, atol=tol):
             return False
+    return True
+
+
+def subtract_colsum_agrees(op, to_device=lambda a: a, to_host=np.asarray) -> bool:
+    """True when a backend's ``subtract_colsum`` (b <- b - Σ_rows D, in place) matches the
+    float64 host computation for both dtypes, on a contiguous D and on a block of rows;
+    checked once when the backend is made, like :func:`subtract_matmul_agrees`."""
+    rng = np.random.default_rng(1)
+    b, D = rng.standard_normal(6), rng.standard_normal((9, 6))
+    for dt, tol in (("float32", 1e-5), ("float64", 1e-12)):
+        for rows in (slice(None), slice(2, 7)):
+            bd, Dd = to_device(b.astype(dt)), to_device(D.astype(dt))
+            try:
+                got = to_host(op(bd, Dd[rows]))
+                kept = to_host(bd)
+            except Exception:  # noqa: BLE001 - an op that cannot be called is not used
+                return False
+            want = b - D[rows].sum(axis=0)
+            if not (np.allclose(got, want, rtol=tol, atol=tol)
+                    and np.allclose(kept, want, rtol=tol, atol=tol)):
+                return False
     return True
 
 

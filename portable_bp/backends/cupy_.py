@@ -4,7 +4,8 @@
 computation (which also loads cuBLAS) before the backend is handed out. Fused
 element-wise kernels for the hot path live in ``cupy_kernels``; the Array API code stays
 the reference and the fallback. Plain SGD's step W -= Dᵀ A is one cuBLAS gemm with beta = 1
-(``cupy.cublas.gemm``), checked against ``matmul`` once when the backend is made.
+(``cupy.cublas.gemm``) and its bias step b -= Σ_rows D one gemv against a vector of ones,
+each checked against a host computation once when the backend is made.
 """
 
 import os
@@ -53,5 +54,6 @@ def make(device=None) -> Backend:
         # PORTABLE_BP_FUSED=0 switches the fused kernels off for every network (debugging)
         fused=None if fused_off else cupy_kernels.FusedOps(dev),
         subtract_matmul=None if fused_off else cupy_kernels.subtract_matmul(dev),
+        subtract_colsum=None if fused_off else cupy_kernels.subtract_colsum(dev),
         info={"version": cupy.__version__, "device_name": name},
     )

@@ -110,7 +110,8 @@ class FusedOps:
         kernel launch (plus the sum of the row losses): (A, total), or None where the kernel
         does not apply (a layout or dtype it was not written for)."""
         kernel = self._softmax_ce.get(U.dtype.char)
-        if (kernel is None or U.ndim != 2 or y.dtype != numpy.int64 or not U.flags.c_contiguous
+        if (kernel is None or U.ndim != 2 or y.ndim != 1 or y.shape[0] != U.shape[0]
+                or y.dtype != numpy.int64 or not U.flags.c_contiguous
                 or not y.flags.c_contiguous or U.shape[0] == 0 or U.shape[1] == 0):
             return None
         m, k = U.shape
@@ -157,13 +158,17 @@ class FusedOps:
 
 def _softmax_ce_agrees(ops) -> bool:
     """The softmax + cross-entropy kernel against float64 NumPy on rows that exercise it:
-    one and several thread-block strides (k = 3, 300), large logits, both dtypes."""
+    one and several thread-block strides (k = 3, 300), both dtypes, logits of scale 2 (so
+    that every thread's part of the row sum matters: at scale 30 a row's softmax is nearly
+    one-hot and a lost partial sum would pass), one row at scale 30 and one shifted by 500."""
     try:
         rng = numpy.random.default_rng(0)
         for dtype, tol in ((numpy.float32, 1e-5), (numpy.float64, 1e-12)):
             for m, k in ((5, 3), (7, 300)):
-                u = rng.standard_normal((m, k)) * 30
+                u = rng.standard_normal((m, k)) * 2
                 u[0, :] += 500.0
+                u[1, :] *= 15
+                u = u.astype(dtype).astype(numpy.float64)  # the reference sees the same inputs
                 y = rng.integers(0, k, m)
                 s = u - u.max(axis=1, keepdims=True)
                 e = numpy.exp(s)
@@ -176,6 +181,33 @@ def _softmax_ce_agrees(ops) -> bool:
         return True
     except Exception:  # noqa: BLE001 - does not compile or launch here: the plain path is used
         return False
+
+
+def subtract_colsum(device):
+    """b <- b - Σ_rows D in place as one cuBLAS gemv (Dᵀ times a cached vector of ones,
+    alpha = -1, beta = 1) instead of a sum and a subtraction, when it agrees with the host
+    computation (``_base.subtract_colsum_agrees``); else None."""
+    from ._base import subtract_colsum_agrees
+
+    ones: dict = {}
+
+    def op(b, D):
+        if not (D.ndim == 2 and D.flags.c_contiguous and b.flags.c_contiguous):
+            b -= D.sum(axis=0)  # a layout the gemv was not checked with
+            return b
+        key = (D.shape[0], D.dtype.char, cupy.cuda.Device().id)
+        if key not in ones:
+            ones[key] = cupy.ones(D.shape[0], dtype=D.dtype)
+        return cupy.cublas.gemv("T", D, ones[key], out=b, alpha=-1.0, beta=1.0)
+
+    try:
+        import cupy.cublas  # noqa: F401 - the submodule is not imported by ``import cupy``
+
+        with device:
+            ok = subtract_colsum_agrees(op, cupy.asarray, cupy.asnumpy)
+    except Exception:  # noqa: BLE001 - no cuBLAS gemv we can call: the plain path is used
+        return None
+    return op if ok else None
 
 
 def _gemm_subtract(W, D, A):

@@ -1,7 +1,8 @@
 """PyTorch tensors through array-api-compat's torch namespace (CPU or ``cuda:N``).
 
 Only tensors are used, never autograd: every tensor is created without ``requires_grad``.
-Plain SGD's step W -= Dᵀ A is one ``addmm_`` (a multiply-accumulate product, in place).
+Plain SGD's step W -= Dᵀ A is one ``addmm_`` (a multiply-accumulate product, in place), and
+its bias step b -= Σ_rows D one ``addmv_`` against a cached vector of ones.
 """
 
 import os
@@ -42,13 +43,28 @@ def make(device=None) -> Backend:
     def subtract_matmul(W, D, A):
         return W.addmm_(D.T, A, alpha=-1)
 
+    ones: dict = {}
+
+    def subtract_colsum(b, D):
+        key = (D.shape[0], D.dtype)
+        if key not in ones:
+            ones[key] = torch.ones(D.shape[0], dtype=D.dtype, device=dev)
+        return b.addmv_(D.T, ones[key], alpha=-1)
+
+    from ._base import subtract_colsum_agrees
+
+    fused_off = os.environ.get("PORTABLE_BP_FUSED") == "0"
+    colsum_ok = not fused_off and subtract_colsum_agrees(
+        subtract_colsum, lambda a: torch.as_tensor(a, device=dev), lambda t: t.cpu().numpy())
+
     spec = "torch" if dev.type == "cpu" else f"torch:{dev}"
     return Backend(
         name="torch", xp=xp, device=dev, spec=spec, is_gpu=is_gpu,
         _to_numpy=lambda a: a.detach().cpu().numpy(),
         _owns=owns,
         # PORTABLE_BP_FUSED=0 keeps the Array API path (debugging, comparisons)
-        subtract_matmul=None if os.environ.get("PORTABLE_BP_FUSED") == "0" else subtract_matmul,
+        subtract_matmul=None if fused_off else subtract_matmul,
+        subtract_colsum=subtract_colsum if colsum_ok else None,
         _synchronize=(lambda: torch.cuda.synchronize(dev)) if is_gpu else (lambda: None),
         info={"version": torch.__version__,
               "device_name": torch.cuda.get_device_name(dev) if is_gpu else "cpu"},
