@@ -637,8 +637,9 @@ def build_parser():
                        description="Every backend this installation knows: whether it runs on "
                                    "this machine, its device and version, what its training step "
                                    "adds to the Array API code (fused: element-wise kernels; "
-                                   "softmax-ce: softmax + cross-entropy for labels in one kernel; "
-                                   "gemm-sgd: plain SGD's step as one in-place BLAS product; jit: "
+                                   "softmax-ce: softmax + cross-entropy for labels as one call; "
+                                   "gemm-sgd: plain SGD's weight step as one in-place BLAS product; "
+                                   "gemv-bias: its bias step as one call; jit: "
                                    "a compiled step; array-api: none), and why not when it cannot.")
     b.set_defaults(func=cmd_backends)
 

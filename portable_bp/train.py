@@ -111,11 +111,12 @@ def _copy_params(net):
     return [xp.asarray(W, copy=True) for W in net._W], [xp.asarray(b, copy=True) for b in net._b]
 
 
-def _check_batch_size(batch_size, n, what="batch_size"):
+def _check_batch_size(batch_size, n, what="batch_size", none_means="full batch"):
     if batch_size is None:
         return n
     if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
-        raise ValueError(f"{what} must be a positive integer or None, got {batch_size!r}")
+        raise ValueError(f"{what} must be a positive integer or None ({none_means}), "
+                         f"got {batch_size!r}")
     return min(int(batch_size), n)
 
 
@@ -151,8 +152,9 @@ class _Trainer:
             self._step = _compiled_step(net, opt)
         elif (type(opt) is SGD and opt.takes_lr_in_grads and self.mutable  # not a subclass:
               and net._descent_ops() is not None):  # its update() would be bypassed
-            # the product is fetched once: a callback switching fused_kernels off mid-fit
-            # changes the next fit, not this one
+            # the one-call products are fetched once: a callback switching fused_kernels off
+            # mid-fit switches the element-wise kernels off at the next step, these at the
+            # next fit (the numbers agree either way)
             self._step = functools.partial(_descent_step, net, net._descent_ops())
         else:
             kwargs = (_update_kwargs(opt, self.mutable, net._fused_kernels())
@@ -255,7 +257,7 @@ def _compiled_step(net, opt):
 def _metrics(net, X, Z, prefix="", batch_size=None):
     """Loss and (for classifiers and BCE) accuracy over X as Python floats. Taken over
     batches of ``batch_size`` rows (all of X when None), so the activations alive are one
-    batch's; the sums stay on the device and are read back once."""
+    batch's; the sums stay on the device and are read back at the end (two values)."""
     run = _compiled(net, "metrics", functools.partial(_loss_and_hits, net))
     n = X.shape[0]
     total = hits = None
@@ -327,7 +329,8 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer="sgd", lr=None, shuffle
         bs = _check_batch_size(batch_size, n)
         val = None
         val_bs = (max(bs, 1024) if validation_batch_size is None else
-                  _check_batch_size(validation_batch_size, math.inf, "validation_batch_size"))
+                  _check_batch_size(validation_batch_size, math.inf, "validation_batch_size",
+                                    "the training batch size, at least 1024"))
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, Z_val)")

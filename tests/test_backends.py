@@ -160,7 +160,8 @@ def test_hot_path_names_what_a_backend_adds():
     plain = Backend(name="toy", xp=base.xp, device="cpu", spec="toy")
     assert backends.hot_path(plain) == "array-api"
     full = Backend(name="toy", xp=base.xp, device="cpu", spec="toy", fused=object(),
-                   subtract_matmul=lambda W, D, A: W, compile=lambda f, **kw: f)
-    assert backends.hot_path(full) == "fused,gemm-sgd,jit"
+                   subtract_matmul=lambda W, D, A: W, subtract_colsum=lambda b, D: b,
+                   compile=lambda f, **kw: f)
+    assert backends.hot_path(full) == "fused,gemm-sgd,gemv-bias,jit"
     with_ce = Backend(name="toy", xp=base.xp, device="cpu", spec="toy", fused=base.fused)
     assert backends.hot_path(with_ce) == "fused,softmax-ce"

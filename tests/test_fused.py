@@ -109,6 +109,58 @@ def test_fused_softmax_cross_entropy_equals_the_loss_table(spec, dtype, m, k):
     assert tuple(A.shape) == (m, k) and np.ndim(be.to_numpy(total)) == 0
 
 
+def _cupy_kernels_on_a_stand_in(monkeypatch):
+    """A private copy of ``backends/cupy_kernels.py`` bound to a NumPy stand-in for the
+    ``cupy`` module (its ``cublas.gemv`` and ``gemm`` with CuPy's signatures), so that the CuPy start-up
+    checks and wrappers run on the CPU; the real module, where a GPU test imported it,
+    stays as it is, in sys.modules and on the package."""
+    import importlib.util
+    import sys
+    import types
+
+    def gemv(transa, alpha, a, x, beta, y):  # cupy.cublas.gemv: y <- alpha op(a) x + beta y
+        y[...] = alpha * ((a.T if transa == "T" else a) @ x) + beta * y
+
+    def gemm(transa, transb, a, b, out=None, alpha=1.0, beta=0.0):  # cupy.cublas.gemm
+        product = (a.T if transa == "T" else a) @ (b.T if transb == "T" else b)
+        if out is None:
+            return alpha * product
+        out[...] = alpha * product + beta * out
+        return out
+
+    cublas = types.SimpleNamespace(gemv=gemv, gemm=gemm)
+    fake = types.SimpleNamespace(asarray=lambda a, dtype=None: np.asarray(a, dtype=dtype),
+                                 asnumpy=np.asarray, ones=np.ones, cublas=cublas,
+                                 cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupy.cublas", cublas)
+    path = pbp.backends.__path__[0] + "/cupy_kernels.py"
+    spec = importlib.util.spec_from_file_location("portable_bp.backends._cupy_kernels_on_a_stand_in", path)
+    kernels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernels)
+    return kernels
+
+
+def test_cupy_one_call_steps_pass_their_checks_with_cupys_cublas_signatures(monkeypatch):
+    """The CuPy steps call cupy.cublas.gemm(transa, transb, a, b, out, alpha, beta) and
+    gemv(transa, alpha, a, x, beta, y) (which returns nothing) correctly: with stand-ins of
+    those signatures both pass their start-up checks, and the bias step updates b in place,
+    also on a column slice (the non-contiguous fallback)."""
+    import contextlib
+
+    kernels = _cupy_kernels_on_a_stand_in(monkeypatch)
+    assert kernels.subtract_matmul(contextlib.nullcontext()) is not None
+    op = kernels.subtract_colsum(contextlib.nullcontext())
+    assert op is not None
+    rng = np.random.default_rng(3)
+    b, D = rng.standard_normal(5), rng.standard_normal((7, 9))
+    want = b - D[:, 2:7].sum(axis=0) - D[:, :5].sum(axis=0)
+    out = op(b, np.ascontiguousarray(D[:, 2:7]))
+    assert out is b
+    op(b, D[:, :5])
+    np.testing.assert_allclose(b, want, rtol=1e-12)
+
+
 def _simulated_softmax_ce(bug=None):
     """The CUDA kernel's arithmetic in NumPy, in the input's dtype, thread by thread
     (blockDim as the kernel picks it); ``bug`` injects what a faulty reduction would do."""
@@ -147,19 +199,9 @@ def test_cupy_softmax_ce_start_up_check_accepts_the_kernel_and_catches_faults(mo
     kernel (a stand-in cupy module): the kernel's own float32 rounding passes, and a
     reduction that drops a thread's partial sum or takes the wrong max, or a kernel that
     fails to launch, is refused (the backend then keeps the Array API path)."""
-    import importlib.util
-    import sys
     import types
 
-    fake = types.SimpleNamespace(asarray=lambda a, dtype=None: np.asarray(a, dtype=dtype),
-                                 asnumpy=np.asarray)
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    # a private copy of the module, bound to the stand-in: the real one (if a GPU test
-    # imported it) stays as it is, in sys.modules and on the package
-    path = pbp.backends.__path__[0] + "/cupy_kernels.py"
-    spec = importlib.util.spec_from_file_location("cupy_kernels_with_a_stand_in", path)
-    kernels = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernels)
+    kernels = _cupy_kernels_on_a_stand_in(monkeypatch)
 
     def failing(U, y):
         raise RuntimeError("nvrtc: compilation failed")

@@ -163,14 +163,16 @@ def describe() -> list[dict]:
 
 def hot_path(backend: Backend) -> str:
     """What a backend's training step uses beyond the Array API code, comma-separated:
-    ``fused`` (element-wise kernels), ``softmax-ce`` (softmax + cross-entropy for labels in
-    one kernel, where it passed its start-up check), ``gemm-sgd`` (plain SGD's step as one
-    in-place BLAS product, ``Backend.subtract_matmul``), ``jit`` (a compiled step); else
-    ``array-api``."""
+    ``fused`` (element-wise kernels), ``softmax-ce`` (softmax + cross-entropy for labels as
+    one backend call: one kernel on CuPy, where it passed its start-up check), ``gemm-sgd``
+    (plain SGD's weight step as one in-place BLAS product, ``Backend.subtract_matmul``),
+    ``gemv-bias`` (its bias step as one call, ``Backend.subtract_colsum``), ``jit`` (a
+    compiled step); else ``array-api``."""
     softmax_ce = getattr(backend.fused, "softmax_cross_entropy", None)
     parts = [label for label, present in (("fused", backend.fused is not None),
                                           ("softmax-ce", softmax_ce is not None),
                                           ("gemm-sgd", backend.subtract_matmul is not None),
+                                          ("gemv-bias", backend.subtract_colsum is not None),
                                           ("jit", backend.compile is not None)) if present]
     return ",".join(parts) or "array-api"
 

@@ -147,19 +147,24 @@ def subtract_matmul_agrees(op, to_device=lambda a: a, to_host=np.asarray, float3
 
 def subtract_colsum_agrees(op, to_device=lambda a: a, to_host=np.asarray) -> bool:
     """True when a backend's ``subtract_colsum`` (b <- b - Σ_rows D, in place) matches the
-    float64 host computation for both dtypes, on a contiguous D and on a block of rows;
-    checked once when the backend is made, like :func:`subtract_matmul_agrees`."""
+    float64 host computation for both dtypes, on a contiguous D, a single row, and a column
+    slice of a wider array (not contiguous); checked once when the backend is made, like
+    :func:`subtract_matmul_agrees`."""
     rng = np.random.default_rng(1)
-    b, D = rng.standard_normal(6), rng.standard_normal((9, 6))
+    b, D = rng.standard_normal(6), rng.standard_normal((9, 8))
     for dt, tol in (("float32", 1e-5), ("float64", 1e-12)):
-        for rows in (slice(None), slice(2, 7)):
-            bd, Dd = to_device(b.astype(dt)), to_device(D.astype(dt))
+        wide = to_device(D.astype(dt))
+        cases = ((D[:, 2:], to_device(np.ascontiguousarray(D[:, 2:].astype(dt)))),
+                 (D[3:4, 2:], to_device(np.ascontiguousarray(D[3:4, 2:].astype(dt)))),
+                 (D[:, 1:7], wide[:, 1:7]))
+        for want_rows, Dd in cases:
+            bd = to_device(b.astype(dt))
             try:
-                got = to_host(op(bd, Dd[rows]))
+                got = to_host(op(bd, Dd))
                 kept = to_host(bd)
             except Exception:  # noqa: BLE001 - an op that cannot be called is not used
                 return False
-            want = b - D[rows].sum(axis=0)
+            want = b - want_rows.sum(axis=0)
             if not (np.allclose(got, want, rtol=tol, atol=tol)
                     and np.allclose(kept, want, rtol=tol, atol=tol)):
                 return False

@@ -198,7 +198,8 @@ def subtract_colsum(device):
         key = (D.shape[0], D.dtype.char, cupy.cuda.Device().id)
         if key not in ones:
             ones[key] = cupy.ones(D.shape[0], dtype=D.dtype)
-        return cupy.cublas.gemv("T", D, ones[key], out=b, alpha=-1.0, beta=1.0)
+        cupy.cublas.gemv("T", -1.0, D, ones[key], 1.0, b)  # (transa, alpha, a, x, beta, y)
+        return b
 
     try:
         import cupy.cublas  # noqa: F401 - the submodule is not imported by ``import cupy``

@@ -25,8 +25,7 @@ class FusedOps:
 
     def __init__(self):
         self._zero_rows: dict = {}
-        self._classes: dict = {}
-        self._row_index: dict = {}
+        self._aranges: dict = {}
 
     def _zero(self, U):
         """0 to compare U with: a cached row of zeros for large U, the scalar for small."""
@@ -84,7 +83,7 @@ class FusedOps:
         """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m), one temporary instead of two. Class
         labels Z (m,) enter as a boolean one-hot mask (A - True is A - 1.0: no float copy)."""
         if Z.ndim == 1:
-            Z = Z[:, None] == self._class_row(A.shape[1], Z.dtype)
+            Z = Z[:, None] == self._arange(A.shape[1], Z.dtype)
         D = A - Z
         D *= scale
         return D
@@ -94,24 +93,18 @@ class FusedOps:
         ``losses.softmax_cross_entropy`` computes them (same operations, same order), with
         exp and the division in place and the row indices cached: (A, total)."""
         s = U - np.maximum.reduce(U, axis=-1, keepdims=True)
-        picked = np.add.reduce(s[self._rows(U.shape[0], y.dtype), y], axis=None)
+        picked = np.add.reduce(s[self._arange(U.shape[0], y.dtype), y], axis=None)
         np.exp(s, out=s)
         row_sums = np.add.reduce(s, axis=-1, keepdims=True)
         s /= row_sums
         return s, np.add.reduce(np.log(row_sums), axis=None) - picked
 
-    def _rows(self, m, dtype):
-        """0 .. m-1, cached: the row index of a per-row gather."""
-        rows = self._row_index.get((m, dtype))
-        if rows is None:
-            rows = self._row_index[(m, dtype)] = np.arange(m, dtype=dtype)
-        return rows
-
-    def _class_row(self, k, dtype):
-        """0 .. k-1, cached: labels compare against it."""
-        row = self._classes.get((k, dtype))
+    def _arange(self, n, dtype):
+        """0 .. n-1, cached: column indices that labels compare with, row indices of a
+        per-row gather."""
+        row = self._aranges.get((n, dtype))
         if row is None:
-            row = self._classes[(k, dtype)] = np.arange(k, dtype=dtype)
+            row = self._aranges[(n, dtype)] = np.arange(n, dtype=dtype)
         return row
 
     def sgd(self, P, G, lr):
