@@ -128,9 +128,23 @@ def _cupy_kernels_on_a_stand_in(monkeypatch):
         out[...] = alpha * product + beta * out
         return out
 
+    class RawKernel:  # runs the simulation with the launch's own arguments
+        def __init__(self, code, name):
+            self.code, self.name = code, name
+
+        def __call__(self, grid, block, args):
+            U, y, A, row_loss, k = args
+            assert self.name in self.code and isinstance(k, np.int32) and k == U.shape[1]
+            assert grid == (U.shape[0],) and block[0] in (32, 64, 128, 256)
+            assert ("typedef float T;" in self.code) == (U.dtype == np.float32)
+            A[...], row_loss[...] = _simulated_softmax_ce_rows(U, y, block[0])
+
     cublas = types.SimpleNamespace(gemv=gemv, gemm=gemm)
     fake = types.SimpleNamespace(asarray=lambda a, dtype=None: np.asarray(a, dtype=dtype),
                                  asnumpy=np.asarray, ones=np.ones, cublas=cublas,
+                                 empty=np.empty, empty_like=np.empty_like, arange=np.arange,
+                                 RawKernel=RawKernel,
+                                 ElementwiseKernel=lambda *args, **kwargs: None,
                                  cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0)))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setitem(sys.modules, "cupy.cublas", cublas)
@@ -161,18 +175,50 @@ def test_cupy_one_call_steps_pass_their_checks_with_cupys_cublas_signatures(monk
     np.testing.assert_allclose(b, want, rtol=1e-12)
 
 
+def test_cupy_softmax_ce_wrapper_launches_the_kernel_as_written(monkeypatch):
+    """FusedOps' wrapper around the CUDA kernel, on the CPU: a stand-in RawKernel checks
+    the launch (grid of one block per row, a power-of-two block, the arguments in the
+    kernel's order and types, the float/double source) and runs the kernel's arithmetic;
+    the start-up check passes and the result equals losses.py. Layouts the kernel was not
+    written for get None (the Array API path)."""
+    import contextlib
+
+    from portable_bp import losses
+
+    kernels = _cupy_kernels_on_a_stand_in(monkeypatch)
+    ops = kernels.FusedOps(contextlib.nullcontext())
+    assert ops.softmax_cross_entropy is not None  # passed its start-up check
+    xp = pbp.backends.get("numpy").xp
+    rng = np.random.default_rng(4)
+    for dtype in (np.float32, np.float64):
+        U = (rng.standard_normal((6, 300)) * 3).astype(dtype)
+        y = rng.integers(0, 300, 6)
+        A, total = ops.softmax_cross_entropy(U, y)
+        want_A, want_total = losses.softmax_cross_entropy(xp, U, y)
+        np.testing.assert_allclose(A, want_A, rtol=1e-5)
+        assert total == pytest.approx(want_total, rel=1e-5)
+    assert ops.softmax_cross_entropy(U[:, ::2], y) is None               # not contiguous
+    assert ops.softmax_cross_entropy(U, y.astype(np.int32)) is None      # not int64
+    assert ops.softmax_cross_entropy(U, y[:5]) is None                   # labels for 5 rows
+    assert ops.softmax_cross_entropy(U.astype(np.float16), y) is None    # no kernel
+
+
 def _simulated_softmax_ce(bug=None):
     """The CUDA kernel's arithmetic in NumPy, in the input's dtype, thread by thread
     (blockDim as the kernel picks it); ``bug`` injects what a faulty reduction would do."""
     def run(U, y):
-        with np.errstate(all="ignore"):  # the faulty variants overflow
-            return _simulate(U, y)
-
-    def _simulate(U, y):
-        m, k = U.shape
         block = 32
-        while block < k and block < 256:
+        while block < U.shape[1] and block < 256:
             block *= 2
+        A, losses = _simulated_softmax_ce_rows(U, y, block, bug)
+        return A, losses.sum(dtype=U.dtype)
+    return run
+
+
+def _simulated_softmax_ce_rows(U, y, block, bug=None):
+    """(A, each row's loss) as the kernel computes them with ``block`` threads per row."""
+    with np.errstate(all="ignore"):  # the faulty variants overflow
+        m, k = U.shape
         threads = np.arange(k) % block
         A = np.empty_like(U)
         losses = np.empty(m, dtype=U.dtype)
@@ -188,8 +234,7 @@ def _simulated_softmax_ce(bug=None):
             S = partial.sum(dtype=U.dtype)
             A[r] = e / S
             losses[r] = np.log(S) - (u[y[r]] - mx)
-        return A, losses.sum(dtype=U.dtype)
-    return run
+        return A, losses
 
 
 @pytest.mark.parametrize("bug", [None, "lost partial sum", "lost upper half", "thread-0 max",
