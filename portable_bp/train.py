@@ -148,14 +148,15 @@ class _Trainer:
         self.xp, self.mutable = net.xp, net.backend.mutable
         self.builtin = isinstance(opt, (SGD, Adam))
         self.compiled = self.builtin and net.backend.compile is not None
+        # plain SGD exactly (a subclass's update() would be bypassed); the one-call products
+        # are fetched once: a callback switching fused_kernels off mid-fit switches the
+        # element-wise kernels off at the next step, these at the next fit (the numbers agree)
+        descent_ops = (net._descent_ops() if type(opt) is SGD and opt.takes_lr_in_grads
+                       and self.mutable else None)
         if self.compiled:
             self._step = _compiled_step(net, opt)
-        elif (type(opt) is SGD and opt.takes_lr_in_grads and self.mutable  # not a subclass:
-              and net._descent_ops() is not None):  # its update() would be bypassed
-            # the one-call products are fetched once: a callback switching fused_kernels off
-            # mid-fit switches the element-wise kernels off at the next step, these at the
-            # next fit (the numbers agree either way)
-            self._step = functools.partial(_descent_step, net, net._descent_ops())
+        elif descent_ops is not None:
+            self._step = functools.partial(_descent_step, net, descent_ops)
         else:
             kwargs = (_update_kwargs(opt, self.mutable, net._fused_kernels())
                       if self.builtin else {})

@@ -70,6 +70,20 @@ _DERIVATIVE = {
 }
 
 
+_CONSTANTS: dict = {}
+
+
+def _constant(make, n, dtype):
+    """``make(n, dtype=dtype)`` (cupy.arange, cupy.ones) on the current device, made once per
+    (function, length, dtype, device): the column indices labels compare with, the ones the
+    bias step multiplies by."""
+    key = (make, n, dtype, cupy.cuda.Device().id)
+    value = _CONSTANTS.get(key)
+    if value is None:
+        value = _CONSTANTS[key] = make(n, dtype=dtype)
+    return value
+
+
 class FusedOps:
     """The kernels the network and the optimizers use when the backend offers them.
 
@@ -97,7 +111,6 @@ class FusedOps:
         self._momentum = cupy.ElementwiseKernel(
             "T g, T lr, T mu, bool nesterov", "T p, T v",
             "v = mu * v + g; p -= lr * (nesterov ? g + mu * v : v)", "pbp_momentum")
-        self._classes: dict = {}
         self._softmax_ce = {code: cupy.RawKernel(_PRELUDE[code] + _SOFTMAX_CE, "pbp_softmax_ce")
                             for code in _PRELUDE}
         if device is not None:
@@ -135,17 +148,9 @@ class FusedOps:
         """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m) in one pass; Z one-hot rows or class
         labels (m,), compared with each column index in the same pass."""
         if Z.ndim == 1:
-            return self._label_delta(A, Z[:, None], self._class_row(A.shape[1], Z.dtype),
+            return self._label_delta(A, Z[:, None], _constant(cupy.arange, A.shape[1], Z.dtype),
                                      A.dtype.type(scale))
         return self._output_delta(A, Z, A.dtype.type(scale))
-
-    def _class_row(self, k, dtype):
-        """0 .. k-1 on the current device, cached."""
-        key = (k, dtype, cupy.cuda.Device().id)
-        row = self._classes.get(key)
-        if row is None:
-            row = self._classes[key] = cupy.arange(k, dtype=dtype)
-        return row
 
     def sgd(self, P, G, lr):
         """E12 in place: P <- P - lr G."""
@@ -189,24 +194,29 @@ def subtract_colsum(device):
     computation (``_base.subtract_colsum_agrees``); else None."""
     from ._base import subtract_colsum_agrees
 
-    ones: dict = {}
+    return _if_it_agrees(_gemv_subtract, subtract_colsum_agrees, device)
 
-    def op(b, D):
-        if not (D.ndim == 2 and D.flags.c_contiguous and b.flags.c_contiguous):
-            b -= D.sum(axis=0)  # a layout the gemv was not checked with
-            return b
-        key = (D.shape[0], D.dtype.char, cupy.cuda.Device().id)
-        if key not in ones:
-            ones[key] = cupy.ones(D.shape[0], dtype=D.dtype)
-        cupy.cublas.gemv("T", -1.0, D, ones[key], 1.0, b)  # (transa, alpha, a, x, beta, y)
+
+def _gemv_subtract(b, D):
+    """b <- b - Σ_rows D in place: one cuBLAS gemv, Dᵀ times a cached vector of ones."""
+    if not (D.ndim == 2 and D.flags.c_contiguous and b.flags.c_contiguous):
+        b -= D.sum(axis=0)  # a layout the gemv was not checked with
         return b
+    ones = _constant(cupy.ones, D.shape[0], D.dtype)
+    cupy.cublas.gemv("T", -1.0, D, ones, 1.0, b)  # (transa, alpha, a, x, beta, y)
+    return b
 
+
+def _if_it_agrees(op, agrees, device, **kwargs):
+    """``op`` when ``agrees(op, ...)`` (a ``_base`` self-check against a host computation)
+    passes on ``device``, else None: the backend then keeps the Array API path. cuBLAS
+    calls that cannot be made count as disagreeing."""
     try:
         import cupy.cublas  # noqa: F401 - the submodule is not imported by ``import cupy``
 
         with device:
-            ok = subtract_colsum_agrees(op, cupy.asarray, cupy.asnumpy)
-    except Exception:  # noqa: BLE001 - no cuBLAS gemv we can call: the plain path is used
+            ok = agrees(op, cupy.asarray, cupy.asnumpy, **kwargs)
+    except Exception:  # noqa: BLE001 - no cuBLAS we can call: the plain path is used
         return None
     return op if ok else None
 
@@ -222,11 +232,4 @@ def subtract_matmul(device):
     The float32 tolerance admits TF32 (``CUPY_TF32=1``, ~1e-3 relative)."""
     from ._base import subtract_matmul_agrees
 
-    try:
-        import cupy.cublas  # noqa: F401 - the submodule is not imported by ``import cupy``
-
-        with device:
-            ok = subtract_matmul_agrees(_gemm_subtract, cupy.asarray, cupy.asnumpy, float32_tol=2e-2)
-    except Exception:  # noqa: BLE001 - no cuBLAS gemm we can call: the plain path is used
-        return None
-    return _gemm_subtract if ok else None
+    return _if_it_agrees(_gemm_subtract, subtract_matmul_agrees, device, float32_tol=2e-2)

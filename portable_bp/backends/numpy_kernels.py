@@ -24,18 +24,19 @@ class FusedOps:
     activations = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "identity"})
 
     def __init__(self):
-        self._zero_rows: dict = {}
-        self._aranges: dict = {}
+        self._constants: dict = {}
+
+    def _constant(self, make, n, dtype):
+        """``make(n, dtype=dtype)`` (np.zeros, np.arange), made once per (function, n, dtype)."""
+        key = (make, n, dtype)
+        value = self._constants.get(key)
+        if value is None:
+            value = self._constants[key] = make(n, dtype=dtype)
+        return value
 
     def _zero(self, U):
         """0 to compare U with: a cached row of zeros for large U, the scalar for small."""
-        if U.size < 4096:
-            return 0.0
-        key = (U.shape[-1], U.dtype)
-        row = self._zero_rows.get(key)
-        if row is None:
-            row = self._zero_rows[key] = np.zeros(U.shape[-1], dtype=U.dtype)
-        return row
+        return 0.0 if U.size < 4096 else self._constant(np.zeros, U.shape[-1], U.dtype)
 
     def bias_activation(self, U, b, name):
         """E7's bias and f in place: U <- f(U + b); returns U (now A)."""
@@ -83,7 +84,7 @@ class FusedOps:
         """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m), one temporary instead of two. Class
         labels Z (m,) enter as a boolean one-hot mask (A - True is A - 1.0: no float copy)."""
         if Z.ndim == 1:
-            Z = Z[:, None] == self._arange(A.shape[1], Z.dtype)
+            Z = Z[:, None] == self._constant(np.arange, A.shape[1], Z.dtype)  # column indices
         D = A - Z
         D *= scale
         return D
@@ -93,19 +94,12 @@ class FusedOps:
         ``losses.softmax_cross_entropy`` computes them (same operations, same order), with
         exp and the division in place and the row indices cached: (A, total)."""
         s = U - np.maximum.reduce(U, axis=-1, keepdims=True)
-        picked = np.add.reduce(s[self._arange(U.shape[0], y.dtype), y], axis=None)
+        rows = self._constant(np.arange, U.shape[0], y.dtype)
+        picked = np.add.reduce(s[rows, y], axis=None)
         np.exp(s, out=s)
         row_sums = np.add.reduce(s, axis=-1, keepdims=True)
         s /= row_sums
         return s, np.add.reduce(np.log(row_sums), axis=None) - picked
-
-    def _arange(self, n, dtype):
-        """0 .. n-1, cached: column indices that labels compare with, row indices of a
-        per-row gather."""
-        row = self._aranges.get((n, dtype))
-        if row is None:
-            row = self._aranges[(n, dtype)] = np.arange(n, dtype=dtype)
-        return row
 
     def sgd(self, P, G, lr):
         """E12 in place: P <- P - lr G."""

@@ -7,7 +7,7 @@ its bias step b -= Σ_rows D one ``addmv_`` against a cached vector of ones.
 
 import os
 
-from ._base import Backend, BackendUnavailable
+from ._base import Backend, BackendUnavailable, subtract_colsum_agrees
 
 HINT = ('pip install "portable_bp[torch]" (CPU wheels: '
         'pip install torch --index-url https://download.pytorch.org/whl/cpu)')
@@ -50,8 +50,6 @@ def make(device=None) -> Backend:
         if key not in ones:
             ones[key] = torch.ones(D.shape[0], dtype=D.dtype, device=dev)
         return b.addmv_(D.T, ones[key], alpha=-1)
-
-    from ._base import subtract_colsum_agrees
 
     fused_off = os.environ.get("PORTABLE_BP_FUSED") == "0"
     colsum_ok = not fused_off and subtract_colsum_agrees(
