@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, for a lent GPU machine (run from the repository root, with .whl carried):
 #   installs the carried wheels, runs `pytest -m gpu`, the examples on --backend cupy and the
-#   GPU benchmark (B-E float32, with TF32 and peak memory), writing logs and JSON to $OUT.
+#   GPU benchmark (B-E float32, with TF32 and peak memory) and a kernel-level profile of B and E
+#   (benchmarks/gpu_profile.py), writing logs and JSON to $OUT.
 # Every stage has its own time limit, so one slow stage cannot eat the others; the whole
 # script stays under 6 minutes. Usage: OUT=/some/dir bash benchmarks/gpu_check.sh
 set -u
@@ -64,7 +65,11 @@ timeout 130 python3 -m benchmarks --device gpu --configs B,C,D --rounds 3 --no-m
   --contenders cupy,torch,bound --json "$OUT/gpu_bench_BCD.json" 2>&1 | tail -40
 
 stage "GPU benchmark E (float32, TF32 child, peak memory; JAX left out for time)"
-timeout 110 python3 -m benchmarks --device gpu --configs E --rounds 3 --tf32 \
+timeout 140 python3 -m benchmarks --device gpu --configs E --rounds 3 --tf32 \
   --contenders cupy,torch,bound --json "$OUT/gpu_bench_E.json" 2>&1 | tail -30
+
+stage "GPU profile B and E: kernels per step, busy vs wall, top kernels, host-side cProfile, allocations"
+timeout 60 python3 -m benchmarks.gpu_profile --configs B,E --cprofile --alloc --top 16 \
+  --json "$OUT/gpu_profile.json" 2>&1 | grep -v '^USDT\|acc_events\|_warn_once' 
 
 stage "done"

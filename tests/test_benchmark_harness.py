@@ -41,3 +41,37 @@ def test_unknown_variant_is_refused_by_the_command_line():
     with pytest.raises(SystemExit):
         parse(["--pbp-backends", "numpy,numpy+foo"])
     assert parse(["--pbp-backends", "numpy,numpy+ref"]).pbp_backends == ["numpy", "numpy+ref"]
+
+
+def test_gpu_profile_summary_counts_kernels_per_step_and_orders_by_time():
+    from benchmarks.gpu_profile import summarise
+
+    events = [("gemm", 30.0), ("relu", 5.0), ("gemm", 40.0), ("copy", 1.0), ("relu", 4.0)]
+    s = summarise(events, wall_s=100e-6, steps=2, top=2)
+    assert s["events_per_step"] == 2.5
+    assert s["busy_ms"] == 0.08 and s["wall_ms"] == 0.1 and abs(s["busy_fraction"] - 0.8) < 1e-12
+    assert s["top"] == [{"name": "gemm", "count": 2, "ms": 0.07}, {"name": "relu", "count": 2, "ms": 0.009}]
+
+
+def test_gpu_profile_runs_on_the_cpu_and_writes_its_json(tmp_path):
+    """``python -m benchmarks.gpu_profile --device cpu``: the same program on NumPy and CPU
+    torch (the GPU run is the lent machine's), in a child process (it pins its CPUs)."""
+    import json
+    import subprocess
+
+    import pytest
+
+    pytest.importorskip("torch")
+    out = tmp_path / "profile.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_profile", "--device", "cpu",
+                          "--configs", "B", "--steps", "2", "--top", "3", "--cprofile",
+                          "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["B"]) == {"portable_bp[numpy]", "torch eager"}
+    assert report["B"]["torch eager"]["events_per_step"] > 0
+    assert "function calls" in report["B"]["portable_bp[numpy]"]["cprofile"]
+    assert "ms/step" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.gpu_profile", "--configs", "A"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown config" in bad.stderr

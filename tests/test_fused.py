@@ -62,8 +62,9 @@ def test_numpy_kernels_equal_the_activation_table_bit_for_bit(act, shape):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy", "binary_cross_entropy"])
-def test_fused_kernels_equal_reference_path(spec, dtype, act, loss):
-    net = pbp.Network([6, 9, 7, 4], activation=act, loss=loss, backend=spec, dtype=dtype, seed=1)
+@pytest.mark.parametrize("hidden", [(9, 7), (16, 8)])  # CuPy: element-wise and vector kernels
+def test_fused_kernels_equal_reference_path(spec, dtype, act, loss, hidden):
+    net = pbp.Network([6, *hidden, 4], activation=act, loss=loss, backend=spec, dtype=dtype, seed=1)
     assert net.backend.fused is not None
     ref = net.to(spec)
     ref.fused_kernels = False
@@ -76,6 +77,39 @@ def test_fused_kernels_equal_reference_path(spec, dtype, act, loss):
         np.testing.assert_allclose(_np(net.backend, a), _np(ref.backend, b), rtol=tol, atol=tol)
     np.testing.assert_allclose(_np(net.backend, net.forward(X)), _np(ref.backend, ref.forward(X)),
                                rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("spec", spec_cases(["cupy"]))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cupy_vector_kernels_pass_their_check_and_equal_the_element_wise_kernels(spec, dtype):
+    """On the GPU: the 16-byte vector kernels pass their first-use check (else the hot path
+    would quietly lose them) and equal the one-element-per-thread kernels, on small rows,
+    on config E's (4096, 4096) and, for ReLU in float32, on more vectors than one grid
+    covers (65535 blocks of 256 threads: the grid-stride loop's second lap)."""
+    import cupy
+
+    be = pbp.backends.get(spec)
+    ops = be.fused
+    tol = TOL[dtype]
+    with be.activate():
+        cupy.random.seed(7)
+        for act in ACTS:
+            shapes = [(3, 4), (33, 128), (4096, 4096)]
+            if act == "relu" and dtype == "float32":
+                shapes.append((16400, 4096))
+            for m, k in shapes:
+                U = cupy.random.standard_normal((m, k), dtype=dtype) * 3
+                b = cupy.random.standard_normal(k, dtype=dtype)
+                G = cupy.random.standard_normal((m, k), dtype=dtype)
+                want_a = ops._bias_act[act](b, U.copy())
+                want_g = ops._act_backward[act](want_a, G.copy())
+                got_a = ops.bias_activation(U, b, act)
+                got_g = ops.activation_backward(got_a, G, act)
+                assert ops._vectors[(np.dtype(dtype).char, cupy.cuda.Device().id)] is not None
+                assert got_a is U and got_g is G
+                assert cupy.allclose(got_a, want_a, rtol=tol, atol=tol)
+                assert cupy.allclose(got_g, want_g, rtol=tol, atol=tol)
+                del U, G, want_a, want_g
 
 
 @pytest.mark.parametrize("spec", FUSED_SPECS)
@@ -128,23 +162,58 @@ def _cupy_kernels_on_a_stand_in(monkeypatch):
         out[...] = alpha * product + beta * out
         return out
 
-    class RawKernel:  # runs the simulation with the launch's own arguments
+    launches = []
+
+    class RawKernel:  # runs the kernel's arithmetic with the launch's own arguments
         def __init__(self, code, name):
             self.code, self.name = code, name
 
         def __call__(self, grid, block, args):
-            U, y, A, row_loss, k = args
-            assert self.name in self.code and isinstance(k, np.int32) and k == U.shape[1]
-            assert grid == (U.shape[0],) and block[0] in (32, 64, 128, 256)
-            assert ("typedef float T;" in self.code) == (U.dtype == np.float32)
-            A[...], row_loss[...] = _simulated_softmax_ce_rows(U, y, block[0])
+            assert f"void {self.name}(" in self.code
+            launches.append(self.name)
+            if self.name == "pbp_softmax_ce":
+                U, y, A, row_loss, k = args
+                assert isinstance(k, np.int32) and k == U.shape[1]
+                assert grid == (U.shape[0],) and block[0] in (32, 64, 128, 256)
+                assert ("typedef float T;" in self.code) == (U.dtype == np.float32)
+                A[...], row_loss[...] = _simulated_softmax_ce_rows(U, y, block[0])
+                return
+            kind, act = self.name[len("pbp_"):-len("_v")].split("_", 1)
+            X, n = args[0], args[2]
+            width = 16 // X.itemsize
+            assert ("typedef float T;" in self.code) == (X.dtype == np.float32)
+            assert isinstance(n, np.uint32) and n * width == X.size
+            assert block == (256,) and grid == (min(-(-int(n) // 256), 65535),)
+            if kind == "bias":  # (U, B, n, cols): vector i takes bias vector i % cols
+                U, B, _, cols = args
+                assert isinstance(cols, np.uint32) and cols * width == B.size
+                Uv, Bv = U.reshape(-1, width), B.reshape(-1, width)
+                Uv[...] = ACTIVATIONS[act].forward(np, Uv + Bv[np.arange(n) % cols])
+            else:  # (A, G, n)
+                A, G, _ = args
+                Gv = G.reshape(-1, width)
+                Gv[...] = ACTIVATIONS[act].backward(np, A.reshape(-1, width), Gv.copy())
+
+    class ElementwiseKernel:  # the one-element-per-thread kernels, by name
+        def __init__(self, in_params, out_params, body, name, preamble=""):
+            self.name = name
+
+        def __call__(self, *args):
+            if self.name.startswith("pbp_bias_"):
+                b, U = args
+                U[...] = ACTIVATIONS[self.name[len("pbp_bias_"):]].forward(np, U + b)
+                return U
+            if self.name.startswith("pbp_backward_"):
+                A, G = args
+                G[...] = ACTIVATIONS[self.name[len("pbp_backward_"):]].backward(np, A, G.copy())
+                return G
+            raise NotImplementedError(self.name)
 
     cublas = types.SimpleNamespace(gemv=gemv, gemm=gemm)
     fake = types.SimpleNamespace(asarray=lambda a, dtype=None: np.asarray(a, dtype=dtype),
                                  asnumpy=np.asarray, ones=np.ones, cublas=cublas,
                                  empty=np.empty, empty_like=np.empty_like, arange=np.arange,
-                                 RawKernel=RawKernel,
-                                 ElementwiseKernel=lambda *args, **kwargs: None,
+                                 RawKernel=RawKernel, ElementwiseKernel=ElementwiseKernel,
                                  cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0)))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setitem(sys.modules, "cupy.cublas", cublas)
@@ -152,6 +221,8 @@ def _cupy_kernels_on_a_stand_in(monkeypatch):
     spec = importlib.util.spec_from_file_location("portable_bp.backends._cupy_kernels_on_a_stand_in", path)
     kernels = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kernels)
+    monkeypatch.setattr(kernels, "_address", lambda X: X.__array_interface__["data"][0])
+    kernels.launches = launches  # the RawKernels launched, by name
     return kernels
 
 
@@ -201,6 +272,122 @@ def test_cupy_softmax_ce_wrapper_launches_the_kernel_as_written(monkeypatch):
     assert ops.softmax_cross_entropy(U, y.astype(np.int32)) is None      # not int64
     assert ops.softmax_cross_entropy(U, y[:5]) is None                   # labels for 5 rows
     assert ops.softmax_cross_entropy(U.astype(np.float16), y) is None    # no kernel
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cupy_vector_kernels_launch_as_written_and_keep_the_plain_kernels_for_other_layouts(
+        monkeypatch, dtype):
+    """FusedOps' 16-byte vector kernels (bias + f, ⊙ f'), on the CPU: a stand-in RawKernel
+    checks each launch (kernel name, grid, vector counts as uint32, the float/double source)
+    and runs the kernel's arithmetic. They pass their first-use check, give activations.py's
+    numbers, and are launched only for C-contiguous, 16-byte aligned rows whose length is a
+    multiple of the vector width; other layouts take the element-wise kernels."""
+    import contextlib
+
+    kernels = _cupy_kernels_on_a_stand_in(monkeypatch)
+    ops = kernels.FusedOps(contextlib.nullcontext())
+    rng = np.random.default_rng(5)
+    width = 16 // np.dtype(dtype).itemsize
+    ops.bias_activation(np.zeros((2, width), dtype=dtype), np.zeros(width, dtype=dtype), "relu")
+    assert ops._vectors[(np.dtype(dtype).char, 0)] is not None  # passed its first-use check
+    for name in ACTS:
+        f = ACTIVATIONS[name]
+        for k, vector in ((3 * width, True), (3 * width + 1, False)):
+            U, b = (rng.standard_normal((7, k)) * 3).astype(dtype), rng.standard_normal(k).astype(dtype)
+            G = rng.standard_normal((7, k)).astype(dtype)
+            want_a = f.forward(np, U + b)
+            want_g = f.backward(np, want_a, G.copy())
+            del kernels.launches[:]
+            A = ops.bias_activation(U, b, name)
+            assert A is U
+            np.testing.assert_allclose(A, want_a, rtol=1e-6)
+            assert ops.activation_backward(A, G, name) is G
+            np.testing.assert_allclose(G, want_g, rtol=1e-6)
+            assert kernels.launches == ([f"pbp_bias_{name}_v", f"pbp_backward_{name}_v"] if vector else [])
+    assert list(ops._vectors) == [(np.dtype(dtype).char, 0)]  # checked once, for this dtype
+    k = 4 * width
+    aligned = np.zeros(6 * k + width, dtype=dtype)  # NumPy aligns data to 16 bytes or more
+    assert aligned.__array_interface__["data"][0] % 16 == 0
+    layouts = {"misaligned": np.zeros(6 * k + 1, dtype=dtype)[1:].reshape(6, k),
+               "not contiguous": np.zeros((6, 2 * k), dtype=dtype)[:, ::2],
+               "aligned": aligned[width:].reshape(6, k)}
+    for label, U in layouts.items():
+        del kernels.launches[:]
+        ops.bias_activation(U, np.ones(k, dtype=dtype), "relu")
+        assert (kernels.launches == ["pbp_bias_relu_v"]) == (label == "aligned"), label
+        np.testing.assert_array_equal(U, 1)
+
+
+@pytest.mark.parametrize("fault", ["wrong column", "raises"])
+def test_cupy_vector_kernels_are_refused_when_their_check_fails(monkeypatch, fault):
+    """A vector kernel that indexes the bias wrongly, or that does not compile, fails its
+    first-use check: the element-wise kernels do the work, for that dtype, from then on."""
+    import contextlib
+
+    kernels = _cupy_kernels_on_a_stand_in(monkeypatch)
+    ops = kernels.FusedOps(contextlib.nullcontext())
+    real = ops._launch
+
+    def faulty(kernel, n, args):
+        if fault == "raises":
+            raise RuntimeError("nvrtc: compilation failed")
+        if kernel.name.startswith("pbp_bias_"):
+            U, B, n32, cols = args
+            args = (U, B[::-1].copy(), n32, cols)  # the bias vectors in the wrong columns
+        real(kernel, n, args)
+
+    monkeypatch.setattr(ops, "_launch", faulty)
+    U, b = np.arange(24, dtype=np.float32).reshape(3, 8), np.arange(8, dtype=np.float32)
+    A = ops.bias_activation(U.copy(), b, "identity")
+    np.testing.assert_array_equal(A, U + b)
+    assert ops._vectors == {("f", 0): None}
+
+
+def test_cupy_gemm_step_follows_cupys_tf32_setting(monkeypatch):
+    """Under CUPY_TF32=1 CuPy's own float32 products run in TF32, but cupy.cublas.gemm calls
+    cublasSgemm, which follows the cuBLAS handle's math mode: the step sets TF32 math for
+    its float32 call only and restores the mode after, also when the call fails; without
+    TF32 the plain step is taken. (Stand-ins for CuPy's cublas module and switch.)"""
+    import contextlib
+    import sys
+    import types
+
+    kernels = _cupy_kernels_on_a_stand_in(monkeypatch)
+    state = {"mode": 0, "seen": []}
+    libs = types.ModuleType("cupy_backends.cuda.libs")
+    libs.cublas = types.SimpleNamespace(
+        CUBLAS_TF32_TENSOR_OP_MATH=3, getMathMode=lambda h: state["mode"],
+        setMathMode=lambda h, mode: state.update(mode=mode))
+    for name, module in (("cupy_backends", types.ModuleType("cupy_backends")),
+                         ("cupy_backends.cuda", types.ModuleType("cupy_backends.cuda")),
+                         ("cupy_backends.cuda.libs", libs)):
+        monkeypatch.setitem(sys.modules, name, module)
+    kernels.cupy.cuda.device = types.SimpleNamespace(get_cublas_handle=lambda: 7)
+    gemm = kernels.cupy.cublas.gemm
+
+    def recording_gemm(*args, **kwargs):
+        state["seen"].append((args[2].dtype, state["mode"]))
+        if kwargs["out"].shape == (1, 1):
+            raise RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED")
+        return gemm(*args, **kwargs)
+
+    monkeypatch.setattr(kernels.cupy.cublas, "gemm", recording_gemm)
+    monkeypatch.setattr(kernels, "_tf32", lambda: True)
+    op = kernels.subtract_matmul(contextlib.nullcontext())
+    assert op is kernels._gemm_subtract_tf32  # passed the start-up check
+    state["seen"].clear()
+    rng = np.random.default_rng(6)
+    for dtype in (np.float32, np.float64):
+        W, D, A = (rng.standard_normal(s).astype(dtype) for s in ((3, 4), (5, 3), (5, 4)))
+        want = W - D.T @ A
+        op(W, D, A)
+        np.testing.assert_allclose(W, want, rtol=1e-5)
+    assert state["seen"] == [(np.float32, 3), (np.float64, 0)] and state["mode"] == 0
+    with pytest.raises(RuntimeError):
+        op(*(np.ones(s, dtype=np.float32) for s in ((1, 1), (2, 1), (2, 1))))
+    assert state["mode"] == 0
+    monkeypatch.setattr(kernels, "_tf32", lambda: False)
+    assert kernels.subtract_matmul(contextlib.nullcontext()) is kernels._gemm_subtract
 
 
 def _simulated_softmax_ce(bug=None):

@@ -3,7 +3,9 @@
 Each kernel does in one pass over device memory what the Array API reference path does in
 two to five (each of which reads and writes the whole array). They compute the same
 formulas as ``activations.py``, ``losses.py`` and ``optim.py``; the GPU tests check both
-paths agree. Kernels compile on first use (CuPy caches them on disk).
+paths agree. Kernels compile on first use (CuPy caches them on disk). Those written as raw
+CUDA (softmax + cross-entropy, the 16-byte vector passes) are checked once on the device
+before they are used and left out, for the plain kernels, if they do not agree.
 """
 
 from __future__ import annotations
@@ -53,21 +55,60 @@ extern "C" __global__ void pbp_softmax_ce(const T* u, const long long* y, T* a,
 _PRELUDE = {"f": "typedef float T;\n#define EXP expf\n#define LOG logf\n",
             "d": "typedef double T;\n#define EXP exp\n#define LOG log\n"}
 
-# f(u) and f'(u) written from a = f(u), as in activations.py; T is the array's type
-_FORWARD = {
-    "sigmoid": "a = exp(u < (T)0 ? u : (T)0) / ((T)1 + exp(-fabs(u)))",
-    "tanh": "a = tanh(u)",
-    "relu": "a = u > (T)0 ? u : (T)0",
-    "leaky_relu": "a = u > (T)0 ? u : (T)0.01 * u",
-    "identity": "a = u",
+# f(u) and f'(u) written from a = f(u), as in activations.py: one table for both kernel
+# families below. T is the element type; EXP, TANH and FABS its functions (_MATH, _PRELUDE).
+_ACTIVATIONS = {
+    "sigmoid": ("EXP(u < (T)0 ? u : (T)0) / ((T)1 + EXP(-FABS(u)))", "a * ((T)1 - a)"),
+    "tanh": ("TANH(u)", "(T)1 - a * a"),
+    "relu": ("u > (T)0 ? u : (T)0", "(a > (T)0 ? (T)1 : (T)0)"),
+    "leaky_relu": ("u > (T)0 ? u : (T)0.01 * u", "(a > (T)0 ? (T)1 : (T)0.01)"),
+    "identity": ("u", "(T)1"),
 }
-_DERIVATIVE = {
-    "sigmoid": "a * ((T)1 - a)",
-    "tanh": "(T)1 - a * a",
-    "relu": "(a > (T)0 ? (T)1 : (T)0)",
-    "leaky_relu": "(a > (T)0 ? (T)1 : (T)0.01)",
-    "identity": "(T)1",
+_MATH = "#define EXP exp\n#define TANH tanh\n#define FABS fabs\n"  # CuPy's overloads, any T
+
+# The same two passes over 16-byte vectors (4 floats or 2 doubles: V, its fields listed by
+# EACH), for C-contiguous rows whose length is a multiple of the vector width: CuPy's
+# ElementwiseKernel moves one element per thread, and its broadcast indexing (the bias
+# over the rows) costs about twice the memory time these take. The bias vector of a
+# vector i is b[i % cols]. n (vectors) < 2**31, so the unsigned index cannot wrap.
+_VECTOR_PRELUDE = {
+    "f": "typedef float T;\nstruct alignas(16) V { T x, y, z, w; };\n"
+         "#define EACH(M) M(x) M(y) M(z) M(w)\n#define EXP expf\n#define TANH tanhf\n#define FABS fabsf\n",
+    "d": "typedef double T;\nstruct alignas(16) V { T x, y; };\n"
+         "#define EACH(M) M(x) M(y)\n#define EXP exp\n#define TANH tanh\n#define FABS fabs\n",
 }
+_VECTOR_KERNELS = r"""
+extern "C" __global__ void pbp_bias_{name}_v(V* __restrict__ U, const V* __restrict__ B,
+                                             const unsigned int n, const unsigned int cols) {{
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {{
+        V v = U[i];
+        const V c = B[i % cols];
+#define ONE(f) {{ const T u = v.f + c.f; v.f = {forward}; }}
+        EACH(ONE)
+#undef ONE
+        U[i] = v;
+    }}
+}}
+extern "C" __global__ void pbp_backward_{name}_v(const V* __restrict__ A, V* __restrict__ G,
+                                                 const unsigned int n) {{
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {{
+        const V y = A[i];
+        V g = G[i];
+#define ONE(f) {{ const T a = y.f; g.f = g.f * ({derivative}); }}
+        EACH(ONE)
+#undef ONE
+        G[i] = g;
+    }}
+}}
+"""
+_VECTOR_BLOCK = 256
+
+
+def _vector_source(code):
+    """Both vector kernels of every activation for one dtype ('f' or 'd'): one compilation."""
+    return _VECTOR_PRELUDE[code] + "".join(
+        _VECTOR_KERNELS.format(name=name, forward=forward, derivative=derivative)
+        for name, (forward, derivative) in _ACTIVATIONS.items())
 
 
 _CONSTANTS: dict = {}
@@ -91,15 +132,18 @@ class FusedOps:
     a float64 host computation (it is switched off, leaving the Array API path, if it does
     not compile or does not agree)."""
 
-    activations = frozenset(_FORWARD)
+    activations = frozenset(_ACTIVATIONS)
 
     def __init__(self, device=None):
         self._bias_act = {
-            name: cupy.ElementwiseKernel("T b", "T a", "T u = a + b; " + body, f"pbp_bias_{name}")
-            for name, body in _FORWARD.items()}
+            name: cupy.ElementwiseKernel("T b", "T a", f"T u = a + b; a = {forward}",
+                                         f"pbp_bias_{name}", preamble=_MATH)
+            for name, (forward, _) in _ACTIVATIONS.items()}
         self._act_backward = {
-            name: cupy.ElementwiseKernel("T a", "T g", f"g = g * ({d})", f"pbp_backward_{name}")
-            for name, d in _DERIVATIVE.items()}
+            name: cupy.ElementwiseKernel("T a", "T g", f"g = g * ({derivative})",
+                                         f"pbp_backward_{name}", preamble=_MATH)
+            for name, (_, derivative) in _ACTIVATIONS.items()}
+        self._vectors = {}  # (dtype char, device id) -> {kernel name: RawKernel}, or None
         self._output_delta = cupy.ElementwiseKernel(
             "T a, T z, T scale", "T d", "d = (a - z) * scale", "pbp_output_delta")
         # class labels y (m, 1) against the row 0 .. k-1 (k,): broadcast to (m, k)
@@ -138,11 +182,45 @@ class FusedOps:
 
     def bias_activation(self, U, b, name):
         """E7's bias and f in one pass, in place: U <- f(U + b); returns U (now A)."""
-        return self._bias_act[name](b, U)
+        kernels = self._vector_kernels(U, b)
+        if kernels is None:
+            return self._bias_act[name](b, U)
+        width = 16 // U.itemsize
+        self._launch(kernels[f"pbp_bias_{name}_v"], U.size // width,
+                     (U, b, numpy.uint32(U.size // width), numpy.uint32(U.shape[1] // width)))
+        return U
 
     def activation_backward(self, A, G, name):
         """E9's ⊙ f'(U) in place: G <- G ⊙ f'(U), with f' written from A."""
-        return self._act_backward[name](A, G)
+        kernels = self._vector_kernels(G, A) if A.shape == G.shape else None
+        if kernels is None:
+            return self._act_backward[name](A, G)
+        n = G.size // (16 // G.itemsize)
+        self._launch(kernels[f"pbp_backward_{name}_v"], n, (A, G, numpy.uint32(n)))
+        return G
+
+    @staticmethod
+    def _launch(kernel, n, args):
+        kernel((min(-(-n // _VECTOR_BLOCK), 65535),), (_VECTOR_BLOCK,), args)
+
+    def _vector_kernels(self, X, v):
+        """The vector kernels for X's dtype when X (m, k) and v (k,) or (m, k) are laid out
+        for them (C-contiguous, 16-byte aligned, k a multiple of the vector width), and
+        they passed their check on this device (:func:`_vector_kernels_agree`); else None."""
+        code = X.dtype.char
+        if (code not in _VECTOR_PRELUDE or X.ndim != 2 or v.dtype != X.dtype or X.size == 0
+                or not X.flags.c_contiguous or not v.flags.c_contiguous or v.shape[-1] != X.shape[1]
+                or X.shape[1] % (16 // X.itemsize) or X.size // (16 // X.itemsize) >= 2**31
+                or _address(X) % 16 or _address(v) % 16):
+            return None
+        key = (code, cupy.cuda.Device().id)
+        if key not in self._vectors:
+            self._vectors[key] = None  # also while checking: the check calls the plain path
+            kernels = {f"pbp_{kind}_{name}_v": cupy.RawKernel(_vector_source(code), f"pbp_{kind}_{name}_v")
+                       for kind in ("bias", "backward") for name in _ACTIVATIONS}
+            if _vector_kernels_agree(self, kernels, X.dtype):
+                self._vectors[key] = kernels
+        return self._vectors[key]
 
     def output_delta(self, A, Z, scale):
         """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m) in one pass; Z one-hot rows or class
@@ -188,6 +266,40 @@ def _softmax_ce_agrees(ops) -> bool:
         return False
 
 
+def _address(X):
+    """Where X's first element lies in device memory (the vector kernels need 16-byte
+    alignment)."""
+    return X.data.ptr
+
+
+def _vector_kernels_agree(ops, kernels, dtype) -> bool:
+    """The vector kernels against the element-wise ones (the same formulas, one element per
+    thread), every activation, on rows of 1 and 3 vectors and a bias that differs per
+    column (a wrong column index would show), with values either side of 0."""
+    try:
+        rng = numpy.random.default_rng(1)
+        width = 16 // numpy.dtype(dtype).itemsize
+        tol = 1e-6 if dtype == numpy.float32 else 1e-14
+        for m, k in ((5, width), (7, 3 * width)):
+            U = cupy.asarray(rng.standard_normal((m, k)) * 3, dtype=dtype)
+            b = cupy.asarray(rng.standard_normal(k), dtype=dtype)
+            G = cupy.asarray(rng.standard_normal((m, k)), dtype=dtype)
+            for name in _ACTIVATIONS:
+                want_a = ops._bias_act[name](b, U.copy())
+                want_g = ops._act_backward[name](want_a, G.copy())
+                got_a, got_g = U.copy(), G.copy()
+                n = U.size // width
+                ops._launch(kernels[f"pbp_bias_{name}_v"], n,
+                            (got_a, b, numpy.uint32(n), numpy.uint32(k // width)))
+                ops._launch(kernels[f"pbp_backward_{name}_v"], n, (want_a, got_g, numpy.uint32(n)))
+                if not (numpy.allclose(cupy.asnumpy(got_a), cupy.asnumpy(want_a), rtol=tol, atol=tol)
+                        and numpy.allclose(cupy.asnumpy(got_g), cupy.asnumpy(want_g), rtol=tol, atol=tol)):
+                    return False
+        return True
+    except Exception:  # noqa: BLE001 - does not compile or launch here: the plain path is used
+        return False
+
+
 def subtract_colsum(device):
     """b <- b - Σ_rows D in place as one cuBLAS gemv (Dᵀ times a cached vector of ones,
     alpha = -1, beta = 1) instead of a sum and a subtraction, when it agrees with the host
@@ -226,10 +338,41 @@ def _gemm_subtract(W, D, A):
     return cupy.cublas.gemm("T", "N", D, A, out=W, alpha=-1.0, beta=1.0)
 
 
+def _gemm_subtract_tf32(W, D, A):
+    """:func:`_gemm_subtract` with float32 products in TF32, as CuPy's own are under
+    ``CUPY_TF32=1``: cupy.cublas.gemm calls cublasSgemm, which follows the cuBLAS handle's
+    math mode, not CuPy's setting, so the mode is set for this call and put back after."""
+    if W.dtype != numpy.float32:
+        return _gemm_subtract(W, D, A)
+    from cupy_backends.cuda.libs import cublas
+
+    handle = cupy.cuda.device.get_cublas_handle()
+    mode = cublas.getMathMode(handle)
+    cublas.setMathMode(handle, getattr(cublas, "CUBLAS_TF32_TENSOR_OP_MATH", 3))
+    try:
+        return _gemm_subtract(W, D, A)
+    finally:
+        cublas.setMathMode(handle, mode)
+
+
+def _tf32() -> bool:
+    """Whether CuPy multiplies float32 matrices in TF32 on the current device (it reads
+    ``CUPY_TF32`` once, at its first float32 product, or here)."""
+    try:
+        from cupy._core import _routines_linalg as linalg
+
+        return linalg.get_compute_type(numpy.float32) == getattr(linalg, "COMPUTE_TYPE_TF32", 7)
+    except Exception:  # noqa: BLE001 - a CuPy without this switch: float32 stays float32
+        return False
+
+
 def subtract_matmul(device):
-    """:func:`_gemm_subtract` when it agrees with W - Dᵀ A computed on the host in float64
+    """:func:`_gemm_subtract` (in TF32 where CuPy's products are: :func:`_gemm_subtract_tf32`)
+    when it agrees with W - Dᵀ A computed on the host in float64
     (``_base.subtract_matmul_agrees``), else None: the backend then keeps the Array API path.
-    The float32 tolerance admits TF32 (``CUPY_TF32=1``, ~1e-3 relative)."""
+    The float32 tolerance admits TF32 (~1e-3 relative)."""
     from ._base import subtract_matmul_agrees
 
-    return _if_it_agrees(_gemm_subtract, subtract_matmul_agrees, device, float32_tol=2e-2)
+    with device:
+        op = _gemm_subtract_tf32 if _tf32() else _gemm_subtract
+    return _if_it_agrees(op, subtract_matmul_agrees, device, float32_tol=2e-2)
