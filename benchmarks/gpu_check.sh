@@ -50,7 +50,7 @@ then
 fi
 
 stage "pytest -m gpu"
-timeout 90 python3 -m pytest -q -m gpu -p no:cacheprovider -rfE --junitxml="$OUT/pytest_gpu.xml" > "$OUT/pytest_gpu.log" 2>&1; tail -40 "$OUT/pytest_gpu.log"
+timeout 90 python3 -m pytest -q -m gpu -p no:cacheprovider -rfEs --junitxml="$OUT/pytest_gpu.xml" > "$OUT/pytest_gpu.log" 2>&1; tail -40 "$OUT/pytest_gpu.log"
 
 stage "examples on --backend cupy"
 timeout 20 python3 examples/xor.py --backend cupy | tail -3
