@@ -10,6 +10,7 @@ host-side work (the random generator, host buffers).
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -122,6 +123,12 @@ class Backend:
         same NumPy Generator: one seed gives bit-identical weights and batch orders everywhere.
         """
         return np.random.default_rng(seed)
+
+
+def kernels_off() -> bool:
+    """``PORTABLE_BP_FUSED=0``: every backend made from now on keeps the Array API path (no
+    element-wise kernels, no one-call SGD products), for debugging and comparisons."""
+    return os.environ.get("PORTABLE_BP_FUSED") == "0"
 
 
 def subtract_matmul_agrees(op, to_device=lambda a: a, to_host=np.asarray, float32_tol=1e-4) -> bool:

@@ -8,9 +8,7 @@ the reference and the fallback. Plain SGD's step W -= Dᵀ A is one cuBLAS gemm 
 each checked against a host computation once when the backend is made.
 """
 
-import os
-
-from ._base import Backend, BackendUnavailable
+from ._base import Backend, BackendUnavailable, kernels_off
 
 HINT = 'pip install "portable_bp[cuda12]" or "portable_bp[cuda13]" (matching your CUDA driver)'
 
@@ -43,7 +41,7 @@ def make(device=None) -> Backend:
 
     from . import cupy_kernels
 
-    fused_off = os.environ.get("PORTABLE_BP_FUSED") == "0"
+    fused_off = kernels_off()  # PORTABLE_BP_FUSED=0
     return Backend(
         name="cupy", xp=xp, device=dev, spec=f"cupy:{index}" if device else "cupy",
         is_gpu=True,
@@ -51,7 +49,6 @@ def make(device=None) -> Backend:
         _owns=owns,
         _synchronize=lambda: dev.synchronize(),
         _context=lambda: cupy.cuda.Device(index),
-        # PORTABLE_BP_FUSED=0 switches the fused kernels off for every network (debugging)
         fused=None if fused_off else cupy_kernels.FusedOps(dev),
         subtract_matmul=None if fused_off else cupy_kernels.subtract_matmul(dev),
         subtract_colsum=None if fused_off else cupy_kernels.subtract_colsum(dev),

@@ -9,13 +9,12 @@ NumPy 1.x goes through array-api-compat. The hot path's element-wise steps run i
 (``numpy_blas``) when it is one we know how to call; the Array API code stays the reference.
 """
 
-import os
 import types
 
 import numpy as np
 
 from . import numpy_blas, numpy_kernels
-from ._base import Backend, BackendUnavailable
+from ._base import Backend, BackendUnavailable, kernels_off
 
 
 def _sum(x, /, *, axis=None, dtype=None, keepdims=False):
@@ -47,12 +46,11 @@ def make(device=None) -> Backend:
         xp = namespace()
     else:  # pragma: no cover - numpy 1.x
         import array_api_compat.numpy as xp
-    fused_off = os.environ.get("PORTABLE_BP_FUSED") == "0"
+    fused_off = kernels_off()  # PORTABLE_BP_FUSED=0
     return Backend(
         name="numpy", xp=xp, device="cpu", spec="numpy",
         _to_numpy=np.asarray,
         _owns=lambda a: type(a) is np.ndarray,
-        # PORTABLE_BP_FUSED=0 keeps the Array API path for every network (debugging)
         fused=None if fused_off else numpy_kernels.FusedOps(),
         subtract_matmul=None if fused_off else numpy_blas.find(),
         info={"version": np.__version__},

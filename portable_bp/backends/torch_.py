@@ -5,9 +5,7 @@ Plain SGD's step W -= Dᵀ A is one ``addmm_`` (a multiply-accumulate product, i
 its bias step b -= Σ_rows D one ``addmv_`` against a cached vector of ones.
 """
 
-import os
-
-from ._base import Backend, BackendUnavailable, subtract_colsum_agrees
+from ._base import Backend, BackendUnavailable, kernels_off, subtract_colsum_agrees
 
 HINT = ('pip install "portable_bp[torch]" (CPU wheels: '
         'pip install torch --index-url https://download.pytorch.org/whl/cpu)')
@@ -51,7 +49,7 @@ def make(device=None) -> Backend:
             ones[key] = torch.ones(D.shape[0], dtype=D.dtype, device=dev)
         return b.addmv_(D.T, ones[key], alpha=-1)
 
-    fused_off = os.environ.get("PORTABLE_BP_FUSED") == "0"
+    fused_off = kernels_off()  # PORTABLE_BP_FUSED=0
     colsum_ok = not fused_off and subtract_colsum_agrees(
         subtract_colsum, lambda a: torch.as_tensor(a, device=dev), lambda t: t.cpu().numpy())
 
@@ -60,7 +58,6 @@ def make(device=None) -> Backend:
         name="torch", xp=xp, device=dev, spec=spec, is_gpu=is_gpu,
         _to_numpy=lambda a: a.detach().cpu().numpy(),
         _owns=owns,
-        # PORTABLE_BP_FUSED=0 keeps the Array API path (debugging, comparisons)
         subtract_matmul=None if fused_off else subtract_matmul,
         subtract_colsum=subtract_colsum if colsum_ok else None,
         _synchronize=(lambda: torch.cuda.synchronize(dev)) if is_gpu else (lambda: None),
