@@ -185,16 +185,24 @@ class FusedOps:
         kernels = self._vector_kernels(U, b)
         if kernels is None:
             return self._bias_act[name](b, U)
-        width = 16 // U.itemsize
-        self._launch(kernels[f"pbp_bias_{name}_v"], U.size // width,
-                     (U, b, numpy.uint32(U.size // width), numpy.uint32(U.shape[1] // width)))
-        return U
+        return self._bias_vectors(kernels, U, b, name)
 
     def activation_backward(self, A, G, name):
         """E9's ⊙ f'(U) in place: G <- G ⊙ f'(U), with f' written from A."""
         kernels = self._vector_kernels(G, A) if A.shape == G.shape else None
         if kernels is None:
             return self._act_backward[name](A, G)
+        return self._backward_vectors(kernels, A, G, name)
+
+    def _bias_vectors(self, kernels, U, b, name):
+        """:meth:`bias_activation` by the vector kernel (layout already checked)."""
+        width = 16 // U.itemsize
+        self._launch(kernels[f"pbp_bias_{name}_v"], U.size // width,
+                     (U, b, numpy.uint32(U.size // width), numpy.uint32(U.shape[1] // width)))
+        return U
+
+    def _backward_vectors(self, kernels, A, G, name):
+        """:meth:`activation_backward` by the vector kernel (layout already checked)."""
         n = G.size // (16 // G.itemsize)
         self._launch(kernels[f"pbp_backward_{name}_v"], n, (A, G, numpy.uint32(n)))
         return G
@@ -216,7 +224,8 @@ class FusedOps:
         key = (code, cupy.cuda.Device().id)
         if key not in self._vectors:
             self._vectors[key] = None  # also while checking: the check calls the plain path
-            kernels = {f"pbp_{kind}_{name}_v": cupy.RawKernel(_vector_source(code), f"pbp_{kind}_{name}_v")
+            source = _vector_source(code)
+            kernels = {f"pbp_{kind}_{name}_v": cupy.RawKernel(source, f"pbp_{kind}_{name}_v")
                        for kind in ("bias", "backward") for name in _ACTIVATIONS}
             if _vector_kernels_agree(self, kernels, X.dtype):
                 self._vectors[key] = kernels
@@ -273,9 +282,10 @@ def _address(X):
 
 
 def _vector_kernels_agree(ops, kernels, dtype) -> bool:
-    """The vector kernels against the element-wise ones (the same formulas, one element per
-    thread), every activation, on rows of 1 and 3 vectors and a bias that differs per
-    column (a wrong column index would show), with values either side of 0."""
+    """The vector kernels, launched as the hot path launches them, against the element-wise
+    ones (the same formulas, one element per thread), every activation, on rows of 1 and 3
+    vectors and a bias that differs per column (a wrong column index would show), with
+    values either side of 0."""
     try:
         rng = numpy.random.default_rng(1)
         width = 16 // numpy.dtype(dtype).itemsize
@@ -287,11 +297,8 @@ def _vector_kernels_agree(ops, kernels, dtype) -> bool:
             for name in _ACTIVATIONS:
                 want_a = ops._bias_act[name](b, U.copy())
                 want_g = ops._act_backward[name](want_a, G.copy())
-                got_a, got_g = U.copy(), G.copy()
-                n = U.size // width
-                ops._launch(kernels[f"pbp_bias_{name}_v"], n,
-                            (got_a, b, numpy.uint32(n), numpy.uint32(k // width)))
-                ops._launch(kernels[f"pbp_backward_{name}_v"], n, (want_a, got_g, numpy.uint32(n)))
+                got_a = ops._bias_vectors(kernels, U.copy(), b, name)
+                got_g = ops._backward_vectors(kernels, want_a, G.copy(), name)
                 if not (numpy.allclose(cupy.asnumpy(got_a), cupy.asnumpy(want_a), rtol=tol, atol=tol)
                         and numpy.allclose(cupy.asnumpy(got_g), cupy.asnumpy(want_g), rtol=tol, atol=tol)):
                     return False
