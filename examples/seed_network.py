@@ -11,7 +11,7 @@ E3 and E5 evaluated with plain Python loops. This is the same code path as
 import argparse
 import sys
 
-from portable_bp.cli import EXPLAIN_TOLERANCE, explain_seed_network
+from portable_bp.explain import EXPLAIN_TOLERANCE, explain_seed_network
 
 
 def main():

@@ -24,8 +24,8 @@ def main():
     args = p.parse_args()
 
     X, z = datasets.xor()  # (0,0), (0,1), (1,0), (1,1) -> 0, 1, 1, 0
-    net = pbp.Network([2, 4, 1], activation="sigmoid", loss="mse", backend=args.backend,
-                      dtype="float64", seed=args.seed)
+    net = pbp.Network([2, 4, 1], activation="sigmoid", output_activation="sigmoid", loss="mse",
+                      backend=args.backend, dtype="float64", seed=args.seed)
     history = net.fit(X, z, epochs=args.epochs, batch_size=None, optimizer="sgd", lr=args.lr,
                       shuffle=False)
     h = net.backend.to_numpy(net.forward(X))[:, 0]

@@ -17,15 +17,31 @@ from .backends._base import host_numeric
 
 
 def to_backend(backend, data, dtype, what: str):
-    """``data`` as an array of ``backend`` with dtype ``dtype`` (an xp dtype or None to keep)."""
+    """``data`` as an array of ``backend`` with dtype ``dtype`` (an xp dtype or None to keep).
+
+    Every path checks the element type first: booleans, integers and real floats are
+    numbers; complex, string, object and other dtypes are a TypeError naming ``what``
+    (never a silent cast that drops an imaginary part or parses strings)."""
+    if array_api_compat.is_numpy_array(data) or not array_api_compat.is_array_api_obj(data):
+        return backend.asarray(host_numeric(data, what), dtype)  # NumPy arrays, sequences, scalars
     if backend.owns(data):
+        _check_numeric(backend.xp, data, what)
         return backend.asarray(data, dtype)
-    if array_api_compat.is_array_api_obj(data) and not array_api_compat.is_numpy_array(data):
-        where = f"{library_of(data)} array on device {array_api_compat.device(data)}"
-        raise TypeError(f"{what} is a {where}, but the network lives on backend {backend.spec!r} "
-                        f"(device {backend.device}); move it first, e.g. with net.backend.asarray("
-                        f"{what}) after converting to NumPy, or build the network on that backend")
-    return backend.asarray(host_numeric(data, what), dtype)
+    where = f"{library_of(data)} array on device {array_api_compat.device(data)}"
+    raise TypeError(f"{what} is a {where}, but the network lives on backend {backend.spec!r} "
+                    f"(device {backend.device}); move it first, e.g. with net.backend.asarray("
+                    f"{what}) after converting to NumPy, or build the network on that backend")
+
+
+def _check_numeric(xp, arr, what: str) -> None:
+    """TypeError unless ``arr`` (an array of the namespace ``xp``) holds booleans, integers
+    or real floats."""
+    try:
+        numeric = xp.isdtype(arr.dtype, ("bool", "integral", "real floating"))
+    except (TypeError, ValueError):
+        numeric = False
+    if not numeric:
+        raise TypeError(f"{what} must hold real numbers, got dtype {arr.dtype}")
 
 
 def _all(xp, cond) -> bool:
@@ -43,6 +59,14 @@ def check_finite(xp, arr, what: str) -> None:
         return
     if not (math.isfinite(float(xp.max(arr))) and math.isfinite(float(xp.min(arr)))):
         raise ValueError(f"{what} contains NaN or inf; clean or impute the data first")
+
+
+def check_finite_all(xp, arrays, what: str) -> None:
+    """ValueError if any of ``arrays`` (one dtype) holds NaN or inf, read back in one go:
+    the largest magnitude among every array's largest and smallest element."""
+    extremes = [e for a in arrays if array_api_compat.size(a) for e in (xp.max(a), xp.min(a))]
+    if extremes and not math.isfinite(float(xp.max(xp.abs(xp.stack(extremes))))):
+        raise ValueError(f"{what} contain NaN or inf")
 
 
 def features(backend, X, n_in: int, dtype, what: str = "X"):

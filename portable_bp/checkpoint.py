@@ -162,42 +162,57 @@ def load(path, backend=None):
         net = Network(cfg.pop("sizes"), backend=be, **cfg)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{_name(path)}: the saved network config is invalid: {exc}") from None
-    state = _state_on(net, ck)
-    _set_params(net, ck, path)
-    net.epochs_trained = ck["epochs_trained"]
-    if state is not None:
-        net.optimizer_state = (_rebuild_optimizer(ck), state)
+    saved = _saved_run(ck, path, net)
+    net.set_params(saved["params"])
+    net.epochs_trained = saved["epochs_trained"]
+    if saved["slots"] is not None:
+        net.optimizer_state = (saved["optimizer"], {"step": saved["step"], "slots": saved["slots"]})
     return net
 
 
-def restore_into(net, path, optimizer=None):
-    """Continue a saved run in ``net`` (``fit(..., resume=True)``).
-
-    Returns None when ``path`` does not exist. Otherwise checks the architecture, sets
-    the parameters, ``epochs_trained`` and the seed (which orders the batches, so the
-    resumed run sees the same batches as an uninterrupted one), and returns
-    ``(opt, state)`` with the state on ``net``'s backend in its dtype. ``opt`` is the saved
-    optimizer rebuilt; if none was saved, ``(optimizer, None)`` (the caller starts a fresh
-    state); if the file cannot rebuild it, ``optimizer`` when it is of the same kind.
-    """
-    if not os.path.exists(path):
-        return None
+def read_run(path, net) -> dict:
+    """What ``fit(..., resume=True)`` continues from, read and checked without changing
+    ``net``: ``params`` (validated arrays on ``net``'s backend), ``epochs_trained``,
+    ``seed``/``init``/``sigma`` (the seed orders the batches, so a resumed run sees the same
+    batches as an uninterrupted one), ``config`` of the saved optimizer (or None),
+    ``optimizer`` rebuilt from it (None when the file cannot rebuild it), ``slots`` on the
+    backend ({name: flat list}, or None when no optimizer state was saved) and ``step``.
+    Raises ValueError when the file holds another architecture or inconsistent state."""
     ck = _read(path)
     saved, mine = ck["config"], net.config()
     for key in ARCHITECTURE:
         if saved[key] != mine[key]:
             raise ValueError(f"{_name(path)} holds a network with {key}={saved[key]!r}, but this "
                              f"network has {key}={mine[key]!r}; resume needs the same architecture")
-    state = _state_on(net, ck)
-    opt = optimizer
-    if state is not None:
-        opt = _rebuild_optimizer(ck)
-        if opt is None:
-            opt = _check_fallback(optimizer, ck, path, net)
-    _set_params(net, ck, path)
-    net.epochs_trained = ck["epochs_trained"]
-    net.seed, net.init, net.sigma = saved["seed"], saved["init"], saved["sigma"]
-    return opt, state
+    run = _saved_run(ck, path, net)
+    run.update(seed=saved["seed"], init=saved["init"], sigma=saved["sigma"])
+    return run
+
+
+def _saved_run(ck, path, net) -> dict:
+    """Parameters and optimizer state of a read checkpoint, on ``net``'s backend and
+    checked: the parameters like any others, and the slots against the saved optimizer's
+    own (a renamed or foreign slot is a ValueError, not a KeyError or a silent loss)."""
+    from .optim import layer_state
+
+    try:
+        params = net.validate_params(ck["params"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{_name(path)}: bad parameters: {exc}") from None
+    run = {"params": params, "epochs_trained": ck["epochs_trained"], "config": None,
+           "optimizer": None, "slots": None, "step": 0}
+    if ck["optimizer"] is None:
+        return run
+    slots = {k: [net.backend.asarray(a, net.dtype) for a in v] for k, v in ck["slots"].items()}
+    optimizer = _rebuild_optimizer(ck)
+    if optimizer is not None:
+        try:
+            layer_state(optimizer, slots, net.n_layers)
+        except ValueError as exc:
+            raise ValueError(f"{_name(path)}: {exc}") from None
+    run.update(config=ck["optimizer"]["config"], optimizer=optimizer, slots=slots,
+               step=ck["optimizer"]["step"])
+    return run
 
 
 def _rebuild_optimizer(ck):
@@ -211,39 +226,6 @@ def _rebuild_optimizer(ck):
         return optimizer_from_config(cfg)
     except (TypeError, ValueError, KeyError):
         return None  # a custom optimizer class with a config(): the caller must pass it again
-
-
-def _check_fallback(optimizer, ck, path, net):
-    """``optimizer`` when it matches what was saved (config apart from lr, and slot names)."""
-    cfg = ck["optimizer"]["config"]
-    what = f"{_name(path)} holds optimizer state of {cfg or 'a custom optimizer'}"
-    if optimizer is None:
-        raise ValueError(f"{what}, which the file cannot rebuild (custom learning-rate callable "
-                         f"or optimizer class); pass the same optimizer again")
-    if cfg is not None and hasattr(optimizer, "config"):
-        given = json.loads(json.dumps(optimizer.config()))
-        if {k: v for k, v in given.items() if k != "lr"} != {k: v for k, v in cfg.items() if k != "lr"}:
-            raise ValueError(f"{what}, but the optimizer given is {given}")
-    slots = set(optimizer.init([p for pair in net.params for p in pair])["slots"])
-    if slots != set(ck["optimizer"]["slots"]):
-        raise ValueError(f"{what} with slots {sorted(ck['optimizer']['slots'])}, but the optimizer "
-                         f"given keeps {sorted(slots)}")
-    return optimizer
-
-
-def _state_on(net, ck):
-    """The saved optimizer state with its arrays on ``net``'s backend, or None."""
-    if ck["optimizer"] is None:
-        return None
-    slots = {k: [net.backend.asarray(a, net.dtype) for a in v] for k, v in ck["slots"].items()}
-    return {"step": ck["optimizer"]["step"], "slots": slots}
-
-
-def _set_params(net, ck, path):
-    try:
-        net.set_params(ck["params"])
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{_name(path)}: bad parameters: {exc}") from None
 
 
 # -- reading and checking ----------------------------------------------------------------

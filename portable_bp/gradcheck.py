@@ -1,12 +1,16 @@
 """Central finite differences: the independent check of backpropagation.
 
 Works on any backend, immutable ones included: each parameter is perturbed by adding
-eps times a one-hot array built with the Array API, not by writing into it.
+eps times a one-hot array built with the Array API, not by writing into it. The loss is
+computed by the same forward pass as training (:func:`portable_bp.step.loss_sum`).
 """
 
 from __future__ import annotations
 
 import math
+
+from . import step
+from ._validate import number
 
 
 def _norm(xp, a) -> float:
@@ -19,39 +23,39 @@ def _norm(xp, a) -> float:
 STENCIL = ((2.0, -1 / 12), (1.0, 8 / 12), (-1.0, -8 / 12), (-2.0, 1 / 12))
 
 
+def _derivative(loss_at, params, l, which, P, e, eps):
+    """dL/dθ along the one-hot direction ``e`` of parameter ``which`` of layer ``l``."""
+    total = 0.0
+    for shift, weight in STENCIL:
+        moved = list(params)
+        W, b = moved[l]
+        moved[l] = (W + shift * e, b) if which == 0 else (W, b + shift * e)
+        total += weight * loss_at(moved)
+    return total / eps
+
+
 def numerical_grads(net, X, Z, eps: float = 1e-4):
     """dL/dθ for every parameter by fourth-order central differences with step ``eps``."""
-    xp = net.xp
+    eps = number(eps, "eps", lo_open=True)
+    xp, device = net.xp, net.backend.device
     with net.backend.activate():
-        X = net._features(X)
-        Z = net._targets(Z, X.shape[0])
+        X = net.features(X)
+        Z = net.targets(Z, X.shape[0])
+        params = net.params
 
-        def loss_at(Ws, bs):
-            saved = net._W, net._b
-            net._W, net._b = Ws, bs
-            try:
-                return float(net._forward(X, Z)[2]) / X.shape[0]
-            finally:
-                net._W, net._b = saved
+        def loss_at(candidate):
+            return float(step.loss_sum(net.spec, net.ops, candidate, X, Z)[1]) / X.shape[0]
 
         grads = []
-        for l in range(net.n_layers):
-            pair = []
-            for which in ("W", "b"):
-                P = (net._W if which == "W" else net._b)[l]
+        for l, pair in enumerate(params):
+            out = []
+            for which, P in enumerate(pair):
                 size = math.prod(P.shape)
-                flat_index = xp.reshape(xp.arange(size, device=net.backend.device), P.shape)
-                g = []
-                for k in range(size):
-                    e = xp.astype(flat_index == k, P.dtype) * eps
-                    total = 0.0
-                    for shift, weight in STENCIL:
-                        Ws, bs = list(net._W), list(net._b)
-                        (Ws if which == "W" else bs)[l] = P + shift * e
-                        total += weight * loss_at(Ws, bs)
-                    g.append(total / eps)
-                pair.append(xp.reshape(xp.asarray(g, dtype=P.dtype, device=net.backend.device), P.shape))
-            grads.append(tuple(pair))
+                flat_index = xp.reshape(xp.arange(size, device=device), P.shape)
+                g = [_derivative(loss_at, params, l, which, P, xp.astype(flat_index == k, P.dtype) * eps, eps)
+                     for k in range(size)]
+                out.append(xp.reshape(xp.asarray(g, dtype=P.dtype, device=device), P.shape))
+            grads.append(tuple(out))
         return grads
 
 
@@ -62,6 +66,7 @@ def gradcheck(net, X, Z, eps: float = 1e-4) -> float:
     parameter array the error is ||g_backprop - g_numeric|| / (||g_backprop|| + ||g_numeric||)
     (0 when both vanish); the largest over all arrays is returned. Below 1e-7 is a pass.
     """
+    eps = number(eps, "eps", lo_open=True)
     net64 = net if net.dtype == "float64" else net.to(dtype="float64")
     xp = net64.xp
     _, analytic = net64.loss_and_grads(X, Z)

@@ -25,6 +25,7 @@ class Loss(NamedTuple):
     output_delta: Callable   # (xp, u, a, z, activation, scale) -> Δ(L) times scale (1/m: the mean)
     fused_output: str | None = None  # output activation for which Δ(L) = (a - z)/m (E11)
     output: Callable | None = None   # (xp, u, z) -> (a, total) sharing work, for fused pairs
+    default_output: str = "identity"  # the output activation a network gets by default
 
 
 def target_rows(xp, z, a):
@@ -95,11 +96,13 @@ def fused_output_delta(xp, u, a, z, activation: Activation, scale):
 
 
 LOSSES: dict[str, Loss] = {
+    # regression: an identity output by default (as scikit-learn's MLPRegressor); the
+    # derivation's network applies f at the output too: pass output_activation="sigmoid"
     "mse": Loss("mse", mse, mse_delta),
     "cross_entropy": Loss("cross_entropy", cross_entropy, fused_output_delta, fused_output="softmax",
-                          output=softmax_cross_entropy),
+                          output=softmax_cross_entropy, default_output="softmax"),
     "binary_cross_entropy": Loss("binary_cross_entropy", binary_cross_entropy, fused_output_delta,
-                                 fused_output="sigmoid"),
+                                 fused_output="sigmoid", default_output="sigmoid"),
 }
 
 

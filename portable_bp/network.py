@@ -1,21 +1,23 @@
-"""Network: a fully connected net, its parameters on one backend, and backpropagation.
+"""Network: a fully connected net, its parameters on one backend, and what it can do.
 
-The forward pass keeps every layer's U and A; the backward pass walks them back with
-E8 (or the fused E11) at the output and E9/E10 below. Nothing here imports an array
-library: the namespace comes from the backend, resolved once per network.
+The network is a façade: it validates what it is given, holds the parameters and hands
+them to the pure functions that compute (:mod:`portable_bp.step` for the math,
+:mod:`portable_bp.train` for fitting and inference, :mod:`portable_bp.checkpoint` for
+files). Nothing here imports an array library: the namespace comes from the backend.
 """
 
 from __future__ import annotations
 
 import os
-from numbers import Integral, Real
+from typing import Any
 
-from . import _inputs
+from . import _inputs, step
+from ._validate import choice, integer, number
 from .activations import get_activation
 from .backends import Backend, get as get_backend
 from .init import DEFAULT_INIT, INITS, initial_weights
-from .layers import backprop_delta, dense_descend, dense_forward, dense_grads
 from .losses import get_loss
+from .ops import Ops
 
 
 class Network:
@@ -29,7 +31,8 @@ class Network:
         Hidden-layer activation: sigmoid, tanh, relu, leaky_relu (slope 0.01) or identity.
     output_activation : str, optional
         Output-layer activation. Defaults to ``softmax`` for ``loss="cross_entropy"``,
-        ``sigmoid`` for ``binary_cross_entropy`` and to ``activation`` otherwise.
+        ``sigmoid`` for ``binary_cross_entropy`` and ``identity`` for ``mse`` (a regression
+        output; the derivation's 3-4-2 network passes ``"sigmoid"``).
     loss : str
         ``mse`` (E2), ``cross_entropy`` (softmax output) or ``binary_cross_entropy``
         (sigmoid output); each sums over outputs and averages over the batch.
@@ -50,44 +53,31 @@ class Network:
     def __init__(self, sizes, *, activation="sigmoid", output_activation=None, loss="mse",
                  backend="numpy", dtype="float32", seed=None, init=None, sigma=0.1):
         self.sizes = _check_sizes(sizes)
-        self._loss = get_loss(loss)
-        self.loss = loss
-        self._hidden = get_activation(activation, output=False, what="activation")
+        loss_fn = get_loss(loss)
+        hidden = get_activation(activation, output=False, what="activation")
         if output_activation is None:
-            output_activation = self._loss.fused_output or activation
-        self._output = get_activation(output_activation, output=True, what="output_activation")
-        if self._loss.fused_output and output_activation != self._loss.fused_output:
-            raise ValueError(f"loss={loss!r} needs output_activation={self._loss.fused_output!r}, "
+            output_activation = loss_fn.default_output
+        output = get_activation(output_activation, output=True, what="output_activation")
+        if loss_fn.fused_output and output_activation != loss_fn.fused_output:
+            raise ValueError(f"loss={loss!r} needs output_activation={loss_fn.fused_output!r}, "
                              f"got {output_activation!r}")
-        self.activation, self.output_activation = activation, output_activation
-        if init is None:
-            init = DEFAULT_INIT[activation]
-        if init not in INITS:
-            raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
-        if not isinstance(sigma, Real) or not sigma > 0:
-            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-        if seed is None:
-            seed = int.from_bytes(os.urandom(4), "little")
-        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-        self.init, self.sigma, self.seed = init, float(sigma), int(seed)
+        self.loss, self.activation, self.output_activation = loss, activation, output_activation
+        self.init = choice(DEFAULT_INIT[activation] if init is None else init, "init", INITS)
+        self.sigma = number(sigma, "sigma", lo_open=True)
+        self.seed = integer(int.from_bytes(os.urandom(4), "little") if seed is None else seed, "seed")
         self.backend: Backend = get_backend(backend)
         self.dtype = dtype
-        self._dt = self.backend.dtype(dtype)  # ValueError for unknown names
         self.xp = self.backend.xp
-        self._acts = [self._hidden] * (len(self.sizes) - 2) + [self._output]
-        weights = initial_weights(self.sizes, init, self.sigma, self.backend.rng(self.seed))
-        with self.backend.activate():
-            self._W = [self.backend.asarray(W, dtype) for W in weights]
-            self._b = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device)
-                       for n in self.sizes[1:]]
-        # Backends with fused kernels (CuPy's element-wise kernels; the one-call SGD step of
-        # NumPy, CuPy and PyTorch, Backend.subtract_matmul) use them in the hot path; False
-        # runs the Array API reference path there too (the tests compare the two).
-        self.fused_kernels = True
+        #: what the step needs to know: each layer's activation and the loss
+        self.spec = step.Spec((hidden,) * (len(self.sizes) - 2) + (output,), loss_fn)
+        self._dt = self.backend.dtype(dtype)  # ValueError for unknown names
+        weights = initial_weights(self.sizes, self.init, self.sigma, self.backend.rng(self.seed))
+        self._params = self.validate_params([(W, self.xp.zeros(n, dtype=self._dt)) for W, n in
+                                             zip(weights, self.sizes[1:])], copy=False)
+        self._ops = self.backend.ops
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
-        self.optimizer_state = None   # (optimizer config, state) after fit(); saved in checkpoints
-        self._compiled = {}           # backends that compile (JAX): training steps, evaluation
+        self.optimizer_state = None   # (optimizer, {"step": n, "slots": ...}) after fit()
+        self.compiled: dict = {}      # compiled programs (JAX) by purpose, reused across calls
 
     # -- description -------------------------------------------------------------------
     def config(self) -> dict:
@@ -109,36 +99,66 @@ class Network:
     def is_classifier(self) -> bool:
         return self.loss == "cross_entropy"
 
+    @property
+    def array_dtype(self):
+        """The backend namespace's dtype object for :attr:`dtype`."""
+        return self._dt
+
+    # -- how the math runs ------------------------------------------------------------------
+    @property
+    def ops(self) -> Ops:
+        """The primitives the step calls: the backend's (kernels, one-call products) or,
+        with ``fused_kernels = False``, the Array API reference."""
+        return self._ops
+
+    @property
+    def fused_kernels(self) -> bool:
+        """False runs the Array API reference Ops instead of the backend's overrides (the
+        tests compare the two); takes effect at the next call."""
+        return self._ops is not self.backend.reference_ops
+
+    @fused_kernels.setter
+    def fused_kernels(self, on: bool) -> None:
+        self._ops = self.backend.ops if on else self.backend.reference_ops
+
     # -- parameters ----------------------------------------------------------------------
     @property
     def params(self) -> list:
         """(W, b) per layer, arrays of the network's backend: W (n_out, n_in), b (n_out,)."""
-        return list(zip(self._W, self._b))
+        return list(self._params)
 
-    def set_params(self, params) -> None:
+    def set_params(self, params, *, copy: bool = True, check_finite: bool = True) -> None:
         """Replace every (W, b); NumPy arrays or array-likes are moved to the backend.
 
-        All arrays are checked before any is assigned: a failure leaves the old ones.
-        """
+        All arrays are checked (shape, numeric dtype, device, and finite values unless
+        ``check_finite=False``) before any is assigned: a failure leaves the old ones.
+        ``copy=False`` adopts arrays already on this backend in the network's dtype as they
+        are (training hands over the arrays it made); by default the network keeps copies, so
+        that training never writes into the caller's memory."""
+        self._params = self.validate_params(params, copy=copy, check_finite=check_finite)
+
+    def validate_params(self, params, *, copy: bool = True, check_finite: bool = True) -> list:
+        """``params`` checked and moved as :meth:`set_params` does, without assigning them."""
         if not isinstance(params, (list, tuple)) or len(params) != self.n_layers:
             got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
             raise ValueError(f"params must be a list of {self.n_layers} (W, b) pairs, got {got}")
-        Ws, bs = [], []
+        checked = []
         for l, pair in enumerate(params):
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                 raise ValueError(f"params[{l}] must be a (W, b) pair")
             n_out, n_in = self.sizes[l + 1], self.sizes[l]
-            Ws.append(self._param(pair[0], (n_out, n_in), f"params[{l}] W"))
-            bs.append(self._param(pair[1], (n_out,), f"params[{l}] b"))
-        self._W, self._b = Ws, bs
+            checked.append((self._param(pair[0], (n_out, n_in), f"params[{l}] W", copy),
+                            self._param(pair[1], (n_out,), f"params[{l}] b", copy)))
+        if check_finite:
+            _inputs.check_finite_all(self.xp, [a for pair in checked for a in pair], "params")
+        return checked
 
-    def _param(self, value, shape, what):
+    def _param(self, value, shape, what, copy):
         arr = _inputs.to_backend(self.backend, value, self._dt, what)
         if tuple(arr.shape) != shape:
             raise ValueError(f"{what} must have shape {shape}, got {tuple(arr.shape)}")
-        _inputs.check_finite(self.xp, arr, what)
-        if self.backend.mutable:  # never alias the caller's memory: training writes in place
-            arr = self.xp.asarray(arr, copy=True)  # (torch/strict wrap NumPy memory, no copy)
+        if copy and self.backend.mutable:  # torch and strict wrap NumPy memory without copying
+            arr = self.xp.asarray(arr, copy=True)
         return arr
 
     def to(self, backend=None, dtype=None) -> "Network":
@@ -151,116 +171,29 @@ class Network:
         net.epochs_trained = self.epochs_trained
         return net
 
-    # -- the math ------------------------------------------------------------------------
-    def _forward(self, X, Z=None, keep_u=False, params=None):
-        """E7 layer by layer. Returns (As, U_L, total, Us): every activation A(0) = X ..
-        A(L) (E9 needs only these), the output logits U(L), the loss summed over the
-        batch when targets Z are given (else None) and, with ``keep_u``, every U(l).
-        ``params`` (Ws, bs) stands in for the network's own (a compiled step passes them)."""
-        xp, inplace, L = self.xp, self.backend.mutable, self.n_layers
-        Ws, bs = params if params is not None else (self._W, self._b)
-        fused = self._fused_kernels()
-        As, Us = [X], []
-        for l in range(L):
-            act = self._acts[l]
-            if fused and l < L - 1 and not keep_u and act.name in fused.activations:
-                As.append(fused.bias_activation(As[-1] @ Ws[l].T, bs[l], act.name))
-                continue
-            U = dense_forward(As[-1], Ws[l], bs[l], inplace)
-            if keep_u:
-                Us.append(U)
-            if l < L - 1:
-                As.append(act.forward(xp, U))
-        total = None
-        if Z is None:
-            As.append(self._output.forward(xp, U))
-        elif self._loss.output is not None:  # softmax + cross-entropy share one exp
-            pair = None
-            if fused and Z.ndim == 1 and getattr(fused, "softmax_cross_entropy", None):
-                pair = fused.softmax_cross_entropy(U, Z)  # None where the kernel cannot
-            A, total = pair if pair is not None else self._loss.output(xp, U, Z)
-            As.append(A)
-        else:
-            As.append(self._output.forward(xp, U))
-            total = self._loss.total(xp, U, As[-1], Z)
-        return As, U, total, Us
+    # -- computation ---------------------------------------------------------------------
+    def features(self, X, what: str = "X"):
+        """X checked and moved: an (n_samples, n_in) array on the device, in :attr:`dtype`."""
+        return _inputs.features(self.backend, X, self.sizes[0], self._dt, what)
 
-    def _grads(self, As, U_L, Z, Ws=None, scale=None, descend=None):
-        """Backpropagation: Δ(L) by E8/E11, then E9 downwards; E10 gives each layer's grads.
-
-        Consumes ``As``: each entry is dropped from the list once backprop has passed it, so
-        a layer's activations are freed as its gradient takes their place (peak memory holds
-        about two layers' activations fewer than keeping them all to the end). ``Ws`` stands
-        in for the network's weights, as in :meth:`_forward`.
-
-        ``scale`` is Δ(L)'s factor, 1/m (the batch mean) by default. Every gradient is linear
-        in Δ(L), so plain SGD passes lr/m and receives lr·grad, saving its update a pass over
-        every parameter.
-
-        ``descend`` (plain SGD, ``scale`` = lr/m) is a pair (biases, :meth:`_descent_ops`),
-        Ws being the weights: each layer then takes its step in place as
-        soon as its Δ is known and the Δ below it has been computed from the old W, by
-        :func:`~portable_bp.layers.dense_descend`, and nothing is returned. No weight gradient
-        array is made where the backend's product takes the layer in one call."""
-        xp, L = self.xp, self.n_layers
-        Ws = self._W if Ws is None else Ws
-        scale = 1.0 / Z.shape[0] if scale is None else scale
-        fused = self._fused_kernels()
-        if fused and self._loss.fused_output:
-            delta = fused.output_delta(As[-1], Z, scale)
-        else:
-            delta = self._loss.output_delta(xp, U_L, As[-1], Z, self._output, scale)
-        As[L] = None
-        grads = [None] * L
-        for l in range(L - 1, -1, -1):
-            if descend is None:
-                grads[l] = dense_grads(xp, delta, As[l])
-            delta_l = delta
-            if l:
-                act = self._acts[l - 1]
-                if fused and act.name in fused.activations:
-                    delta = fused.activation_backward(As[l], delta @ Ws[l], act.name)
-                else:
-                    delta = backprop_delta(xp, delta, Ws[l], act, As[l])
-            if descend is not None:  # after Δ(l-1): E9 needs the W of before the step
-                dense_descend(xp, Ws[l], descend[0][l], delta_l, As[l], *descend[1])
-            As[l] = None
-        return None if descend is not None else grads
-
-    def _fused_kernels(self):
-        """The backend's fused kernels when it has them and they are switched on, else None."""
-        return self.backend.fused if self.fused_kernels else None
-
-    def _descent_ops(self):
-        """(subtract_matmul, subtract_colsum): the backend's in-place W -= Dᵀ A and (or None)
-        b -= Σ_rows D, when it has the first and fused kernels are on; else None."""
-        if not self.fused_kernels or self.backend.subtract_matmul is None:
-            return None
-        return self.backend.subtract_matmul, self.backend.subtract_colsum
-
-    # -- public computation --------------------------------------------------------------
-    def _features(self, X):
-        return _inputs.features(self.backend, X, self.sizes[0], self._dt)
-
-    def _targets(self, Z, n):
-        return _inputs.targets(self.backend, Z, n, self.sizes[-1], self.loss, self._dt)
+    def targets(self, Z, n_samples: int, what: str = "Z"):
+        """Z checked against the loss and moved (see :func:`portable_bp._inputs.targets`)."""
+        return _inputs.targets(self.backend, Z, n_samples, self.sizes[-1], self.loss, self._dt, what)
 
     def forward(self, X):
         """Outputs A(L) for X of shape (n_samples, n_in), on the network's backend."""
         with self.backend.activate():
-            return self._forward(self._features(X))[0][-1]
+            return step.outputs(self.spec, self._ops, self._params, self.features(X))
 
     def loss_and_grads(self, X, Z):
         """The batch loss as a Python float and (dW, db) per layer, shaped like ``params``."""
         with self.backend.activate():
-            X = self._features(X)
-            Z = self._targets(Z, X.shape[0])
-            As, U_L, total, _ = self._forward(X, Z)
-            grads = self._grads(As, U_L, Z)
+            X = self.features(X)
+            total, grads = step.loss_and_grads(self.spec, self._ops, self._params, X,
+                                               self.targets(Z, X.shape[0]))
             return float(total) / X.shape[0], grads
 
-    # -- training and inference (implemented in train.py) --------------------------------
-    def fit(self, X, Z, **kwargs):
+    def fit(self, X, Z, **kwargs) -> Any:
         """Train by gradient descent (E12); see :func:`portable_bp.train.fit`."""
         from .train import fit
 
@@ -290,7 +223,7 @@ def _check_sizes(sizes) -> tuple:
         raise TypeError(f"sizes must be a list of layer widths like [3, 4, 2], got {sizes!r}")
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least an input and an output width, got {list(sizes)}")
-    for n in sizes:
-        if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-            raise ValueError(f"sizes must hold positive integers, got {list(sizes)}")
-    return tuple(int(n) for n in sizes)
+    try:
+        return tuple(integer(n, "sizes", minimum=1) for n in sizes)
+    except ValueError:
+        raise ValueError(f"sizes must hold positive integers, got {list(sizes)}") from None

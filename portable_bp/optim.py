@@ -1,188 +1,170 @@
-"""Optimizers as small init/update pairs with explicit state (in the manner of optax).
+"""Optimizers as small init/update pairs with explicit state (optax's shape), and schedules.
 
-``state = opt.init(params)``; ``params, state = opt.update(params, grads, state, lr)``.
-``params`` and ``grads`` are flat lists of arrays [W1, b1, W2, b2, ...]. The state is a
-plain dict (a step count and lists of arrays), so a checkpoint can store it. On mutable
-backends parameters and slots are updated in place; on JAX they are rebound.
+An optimizer works layer by layer, as the training step hands it each layer's gradient:
 
-Learning-rate schedules are plain callables ``epoch -> lr``; ``StepLR`` and ``CosineLR``
-are provided, and remember their arguments so checkpoints can rebuild them.
+* ``state = opt.init(params)``: one state entry per layer, a dict of slot name -> (slot of
+  W, slot of b) (``{}`` for plain SGD);
+* ``hyper = opt.hyperparams(step, lr)``: the step's scalars, computed on the host in double
+  precision (a compiled step would otherwise compute Adam's ``beta ** t`` in the network's
+  dtype);
+* ``(W, b), layer_state = opt.update(grad, layer_state, (W, b), ops=ops, **hyper)``: one
+  layer's update from its gradient, a :class:`~portable_bp.ops.DenseGrad` (E10's factors;
+  ``ops.dense_grads(grad)`` gives the arrays (dW, db)).
+
+Every array operation goes through ``ops`` (:class:`~portable_bp.ops.Ops`), which decides
+whether to write in place; the optimizers only use what it returns. A custom optimizer
+subclasses :class:`Optimizer` (or provides the same three methods).
+
+Learning-rate schedules are plain callables ``epoch -> lr``; :class:`StepLR` and
+:class:`CosineLR` remember their arguments so that checkpoints can rebuild them.
 """
 
 from __future__ import annotations
 
 import math
-from numbers import Real
+from typing import Any
+
+from ._validate import integer, number
+from .ops import DenseGrad, Ops
 
 
-def _check_rate(name, value, lo=0.0, hi=math.inf, lo_open=False):
-    if isinstance(value, bool) or not isinstance(value, Real) or not (
-            (value > lo if lo_open else value >= lo) and value < hi):
-        bound = f"{'>' if lo_open else '>='} {lo}" + ("" if hi == math.inf else f" and < {hi}")
-        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
-    return float(value)
+class Optimizer:
+    """The optimizer protocol, with defaults: ``hyperparams`` passes the learning rate on."""
+
+    name = "custom"
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, lr: Any = None):
+        self.lr = lr
+
+    def init(self, params) -> list:
+        """One state entry per layer: slot name -> (zeros like W, zeros like b)."""
+        return [{name: (W * 0, b * 0) for name in self.slots} for W, b in params]
+
+    def hyperparams(self, step: int, lr: float) -> dict:
+        """Keyword arguments of :meth:`update` for the step after ``step`` steps."""
+        return {"lr": lr}
+
+    def update(self, grad: DenseGrad, state: dict, param: tuple, *, ops: Ops, **hyper) -> tuple:
+        raise NotImplementedError
+
+    def config(self) -> dict | None:
+        """The constructor arguments as JSON-able values (checkpoints store them)."""
+        return None
 
 
-def _axpy(y, x, alpha, mutable, consume_x=False):
-    """y + alpha * x, written into y where the backend allows it (and, with ``consume_x``,
-    scaling x in place instead of allocating alpha * x)."""
-    if not mutable:
-        return y + alpha * x
-    if consume_x:
-        x *= alpha
-        y += x
-    else:
-        y += alpha * x
-    return y
+def _with_weight_decay(grads, param, weight_decay):
+    """g + weight_decay·p for each of (dW, db): L2 regularization added to the gradient."""
+    if not weight_decay:
+        return grads
+    return tuple(g + weight_decay * p for g, p in zip(grads, param))
 
 
-def _subtract(y, x):
-    """y - x written into y."""
-    y -= x
-    return y
-
-
-def _scale_add(y, beta, x, alpha, mutable):
-    """beta * y + alpha * x, written into y where allowed (the moving averages of Adam)."""
-    if mutable:
-        y *= beta
-        y += alpha * x
-        return y
-    return beta * y + alpha * x
-
-
-class SGD:
-    """E12, W <- W - lr * g, with optional momentum (PyTorch's convention:
-    v <- momentum v + g; step along v, or g + momentum v for Nesterov) and L2 weight decay
-    (g <- g + weight_decay * W)."""
+class SGD(Optimizer):
+    """E12, W ← W − lr·g, with optional momentum (PyTorch's convention: v ← momentum·v + g;
+    step along v, or g + momentum·v for Nesterov) and L2 weight decay (g ← g + wd·W)."""
 
     name = "sgd"
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
-        self.lr = lr if callable(lr) else _check_rate("lr", lr, lo_open=True)
-        self.momentum = _check_rate("momentum", momentum, hi=1.0)
+        super().__init__(lr if callable(lr) else number(lr, "lr", lo_open=True))
+        self.momentum = number(momentum, "momentum", hi=1.0)
         self.nesterov = bool(nesterov)
-        self.weight_decay = _check_rate("weight_decay", weight_decay)
+        self.weight_decay = number(weight_decay, "weight_decay")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
+        self.slots = ("velocity",) if self.momentum else ()
+        self._hyper: dict = {}
+
+    @property
+    def plain(self) -> bool:
+        """E12 as it stands: no momentum, no weight decay."""
+        return not self.momentum and not self.weight_decay
 
     def config(self) -> dict:
         return dict(name=self.name, lr=_schedule_config(self.lr), momentum=self.momentum,
                     nesterov=self.nesterov, weight_decay=self.weight_decay)
 
-    def init(self, params) -> dict:
-        slots = {}
-        if self.momentum:
-            slots["velocity"] = [p * 0 for p in params]
-        return {"step": 0, "slots": slots}
+    def hyperparams(self, step, lr):
+        """``{"lr": lr}``, the same dict while lr stays the same (one fewer allocation per step)."""
+        if self._hyper.get("lr") != lr:
+            self._hyper = {"lr": lr}
+        return self._hyper
 
-    def host_scalars(self, step, lr) -> dict:
-        """Keyword arguments of :meth:`update` to compute on the host: none for SGD."""
-        return {}
-
-    @property
-    def takes_lr_in_grads(self) -> bool:
-        """Plain SGD's step is exactly -lr·g, so it can take gradients already multiplied
-        by lr (backprop carries lr in Δ(L) at no cost) and update with one subtraction."""
-        return not self.momentum and not self.weight_decay
-
-    def update(self, params, grads, state, lr, mutable=True, kernels=None, consume_grads=False,
-               lr_in_grads=False):
-        """One step. ``kernels`` (a backend's fused ops, optional) does it in one pass per
-        array; ``consume_grads`` lets it overwrite ``grads`` (fit's own temporaries);
-        ``lr_in_grads`` (only where :attr:`takes_lr_in_grads`) says grads hold lr·g."""
-        if lr_in_grads:
-            if not self.takes_lr_in_grads:
-                raise ValueError("lr_in_grads needs plain SGD (no momentum, no weight decay)")
-            state["step"] += 1
-            return [(_subtract(p, g) if mutable else p - g) for p, g in zip(params, grads)], state
-        velocity = state["slots"].get("velocity")
-        if kernels is not None and mutable and not self.weight_decay:
-            for i, (p, g) in enumerate(zip(params, grads)):
-                if velocity is None:
-                    kernels.sgd(p, g, lr)
-                else:
-                    kernels.momentum(p, g, velocity[i], lr, self.momentum, self.nesterov)
-            state["step"] += 1
-            return list(params), state
-        new = []
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if self.weight_decay:
-                g = g + self.weight_decay * p
-            if velocity is not None:
-                v = velocity[i] = _scale_add(velocity[i], self.momentum, g, 1.0, mutable)
-                g = g + self.momentum * v if self.nesterov else v
-                new.append(_axpy(p, g, -lr, mutable))
-            else:
-                new.append(_axpy(p, g, -lr, mutable, consume_grads and not self.weight_decay))
-        state["step"] += 1
-        return new, state
+    def update(self, grad, state, param, *, ops, lr):
+        if self.plain:
+            return ops.sgd_dense(*param, grad, lr), state  # E12: W − lr·Δᵀ A(l-1), b − lr·Σ_rows Δ
+        grads = _with_weight_decay(ops.dense_grads(grad), param, self.weight_decay)
+        if not self.momentum:
+            return tuple(ops.sgd(p, g, lr) for p, g in zip(param, grads)), state
+        moved = [ops.momentum(p, g, v, lr, self.momentum, self.nesterov)
+                 for p, g, v in zip(param, grads, state["velocity"])]
+        return (moved[0][0], moved[1][0]), {"velocity": (moved[0][1], moved[1][1])}
 
 
-class Adam:
+class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015) with bias correction; ``weight_decay`` adds L2 to the
     gradient as PyTorch's Adam does (not the decoupled AdamW)."""
 
     name = "adam"
+    slots = ("m", "v")
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        self.lr = lr if callable(lr) else _check_rate("lr", lr, lo_open=True)
+        super().__init__(lr if callable(lr) else number(lr, "lr", lo_open=True))
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_check_rate("betas[0]", betas[0], hi=1.0), _check_rate("betas[1]", betas[1], hi=1.0))
-        self.eps = _check_rate("eps", eps, lo_open=True)
-        self.weight_decay = _check_rate("weight_decay", weight_decay)
+        self.betas = (number(betas[0], "betas[0]", hi=1.0), number(betas[1], "betas[1]", hi=1.0))
+        self.eps = number(eps, "eps", lo_open=True)
+        self.weight_decay = number(weight_decay, "weight_decay")
 
     def config(self) -> dict:
         return dict(name=self.name, lr=_schedule_config(self.lr), betas=list(self.betas),
                     eps=self.eps, weight_decay=self.weight_decay)
 
-    def init(self, params) -> dict:
-        return {"step": 0, "slots": {"m": [p * 0 for p in params], "v": [p * 0 for p in params]}}
-
-    def host_scalars(self, step, lr) -> dict:
-        """The bias-corrected step size and eps of step ``step + 1``, in double precision on
-        the host: a compiled step would otherwise compute beta ** t in the network's dtype."""
+    def hyperparams(self, step, lr):
+        """The bias-corrected step size and eps of step ``step + 1``: Adam's
+        lr·m̂/(√v̂ + eps) is step_size·m/(√v + eps_hat) with both corrections folded in."""
         b1, b2 = self.betas
-        t = step + 1
-        root = math.sqrt(1 - b2 ** t)
-        return {"corrected": (lr * root / (1 - b1 ** t), self.eps * root)}  # eps on sqrt(v_hat), folded in
+        root = math.sqrt(1 - b2 ** (step + 1))
+        return {"step_size": lr * root / (1 - b1 ** (step + 1)), "eps_hat": self.eps * root}
 
-    def update(self, params, grads, state, lr, mutable=True, kernels=None, consume_grads=False,
-               corrected=None):
-        """One step; ``corrected`` is :meth:`host_scalars`' pair, computed here when not given."""
-        if corrected is None:
-            corrected = self.host_scalars(state["step"], lr)["corrected"]
-        step_size, eps_hat = corrected
-        b1, b2 = self.betas
-        m, v = state["slots"]["m"], state["slots"]["v"]
-        new = []
-        xp = _namespace(params[0])  # for sqrt: resolved once per step, not per array
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if self.weight_decay:
-                g = g + self.weight_decay * p
-            m[i] = _scale_add(m[i], b1, g, 1 - b1, mutable)
-            v[i] = _scale_add(v[i], b2, g * g, 1 - b2, mutable)
-            new.append(_axpy(p, m[i] / (xp.sqrt(v[i]) + eps_hat), -step_size, mutable, consume_x=True))
-        state["step"] = state["step"] + 1
-        return new, state
+    def update(self, grad, state, param, *, ops, step_size, eps_hat):
+        grads = _with_weight_decay(ops.dense_grads(grad), param, self.weight_decay)
+        moved = [ops.adam(p, g, m, v, step_size, eps_hat, *self.betas)
+                 for p, g, m, v in zip(param, grads, state["m"], state["v"])]
+        return (moved[0][0], moved[1][0]), {"m": (moved[0][1], moved[1][1]),
+                                            "v": (moved[0][2], moved[1][2])}
 
 
-def _namespace(arr):
-    import array_api_compat
+# -- optimizer state as checkpoints store it ----------------------------------------------
+def flat_slots(state: list) -> dict:
+    """Per-layer state -> {slot name: [slot of W0, of b0, of W1, of b1, ...]}."""
+    names = state[0].keys() if state else ()
+    return {name: [a for layer in state for a in layer[name]] for name in names}
 
-    return array_api_compat.array_namespace(arr)
+
+def layer_state(optimizer, slots: dict, n_layers: int, what: str = "optimizer state") -> list:
+    """{slot name: flat list} -> per-layer state, checked against ``optimizer``'s own slots
+    (a renamed or foreign slot is a ValueError naming both sets, never a KeyError later)."""
+    expected = set(getattr(optimizer, "slots", ()))
+    if set(slots) != expected:
+        raise ValueError(f"{what} has slots {sorted(slots)}, but {getattr(optimizer, 'name', 'the optimizer')} "
+                         f"keeps {sorted(expected)}")
+    for name, arrays in slots.items():
+        if len(arrays) != 2 * n_layers:
+            raise ValueError(f"{what}: slot {name!r} has {len(arrays)} arrays, expected {2 * n_layers}")
+    return [{name: (arrays[2 * l], arrays[2 * l + 1]) for name, arrays in slots.items()}
+            for l in range(n_layers)]
 
 
 # -- learning-rate schedules -------------------------------------------------------------
 class StepLR:
-    """lr * gamma ** (epoch // step_size)."""
+    """lr · gamma ** (epoch // step_size)."""
 
     def __init__(self, lr, step_size, gamma=0.1):
-        self.lr = _check_rate("lr", lr, lo_open=True)
-        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
-        self.step_size, self.gamma = step_size, _check_rate("gamma", gamma, lo_open=True)
+        self.lr = number(lr, "lr", lo_open=True)
+        self.step_size = integer(step_size, "step_size", minimum=1)
+        self.gamma = number(gamma, "gamma", lo_open=True)
 
     def __call__(self, epoch: int) -> float:
         return self.lr * self.gamma ** (epoch // self.step_size)
@@ -195,10 +177,9 @@ class CosineLR:
     """Cosine annealing from lr to min_lr over total_epochs, then min_lr."""
 
     def __init__(self, lr, total_epochs, min_lr=0.0):
-        self.lr = _check_rate("lr", lr, lo_open=True)
-        if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1:
-            raise ValueError(f"total_epochs must be a positive integer, got {total_epochs!r}")
-        self.total_epochs, self.min_lr = total_epochs, _check_rate("min_lr", min_lr)
+        self.lr = number(lr, "lr", lo_open=True)
+        self.total_epochs = integer(total_epochs, "total_epochs", minimum=1)
+        self.min_lr = number(min_lr, "min_lr")
 
     def __call__(self, epoch: int) -> float:
         t = min(epoch, self.total_epochs) / self.total_epochs
@@ -226,19 +207,44 @@ def _schedule_from_config(cfg):
     return cfg
 
 
+def learning_rate(optimizer, epoch: int):
+    """The optimizer's learning rate for ``epoch`` as a Python float (None for custom
+    optimizers without one). A schedule's value may be a NumPy scalar or 0-d array (a NumPy
+    float64 would otherwise promote a float32 step to float64); anything but a finite number
+    >= 0 is refused with the epoch named. Unlike a fixed lr, 0 is allowed: warm-ups start
+    there and :class:`CosineLR` ends there."""
+    lr = getattr(optimizer, "lr", None)
+    if not callable(lr):
+        return lr
+    value = lr(epoch)
+    if hasattr(value, "__float__") and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            pass  # e.g. a 1-element array: refused below, by name
+    return number(value, f"the learning-rate schedule's value for epoch {epoch}")
+
+
 # -- names --------------------------------------------------------------------------------
-DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adam": 1e-3}
+# The learning rate each named optimizer gets when none is given (also the command line's):
+# rates that train the bundled examples well on standardized inputs.
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3}
+OPTIMIZERS = tuple(DEFAULT_LR)
+PROTOCOL = ("init", "hyperparams", "update")
 
 
 def get_optimizer(optimizer="sgd", lr=None, weight_decay=0.0):
     """An optimizer object from a name (``sgd``, ``momentum``, ``nesterov``, ``adam``)
     configured by ``lr`` and ``weight_decay``, or the object itself."""
-    if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
+    if not isinstance(optimizer, str):
+        missing = [m for m in PROTOCOL if not callable(getattr(optimizer, m, None))]
+        if missing:
+            raise TypeError(f"optimizer must be a name or an object with {', '.join(PROTOCOL)} "
+                            f"(subclass portable_bp.optim.Optimizer); {type(optimizer).__name__} "
+                            f"lacks {', '.join(missing)}")
         if lr is not None:
             raise ValueError("lr configures optimizers given by name; set it on the optimizer object instead")
         return optimizer
-    if not isinstance(optimizer, str):
-        raise TypeError(f"optimizer must be a name or an object with init/update, got {type(optimizer).__name__}")
     if optimizer not in DEFAULT_LR:
         raise ValueError(f"optimizer must be one of {sorted(DEFAULT_LR)} or an optimizer object, got {optimizer!r}")
     lr = DEFAULT_LR[optimizer] if lr is None else lr
@@ -251,12 +257,12 @@ def get_optimizer(optimizer="sgd", lr=None, weight_decay=0.0):
 def optimizer_from_config(cfg: dict):
     """Rebuild an optimizer from ``opt.config()`` (as stored in checkpoints)."""
     cfg = dict(cfg)
-    name = cfg.pop("name")
-    cfg["lr"] = _schedule_from_config(cfg["lr"])
-    if cfg["lr"] is None:
-        raise ValueError("this optimizer used a custom learning-rate callable, which a checkpoint "
-                         "cannot store; pass the optimizer object again")
+    name = cfg.pop("name", None)
     cls = {"sgd": SGD, "adam": Adam}.get(name)
     if cls is None:
         raise ValueError(f"unknown optimizer {name!r} in config")
+    cfg["lr"] = _schedule_from_config(cfg.get("lr"))
+    if cfg["lr"] is None:
+        raise ValueError("this optimizer used a custom learning-rate callable, which a checkpoint "
+                         "cannot store; pass the optimizer object again")
     return cls(**cfg)

@@ -13,6 +13,7 @@ Third parties add a backend with ``register(name, factory)`` or an entry point i
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from importlib.metadata import EntryPoint
 from typing import Callable
@@ -32,7 +33,6 @@ _FACTORIES: dict[str, str | Callable] = {
     "jax": "portable_bp.backends.jax_:make",
     "cupy": "portable_bp.backends.cupy_:make",
 }
-GPU_SPECS = ("cupy", "torch:cuda")
 _cache: dict[str, Backend | BackendUnavailable] = {}
 _lock = threading.RLock()  # re-entrant: a factory may itself call get()
 _entry_points_loaded = False
@@ -106,12 +106,31 @@ def get(spec: str | Backend = "numpy") -> Backend:
                 cached = _factory(name)(device)
                 if not isinstance(cached, Backend):
                     raise TypeError(f"factory for backend {name!r} returned {type(cached).__name__}, not a Backend")
+                _settle_ops(cached)
             except BackendUnavailable as exc:
                 cached = exc
             _cache[spec] = cached
     if isinstance(cached, BackendUnavailable):  # a fresh instance: a re-raised one keeps
         raise BackendUnavailable(cached.name, cached.reason, cached.hint)  # every traceback
     return cached
+
+
+def kernels_off() -> bool:
+    """``PORTABLE_BP_FUSED=0``: every backend made from now on runs the Array API reference
+    Ops (no kernels, no one-call products), for debugging and comparisons."""
+    return os.environ.get("PORTABLE_BP_FUSED") == "0"
+
+
+def _settle_ops(backend: Backend) -> None:
+    """The backend's Ops as it will be used: the reference when kernels are switched off,
+    else its own with every override checked against the reference (``_check``)."""
+    if kernels_off():
+        backend.ops = backend.reference_ops
+        return
+    from ._check import checked
+
+    with backend.activate():
+        backend.ops = checked(backend.ops, backend.asarray, backend.to_numpy)
 
 
 def _auto() -> Backend:
@@ -145,36 +164,33 @@ def available() -> list[str]:
 
 
 def describe() -> list[dict]:
-    """Every known backend: whether it runs here, its device, what its hot path adds to the
-    Array API code (see :func:`hot_path`), and the reason when it does not run."""
+    """Every known backend: whether it runs here, its device, what its step adds to the
+    Array API reference (see :func:`hot_path`), the overrides its check refused and why,
+    and the reason when it does not run."""
     rows = []
     for name in known():
         for spec in ([name, "torch:cuda"] if name == "torch" else [name]):
             ok, reason = probe(spec)
             row = {"spec": spec, "available": ok, "reason": reason, "device": None, "version": None,
-                   "hot_path": None}
+                   "hot_path": None, "dropped": {}}
             if ok:
                 b = get(spec)
                 row.update(device=str(b.device), version=b.info.get("version"),
-                           device_name=b.info.get("device_name", str(b.device)), hot_path=hot_path(b))
+                           device_name=b.info.get("device_name", str(b.device)), hot_path=hot_path(b),
+                           dropped=dict(b.ops.dropped))
             rows.append(row)
     return rows
 
 
 def hot_path(backend: Backend) -> str:
-    """What a backend's training step uses beyond the Array API code, comma-separated:
-    ``fused`` (element-wise kernels), ``softmax-ce`` (softmax + cross-entropy for labels as
-    one backend call: one kernel on CuPy, where it passed its start-up check), ``gemm-sgd``
-    (plain SGD's weight step as one in-place BLAS product, ``Backend.subtract_matmul``),
-    ``gemv-bias`` (its bias step as one call, ``Backend.subtract_colsum``), ``jit`` (a
-    compiled step); else ``array-api``."""
-    softmax_ce = getattr(backend.fused, "softmax_cross_entropy", None)
-    parts = [label for label, present in (("fused", backend.fused is not None),
-                                          ("softmax-ce", softmax_ce is not None),
-                                          ("gemm-sgd", backend.subtract_matmul is not None),
-                                          ("gemv-bias", backend.subtract_colsum is not None),
-                                          ("jit", backend.compile is not None)) if present]
-    return ",".join(parts) or "array-api"
+    """What a backend's training step uses beyond the Array API reference: its Ops' name
+    and the primitives it overrides (each passed its check), plus ``jit`` where the backend
+    compiles the step; ``array-api`` when it adds nothing."""
+    overrides = backend.ops.overrides()
+    parts = [f"{backend.ops.name}: {', '.join(overrides)}"] if overrides else []
+    if backend.compile is not None:
+        parts.append("jit")
+    return "; ".join(parts) or "array-api"
 
 
 def library_of(arr) -> str:

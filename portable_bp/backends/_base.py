@@ -10,11 +10,12 @@ host-side work (the random generator, host buffers).
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+
+from ..ops import Ops
 
 DTYPES = ("float32", "float64")
 
@@ -35,8 +36,9 @@ class Backend:
     """One array library on one device.
 
     ``xp`` is the Array API namespace the math uses; ``device`` is passed to every array
-    creation; ``mutable`` says, once for the backend, whether parameters are updated in
-    place (NumPy, CuPy, PyTorch) or rebound (JAX).
+    creation; ``mutable`` says whether the library's arrays can be written in place (NumPy,
+    CuPy, PyTorch, array-api-strict) or not (JAX): arrays handed in by a caller are then
+    copied, so that training never writes into the caller's memory.
     """
 
     name: str
@@ -50,22 +52,29 @@ class Backend:
     _owns: Callable[[Any], bool] = lambda a: False
     _context: Callable[[], Any] = contextlib.nullcontext
     _enable_float64: Callable[[], None] = lambda: None
-    fused: Any = None  # optional hot-path kernels (CuPy, NumPy); None: the Array API reference path
     # optional compile(fn, static_argnames=()) -> compiled fn, for pure functions of arrays
     # (JAX's jit; the named arguments are compile-time constants); None on eager libraries
     compile: Callable[..., Callable] | None = None
-    # optional subtract_matmul(W, D, A): W <- W - Dᵀ A in place, one multiply-accumulate
-    # matrix product (BLAS gemm with beta = 1); plain SGD then takes its step without making
-    # a gradient array. None: the Array API path (a product, then a subtraction)
-    subtract_matmul: Callable[[Any, Any, Any], Any] | None = None
-    # optional subtract_colsum(b, D): b <- b - Σ over the rows of D, in place, in one call
-    # (BLAS gemv against a vector of ones, beta = 1): plain SGD's bias step. None: a sum,
-    # then a subtraction (two kernel launches on a GPU instead of one)
-    subtract_colsum: Callable[[Any, Any], Any] | None = None
+    # the step primitives (portable_bp.ops): the library's overrides, checked against the
+    # Array API reference when the registry hands the backend out; never None
+    ops: Ops | None = None
     info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.ops is None:
+            self.ops = Ops(self.xp)
+        self._reference_ops: Ops | None = None
 
     def __repr__(self) -> str:
         return f"Backend({self.spec!r}, device={self.device!r})"
+
+    @property
+    def reference_ops(self) -> Ops:
+        """The Array API reference of every primitive on this backend's namespace (what
+        ``ops`` is checked against, and what ``Network.fused_kernels = False`` runs)."""
+        if self._reference_ops is None:
+            self._reference_ops = Ops(self.xp)
+        return self._reference_ops
 
     # -- dtypes ------------------------------------------------------------------------
     def dtype(self, name: str):
@@ -123,59 +132,6 @@ class Backend:
         same NumPy Generator: one seed gives bit-identical weights and batch orders everywhere.
         """
         return np.random.default_rng(seed)
-
-
-def kernels_off() -> bool:
-    """``PORTABLE_BP_FUSED=0``: every backend made from now on keeps the Array API path (no
-    element-wise kernels, no one-call SGD products), for debugging and comparisons."""
-    return os.environ.get("PORTABLE_BP_FUSED") == "0"
-
-
-def subtract_matmul_agrees(op, to_device=lambda a: a, to_host=np.asarray, float32_tol=1e-4) -> bool:
-    """True when a backend's ``subtract_matmul`` (W <- W - Dᵀ A, in place) matches W - Dᵀ A
-    computed on the host in float64, for both dtypes, with inputs sliced by rows and by
-    columns (leading dimensions wider than the row, as fit's batches can have). Backends run
-    it once when they are made and keep their plain path when it fails or raises.
-    ``float32_tol`` may admit reduced-precision products (TF32: ~1e-3 relative); a wrong
-    transpose or layout is off by O(1)."""
-    rng = np.random.default_rng(0)
-    W, D, A = rng.standard_normal((7, 5)), rng.standard_normal((6, 9)), rng.standard_normal((9, 8))
-    want = W - D[:, 1:8].T @ A[2:8, :5]
-    for dt, tol in (("float32", float32_tol), ("float64", 1e-12)):
-        Wd, Dd, Ad = (to_device(x.astype(dt)) for x in (W, D, A))
-        try:
-            got = to_host(op(Wd, Dd[:, 1:8], Ad[2:8, :5]))
-        except Exception:  # noqa: BLE001 - a product that cannot be called is not used
-            return False
-        if not np.allclose(got, want, rtol=tol, atol=tol):
-            return False
-    return True
-
-
-def subtract_colsum_agrees(op, to_device=lambda a: a, to_host=np.asarray) -> bool:
-    """True when a backend's ``subtract_colsum`` (b <- b - Σ_rows D, in place) matches the
-    float64 host computation for both dtypes, on a contiguous D, a single row, and a column
-    slice of a wider array (not contiguous); checked once when the backend is made, like
-    :func:`subtract_matmul_agrees`."""
-    rng = np.random.default_rng(1)
-    b, D = rng.standard_normal(6), rng.standard_normal((9, 8))
-    for dt, tol in (("float32", 1e-5), ("float64", 1e-12)):
-        wide = to_device(D.astype(dt))
-        cases = ((D[:, 2:], to_device(np.ascontiguousarray(D[:, 2:].astype(dt)))),
-                 (D[3:4, 2:], to_device(np.ascontiguousarray(D[3:4, 2:].astype(dt)))),
-                 (D[:, 1:7], wide[:, 1:7]))
-        for want_rows, Dd in cases:
-            bd = to_device(b.astype(dt))
-            try:
-                got = to_host(op(bd, Dd))
-                kept = to_host(bd)
-            except Exception:  # noqa: BLE001 - an op that cannot be called is not used
-                return False
-            want = b - want_rows.sum(axis=0)
-            if not (np.allclose(got, want, rtol=tol, atol=tol)
-                    and np.allclose(kept, want, rtol=tol, atol=tol)):
-                return False
-    return True
 
 
 def host_numeric(data, what: str) -> np.ndarray:

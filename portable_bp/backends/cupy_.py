@@ -1,14 +1,14 @@
 """CuPy on a CUDA GPU (``cupy`` or ``cupy:N``).
 
 ``import cupy`` succeeds on machines without a GPU, so the probe runs a real tiny
-computation (which also loads cuBLAS) before the backend is handed out. Fused
-element-wise kernels for the hot path live in ``cupy_kernels``; the Array API code stays
-the reference and the fallback. Plain SGD's step W -= Dᵀ A is one cuBLAS gemm with beta = 1
-(``cupy.cublas.gemm``) and its bias step b -= Σ_rows D one gemv against a vector of ones,
-each checked against a host computation once when the backend is made.
+computation (which also loads cuBLAS) before the backend is handed out. The step's
+primitives run on CUDA kernels and cuBLAS (``cupy_ops.CupyOps`` over ``cupy_kernels``),
+each checked against the Array API reference when the backend is made.
 """
 
-from ._base import Backend, BackendUnavailable, kernels_off
+import functools
+
+from ._base import Backend, BackendUnavailable
 
 HINT = 'pip install "portable_bp[cuda12]" or "portable_bp[cuda13]" (matching your CUDA driver)'
 
@@ -40,8 +40,12 @@ def make(device=None) -> Backend:
         return isinstance(a, cupy.ndarray) and a.device.id == index
 
     from . import cupy_kernels
+    from .cupy_ops import CupyOps
 
-    fused_off = kernels_off()  # PORTABLE_BP_FUSED=0
+    with dev:
+        tf32 = cupy_kernels.tf32()
+    ops = CupyOps(xp, cupy_kernels.Kernels(), functools.partial(cupy_kernels.gemm_subtract, tf32_products=tf32),
+                  cupy_kernels.gemv_subtract, tf32=tf32)
     return Backend(
         name="cupy", xp=xp, device=dev, spec=f"cupy:{index}" if device else "cupy",
         is_gpu=True,
@@ -49,8 +53,6 @@ def make(device=None) -> Backend:
         _owns=owns,
         _synchronize=lambda: dev.synchronize(),
         _context=lambda: cupy.cuda.Device(index),
-        fused=None if fused_off else cupy_kernels.FusedOps(dev),
-        subtract_matmul=None if fused_off else cupy_kernels.subtract_matmul(dev),
-        subtract_colsum=None if fused_off else cupy_kernels.subtract_colsum(dev),
+        ops=ops,
         info={"version": cupy.__version__, "device_name": name},
     )

@@ -1,11 +1,10 @@
-"""Fused element-wise CUDA kernels for the CuPy backend's hot path.
+"""CUDA kernels and cuBLAS calls for the CuPy backend's Ops (``cupy_ops.CupyOps``).
 
 Each kernel does in one pass over device memory what the Array API reference path does in
 two to five (each of which reads and writes the whole array). They compute the same
-formulas as ``activations.py``, ``losses.py`` and ``optim.py``; the GPU tests check both
-paths agree. Kernels compile on first use (CuPy caches them on disk). Those written as raw
-CUDA (softmax + cross-entropy, the 16-byte vector passes) are checked once on the device
-before they are used and left out, for the plain kernels, if they do not agree.
+formulas as ``activations.py``, ``losses.py`` and ``ops.py``; the backend's Ops check
+compares every primitive built on them with the reference before it is used. Kernels
+compile on first use (CuPy caches them on disk).
 """
 
 from __future__ import annotations
@@ -125,16 +124,15 @@ def _constant(make, n, dtype):
     return value
 
 
-class FusedOps:
-    """The kernels the network and the optimizers use when the backend offers them.
+class Kernels:
+    """Every kernel and cuBLAS call CupyOps uses, compiled on first use.
 
-    ``device``: the GPU on which the softmax + cross-entropy kernel is checked once against
-    a float64 host computation (it is switched off, leaving the Array API path, if it does
-    not compile or does not agree)."""
+    Methods return None where a kernel does not apply (a layout or dtype it was not
+    written for): the caller then takes its Array API path."""
 
     activations = frozenset(_ACTIVATIONS)
 
-    def __init__(self, device=None):
+    def __init__(self):
         self._bias_act = {
             name: cupy.ElementwiseKernel("T b", "T a", f"T u = a + b; a = {forward}",
                                          f"pbp_bias_{name}", preamble=_MATH)
@@ -157,15 +155,10 @@ class FusedOps:
             "v = mu * v + g; p -= lr * (nesterov ? g + mu * v : v)", "pbp_momentum")
         self._softmax_ce = {code: cupy.RawKernel(_PRELUDE[code] + _SOFTMAX_CE, "pbp_softmax_ce")
                             for code in _PRELUDE}
-        if device is not None:
-            with device:
-                if not _softmax_ce_agrees(self):
-                    self.softmax_cross_entropy = None
 
     def softmax_cross_entropy(self, U, y):
         """Softmax outputs and the summed cross-entropy for class labels ``y`` (m,) in one
-        kernel launch (plus the sum of the row losses): (A, total), or None where the kernel
-        does not apply (a layout or dtype it was not written for)."""
+        kernel launch (plus the sum of the row losses): (A, total), or None."""
         kernel = self._softmax_ce.get(U.dtype.char)
         if (kernel is None or U.ndim != 2 or y.ndim != 1 or y.shape[0] != U.shape[0]
                 or y.dtype != numpy.int64 or not U.flags.c_contiguous
@@ -185,24 +178,16 @@ class FusedOps:
         kernels = self._vector_kernels(U, b)
         if kernels is None:
             return self._bias_act[name](b, U)
-        return self._bias_vectors(kernels, U, b, name)
+        width = 16 // U.itemsize
+        self._launch(kernels[f"pbp_bias_{name}_v"], U.size // width,
+                     (U, b, numpy.uint32(U.size // width), numpy.uint32(U.shape[1] // width)))
+        return U
 
     def activation_backward(self, A, G, name):
         """E9's ⊙ f'(U) in place: G <- G ⊙ f'(U), with f' written from A."""
         kernels = self._vector_kernels(G, A) if A.shape == G.shape else None
         if kernels is None:
             return self._act_backward[name](A, G)
-        return self._backward_vectors(kernels, A, G, name)
-
-    def _bias_vectors(self, kernels, U, b, name):
-        """:meth:`bias_activation` by the vector kernel (layout already checked)."""
-        width = 16 // U.itemsize
-        self._launch(kernels[f"pbp_bias_{name}_v"], U.size // width,
-                     (U, b, numpy.uint32(U.size // width), numpy.uint32(U.shape[1] // width)))
-        return U
-
-    def _backward_vectors(self, kernels, A, G, name):
-        """:meth:`activation_backward` by the vector kernel (layout already checked)."""
         n = G.size // (16 // G.itemsize)
         self._launch(kernels[f"pbp_backward_{name}_v"], n, (A, G, numpy.uint32(n)))
         return G
@@ -213,8 +198,8 @@ class FusedOps:
 
     def _vector_kernels(self, X, v):
         """The vector kernels for X's dtype when X (m, k) and v (k,) or (m, k) are laid out
-        for them (C-contiguous, 16-byte aligned, k a multiple of the vector width), and
-        they passed their check on this device (:func:`_vector_kernels_agree`); else None."""
+        for them (C-contiguous, 16-byte aligned, k a multiple of the vector width) and they
+        compile on this device; else None (the element-wise kernels serve)."""
         code = X.dtype.char
         if (code not in _VECTOR_PRELUDE or X.ndim != 2 or v.dtype != X.dtype or X.size == 0
                 or not X.flags.c_contiguous or not v.flags.c_contiguous or v.shape[-1] != X.shape[1]
@@ -223,17 +208,20 @@ class FusedOps:
             return None
         key = (code, cupy.cuda.Device().id)
         if key not in self._vectors:
-            self._vectors[key] = None  # also while checking: the check calls the plain path
             source = _vector_source(code)
-            kernels = {f"pbp_{kind}_{name}_v": cupy.RawKernel(source, f"pbp_{kind}_{name}_v")
-                       for kind in ("bias", "backward") for name in _ACTIVATIONS}
-            if _vector_kernels_agree(self, kernels, X.dtype):
-                self._vectors[key] = kernels
+            try:
+                kernels = {f"pbp_{kind}_{name}_v": cupy.RawKernel(source, f"pbp_{kind}_{name}_v")
+                           for kind in ("bias", "backward") for name in _ACTIVATIONS}
+                for kernel in kernels.values():
+                    kernel.compile()
+            except Exception:  # noqa: BLE001 - NVRTC cannot build them here
+                kernels = None
+            self._vectors[key] = kernels
         return self._vectors[key]
 
     def output_delta(self, A, Z, scale):
-        """E11: Δ(L) = (A - Z) * scale (1/m, or lr/m) in one pass; Z one-hot rows or class
-        labels (m,), compared with each column index in the same pass."""
+        """E11: Δ(L) = (A - Z)·scale in one pass; Z one-hot rows or class labels (m,),
+        compared with each column index in the same pass."""
         if Z.ndim == 1:
             return self._label_delta(A, Z[:, None], _constant(cupy.arange, A.shape[1], Z.dtype),
                                      A.dtype.type(scale))
@@ -242,37 +230,12 @@ class FusedOps:
     def sgd(self, P, G, lr):
         """E12 in place: P <- P - lr G."""
         self._sgd(G, P.dtype.type(lr), P)
+        return P
 
     def momentum(self, P, G, V, lr, mu, nesterov):
         """SGD with (Nesterov) momentum, both updates in one pass."""
         self._momentum(G, P.dtype.type(lr), P.dtype.type(mu), bool(nesterov), P, V)
-
-
-def _softmax_ce_agrees(ops) -> bool:
-    """The softmax + cross-entropy kernel against float64 NumPy on rows that exercise it:
-    one and several thread-block strides (k = 3, 300), both dtypes, logits of scale 2 (so
-    that every thread's part of the row sum matters: at scale 30 a row's softmax is nearly
-    one-hot and a lost partial sum would pass), one row at scale 30 and one shifted by 500."""
-    try:
-        rng = numpy.random.default_rng(0)
-        for dtype, tol in ((numpy.float32, 1e-5), (numpy.float64, 1e-12)):
-            for m, k in ((5, 3), (7, 300)):
-                u = rng.standard_normal((m, k)) * 2
-                u[0, :] += 500.0
-                u[1, :] *= 15
-                u = u.astype(dtype).astype(numpy.float64)  # the reference sees the same inputs
-                y = rng.integers(0, k, m)
-                s = u - u.max(axis=1, keepdims=True)
-                e = numpy.exp(s)
-                want_a = e / e.sum(axis=1, keepdims=True)
-                want_total = numpy.sum(numpy.log(e.sum(axis=1))) - s[numpy.arange(m), y].sum()
-                A, total = ops.softmax_cross_entropy(cupy.asarray(u, dtype=dtype), cupy.asarray(y))
-                if not (numpy.allclose(cupy.asnumpy(A), want_a, rtol=tol, atol=tol)
-                        and abs(float(total) - want_total) <= tol * max(1.0, abs(want_total))):
-                    return False
-        return True
-    except Exception:  # noqa: BLE001 - does not compile or launch here: the plain path is used
-        return False
+        return P, V
 
 
 def _address(X):
@@ -281,88 +244,39 @@ def _address(X):
     return X.data.ptr
 
 
-def _vector_kernels_agree(ops, kernels, dtype) -> bool:
-    """The vector kernels, launched as the hot path launches them, against the element-wise
-    ones (the same formulas, one element per thread), every activation, on rows of 1 and 3
-    vectors and a bias that differs per column (a wrong column index would show), with
-    values either side of 0."""
-    try:
-        rng = numpy.random.default_rng(1)
-        width = 16 // numpy.dtype(dtype).itemsize
-        tol = 1e-6 if dtype == numpy.float32 else 1e-14
-        for m, k in ((5, width), (7, 3 * width)):
-            U = cupy.asarray(rng.standard_normal((m, k)) * 3, dtype=dtype)
-            b = cupy.asarray(rng.standard_normal(k), dtype=dtype)
-            G = cupy.asarray(rng.standard_normal((m, k)), dtype=dtype)
-            for name in _ACTIVATIONS:
-                want_a = ops._bias_act[name](b, U.copy())
-                want_g = ops._act_backward[name](want_a, G.copy())
-                got_a = ops._bias_vectors(kernels, U.copy(), b, name)
-                got_g = ops._backward_vectors(kernels, want_a, G.copy(), name)
-                if not (numpy.allclose(cupy.asnumpy(got_a), cupy.asnumpy(want_a), rtol=tol, atol=tol)
-                        and numpy.allclose(cupy.asnumpy(got_g), cupy.asnumpy(want_g), rtol=tol, atol=tol)):
-                    return False
-        return True
-    except Exception:  # noqa: BLE001 - does not compile or launch here: the plain path is used
-        return False
-
-
-def subtract_colsum(device):
-    """b <- b - Σ_rows D in place as one cuBLAS gemv (Dᵀ times a cached vector of ones,
-    alpha = -1, beta = 1) instead of a sum and a subtraction, when it agrees with the host
-    computation (``_base.subtract_colsum_agrees``); else None."""
-    from ._base import subtract_colsum_agrees
-
-    return _if_it_agrees(_gemv_subtract, subtract_colsum_agrees, device)
-
-
-def _gemv_subtract(b, D):
-    """b <- b - Σ_rows D in place: one cuBLAS gemv, Dᵀ times a cached vector of ones."""
+def gemv_subtract(b, D, alpha):
+    """b <- b - alpha·Σ_rows D in place: one cuBLAS gemv, Dᵀ times a cached vector of ones
+    (beta = 1); None for layouts it was not written for."""
     if not (D.ndim == 2 and D.flags.c_contiguous and b.flags.c_contiguous):
-        b -= D.sum(axis=0)  # a layout the gemv was not checked with
-        return b
+        return None
+    import cupy.cublas  # noqa: F401 - the submodule is not imported by ``import cupy``
+
     ones = _constant(cupy.ones, D.shape[0], D.dtype)
-    cupy.cublas.gemv("T", -1.0, D, ones, 1.0, b)  # (transa, alpha, a, x, beta, y)
+    cupy.cublas.gemv("T", -alpha, D, ones, 1.0, b)  # (transa, alpha, a, x, beta, y)
     return b
 
 
-def _if_it_agrees(op, agrees, device, **kwargs):
-    """``op`` when ``agrees(op, ...)`` (a ``_base`` self-check against a host computation)
-    passes on ``device``, else None: the backend then keeps the Array API path. cuBLAS
-    calls that cannot be made count as disagreeing."""
-    try:
-        import cupy.cublas  # noqa: F401 - the submodule is not imported by ``import cupy``
+def gemm_subtract(W, D, A, alpha, tf32_products=False):
+    """W <- W - alpha·Dᵀ A in place: one cuBLAS gemm (beta = 1), no gradient array.
+    ``tf32_products``: CuPy multiplies float32 in TF32 (``CUPY_TF32``, see :func:`tf32`);
+    cupy.cublas.gemm calls cublasSgemm, which follows the cuBLAS handle's math mode, not
+    CuPy's setting, so then the mode is set for this call and put back after."""
+    import cupy.cublas  # noqa: F401
 
-        with device:
-            ok = agrees(op, cupy.asarray, cupy.asnumpy, **kwargs)
-    except Exception:  # noqa: BLE001 - no cuBLAS we can call: the plain path is used
-        return None
-    return op if ok else None
-
-
-def _gemm_subtract(W, D, A):
-    """W <- W - Dᵀ A in place: one cuBLAS gemm (alpha = -1, beta = 1), no gradient array."""
-    return cupy.cublas.gemm("T", "N", D, A, out=W, alpha=-1.0, beta=1.0)
-
-
-def _gemm_subtract_tf32(W, D, A):
-    """:func:`_gemm_subtract` with float32 products in TF32, as CuPy's own are under
-    ``CUPY_TF32=1``: cupy.cublas.gemm calls cublasSgemm, which follows the cuBLAS handle's
-    math mode, not CuPy's setting, so the mode is set for this call and put back after."""
-    if W.dtype != numpy.float32:
-        return _gemm_subtract(W, D, A)
+    if W.dtype != numpy.float32 or not tf32_products:
+        return cupy.cublas.gemm("T", "N", D, A, out=W, alpha=-alpha, beta=1.0)
     from cupy_backends.cuda.libs import cublas
 
     handle = cupy.cuda.device.get_cublas_handle()
     mode = cublas.getMathMode(handle)
     cublas.setMathMode(handle, getattr(cublas, "CUBLAS_TF32_TENSOR_OP_MATH", 3))
     try:
-        return _gemm_subtract(W, D, A)
+        return cupy.cublas.gemm("T", "N", D, A, out=W, alpha=-alpha, beta=1.0)
     finally:
         cublas.setMathMode(handle, mode)
 
 
-def _tf32() -> bool:
+def tf32() -> bool:
     """Whether CuPy multiplies float32 matrices in TF32 on the current device (it reads
     ``CUPY_TF32`` once, at its first float32 product, or here)."""
     try:
@@ -371,15 +285,3 @@ def _tf32() -> bool:
         return linalg.get_compute_type(numpy.float32) == getattr(linalg, "COMPUTE_TYPE_TF32", 7)
     except Exception:  # noqa: BLE001 - a CuPy without this switch: float32 stays float32
         return False
-
-
-def subtract_matmul(device):
-    """:func:`_gemm_subtract` (in TF32 where CuPy's products are: :func:`_gemm_subtract_tf32`)
-    when it agrees with W - Dᵀ A computed on the host in float64
-    (``_base.subtract_matmul_agrees``), else None: the backend then keeps the Array API path.
-    The float32 tolerance admits TF32 (~1e-3 relative)."""
-    from ._base import subtract_matmul_agrees
-
-    with device:
-        op = _gemm_subtract_tf32 if _tf32() else _gemm_subtract
-    return _if_it_agrees(op, subtract_matmul_agrees, device, float32_tol=2e-2)

@@ -1,5 +1,5 @@
 """JAX arrays (``jax.numpy`` is an Array API namespace). Arrays are immutable, so this
-backend is marked ``mutable=False`` and parameter updates rebind instead of writing in place.
+backend is marked ``mutable=False`` and runs the functional reference Ops.
 Executed op by op JAX is slow (each call dispatches on its own), so the training step, written
 as a pure function of arrays, is compiled with ``jax.jit`` (``Backend.compile``).
 

@@ -2,19 +2,20 @@
 
 NumPy >= 2 is Array API compliant, so its own namespace is used, not array-api-compat's
 wrappers. Two reductions are routed straight to their ufuncs: ``np.sum``/``np.max`` spend
-~3 µs per call in Python dispatch before reaching ``np.add.reduce``/``np.maximum.reduce``,
-which on small batches is a tenth of a training step. Same results, same signature.
-NumPy 1.x goes through array-api-compat. The hot path's element-wise steps run in place
-(``numpy_kernels``) and plain SGD's step W -= Dᵀ A calls the BLAS NumPy already loaded
-(``numpy_blas``) when it is one we know how to call; the Array API code stays the reference.
+microseconds per call in Python dispatch before reaching ``np.add.reduce``/
+``np.maximum.reduce``, which on small batches is a noticeable part of a training step. Same
+results, same signature. NumPy 1.x goes through array-api-compat. The step's primitives
+run in place, with plain SGD's weight step in one call of NumPy's own BLAS
+(:class:`~portable_bp.backends.numpy_ops.NumpyOps`).
 """
 
 import types
 
 import numpy as np
 
-from . import numpy_blas, numpy_kernels
-from ._base import Backend, BackendUnavailable, kernels_off
+from . import numpy_blas
+from ._base import Backend, BackendUnavailable
+from .numpy_ops import NumpyOps
 
 
 def _sum(x, /, *, axis=None, dtype=None, keepdims=False):
@@ -46,12 +47,10 @@ def make(device=None) -> Backend:
         xp = namespace()
     else:  # pragma: no cover - numpy 1.x
         import array_api_compat.numpy as xp
-    fused_off = kernels_off()  # PORTABLE_BP_FUSED=0
     return Backend(
         name="numpy", xp=xp, device="cpu", spec="numpy",
         _to_numpy=np.asarray,
         _owns=lambda a: type(a) is np.ndarray,
-        fused=None if fused_off else numpy_kernels.FusedOps(),
-        subtract_matmul=None if fused_off else numpy_blas.find(),
+        ops=NumpyOps(xp, numpy_blas.find()),
         info={"version": np.__version__},
     )

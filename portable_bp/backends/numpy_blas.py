@@ -2,15 +2,13 @@
 
 Plain SGD's step for a layer is W -= lr·Δᵀ A(l-1) (E10 and E12). Through NumPy that is a
 matrix product into a fresh gradient array, then a pass reading it and W and writing W. BLAS
-gemm does it in one call (C <- alpha·op(A)·op(B) + beta·C with alpha = -1, beta = 1): no
-gradient array, no separate pass. On the 2-core benchmark machine C trains 14% faster for it
-(``benchmarks/README.md``, profiling note 10).
+gemm does it in one call (C <- alpha·op(A)·op(B) + beta·C with alpha = -lr, beta = 1): no
+gradient array, no separate pass (what it gains is measured in ``benchmarks/README.md``).
 
 The library called is the one NumPy already loaded (its wheels ship OpenBLAS built with
 64-bit integers and the ``scipy_`` symbol prefix), so it shares NumPy's thread pool and
-thread settings. Anything else (MKL, Accelerate, a 32-bit-integer BLAS, no library found,
-or a self-check that disagrees with ``numpy.matmul``) leaves :func:`find` returning None,
-and the caller keeps the plain NumPy path.
+thread settings. Anything else (MKL, Accelerate, a 32-bit-integer BLAS, no library found)
+leaves :func:`find` returning None, and the caller keeps the plain NumPy path.
 """
 
 from __future__ import annotations
@@ -21,12 +19,10 @@ import os
 
 import numpy as np
 
-from ._base import subtract_matmul_agrees
-
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 # symbol name patterns of 64-bit-integer CBLAS builds: NumPy's wheels, then plain OpenBLAS64
 _SYMBOLS = ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_")
-# below this many weights the ctypes call (~7 µs) costs more than the pass it saves
+# below this many weights the ctypes call's fixed cost exceeds the pass it saves
 MIN_WEIGHTS = 1 << 15
 
 
@@ -71,10 +67,12 @@ def _rows_contiguous(a, itemsize) -> bool:
     return s1 == itemsize and s0 > 0 and s0 % itemsize == 0 and s0 // itemsize >= a.shape[1]
 
 
-def make_subtract_matmul(funcs: dict, min_weights: int = MIN_WEIGHTS):
-    """``subtract_matmul(W, D, A)``: W <- W - Dᵀ A in place through ``funcs`` (dtype -> gemm)."""
+def make_subtract_product(funcs: dict, min_weights: int = MIN_WEIGHTS):
+    """``subtract_product(W, D, A, alpha)``: W <- W - alpha·Dᵀ A in place through ``funcs``
+    (dtype -> gemm); layouts, dtypes and sizes BLAS cannot or should not take go through
+    NumPy (a product, then a subtraction)."""
 
-    def subtract_matmul(W, D, A):
+    def subtract_product(W, D, A, alpha):
         dt = W.dtype
         fn = funcs.get(dt)
         if (fn is None or W.size < min_weights or D.dtype != dt or A.dtype != dt
@@ -82,24 +80,26 @@ def make_subtract_matmul(funcs: dict, min_weights: int = MIN_WEIGHTS):
                 or not _rows_contiguous(D, dt.itemsize) or not _rows_contiguous(A, dt.itemsize)
                 or D.shape[0] != A.shape[0] or W.shape != (D.shape[1], A.shape[1]) or D.shape[0] == 0
                 or np.may_share_memory(W, D) or np.may_share_memory(W, A)):
-            W -= D.T @ A  # small, odd layouts, dtypes or overlaps: the plain NumPy path
+            step = D.T @ A  # small, odd layouts, dtypes or overlaps: the plain NumPy path
+            if alpha != 1.0:
+                step *= alpha
+            W -= step
             return W
         fo, fi = W.shape
         isz = dt.itemsize
-        # row-major C (fo x fi) <- -1 * Dᵀ (D is m x fo) @ A (m x fi) + 1 * C
-        fn(_ROW_MAJOR, _TRANS, _NO_TRANS, fo, fi, D.shape[0], -1.0, D.ctypes.data,
+        # row-major C (fo x fi) <- -alpha * Dᵀ (D is m x fo) @ A (m x fi) + 1 * C
+        fn(_ROW_MAJOR, _TRANS, _NO_TRANS, fo, fi, D.shape[0], -alpha, D.ctypes.data,
            D.strides[0] // isz, A.ctypes.data, A.strides[0] // isz, 1.0, W.ctypes.data, fi)
         return W
 
-    return subtract_matmul
+    return subtract_product
 
 
 def find():
-    """NumPy's BLAS as ``subtract_matmul(W, D, A)``, or None (see the module docstring)."""
+    """NumPy's BLAS as ``subtract_product(W, D, A, alpha)``, or None (see the module
+    docstring). Whether it computes the right thing is the backend's Ops check's job."""
     for path in _library_paths():
         funcs = _gemm_functions(path)
-        if funcs is None:
-            continue
-        if subtract_matmul_agrees(make_subtract_matmul(funcs, min_weights=0)):
-            return make_subtract_matmul(funcs)
+        if funcs is not None:
+            return make_subtract_product(funcs)
     return None

@@ -1,11 +1,13 @@
 """array-api-strict, the reference implementation: it refuses anything outside the standard.
 
-Running the whole suite on it proves the math uses nothing but the Array API (2024.12).
+Running the whole suite on it proves the math uses nothing but the Array API (2024.12):
+the reference Ops, and the in-place Ops that mutable libraries share.
 Its extra devices (``device1``, ``device2``) let the tests check device mismatches on a CPU.
 """
 
 import numpy as np
 
+from ..ops import InPlaceOps
 from ._base import Backend, BackendUnavailable
 
 API_VERSION = "2024.12"
@@ -30,5 +32,6 @@ def make(device=None) -> Backend:
         name="array_api_strict", xp=xp, device=dev, spec=spec,
         _to_numpy=lambda a: np.from_dlpack(a).copy(),
         _owns=lambda a: isinstance(a, Array) and a.device == dev,
+        ops=InPlaceOps(xp),
         info={"version": xp.__version__, "api_version": API_VERSION},
     )

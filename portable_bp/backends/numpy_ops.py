@@ -1,0 +1,165 @@
+"""NumpyOps: the step's primitives written in place with NumPy's ``out=``, and its own BLAS.
+
+NumPy cannot fuse operations the way CuPy's kernels do, but it can write into an array it
+already holds (``out=``) instead of allocating the temporaries the Array API path makes,
+and it can skip the float copy of a boolean mask that the standard's type rules require.
+One trick is specific to NumPy: ``maximum``/``minimum`` against a scalar take a slow loop,
+so on large arrays they compare with a cached row of zeros (on tiny ones the broadcast
+costs more than it saves). Plain SGD's weight step W −= lr·Δᵀ A is one BLAS gemm through
+:mod:`numpy_blas` where NumPy's own OpenBLAS is found. The formulas are those of
+``activations.py`` and ``losses.py``, in the same order of operations; the backend's Ops
+check compares every method here with the reference before it is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..activations import LEAKY_SLOPE
+from ..ops import InPlaceOps
+
+ZERO_ROW_SIZE = 4096  # from this many elements on, compare with a cached zero row
+
+
+class NumpyOps(InPlaceOps):
+    """In-place NumPy versions of the primitives the step calls most."""
+
+    name = "numpy"
+
+    def __init__(self, xp, gemm_subtract=None):
+        super().__init__(xp)
+        self._constants: dict = {}
+        self._gemm_subtract = gemm_subtract  # NumPy's BLAS gemm, where numpy_blas found it
+        if gemm_subtract is not None:
+            self.name = "numpy+blas"
+
+    def _constant(self, make, n, dtype):
+        """``make(n, dtype=dtype)`` (np.zeros, np.arange), made once per (function, n, dtype)."""
+        key = (make, n, dtype)
+        value = self._constants.get(key)
+        if value is None:
+            value = self._constants[key] = make(n, dtype=dtype)
+        return value
+
+    def _zero(self, U):
+        """0 to compare U with: a cached row of zeros for large U, the scalar for small."""
+        return 0.0 if U.size < ZERO_ROW_SIZE else self._constant(np.zeros, U.shape[-1], U.dtype)
+
+    def affine_activation(self, A, W, b, f):
+        """E7 in place: U = A Wᵀ, then U ← f(U + b) in U's own memory."""
+        if f.name not in _FORWARD:
+            return super().affine_activation(A, W, b, f)
+        U = A @ W.T
+        U += b
+        _FORWARD[f.name](self, U)
+        return U
+
+    def backprop_delta(self, D, W, A, f):
+        """E9 in place: G = D W, then G ← G ⊙ f'(U) in G's own memory, f' written from A."""
+        if f.name not in _BACKWARD:
+            return super().backprop_delta(D, W, A, f)
+        G = D @ W
+        _BACKWARD[f.name](A, G)
+        return G
+
+    def sgd_dense(self, W, b, g, lr):
+        """Both E12 steps from one scaled copy of Δ (lr·Δ has fewer elements than Δᵀ A
+        whenever the batch is smaller than the layer's input): W −= (lr·Δ)ᵀ A (one gemm
+        where NumPy's BLAS is found), b −= Σ_rows lr·Δ."""
+        scaled = g.delta * lr
+        if self._gemm_subtract is None:
+            W -= scaled.T @ g.inputs
+        else:
+            W = self._gemm_subtract(W, scaled, g.inputs, 1.0)
+        b -= np.add.reduce(scaled, axis=0)
+        return W, b
+
+    def subtract_product(self, W, D, A, alpha):
+        """W ← W − alpha·Dᵀ A as one BLAS gemm (beta = 1): no gradient array, no second pass."""
+        if self._gemm_subtract is None:
+            return super().subtract_product(W, D, A, alpha)
+        return self._gemm_subtract(W, D, A, alpha)
+
+    def output_delta(self, U, A, Z, f, loss, scale):
+        """E11 (a - z)·scale with one temporary; class labels enter as a boolean one-hot
+        mask (A - True is A - 1.0: no float copy)."""
+        if loss.fused_output is None:
+            return super().output_delta(U, A, Z, f, loss, scale)
+        if Z.ndim == 1:
+            Z = Z[:, None] == self._constant(np.arange, A.shape[1], Z.dtype)  # column indices
+        D = A - Z
+        D *= scale
+        return D
+
+    def output_loss(self, U, Z, f, loss):
+        """Softmax and the summed cross-entropy for class labels as ``losses`` computes them
+        (same operations, same order), with exp and the division in place."""
+        if loss.output is None or Z.ndim != 1:
+            return super().output_loss(U, Z, f, loss)
+        s = U - np.maximum.reduce(U, axis=-1, keepdims=True)
+        rows = self._constant(np.arange, U.shape[0], Z.dtype)
+        picked = np.add.reduce(s[rows, Z], axis=None)
+        np.exp(s, out=s)
+        row_sums = np.add.reduce(s, axis=-1, keepdims=True)
+        s /= row_sums
+        return s, np.add.reduce(np.log(row_sums), axis=None) - picked
+
+
+def _relu(ops, U):
+    np.maximum(U, ops._zero(U), out=U)
+
+
+def _leaky_relu(ops, U):
+    np.maximum(U, LEAKY_SLOPE * U, out=U)
+
+
+def _tanh(ops, U):
+    np.tanh(U, out=U)
+
+
+def _sigmoid(ops, U):
+    """exp(min(u, 0)) / (1 + exp(-|u|)), as activations.sigmoid."""
+    t = np.abs(U)
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+    t += 1.0
+    np.minimum(U, ops._zero(U), out=U)
+    np.exp(U, out=U)
+    U /= t
+
+
+def _identity(ops, U):
+    pass
+
+
+def _relu_backward(A, G):
+    np.multiply(G, A > 0, out=G)  # bool mask: 1 or 0, no float copy of it
+
+
+def _leaky_relu_backward(A, G):
+    slope = (A > 0).astype(G.dtype)
+    slope *= 1.0 - LEAKY_SLOPE
+    slope += LEAKY_SLOPE
+    G *= slope
+
+
+def _sigmoid_backward(A, G):
+    t = np.subtract(1.0, A)
+    t *= A
+    G *= t
+
+
+def _tanh_backward(A, G):
+    t = A * A
+    np.subtract(1.0, t, out=t)
+    G *= t
+
+
+def _identity_backward(A, G):
+    pass
+
+
+_FORWARD = {"relu": _relu, "leaky_relu": _leaky_relu, "tanh": _tanh, "sigmoid": _sigmoid,
+            "identity": _identity}
+_BACKWARD = {"relu": _relu_backward, "leaky_relu": _leaky_relu_backward, "tanh": _tanh_backward,
+             "sigmoid": _sigmoid_backward, "identity": _identity_backward}

@@ -1,0 +1,245 @@
+"""The ``portable-bp`` command line: its arguments, their types and their help.
+
+Every choice and default that the library also has comes from the library's own tables
+(activations, losses, initializations, optimizers and their learning rates, dtypes), so
+the command and the library cannot disagree. A bad value is one line on stderr and exit
+status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from ._validate import integer, number
+from .activations import ACTIVATIONS
+from .backends import DTYPES
+from .cli_train import DATASETS, PROG
+from .losses import LOSSES
+from .optim import DEFAULT_LR, OPTIMIZERS
+
+HIDDEN_ACTIVATIONS = tuple(name for name, act in ACTIVATIONS.items() if not act.output_only)
+OUTPUT_ACTIVATIONS = tuple(ACTIVATIONS)
+LOSS_NAMES = tuple(LOSSES)
+GRADCHECK_THRESHOLD = 1e-7
+BENCH_HELP = ("Run the benchmark program (python -m benchmarks) with the remaining arguments. "
+              "It lives in the source checkout, not in the installed package: run this from "
+              "the repository's root.")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit status 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+# -- argument types -----------------------------------------------------------------------
+def _typed(parse, check, expected):
+    """An argparse type: ``check(parse(text))`` (the library's validation helpers); errors
+    name ``expected``."""
+    def convert(text):
+        try:
+            return check(parse(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    return convert
+
+
+_positive_int = _typed(int, lambda v: integer(v, "value", minimum=1), "a positive integer")
+_positive_float = _typed(float, lambda v: number(v, "value", lo_open=True), "a positive number")
+_non_negative_float = _typed(float, lambda v: number(v, "value"), "a number >= 0")
+_seed = _typed(int, lambda v: integer(v, "value"), "a non-negative integer")
+
+
+def _batch_size(text):
+    """A positive integer, or ``full`` for full-batch gradient descent (None)."""
+    if text.strip().lower() == "full":
+        return None
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {text!r}") from None
+
+
+def _test_size(text):
+    """A fraction in (0, 1) or a whole number of test samples."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1) or a count, got {text!r}") from None
+    if 0 < value < 1:
+        return value
+    if value >= 1 and value.is_integer():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1) or a whole count >= 1, got {text!r}")
+
+
+def _target(text):
+    """A CSV column: a number is an index (negative counts from the end), else a name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+# -- the parser ---------------------------------------------------------------------------
+TRAIN_EPILOG = """\
+Data: the split into train and test parts is seeded (--seed; stratified by class for
+classification) and the features are standardized with the mean and standard deviation
+of the training part only. Nothing besides the model needs saving: the split and the
+standardizer are deterministic, so `portable-bp evaluate MODEL --dataset NAME` (or the
+same --data/--target) re-creates them from the same data, the seed stored in the model
+and --test-size. Give evaluate the --test-size you trained with.
+
+The test part is evaluated after every epoch for the progress bar and --plot; it never
+influences training. Synthetic datasets are generated with data seed 0 (xor: 400 noisy
+corners; spirals: 600 points; moons: 400; sine: 400; blobs: 600 points in 4 clusters).
+spirals needs more training than the defaults give: try --epochs 200. For regression the
+loss is E2's halved squared error; the MSE printed is the plain mean squared error.
+
+Nothing trained is lost: --save, --plot and --checkpoint are checked before training, and
+on Ctrl-C (exit 130), SIGTERM (exit 143) or a divergence (exit 1) the model and plot of
+the last completed epoch are still written. --checkpoint saves after every epoch;
+--resume continues from it (the same command line trains on to --epochs in total).
+
+Example: portable-bp train --dataset digits --hidden 256 --epochs 30 --save model.npz
+"""
+
+
+def _wrap(text):
+    return textwrap.fill(text, width=88)
+
+
+def _add_data_args(p):
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=DATASETS, default=None,
+                     help="a built-in dataset (default: digits)")
+    src.add_argument("--data", metavar="FILE", default=None,
+                     help="your own data: CSV/TSV (one sample per row), NPZ (arrays X and y) or "
+                          "IDX given as 'images,labels'")
+    p.add_argument("--target", type=_target, default=-1, metavar="COLUMN",
+                   help="CSV column holding y: an index (negative counts from the end) or a "
+                        "header name (default: -1, the last column)")
+    p.add_argument("--test-size", type=_test_size, default=0.2, metavar="FRACTION",
+                   help="held-out test part: a fraction in (0, 1) or a count (default: 0.2)")
+
+
+def _add_backend_arg(p):
+    p.add_argument("--backend", default="auto", metavar="SPEC",
+                   help="numpy, cupy, cupy:1, torch, torch:cuda, jax, array_api_strict or auto "
+                        "(default: auto = cupy when a GPU answers, else numpy); see "
+                        f"'{PROG} backends'")
+
+
+def _default_outputs():
+    return ", ".join(f"{loss.default_output} for {name}" for name, loss in LOSSES.items())
+
+
+def _add_network_args(p, hidden, activation):
+    p.add_argument("--hidden", type=_positive_int, nargs="+", default=hidden, metavar="N",
+                   help=f"hidden layer widths (default: {' '.join(map(str, hidden))})")
+    p.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default=activation,
+                   help=f"hidden activation (default: {activation})")
+    p.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=None,
+                   help=f"default: {_default_outputs()}")
+
+
+def _add_train(sub):
+    t = sub.add_parser("train", help="train a network and report its test accuracy or MSE",
+                       description=_wrap("Train a fully connected network by backpropagation and "
+                                         "print its test accuracy (or MSE), training time and "
+                                         "backend."),
+                       epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_data_args(t)
+    _add_network_args(t, [64], "relu")
+    t.add_argument("--loss", choices=LOSS_NAMES, default=None,
+                   help="default: cross_entropy for integer class labels, mse for continuous targets")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum",
+                   help="default: momentum (SGD with momentum 0.9)")
+    t.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    t.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="L2",
+                   help="L2 penalty added to the gradient (default: 0)")
+    t.add_argument("--epochs", type=_positive_int, default=30, help="default: 30")
+    t.add_argument("--batch-size", type=_batch_size, default=32, metavar="N",
+                   help="mini-batch size, or 'full' for full-batch gradient descent (default: 32)")
+    t.add_argument("--dtype", choices=DTYPES, default="float32", help="default: float32")
+    t.add_argument("--seed", type=_seed, default=0,
+                   help="seeds the split, the initial weights and the batch order (default: 0)")
+    _add_backend_arg(t)
+    t.add_argument("--save", metavar="MODEL", default=None,
+                   help="write the trained network to this checkpoint file (.npz)")
+    t.add_argument("--checkpoint", metavar="FILE", default=None,
+                   help="save the network and optimizer state here after every epoch")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint when it exists (up to --epochs in total)")
+    t.add_argument("--plot", metavar="PNG", default=None,
+                   help="save loss and accuracy per epoch as a PNG (needs matplotlib)")
+    t.add_argument("--quiet", action="store_true", help="print only the final line")
+
+
+def _add_evaluate(sub):
+    e = sub.add_parser("evaluate", help="report a saved model's loss and accuracy on the test part",
+                       description=_wrap("Load a checkpoint and print its loss and accuracy (or "
+                                         "MSE) on the test part of the data it was trained on. "
+                                         "The split and standardization are re-created as 'train' "
+                                         "made them: same data, the model's seed (or --seed) and "
+                                         "--test-size."),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("model", help="a checkpoint written by 'train --save'")
+    _add_data_args(e)
+    e.add_argument("--seed", type=_seed, default=None,
+                   help="split seed (default: the seed stored in the model)")
+    _add_backend_arg(e)
+
+
+def _add_checks(sub):
+    sub.add_parser("backends", help="list every known backend and whether it runs here",
+                   description="Every backend this installation knows: whether it runs on this "
+                               "machine, its device and version, its hot path (the Ops it uses "
+                               "and the step primitives they override, each checked against the "
+                               "Array API reference; jit: a compiled step; array-api: none), the "
+                               "overrides its check refused and why, and why not when it cannot run.")
+    g = sub.add_parser("gradcheck", help="check backpropagation against finite differences",
+                       description="Compare backpropagation's gradients with central finite "
+                                   "differences on a small random network in float64. PASS "
+                                   f"below a max relative error of {GRADCHECK_THRESHOLD:g}; "
+                                   "exit status 1 on FAIL. Weights come from the network's "
+                                   "initialization, biases from N(0, 0.1^2) (zero biases can put "
+                                   "a ReLU exactly on its kink, where no gradient exists); inputs "
+                                   "and targets are random, all drawn with --seed.")
+    _add_network_args(g, [5, 5], "tanh")
+    g.add_argument("--loss", choices=LOSS_NAMES, default="cross_entropy", help="default: cross_entropy")
+    g.add_argument("--inputs", type=_positive_int, default=4, help="default: 4")
+    g.add_argument("--outputs", type=_positive_int, default=3, help="default: 3")
+    g.add_argument("--samples", type=_positive_int, default=8, help="default: 8")
+    g.add_argument("--seed", type=_seed, default=0, help="default: 0")
+    _add_backend_arg(g)
+    x = sub.add_parser("explain", help="walk through the derivation's 3-4-2 example",
+                       description="The derivation's 3-4-2 sigmoid network with the halved "
+                                   "squared error, for one sample: prints u, y, h, the error "
+                                   "terms δ and every gradient as the library computes them, and "
+                                   "checks them against the element-wise formulas E3/E5 "
+                                   "evaluated with plain Python loops.")
+    x.add_argument("--seed", type=_seed, default=0, help="draws W, b, x and z (default: 0)")
+    _add_backend_arg(x)
+    sub.add_parser("bench", help="run the benchmarks (from a source checkout)", description=BENCH_HELP,
+                   add_help=False)
+
+
+def build_parser():
+    from . import __version__
+
+    parser = _Parser(prog=PROG, description="Exact, readable backpropagation on NumPy, CuPy, "
+                     "PyTorch, JAX and array-api-strict: train, evaluate and check networks.",
+                     epilog="Problems with the command line or the data exit with status 2 "
+                            "and one line on stderr. PORTABLE_BP_DEBUG=1 shows tracebacks.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_checks(sub)
+    return parser

@@ -1,0 +1,266 @@
+"""The ``train`` and ``evaluate`` commands: data preparation, training, saving, plotting.
+
+Host-side (NumPy is allowed here): data is loaded, split and standardized on the host,
+then handed to the network's backend. Nothing trained is lost to a bad path or an
+interrupt: every output path is checked before training, and on Ctrl-C or SIGTERM (or a
+divergence) the model and plot of the last completed epoch are still written.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+import numpy as np
+
+PROG = "portable-bp"
+DATASETS = ("digits", "xor", "spirals", "moons", "sine", "blobs")
+MAX_CLASSES = 1000  # more integer "labels" than this is almost surely a regression target
+
+
+# -- data ---------------------------------------------------------------------------------
+def load_dataset(name):
+    """``(X, y)`` on the host for one of :data:`DATASETS` (synthetic ones use data seed 0)."""
+    from . import datasets as ds
+
+    if name == "digits":
+        return ds.digits()
+    if name == "xor":  # noisy corners, enough of them to split; labels 0/1 as classes
+        X, y = ds.xor(n_samples=400, noise=0.15, seed=0)
+        return X, y[:, 0].astype("int64")
+    if name == "spirals":
+        return ds.spirals(n_samples=600, noise=0.05, seed=0)
+    if name == "moons":
+        return ds.moons(n_samples=400, noise=0.1, seed=0)
+    if name == "sine":
+        return ds.sine(n_samples=400, noise=0.1, seed=0)
+    if name == "blobs":
+        return ds.blobs(n_samples=600, n_features=2, centers=4, cluster_std=1.5, seed=0)
+    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+def load_data(args):
+    """``(X, y, description)`` from ``--data FILE`` or ``--dataset NAME`` (default digits)."""
+    if args.data:
+        from .datasets import load_file
+
+        X, y = load_file(args.data, target=args.target)
+        return X, y, args.data
+    name = args.dataset or "digits"
+    X, y = load_dataset(name)
+    return X, y, name
+
+
+def default_loss(y):
+    """cross_entropy for integer labels (classification), mse for anything else."""
+    return "cross_entropy" if y.dtype.kind in "biu" else "mse"
+
+
+def _class_labels(y, source):
+    """Integer class labels 0..k-1 and k, from whole-number targets."""
+    if y.ndim != 1:
+        raise ValueError(f"{source}: cross_entropy needs one class label per sample, "
+                         f"got targets of shape {y.shape}")
+    if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        raise ValueError(f"{source}: the target is continuous, not class labels; "
+                         f"use --loss mse for regression")
+    if y.dtype.kind == "f" and np.max(np.abs(y)) >= 2.0 ** 53:
+        raise ValueError(f"{source}: target values reach {np.max(np.abs(y)):.3g}, beyond the whole "
+                         f"numbers a float holds exactly: not class labels; use --loss mse")
+    if y.min() < 0:  # e.g. -1/+1 labels: number the classes 0..k-1 in sorted order
+        y = np.unique(y, return_inverse=True)[1].reshape(-1)
+    n_classes = int(y.max()) + 1
+    if n_classes > MAX_CLASSES:
+        raise ValueError(f"{source}: the target has labels up to {n_classes - 1}, too many "
+                         f"classes; if it is a quantity, use --loss mse for regression")
+    y = y.astype(np.int64)
+    if n_classes < 2:
+        raise ValueError(f"{source}: the target holds a single class; nothing to learn")
+    return y, n_classes
+
+
+def targets_for(loss, y, source):
+    """``(y, n_outputs)``: class indices for cross_entropy, float columns otherwise."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1 and loss == "cross_entropy":
+        y = y[:, 0]
+    if loss == "cross_entropy":
+        return _class_labels(y, source)
+    y = y.astype(np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2:
+        raise ValueError(f"{source}: targets must be 1-D or 2-D, got shape {y.shape}")
+    return y, y.shape[1]
+
+
+class Prepared:
+    """The split, standardized data of one run: X_train, X_test, y_train, y_test, n_out."""
+
+    def __init__(self, X_train, X_test, y_train, y_test, n_out, scaler):
+        self.X_train, self.X_test, self.y_train, self.y_test = X_train, X_test, y_train, y_test
+        self.n_out, self.scaler = n_out, scaler
+
+
+def prepare(X, y, loss, seed, test_size, source="data"):
+    """Split (seeded; stratified by class for classification when every class has two
+    samples) and standardize with statistics of the training part only. Deterministic:
+    ``evaluate`` calls it again to re-create the test part of a training run."""
+    from .datasets import Standardizer, train_test_split
+
+    y, n_out = targets_for(loss, y, source)
+    stratify = None
+    if loss == "cross_entropy":
+        counts = np.bincount(y)
+        if counts[counts > 0].min() >= 2:  # stratifying needs two samples of every class
+            stratify = y
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, seed=seed,
+                                                        stratify=stratify)
+    scaler = Standardizer().fit(X_train)
+    return Prepared(scaler.transform(X_train), scaler.transform(X_test), y_train, y_test, n_out, scaler)
+
+
+def held_out_metrics(net, data):
+    """Loss plus accuracy (classifiers) or MSE (regression) on the test part."""
+    out = dict(net.evaluate(data.X_test, data.y_test))
+    if "accuracy" not in out:
+        pred = net.backend.to_numpy(net.predict(data.X_test))
+        out["mse"] = float(np.mean((np.asarray(pred, dtype=np.float64) - data.y_test) ** 2))
+    return out
+
+
+def metric_text(metrics, n):
+    if "accuracy" in metrics:
+        return f"test accuracy: {metrics['accuracy']:.3f} (n={n})"
+    return f"test MSE: {metrics['mse']:.4g} (n={n})"
+
+
+# -- outputs ------------------------------------------------------------------------------
+def check_outputs(args):
+    """Every file the run will write, checked before any data is loaded or step taken."""
+    from .train.callbacks import check_output_path
+
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError('--plot needs matplotlib: pip install "portable_bp[plot]"') from None
+    for flag, path in (("--plot", args.plot), ("--save", args.save), ("--checkpoint", args.checkpoint)):
+        if path:
+            check_output_path(path, flag)
+
+
+def plot_history(history, path, title=""):
+    """Save loss (train and test) and test accuracy per epoch as a PNG, with matplotlib's
+    Agg canvas (no display, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    h = history.history
+    epochs = [e + 1 for e in history.epochs]
+    has_acc = "val_accuracy" in h
+    fig = Figure(figsize=(10 if has_acc else 5.5, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
+    axes[0].plot(epochs, h.get("loss", []), label="train")
+    if "val_loss" in h:
+        axes[0].plot(epochs, h["val_loss"], label="test")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss per epoch")
+    axes[0].legend()
+    if has_acc:
+        axes[1].plot(epochs, h["val_accuracy"], label="test", color="C1")
+        axes[1].set(xlabel="epoch", ylabel="accuracy", title="test accuracy per epoch")
+        axes[1].legend()
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100, format="png")
+
+
+def evaluate_hint(args, source):
+    """The evaluate command that re-creates this run's test part."""
+    words = [PROG, "evaluate", args.save]
+    words += ["--data", args.data] if args.data else ["--dataset", source]
+    if args.data and args.target != -1:
+        words += ["--target", str(args.target)]
+    if args.test_size != 0.2:
+        words += ["--test-size", str(args.test_size)]
+    return shlex.join(words)
+
+
+def _write_outputs(args, net, history, source):
+    """The model and the plot, as far as training got."""
+    if args.save:
+        net.save(args.save)
+        print(f"saved model to {args.save} (epoch {net.epochs_trained}; evaluate: "
+              f"{evaluate_hint(args, source)})")
+    if args.plot and history.epochs:
+        plot_history(history, args.plot, title=f"{source}: {'-'.join(map(str, net.sizes))} {args.activation}")
+        print(f"saved plot to {args.plot}")
+
+
+# -- commands ------------------------------------------------------------------------------
+def _network(args, data, loss, backend):
+    from .network import Network
+
+    return Network([data.X_train.shape[1], *args.hidden, data.n_out], activation=args.activation,
+                   output_activation=args.output_activation, loss=loss, backend=backend,
+                   dtype=args.dtype, seed=args.seed)
+
+
+def _describe(args, net, data, opt, source, n_features):
+    bs = "full" if args.batch_size is None else args.batch_size
+    kind = "classes" if net.loss == "cross_entropy" else "outputs"
+    print(f"{source}: {len(data.X_train)} train / {len(data.X_test)} test samples, "
+          f"{n_features} features, {data.n_out} {kind}")
+    print(f"network {'-'.join(map(str, net.sizes))} {net.activation}/{net.output_activation}, loss "
+          f"{net.loss}, {args.optimizer} lr={opt.lr:g}, batch {bs}, {args.epochs} epochs, "
+          f"{args.dtype} on {net.backend.spec}")
+
+
+def cmd_train(args, backend):
+    """Train a network on a dataset or a file; print the test metric, time and backend."""
+    from .optim import get_optimizer
+    from .train import History, TrainingDiverged
+
+    check_outputs(args)
+    X, y, source = load_data(args)
+    loss = args.loss or default_loss(y)
+    data = prepare(X, y, loss, args.seed, args.test_size, source)
+    net = _network(args, data, loss, backend)
+    opt = get_optimizer(args.optimizer, args.lr, args.weight_decay)
+    if not args.quiet:
+        _describe(args, net, data, opt, source, X.shape[1])
+    history, t0 = History(), time.perf_counter()
+    try:
+        net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
+                optimizer=opt, validation_data=(data.X_test, data.y_test), progress=not args.quiet,
+                callbacks=[history], checkpoint=args.checkpoint, resume=args.resume)
+    except (KeyboardInterrupt, TrainingDiverged):
+        _write_outputs(args, net, history, source)  # the last completed (or finite) epoch
+        raise
+    net.backend.synchronize()
+    elapsed = time.perf_counter() - t0
+    metrics = held_out_metrics(net, data)
+    _write_outputs(args, net, history, source)
+    print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | backend: {backend.spec}")
+    return 0
+
+
+def cmd_evaluate(args, backend):
+    """Re-create a training run's test part and report the saved model's loss on it."""
+    from . import load
+
+    net = load(args.model, backend=backend)
+    X, y, source = load_data(args)
+    if X.shape[1] != net.sizes[0]:
+        raise ValueError(f"{args.model} expects {net.sizes[0]} input features but {source} has "
+                         f"{X.shape[1]}; evaluate a model on the data it was trained on")
+    seed = net.seed if args.seed is None else args.seed
+    data = prepare(X, y, net.loss, seed, args.test_size, source)
+    if data.n_out > net.sizes[-1]:
+        raise ValueError(f"{source} has {data.n_out} classes but {args.model} has only "
+                         f"{net.sizes[-1]} outputs")
+    metrics = held_out_metrics(net, data)
+    print(f"test loss: {metrics['loss']:.4g} | {metric_text(metrics, len(data.X_test))} "
+          f"| backend: {backend.spec}")
+    return 0

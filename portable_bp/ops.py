@@ -1,0 +1,194 @@
+"""Ops: the Array API reference of every primitive the training step calls.
+
+The step (:mod:`portable_bp.step`) is written once, as the derivation reads; each line of it
+calls one method here. This base class is the reference: plain Array API code, functional
+(it returns new arrays and writes into none), so it runs on every namespace, JAX's
+immutable arrays included. A backend speeds a primitive up by overriding it in a subclass
+(Thinc's ``Ops``/``CupyOps`` pattern): :class:`InPlaceOps` writes into arrays it owns on
+libraries whose arrays are mutable, and the NumPy, CuPy and PyTorch subclasses in
+:mod:`portable_bp.backends` add kernels and one-call BLAS products. Every override is
+compared with this reference when its backend is made (``backends._check``) and dropped if
+it disagrees, so a speed-up can never change a result. The step always uses what a method
+returns: whether it wrote in place is the Ops' business.
+
+Which arguments an override may write into is part of the contract: the optimizer
+primitives (:meth:`Ops.sgd_dense`, :meth:`Ops.subtract_product`,
+:meth:`Ops.subtract_colsum`, :meth:`Ops.sgd`, :meth:`Ops.momentum`, :meth:`Ops.adam`) may
+update the parameter and slot arrays they are given and may consume the gradient ``G`` (the step's own temporary);
+every other argument of every primitive is read-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .activations import Activation
+from .losses import Loss
+
+Array = Any  # an array of whatever Array API namespace the Ops was made for
+
+# The primitives, in the order the step uses them; the override check walks this list.
+PRIMITIVES = ("affine", "affine_activation", "activation", "output_loss", "output_delta",
+              "backprop_delta", "dense_grads", "sgd_dense", "subtract_product", "subtract_colsum",
+              "sgd", "momentum", "adam")
+
+
+class DenseGrad:
+    """E10's gradient of one dense layer, kept as its two factors:
+    grad W = deltaᵀ inputs and grad b = Σ over the rows of delta.
+
+    :meth:`Ops.dense_grads` multiplies them out; plain SGD instead hands the factors to
+    :meth:`Ops.sgd_dense`, whose weight step a BLAS backend does as one multiply-accumulate
+    call, so no weight-gradient array is ever made."""
+
+    __slots__ = ("delta", "inputs")
+
+    def __init__(self, delta: Array, inputs: Array):
+        self.delta, self.inputs = delta, inputs
+
+    def __repr__(self) -> str:
+        return f"DenseGrad(delta{tuple(self.delta.shape)}, inputs{tuple(self.inputs.shape)})"
+
+
+class Ops:
+    """The reference implementation of every step primitive, on the namespace ``xp``."""
+
+    name = "array-api"
+    #: relative tolerance the override check allows in float32 for primitives with a matrix
+    #: product (reduced-precision products such as TF32 raise it)
+    matmul_float32_tolerance = 1e-4
+
+    def __init__(self, xp: Any):
+        self.xp = xp
+        self.dropped: dict[str, str] = {}  # overrides the check refused: primitive -> why
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def overrides(self) -> list[str]:
+        """The primitives this Ops computes its own way (after the check), in step order."""
+        return [name for name in PRIMITIVES
+                if getattr(getattr(self, name), "__func__", None) is not getattr(Ops, name)]
+
+    # -- forward (E7) ------------------------------------------------------------------
+    def affine(self, A: Array, W: Array, b: Array) -> Array:
+        """E7 before f: U = A Wᵀ + b, with b broadcast over the rows."""
+        return A @ W.T + b
+
+    def affine_activation(self, A: Array, W: Array, b: Array, f: Activation) -> Array:
+        """E7: f(A Wᵀ + b)."""
+        return f.forward(self.xp, self.affine(A, W, b))
+
+    def activation(self, U: Array, f: Activation) -> Array:
+        """f(U): the output layer's activation when no loss is computed (prediction)."""
+        return f.forward(self.xp, U)
+
+    # -- loss (E2) and the output delta (E8, E11) ----------------------------------------
+    def output_loss(self, U: Array, Z: Array, f: Activation, loss: Loss) -> tuple[Array, Array]:
+        """(A(L), the loss summed over the batch): softmax + cross-entropy share one exp."""
+        if loss.output is not None:
+            return loss.output(self.xp, U, Z)
+        A = f.forward(self.xp, U)
+        return A, loss.total(self.xp, U, A, Z)
+
+    def output_delta(self, U: Array, A: Array, Z: Array, f: Activation, loss: Loss,
+                     scale: float) -> Array:
+        """Δ(L) times ``scale`` (1/m): E8, or E11 for the fused pairs."""
+        return loss.output_delta(self.xp, U, A, Z, f, scale)
+
+    # -- backprop (E9) and gradients (E10) -------------------------------------------------
+    def backprop_delta(self, D: Array, W: Array, A: Array, f: Activation) -> Array:
+        """E9: Δ(l) = (Δ(l+1) W(l+1)) ⊙ f'(U(l)), f' written from A(l) = f(U(l))."""
+        return f.backward(self.xp, A, D @ W)
+
+    def dense_grads(self, g: DenseGrad) -> tuple[Array, Array]:
+        """E10 multiplied out: (Δᵀ A(l-1), Σ over the rows of Δ)."""
+        return g.delta.T @ g.inputs, self.xp.sum(g.delta, axis=0)
+
+    # -- updates (E12 and the optimizers) --------------------------------------------------
+    def sgd_dense(self, W: Array, b: Array, g: DenseGrad, lr: float) -> tuple[Array, Array]:
+        """E12 for one dense layer from E10's factors: (W − lr·Δᵀ A, b − lr·Σ_rows Δ)."""
+        return self.subtract_product(W, g.delta, g.inputs, lr), self.subtract_colsum(b, g.delta, lr)
+
+    def subtract_product(self, W: Array, D: Array, A: Array, alpha: float) -> Array:
+        """W − alpha·Dᵀ A: E12 for a weight matrix from E10's factors (no gradient array
+        where the backend has a multiply-accumulate product)."""
+        return W - alpha * (D.T @ A)
+
+    def subtract_colsum(self, b: Array, D: Array, alpha: float) -> Array:
+        """b − alpha·Σ over the rows of D: E12 for a bias from E10's factor."""
+        return b - alpha * self.xp.sum(D, axis=0)
+
+    def sgd(self, P: Array, G: Array, lr: float) -> Array:
+        """E12: P − lr·G."""
+        return P - lr * G
+
+    def momentum(self, P: Array, G: Array, V: Array, lr: float, mu: float,
+                 nesterov: bool) -> tuple[Array, Array]:
+        """SGD with momentum, PyTorch's convention: V ← mu·V + G, then P steps along V, or
+        along G + mu·V for Nesterov. Returns (P, V)."""
+        V = mu * V + G
+        return P - lr * (G + mu * V if nesterov else V), V
+
+    def adam(self, P: Array, G: Array, M: Array, V: Array, step_size: float, eps_hat: float,
+             b1: float, b2: float) -> tuple[Array, Array, Array]:
+        """Adam's moving averages and step, with the bias corrections folded into
+        ``step_size`` and ``eps_hat`` (computed on the host). Returns (P, M, V)."""
+        M = b1 * M + (1 - b1) * G
+        V = b2 * V + (1 - b2) * (G * G)
+        return P - step_size * (M / (self.xp.sqrt(V) + eps_hat)), M, V
+
+
+class InPlaceOps(Ops):
+    """The same formulas written into arrays the step owns (fresh products, parameters and
+    optimizer slots), for libraries whose arrays are mutable: NumPy, CuPy, PyTorch and
+    array-api-strict. Fewer temporaries, and parameters keep their buffers."""
+
+    name = "array-api-inplace"
+
+    def affine(self, A, W, b):
+        U = A @ W.T
+        U += b
+        return U
+
+    def subtract_product(self, W, D, A, alpha):
+        step = D.T @ A
+        step *= alpha
+        W -= step
+        return W
+
+    def subtract_colsum(self, b, D, alpha):
+        step = self.xp.sum(D, axis=0)
+        step *= alpha
+        b -= step
+        return b
+
+    def sgd(self, P, G, lr):
+        G *= lr
+        P -= G
+        return P
+
+    def momentum(self, P, G, V, lr, mu, nesterov):
+        V *= mu
+        V += G
+        if nesterov:
+            G += mu * V
+            G *= lr
+            P -= G
+        else:
+            P -= lr * V
+        return P, V
+
+    def adam(self, P, G, M, V, step_size, eps_hat, b1, b2):
+        M *= b1
+        M += (1 - b1) * G
+        G *= G
+        G *= 1 - b2
+        V *= b2
+        V += G
+        step = self.xp.sqrt(V)
+        step += eps_hat
+        step = M / step
+        step *= step_size
+        P -= step
+        return P, M, V

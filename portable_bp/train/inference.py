@@ -1,0 +1,91 @@
+"""Prediction and evaluation, in batches, with the sums kept on the device.
+
+Both run the same forward pass as training (:mod:`portable_bp.step`), compiled where the
+backend compiles (one program per network, kept in ``net.compiled``), over batches of rows so
+that the activations alive are one batch's; loss and hit counts are summed on the device and
+read back once at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from .. import step
+from .._validate import integer
+from .executors import batches
+
+
+def check_batch_size(batch_size, n, what="batch_size", none_means="full batch"):
+    """A positive batch size clamped to ``n``; None means all ``n`` rows."""
+    if batch_size is None:
+        return n
+    try:
+        return min(integer(batch_size, what, minimum=1), n)
+    except ValueError:
+        raise ValueError(f"{what} must be a positive integer or None ({none_means}), "
+                         f"got {batch_size!r}") from None
+
+
+def compiled(net, key, fn):
+    """``fn`` compiled by the backend (JAX's jit) and kept on the network under ``key`` (with
+    the Ops it runs), so that fitting or evaluating again reuses it; on eager backends ``fn``."""
+    if net.backend.compile is None:
+        return fn
+    key = (key, id(net.ops))
+    if key not in net.compiled:
+        net.compiled[key] = net.backend.compile(fn)
+    return net.compiled[key]
+
+
+def _loss_and_hits(spec, ops, xp, counts_hits, params, X, Z):
+    """The summed loss over X and, when ``counts_hits``, how many samples are right: the
+    arg-max class for classifiers, every unit on the right side of 0.5 for binary outputs
+    (an integer count: exact for any n)."""
+    A, total = step.loss_sum(spec, ops, params, X, Z)
+    if not counts_hits:
+        return total, None
+    if spec.loss.name == "cross_entropy":
+        hits = xp.argmax(A, axis=1) == (Z if Z.ndim == 1 else xp.argmax(Z, axis=1))
+    else:
+        hits = xp.all((A >= 0.5) == (Z >= 0.5), axis=1)
+    return total, xp.count_nonzero(hits)
+
+
+def metrics(net, X, Z, prefix="", batch_size=None) -> dict:
+    """Loss and (for classifiers and binary cross-entropy) accuracy over X, as Python
+    floats, from two values read back at the end."""
+    counts_hits = net.loss in ("cross_entropy", "binary_cross_entropy")
+    run = compiled(net, "metrics", functools.partial(_loss_and_hits, net.spec, net.ops, net.xp,
+                                                     counts_hits))
+    n = X.shape[0]
+    total = hits = None
+    for s, t in batches(n, n if batch_size is None else batch_size):
+        part, part_hits = run(net.params, X[s:t, ...], Z[s:t, ...])
+        total = part if total is None else total + part
+        if part_hits is not None:
+            hits = part_hits if hits is None else hits + part_hits
+    out = {prefix + "loss": float(total) / n}
+    if hits is not None:
+        out[prefix + "accuracy"] = int(hits) / n
+    return out
+
+
+def predict(net, X, batch_size=None):
+    """Outputs for X (on the backend); class indices for cross-entropy networks."""
+    with net.backend.activate():
+        X = net.features(X)
+        size = check_batch_size(batch_size, X.shape[0])
+        run = compiled(net, "outputs", functools.partial(step.outputs, net.spec, net.ops))
+        outs = [run(net.params, X[s:t, ...]) for s, t in batches(X.shape[0], size)]
+        A = outs[0] if len(outs) == 1 else net.xp.concat(outs, axis=0)
+        return net.xp.argmax(A, axis=1) if net.is_classifier else A
+
+
+def evaluate(net, X, Z, batch_size=None) -> dict:
+    """``{"loss": ..., "accuracy": ...}`` over all of X (accuracy for classifiers and binary
+    cross-entropy), in batches of ``batch_size`` rows (None: all at once)."""
+    with net.backend.activate():
+        X = net.features(X)
+        Z = net.targets(Z, X.shape[0])
+        size = None if batch_size is None else check_batch_size(batch_size, X.shape[0])
+        return metrics(net, X, Z, batch_size=size)

@@ -1,0 +1,154 @@
+"""``fit``: the epoch loop (E12 over the data, epoch after epoch).
+
+The hot loop keeps everything on the device: the data is moved there once, each epoch's
+batch order is one host permutation (seeded by the network's seed and the epoch, so every
+backend and every resumed run sees the same order), the executor runs the epoch's steps,
+and one value is read back per epoch: the loss, made NaN by any non-finite parameter or
+optimizer slot. Then the state is handed to the network, validation data is scored and the
+callbacks run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ..optim import learning_rate
+from .callbacks import History, ProgressBar
+from .divergence import locate
+from .executors import executor_for
+from .inference import metrics
+from .setup import Plan, prepare
+from .state import Snapshots, TrainState, extremes
+
+
+class Run:
+    """One fit in progress: the plan, the executor and the state it advances."""
+
+    def __init__(self, net, plan: Plan):
+        self.net, self.plan, self.xp = net, plan, net.xp
+        self.X, self.Z, self.batch_size = plan.X, plan.Z, plan.batch_size
+        self.n = plan.X.shape[0]
+        self.executor = executor_for(net, plan.optimizer)
+        self.state: TrainState = plan.start
+        self.snapshots = Snapshots(net.ops, net.backend.mutable)
+
+    def order(self, epoch):
+        """The epoch's batch order on the device, or None without shuffling."""
+        if not self.plan.shuffle:
+            return None
+        return self.net.backend.asarray(self.net.backend.rng([self.net.seed, epoch]).permutation(self.n))
+
+    def lr(self, epoch):
+        return learning_rate(self.plan.optimizer, epoch)
+
+    def adopt(self, state: TrainState) -> None:
+        """Continue from ``state`` and hand it to the network."""
+        self.state = state
+        state.publish(self.net, self.plan.optimizer)
+
+    def train_epoch(self, epoch: int) -> float:
+        """Train one epoch; its mean loss, after the one host read. On a divergence the
+        network is left at the last finite state (:func:`locate`); on an interrupt, at the
+        start of this epoch: both consistent with ``epochs_trained``."""
+        self.snapshots.take(self.state)
+        s, order, lr = self.state, self.order(epoch), self.lr(epoch)
+        try:
+            params, state, count, total = self.executor.epoch(s.params, s.state, s.count, self.X, self.Z,
+                                                              order, self.batch_size, lr)
+        except KeyboardInterrupt:
+            self.adopt(self.snapshots.restore(self.snapshots.current))
+            raise
+        self.state = TrainState(params, state, count, epoch + 1)
+        loss = float(total / self.n + 0.0 * extremes(self.xp, self.state.arrays()))
+        if not math.isfinite(loss):
+            locate(self, epoch)
+        self.state.publish(self.net, self.plan.optimizer)
+        return loss
+
+    def logs(self, epoch: int, started: float) -> dict:
+        logs = {"loss": self.train_epoch(epoch)}
+        if self.plan.validation is not None:
+            logs.update(metrics(self.net, *self.plan.validation, prefix="val_",
+                                batch_size=self.plan.validation_batch_size))
+        logs["time"] = time.perf_counter() - started
+        return logs
+
+
+def _stop_requested(callbacks, net, epoch, logs) -> bool:
+    stop = False
+    for cb in callbacks:
+        stop = bool(cb.on_epoch_end(net, epoch, logs)) or stop  # every callback runs
+    return stop
+
+
+def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
+        validation_data=None, validation_batch_size=None, progress=False, callbacks=(),
+        checkpoint=None, resume=False) -> History:
+    """Train ``net`` by gradient descent (E12) and return a :class:`History`.
+
+    batch_size: None for full-batch gradient descent, 1 for single-sample SGD, k for
+    mini-batches. optimizer: ``"sgd"`` (the default), ``"momentum"``, ``"nesterov"``,
+    ``"adam"`` (with ``lr``, a float or a schedule ``epoch -> lr``) or an object from
+    :mod:`portable_bp.optim`. Each call starts a fresh optimizer state unless ``resume=True``
+    finds ``checkpoint``.
+
+    checkpoint: a path saved (atomically) at the end of every epoch. resume: continue from
+    ``checkpoint`` when it exists (parameters, optimizer state, epoch count); ``epochs`` is
+    then the total to reach. Resuming uses the saved optimizer; an ``optimizer`` or ``lr``
+    given as well wins, with a warning when it differs from the saved one (lowering the
+    learning rate after a divergence, say), and optimizer state it cannot use is an error.
+
+    callbacks: :class:`~portable_bp.train.callbacks.Callback` objects (or objects with some
+    of its hooks, or callables ``f(net, epoch, logs) -> stop?``). validation_data:
+    (X_val, Z_val), scored after every epoch in batches of ``validation_batch_size`` rows
+    (default: the training batch size, at least 1024).
+
+    Everything is checked before the first step: a fit that raises then leaves the network
+    unchanged. Shuffling gathers each batch's rows and integer labels stay labels, so beyond
+    the data, fit holds a batch's worth of arrays and two copies of the parameters and
+    optimizer state (the starts of this epoch and the previous one, on the device).
+
+    A NaN/inf loss raises :class:`TrainingDiverged` naming the epoch and batch; the network
+    keeps the last parameters and optimizer state whose loss was finite. An interrupt
+    (KeyboardInterrupt) during an epoch leaves the network at the end of the last completed
+    epoch, so that saving and resuming is exact.
+    """
+    with net.backend.activate():
+        plan = prepare(net, X, Z, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                       shuffle=shuffle, validation_data=validation_data,
+                       validation_batch_size=validation_batch_size,
+                       progress_bar=ProgressBar if progress else None, callbacks=callbacks,
+                       checkpoint=checkpoint, resume=resume)
+        return _train(net, plan)
+
+
+def _train(net, plan: Plan) -> History:
+    before = (net.params, net.epochs_trained, net.optimizer_state, net.seed, net.init, net.sigma)
+    history, run = History(), None
+    try:
+        for key, value in plan.restored.items():
+            setattr(net, key, value)
+        for cb in plan.callbacks:
+            cb.on_train_begin(net)
+        run = Run(net, plan)
+        for epoch in range(plan.start.epoch, plan.stop):
+            logs = run.logs(epoch, time.perf_counter())
+            history.append(epoch, logs)
+            if _stop_requested(plan.callbacks, net, epoch, logs):
+                break
+    except BaseException:
+        if run is None or run.state is plan.start:  # no step taken: leave the network as it was
+            net.set_params(before[0], copy=False, check_finite=False)
+            net.epochs_trained, net.optimizer_state, net.seed, net.init, net.sigma = before[1:]
+        raise
+    finally:
+        for cb in plan.callbacks:
+            cb.close()
+    if plan.restored and plan.start.epoch == plan.stop:  # a resumed run that was already done
+        plan.start.publish(net, plan.optimizer)
+    # not on an exception: after a divergence the network keeps the last finite state, not
+    # (say) EarlyStopping's best one
+    for cb in plan.callbacks:
+        cb.on_train_end(net)
+    return history

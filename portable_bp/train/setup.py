@@ -1,0 +1,131 @@
+"""Everything ``fit`` checks before it trains, and what it trains with.
+
+:func:`prepare` reads and checks every argument (data, sizes, optimizer, callbacks and
+their log names, output paths, the checkpoint to resume from) and returns a :class:`Plan`,
+changing nothing: a fit that raises before its first step leaves the network as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+
+from .._validate import integer
+from ..optim import get_optimizer, layer_state, optimizer_from_config
+from .callbacks import Callback, Checkpoint, as_callback
+from .inference import check_batch_size
+from .state import TrainState
+
+
+@dataclass
+class Plan:
+    """A checked fit: data on the device, sizes, optimizer, where training starts and
+    stops, the callbacks, and what a resumed checkpoint sets on the network."""
+
+    X: object
+    Z: object
+    batch_size: int
+    validation: tuple | None
+    validation_batch_size: int
+    optimizer: object
+    start: TrainState
+    stop: int
+    shuffle: bool
+    callbacks: list[Callback]
+    restored: dict = field(default_factory=dict)  # seed, init, sigma of a resumed checkpoint
+
+
+def metric_names(net, validation) -> list[str]:
+    """The names each epoch's logs will hold."""
+    names = ["loss", "time"]
+    if validation is not None:
+        names.append("val_loss")
+        if net.loss in ("cross_entropy", "binary_cross_entropy"):
+            names.append("val_accuracy")
+    return names
+
+
+def _validation(net, validation_data, batch_size, validation_batch_size):
+    if validation_batch_size is None:
+        size = max(batch_size, 1024)
+    else:
+        size = check_batch_size(validation_batch_size, float("inf"), "validation_batch_size",
+                                "the training batch size, at least 1024")
+    if validation_data is None:
+        return None, size
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("validation_data must be a pair (X_val, Z_val)")
+    Xv = net.features(validation_data[0], "X_val")
+    return (Xv, net.targets(validation_data[1], Xv.shape[0], "Z_val")), size
+
+
+def _config(optimizer):
+    """An optimizer's config as JSON would store it (lists, not tuples), or None."""
+    cfg = optimizer.config() if callable(getattr(optimizer, "config", None)) else None
+    return None if cfg is None else json.loads(json.dumps(cfg))
+
+
+def _resumed_optimizer(optimizer, lr, saved, path):
+    """The optimizer to continue with. Given neither ``optimizer`` nor ``lr``, the saved one.
+    Given only ``lr``, the saved one with that learning rate. Given ``optimizer``, that one.
+    A choice that differs from the saved configuration is the caller's and wins, with a
+    UserWarning saying what changed; state it cannot use (other slots) is a ValueError."""
+    if optimizer is None and saved["config"] is not None and saved["optimizer"] is not None:
+        if lr is None:
+            return saved["optimizer"]
+        optimizer = optimizer_from_config({**saved["config"], "lr": lr})
+        lr = None
+    if optimizer is None and saved["slots"] is not None:
+        raise ValueError(f"{path!r} holds optimizer state of {saved['config'] or 'a custom optimizer'}, "
+                         f"which the file cannot rebuild (custom learning-rate callable or optimizer "
+                         f"class); pass the same optimizer again")
+    opt = get_optimizer("sgd" if optimizer is None else optimizer, lr)
+    if saved["slots"] is not None and saved["config"] is not None and _config(opt) != saved["config"]:
+        warnings.warn(f"resuming from {path!r} with optimizer {_config(opt)} instead of the saved "
+                      f"{saved['config']}; the saved optimizer state is kept", UserWarning, stacklevel=4)
+    return opt
+
+
+def _start(net, optimizer, lr, epochs, checkpoint, resume):
+    """(optimizer, the TrainState training starts from, the epoch it stops at, restored)."""
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=PATH")
+        if os.path.exists(checkpoint):
+            from ..checkpoint import read_run
+
+            saved = read_run(checkpoint, net)
+            opt = _resumed_optimizer(optimizer, lr, saved, os.fsdecode(os.fspath(checkpoint)))
+            state = (opt.init(saved["params"]) if saved["slots"] is None else
+                     layer_state(opt, saved["slots"], net.n_layers, f"the optimizer state in {checkpoint!r}"))
+            start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"])
+            restored = {k: saved[k] for k in ("seed", "init", "sigma")}
+            return opt, start, max(epochs, start.epoch), restored
+    opt = get_optimizer("sgd" if optimizer is None else optimizer, lr)
+    params = net.params
+    start = TrainState(params, opt.init(params), 0, net.epochs_trained)
+    return opt, start, start.epoch + epochs if not resume else max(epochs, start.epoch), {}
+
+
+def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation_data,
+            validation_batch_size, progress_bar, callbacks, checkpoint, resume) -> Plan:
+    """Every argument of ``fit`` checked, nothing changed (see the module docstring)."""
+    epochs = integer(epochs, "epochs")
+    X = net.features(X)
+    Z = net.targets(Z, X.shape[0])
+    size = check_batch_size(batch_size, X.shape[0])
+    validation, val_size = _validation(net, validation_data, size, validation_batch_size)
+    if callbacks is None or isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks must be a list, got {type(callbacks).__name__}")
+    hooks = [as_callback(cb) for cb in callbacks]
+    if checkpoint is not None:
+        hooks.append(Checkpoint(checkpoint))
+    names = metric_names(net, validation)
+    for cb in hooks:
+        cb.check(names)
+    opt, start, stop, restored = _start(net, optimizer, lr, epochs, checkpoint, resume)
+    if progress_bar is not None:
+        hooks.append(progress_bar(start.epoch, stop))
+    return Plan(X, Z, size, validation, val_size, opt, start, stop, bool(shuffle), hooks, restored)
