@@ -41,8 +41,11 @@ def cmd_backends(args, backend=None):
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5])
     for r in described:
+        if r["available"]:
+            overrides = get(r["spec"]).ops.overrides()
+            print(f"{r['spec']} overrides: {', '.join(overrides) or 'none (the Array API reference)'}")
         for name, why in r["dropped"].items():
-            print(f"{r['spec']}: override of {name} not used: {' '.join(why.split())}")
+            print(f"{r['spec']}: its {name} override failed its check and is not used: {' '.join(why.split())}")
     print(f"auto selects: {get('auto').spec}")
     return 0
 

@@ -1,19 +1,80 @@
-"""The backend x dtype fixture every numerical test runs over.
+"""The backend x dtype fixture most tests run over, and the markers that narrow it.
 
-Every known backend is listed at import time. Ones that cannot run here are skipped with
-the probe's reason (shown by ``-ra``); GPU ones also carry the ``gpu`` marker, so
-``-m gpu`` selects them and ``-m "not gpu"`` drops them. Tolerances come from one table.
+``xp_case`` (a :class:`Case`: spec, dtype, backend, its namespace and tolerances) is
+parametrized over every backend the registry knows (``portable_bp.backends.specs()``) and
+both dtypes. Backends that cannot run here are skipped with the probe's reason (shown by
+``-ra``); GPU ones carry the ``gpu`` marker, so ``-m gpu`` selects them and ``-m "not gpu"``
+drops them. A test narrows the fixture with markers, in the manner of SciPy's
+``skip_xp_backends``:
+
+* ``@pytest.mark.backends("numpy", "torch")``: only these specs;
+* ``@pytest.mark.skip_backends("jax", reason="...")``: not these;
+* ``@pytest.mark.dtypes("float64")``: only these dtypes;
+* ``@pytest.mark.requires("mutable")``: only backends with a capability: ``mutable``
+  (arrays written in place), ``compiles`` (a jit), ``overrides`` (Ops overrides beyond the
+  reference), ``gpu``, ``cpu``.
+
+``xp_spec`` is the same over specs alone (for tests that pick dtypes themselves).
 """
+
+from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
-from portable_bp.backends import DTYPES, probe
+from portable_bp.backends import DTYPES, get, probe, specs
 
-CPU_SPECS = ["numpy", "array_api_strict", "torch", "jax"]
-GPU_SPECS = ["cupy", "torch:cuda"]
+SPECS = specs()  # (spec, on a GPU), from the registry
+GPU_SPECS = [spec for spec, gpu in SPECS if gpu]
+CPU_SPECS = [spec for spec, gpu in SPECS if not gpu]
 # relative tolerance when two computations of the same quantity are compared
 RTOL = {"float32": 2e-5, "float64": 1e-11}
+CAPABILITIES = {
+    "mutable": lambda b: b.mutable,
+    "compiles": lambda b: b.compile is not None,
+    "overrides": lambda b: bool(b.ops.overrides()),
+    "gpu": lambda b: b.is_gpu,
+    "cpu": lambda b: not b.is_gpu,
+}
+
+
+def pytest_configure(config):
+    for line in ("backends(*specs): run only on these backend specs",
+                 "skip_backends(*specs, reason): do not run on these backend specs",
+                 "dtypes(*names): run only in these dtypes",
+                 "requires(*capabilities): run only on backends with these capabilities "
+                 f"({', '.join(CAPABILITIES)})"):
+        config.addinivalue_line("markers", line)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One backend and dtype: what a test needs to make arrays and compare numbers."""
+
+    spec: str
+    dtype: str
+
+    @property
+    def backend(self):
+        return get(self.spec)
+
+    @property
+    def xp(self):
+        return self.backend.xp
+
+    @property
+    def rtol(self) -> float:
+        return RTOL[self.dtype]
+
+    def asarray(self, host):
+        """A host array on the backend, floats in this case's dtype."""
+        host = np.asarray(host)
+        return self.backend.asarray(host, self.dtype if host.dtype.kind == "f" else None)
+
+    def __str__(self):
+        return f"{self.spec}-{self.dtype}"
 
 
 def _marks(spec):
@@ -25,34 +86,46 @@ def _marks(spec):
     return marks
 
 
-def _cases(specs, dtypes=DTYPES):
-    for spec in specs:
-        marks = _marks(spec)
-        for dtype in dtypes:
-            yield pytest.param((spec, dtype), marks=marks, id=f"{spec}-{dtype}")
-
-
-def spec_cases(specs):
+def spec_cases(specs_=None):
     """pytest params over backend specs alone, marked and skipped like the fixture's cases."""
-    return [pytest.param(spec, marks=_marks(spec), id=spec) for spec in specs]
+    return [pytest.param(spec, marks=_marks(spec), id=spec) for spec in (specs_ or [s for s, _ in SPECS])]
 
 
-BACKEND_DTYPE = list(_cases(CPU_SPECS + GPU_SPECS))
-BACKEND_F64 = list(_cases(CPU_SPECS + GPU_SPECS, ("float64",)))
+def _narrowed(request, spec, dtype=None):
+    """Skip this case when a marker on the test excludes it."""
+    node = request.node
+    only = [s for m in node.iter_markers("backends") for s in m.args]
+    if only and spec not in only:
+        pytest.skip(f"runs on {', '.join(only)} only")
+    for m in node.iter_markers("skip_backends"):
+        if spec in m.args:
+            pytest.skip(m.kwargs.get("reason", f"not for {spec}"))
+    dtypes = [d for m in node.iter_markers("dtypes") for d in m.args]
+    if dtype is not None and dtypes and dtype not in dtypes:
+        pytest.skip(f"runs in {', '.join(dtypes)} only")
+    for m in node.iter_markers("requires"):
+        for cap in m.args:
+            if not CAPABILITIES[cap](get(spec)):
+                pytest.skip(f"backend {spec} lacks {cap}")
 
 
-@pytest.fixture(params=BACKEND_DTYPE)
-def backend_dtype(request):
-    """(backend spec, dtype name) over every backend and dtype."""
+@pytest.fixture(params=[pytest.param(Case(spec, dtype), marks=_marks(spec), id=f"{spec}-{dtype}")
+                        for spec, _ in SPECS for dtype in DTYPES])
+def xp_case(request) -> Case:
+    """Every backend x dtype, narrowed by the test's markers."""
+    case = request.param
+    _narrowed(request, case.spec, case.dtype)
+    return case
+
+
+@pytest.fixture(params=spec_cases())
+def xp_spec(request) -> str:
+    """Every backend spec, narrowed by the test's markers (``dtypes`` does not apply)."""
+    _narrowed(request, request.param)
     return request.param
 
 
-@pytest.fixture(params=BACKEND_F64)
-def backend64(request):
-    """Backend spec, for float64-only checks (gradients against finite differences)."""
-    return request.param[0]
-
-
+# -- helpers shared by the tests -----------------------------------------------------------
 def make_data(n, n_in, n_out, loss, seed=0):
     """(X, Z) for ``loss``: standard normal X; labels for cross-entropy, 0/1 targets for
     binary cross-entropy, uniform targets in [0, 1) for MSE."""

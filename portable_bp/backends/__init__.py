@@ -20,7 +20,7 @@ from typing import Callable
 
 from ._base import DTYPES, Backend, BackendUnavailable
 
-__all__ = ["Backend", "BackendUnavailable", "DTYPES", "get", "available", "known",
+__all__ = ["Backend", "BackendUnavailable", "DTYPES", "get", "available", "known", "specs",
            "register", "describe", "hot_path", "library_of"]
 
 ENTRY_POINT_GROUP = "portable_bp.backends"
@@ -68,6 +68,23 @@ def known() -> list[str]:
     """Every backend name this installation knows, runnable here or not."""
     _load_entry_points()
     return list(_FACTORIES)
+
+
+# the device variants of built-in backends worth listing beside their default spec, and
+# which specs run on a GPU (before probing, which may not be possible here)
+_VARIANTS = {"torch": ("torch:cuda",)}
+_GPU = {"cupy", "torch:cuda", "jax:gpu"}
+
+
+def specs() -> list[tuple[str, bool]]:
+    """(spec, runs on a GPU) for every backend this installation knows and the device
+    variants worth trying (``torch:cuda``), runnable here or not: what ``describe``
+    reports and what the test suite parametrizes over."""
+    out = []
+    for name in known():
+        for spec in (name, *_VARIANTS.get(name, ())):
+            out.append((spec, spec in _GPU))
+    return out
 
 
 def _split(spec: str) -> tuple[str, str | None]:
@@ -155,12 +172,7 @@ def available() -> list[str]:
     GPU specs appear as ``cupy`` and ``torch:cuda`` when a GPU answers.
     """
     out = []
-    for name in known():
-        if probe(name)[0]:
-            out.append(name)
-        if name == "torch" and "torch" in out and probe("torch:cuda")[0]:
-            out.append("torch:cuda")
-    return out
+    return [spec for spec, _ in specs() if probe(spec)[0]]
 
 
 def describe() -> list[dict]:
@@ -168,26 +180,26 @@ def describe() -> list[dict]:
     Array API reference (see :func:`hot_path`), the overrides its check refused and why,
     and the reason when it does not run."""
     rows = []
-    for name in known():
-        for spec in ([name, "torch:cuda"] if name == "torch" else [name]):
-            ok, reason = probe(spec)
-            row = {"spec": spec, "available": ok, "reason": reason, "device": None, "version": None,
-                   "hot_path": None, "dropped": {}}
-            if ok:
-                b = get(spec)
-                row.update(device=str(b.device), version=b.info.get("version"),
-                           device_name=b.info.get("device_name", str(b.device)), hot_path=hot_path(b),
-                           dropped=dict(b.ops.dropped))
-            rows.append(row)
+    for spec, _ in specs():
+        ok, reason = probe(spec)
+        row = {"spec": spec, "available": ok, "reason": reason, "device": None, "version": None,
+               "hot_path": None, "dropped": {}}
+        if ok:
+            b = get(spec)
+            row.update(device=str(b.device), version=b.info.get("version"),
+                       device_name=b.info.get("device_name", str(b.device)), hot_path=hot_path(b),
+                       dropped=dict(b.ops.dropped))
+        rows.append(row)
     return rows
 
 
 def hot_path(backend: Backend) -> str:
-    """What a backend's training step uses beyond the Array API reference: its Ops' name
-    and the primitives it overrides (each passed its check), plus ``jit`` where the backend
-    compiles the step; ``array-api`` when it adds nothing."""
+    """What a backend's training step uses beyond the Array API reference, in brief: its
+    Ops' name and how many primitives it overrides (each passed its check; the list is
+    ``backend.ops.overrides()``), plus ``jit`` where the backend compiles the step;
+    ``array-api`` when it adds nothing."""
     overrides = backend.ops.overrides()
-    parts = [f"{backend.ops.name}: {', '.join(overrides)}"] if overrides else []
+    parts = [f"{backend.ops.name} ({len(overrides)} overrides)"] if overrides else []
     if backend.compile is not None:
         parts.append("jit")
     return "; ".join(parts) or "array-api"

@@ -76,12 +76,14 @@ def locate(run, epoch: int) -> None:
         where = f"before the last batch ({last}) of epoch {epoch - 1}"
         what = f"the loss of batch 0 became {loss}"
     else:
-        kept, where = snaps.restore(snaps.current), "where this fit started"
-        what = f"the loss of batch 0 became {loss} (already at the parameters training started from)"
+        kept, where = snaps.restore(snaps.current), None
+        what = f"the loss of batch 0 became {loss} at the parameters training started from"
     run.adopt(kept)
     if k is None:
         raise TrainingDiverged(f"training diverged in epoch {epoch} but replaying it stayed finite "
                                f"(a non-deterministic step?); the network keeps {where}")
-    raise TrainingDiverged(f"training diverged at epoch {epoch} (0-based), batch {k}: {what}; the "
-                           f"network keeps the parameters and optimizer state from {where}, the last "
-                           f"with a finite loss. Lower the learning rate (lr={run.lr(epoch)}).")
+    kept_text = ("the network keeps them: nothing before had a finite loss" if where is None else
+                 f"the network keeps the parameters and optimizer state from {where}, the last "
+                 f"with a finite loss")
+    raise TrainingDiverged(f"training diverged at epoch {epoch} (0-based), batch {k}: {what}; "
+                           f"{kept_text}. Lower the learning rate (lr={run.lr(epoch)}).")

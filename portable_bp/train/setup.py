@@ -69,9 +69,9 @@ def _config(optimizer):
 
 def _resumed_optimizer(optimizer, lr, saved, path):
     """The optimizer to continue with. Given neither ``optimizer`` nor ``lr``, the saved one.
-    Given only ``lr``, the saved one with that learning rate. Given ``optimizer``, that one.
-    A choice that differs from the saved configuration is the caller's and wins, with a
-    UserWarning saying what changed; state it cannot use (other slots) is a ValueError."""
+    Given only ``lr``, the saved one with that learning rate. Given ``optimizer``, that one:
+    the caller's choice wins (``_start`` warns when it differs from the saved one and refuses
+    saved state it cannot use)."""
     if optimizer is None and saved["config"] is not None and saved["optimizer"] is not None:
         if lr is None:
             return saved["optimizer"]
@@ -81,11 +81,7 @@ def _resumed_optimizer(optimizer, lr, saved, path):
         raise ValueError(f"{path!r} holds optimizer state of {saved['config'] or 'a custom optimizer'}, "
                          f"which the file cannot rebuild (custom learning-rate callable or optimizer "
                          f"class); pass the same optimizer again")
-    opt = get_optimizer("sgd" if optimizer is None else optimizer, lr)
-    if saved["slots"] is not None and saved["config"] is not None and _config(opt) != saved["config"]:
-        warnings.warn(f"resuming from {path!r} with optimizer {_config(opt)} instead of the saved "
-                      f"{saved['config']}; the saved optimizer state is kept", UserWarning, stacklevel=4)
-    return opt
+    return get_optimizer("sgd" if optimizer is None else optimizer, lr)
 
 
 def _start(net, optimizer, lr, epochs, checkpoint, resume):
@@ -97,9 +93,14 @@ def _start(net, optimizer, lr, epochs, checkpoint, resume):
             from ..checkpoint import read_run
 
             saved = read_run(checkpoint, net)
-            opt = _resumed_optimizer(optimizer, lr, saved, os.fsdecode(os.fspath(checkpoint)))
+            path = os.fsdecode(os.fspath(checkpoint))
+            opt = _resumed_optimizer(optimizer, lr, saved, path)
             state = (opt.init(saved["params"]) if saved["slots"] is None else
-                     layer_state(opt, saved["slots"], net.n_layers, f"the optimizer state in {checkpoint!r}"))
+                     layer_state(opt, saved["slots"], net.n_layers, f"the optimizer state in {path!r}"))
+            if saved["slots"] is not None and saved["config"] not in (None, _config(opt)):
+                warnings.warn(f"resuming from {path!r} with optimizer {_config(opt)} instead of the "
+                              f"saved {saved['config']}; the saved optimizer state is kept",
+                              UserWarning, stacklevel=5)
             start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"])
             restored = {k: saved[k] for k in ("seed", "init", "sigma")}
             return opt, start, max(epochs, start.epoch), restored
