@@ -124,7 +124,24 @@ def targets(backend, Z, n_samples: int, n_out: int, loss: str, dtype, what: str 
     elif loss == "binary_cross_entropy":
         if not (_all(xp, Z >= 0) and _all(xp, Z <= 1)):
             raise ValueError(f"{what} for binary_cross_entropy must lie in [0, 1]")
+    elif loss == "poisson" and not _all(xp, Z >= 0):
+        raise ValueError(f"{what} for poisson must be counts or rates >= 0")
     return Z
+
+
+def sample_weights(backend, w, n_samples: int, dtype, what: str = "sample_weight"):
+    """Per-sample weights as an (n_samples,) float array on the device: finite,
+    non-negative, not all zero."""
+    xp = backend.xp
+    w = to_backend(backend, w, None, what)
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(f"{what} must have shape ({n_samples},), one weight per sample, got "
+                         f"{tuple(w.shape)}")
+    w = xp.astype(w, dtype) if w.dtype != dtype else w
+    check_finite(xp, w, what)
+    if float(xp.min(w)) < 0 or not float(xp.max(w)) > 0:
+        raise ValueError(f"{what} must be non-negative and not all zero")
+    return w
 
 
 def labels(xp, y, n_classes: int, what: str = "Z"):

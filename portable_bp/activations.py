@@ -6,7 +6,8 @@ output a = f(u) alone (sigmoid a(1-a), tanh 1-a², the rectifiers' sign of a), s
 backward pass needs only the activations the forward pass keeps, not U. ``g`` is always
 a temporary of the caller's (a fresh product or difference), so ``backward`` multiplies
 it in place: ``g *= ...`` writes into it on mutable backends and rebinds on JAX. Softmax
-is a whole-row function and is allowed only on the output layer.
+is a whole-row function and exp (the Poisson output) overflows for large inputs: both are
+allowed only on the output layer.
 """
 
 from __future__ import annotations
@@ -100,6 +101,17 @@ def softmax_backward(xp, a, g):
     return a * (g - xp.sum(g * a, axis=-1, keepdims=True))
 
 
+def exp(xp, u):
+    """exp(u): the log link's inverse, for outputs that must be positive (Poisson)."""
+    return xp.exp(u)
+
+
+def exp_backward(xp, a, g):
+    """exp'(u) = exp(u) = a."""
+    g *= a
+    return g
+
+
 ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation("sigmoid", sigmoid, sigmoid_backward),
     "tanh": Activation("tanh", tanh, tanh_backward),
@@ -107,6 +119,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "leaky_relu": Activation("leaky_relu", leaky_relu, leaky_relu_backward),
     "identity": Activation("identity", identity, identity_backward),
     "softmax": Activation("softmax", softmax, softmax_backward, output_only=True),
+    "exp": Activation("exp", exp, exp_backward, output_only=True),
 }
 
 

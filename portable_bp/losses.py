@@ -2,7 +2,8 @@
 
 Every loss sums over the output units and averages over the m samples of the batch; the
 functions here return the sum over the samples (training adds batch sums up on the
-device and divides once per epoch), and the callers divide by m.
+device and divides once per epoch), and the callers divide by m. With per-sample weights w
+(``sample_weight``) the sum is Σ_i w_i ℓ_i and the callers divide by Σ_i w_i.
 Values are computed from the logits u where that is the stable form (log-sum-exp for
 cross-entropy, softplus for binary cross-entropy), so no log(0) or overflowing exp occurs.
 Targets Z arrive as floats shaped like the output or, for cross-entropy, as integer class
@@ -21,11 +22,21 @@ from .activations import Activation, shifted_exp
 
 class Loss(NamedTuple):
     name: str
-    total: Callable          # (xp, u, a, z) -> 0-d array: the loss summed over the m samples
+    total: Callable          # (xp, u, a, z, w=None) -> 0-d array: the loss summed over the samples
     output_delta: Callable   # (xp, u, a, z, activation, scale) -> Δ(L) times scale (1/m: the mean)
     fused_output: str | None = None  # output activation for which Δ(L) = (a - z)/m (E11)
-    output: Callable | None = None   # (xp, u, z) -> (a, total) sharing work, for fused pairs
+    output: Callable | None = None   # (xp, u, z, w=None) -> (a, total) sharing work, for fused pairs
     default_output: str = "identity"  # the output activation a network gets by default
+
+
+def weighted_sum(xp, values, w=None):
+    """Σ of ``values`` (one row, or one entry, per sample), or Σ_i w_i (Σ of row i) with
+    per-sample weights ``w`` (m,)."""
+    if w is None:
+        return xp.sum(values)
+    if values.ndim == 2:
+        values = xp.sum(values, axis=1)
+    return xp.sum(values * w)
 
 
 def target_rows(xp, z, a):
@@ -37,19 +48,19 @@ def target_rows(xp, z, a):
     return xp.astype(z[:, None] == classes, a.dtype)
 
 
-def target_sum(xp, z, s):
-    """Σ_i Σ_k z_ik s_ik; for class labels Σ_i s_i,z_i, a gather of one entry per row
-    instead of a product with one-hot rows."""
+def target_sum(xp, z, s, w=None):
+    """Σ_i Σ_k z_ik s_ik (weighted by w_i); for class labels Σ_i s_i,z_i, a gather of one
+    entry per row instead of a product with one-hot rows."""
     if z.ndim == 2:
-        return xp.sum(z * s)
+        return weighted_sum(xp, z * s, w)
     rows = xp.arange(s.shape[0], dtype=z.dtype, device=array_api_compat.device(s))
-    return xp.sum(s[rows, z])
+    return weighted_sum(xp, s[rows, z], w)
 
 
-def mse(xp, u, a, z):
+def mse(xp, u, a, z, w=None):
     """E2, summed over the batch: Σ_i ||a_i - z_i||² / 2 (divide by m for L)."""
     d = a - z
-    return xp.sum(d * d) / 2
+    return weighted_sum(xp, d * d, w) / 2
 
 
 def mse_delta(xp, u, a, z, activation: Activation, scale):
@@ -64,13 +75,13 @@ def log_softmax(xp, u):
     return s - xp.log(xp.sum(e, axis=-1, keepdims=True))
 
 
-def cross_entropy(xp, u, a, z):
+def cross_entropy(xp, u, a, z, w=None):
     """Σ_i Σ_k -z_ik log softmax(u_i)_k, with z one-hot (or probabilities, or labels); L is
     this / m."""
-    return -target_sum(xp, z, log_softmax(xp, u))
+    return -target_sum(xp, z, log_softmax(xp, u), w)
 
 
-def softmax_cross_entropy(xp, u, z):
+def softmax_cross_entropy(xp, u, z, w=None):
     """Softmax outputs and the summed cross-entropy in one pass over the logits.
 
     With s = u - max(u) and S = Σ_k exp(s_k): a = exp(s)/S and, for rows of z summing
@@ -79,19 +90,28 @@ def softmax_cross_entropy(xp, u, z):
     """
     s, e = shifted_exp(xp, u)
     row_sums = xp.sum(e, axis=-1, keepdims=True)
-    return e / row_sums, xp.sum(xp.log(row_sums)) - target_sum(xp, z, s)
+    return e / row_sums, weighted_sum(xp, xp.log(row_sums), w) - target_sum(xp, z, s, w)
 
 
-def binary_cross_entropy(xp, u, a, z):
+def binary_cross_entropy(xp, u, a, z, w=None):
     """Σ_i Σ_k -[z log a + (1-z) log(1-a)], with a = sigmoid(u), computed as
     softplus(u) - z u = max(u, 0) - z u + log(1 + exp(-|u|)), which never takes log(0)."""
-    return xp.sum(xp.maximum(u, 0.0) - z * u + xp.log1p(xp.exp(-xp.abs(u))))
+    return weighted_sum(xp, xp.maximum(u, 0.0) - z * u + xp.log1p(xp.exp(-xp.abs(u))), w)
+
+
+def poisson(xp, u, a, z, w=None):
+    """Half the Poisson deviance, Σ_i Σ_k [z log(z/a) - z + a], with a = exp(u) (the log
+    link) written as z log z - z u - z + exp(u) (z log z = 0 at z = 0): scikit-learn's
+    ``loss="poisson"``. Its gradient in u is a - z, as for the fused pairs (E11)."""
+    z_log_z = z * xp.log(xp.where(z > 0, z, xp.ones_like(z)))
+    return weighted_sum(xp, z_log_z - z * u - z + a, w)
 
 
 def fused_output_delta(xp, u, a, z, activation: Activation, scale):
-    """E11: for softmax + cross-entropy and sigmoid + binary cross-entropy the two factors
-    of E8 cancel to Δ(L) = (a - z)/m (``scale`` = 1/m): cheaper, and stable where f'
-    underflows. Class labels z become one-hot rows for this batch."""
+    """E11: for softmax + cross-entropy, sigmoid + binary cross-entropy and exp + Poisson
+    the two factors of E8 cancel to Δ(L) = (a - z)/m (``scale`` = 1/m, or w_i/Σw per row):
+    cheaper, and stable where f' underflows. Class labels z become one-hot rows for this
+    batch."""
     return (a - target_rows(xp, z, a)) * scale
 
 
@@ -103,6 +123,8 @@ LOSSES: dict[str, Loss] = {
                           output=softmax_cross_entropy, default_output="softmax"),
     "binary_cross_entropy": Loss("binary_cross_entropy", binary_cross_entropy, fused_output_delta,
                                  fused_output="sigmoid", default_output="sigmoid"),
+    # counts and rates (z >= 0): an exp output, the log link of a Poisson regression
+    "poisson": Loss("poisson", poisson, fused_output_delta, fused_output="exp", default_output="exp"),
 }
 
 

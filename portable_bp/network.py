@@ -180,18 +180,24 @@ class Network:
         """Z checked against the loss and moved (see :func:`portable_bp._inputs.targets`)."""
         return _inputs.targets(self.backend, Z, n_samples, self.sizes[-1], self.loss, self._dt, what)
 
+    def sample_weights(self, w, n_samples: int, what: str = "sample_weight"):
+        """Per-sample weights checked and moved: (n_samples,), finite, >= 0, not all zero."""
+        return _inputs.sample_weights(self.backend, w, n_samples, self._dt, what)
+
     def forward(self, X):
         """Outputs A(L) for X of shape (n_samples, n_in), on the network's backend."""
         with self.backend.activate():
             return step.outputs(self.spec, self._ops, self._params, self.features(X))
 
-    def loss_and_grads(self, X, Z):
-        """The batch loss as a Python float and (dW, db) per layer, shaped like ``params``."""
+    def loss_and_grads(self, X, Z, sample_weight=None):
+        """The batch loss as a Python float and (dW, db) per layer, shaped like ``params``;
+        with ``sample_weight`` the loss is Σ w_i ℓ_i / Σ w_i."""
         with self.backend.activate():
             X = self.features(X)
+            w = None if sample_weight is None else self.sample_weights(sample_weight, X.shape[0])
             total, grads = step.loss_and_grads(self.spec, self._ops, self._params, X,
-                                               self.targets(Z, X.shape[0]))
-            return float(total) / X.shape[0], grads
+                                               self.targets(Z, X.shape[0]), w)
+            return float(total) / (X.shape[0] if w is None else float(self.xp.sum(w))), grads
 
     def fit(self, X, Z, **kwargs) -> Any:
         """Train by gradient descent (E12); see :func:`portable_bp.train.fit`."""
@@ -205,11 +211,12 @@ class Network:
 
         return predict(self, X, batch_size=batch_size)
 
-    def evaluate(self, X, Z, batch_size=None) -> dict:
-        """``{"loss": ..., "accuracy": ...}`` (accuracy for classifiers) over the whole of X."""
+    def evaluate(self, X, Z, batch_size=None, sample_weight=None) -> dict:
+        """``{"loss": ..., "accuracy": ...}`` (accuracy for classifiers) over the whole of X,
+        weighted by ``sample_weight`` when given."""
         from .train import evaluate
 
-        return evaluate(self, X, Z, batch_size=batch_size)
+        return evaluate(self, X, Z, batch_size=batch_size, sample_weight=sample_weight)
 
     def save(self, path) -> None:
         """Write a checkpoint (.npz, atomic); see :mod:`portable_bp.checkpoint`."""

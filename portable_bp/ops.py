@@ -84,16 +84,19 @@ class Ops:
         return f.forward(self.xp, U)
 
     # -- loss (E2) and the output delta (E8, E11) ----------------------------------------
-    def output_loss(self, U: Array, Z: Array, f: Activation, loss: Loss) -> tuple[Array, Array]:
-        """(A(L), the loss summed over the batch): softmax + cross-entropy share one exp."""
+    def output_loss(self, U: Array, Z: Array, f: Activation, loss: Loss,
+                    weights: Array | None = None) -> tuple[Array, Array]:
+        """(A(L), the loss summed over the batch, or Σ_i w_i ℓ_i with per-sample
+        ``weights``): softmax + cross-entropy share one exp."""
         if loss.output is not None:
-            return loss.output(self.xp, U, Z)
+            return loss.output(self.xp, U, Z, weights)
         A = f.forward(self.xp, U)
-        return A, loss.total(self.xp, U, A, Z)
+        return A, loss.total(self.xp, U, A, Z, weights)
 
     def output_delta(self, U: Array, A: Array, Z: Array, f: Activation, loss: Loss,
-                     scale: float) -> Array:
-        """Δ(L) times ``scale`` (1/m): E8, or E11 for the fused pairs."""
+                     scale: Any) -> Array:
+        """Δ(L) times ``scale``: E8, or E11 for the fused pairs. ``scale`` is 1/m (the batch
+        mean), or a column (m, 1) of w_i/Σw for per-sample weights."""
         return loss.output_delta(self.xp, U, A, Z, f, scale)
 
     # -- backprop (E9) and gradients (E10) -------------------------------------------------

@@ -47,15 +47,26 @@ def outputs(spec: Spec, ops: Ops, params: Params, X: Array) -> Array:
     return ops.activation(forward(spec, ops, params, X)[1], spec.output)
 
 
-def loss_sum(spec: Spec, ops: Ops, params: Params, X: Array, Z: Array) -> tuple[Array, Array]:
-    """(A(L), the loss summed over the rows of X): E7 then E2."""
-    return ops.output_loss(forward(spec, ops, params, X)[1], Z, spec.output, spec.loss)
+def loss_sum(spec: Spec, ops: Ops, params: Params, X: Array, Z: Array,
+             weights: Array | None = None) -> tuple[Array, Array]:
+    """(A(L), the loss summed over the rows of X, or weighted by ``weights``): E7 then E2."""
+    return ops.output_loss(forward(spec, ops, params, X)[1], Z, spec.output, spec.loss, weights)
+
+
+def mean_scale(xp: Any, X: Array, weights: Array | None):
+    """The factor that makes a batch sum a mean: 1/m, or w_i/Σw per row (a column, so that
+    it broadcasts over the outputs) with per-sample weights."""
+    if weights is None:
+        return 1.0 / X.shape[0]
+    total = xp.sum(weights)
+    total = xp.where(total > 0, total, xp.ones_like(total))  # a batch of zero weights: no step
+    return xp.reshape(weights / total, (-1, 1))
 
 
 def train_step(spec: Spec, ops: Ops, optimizer: Any, params: Params, state: list, X: Array,
-               Z: Array, hyper: dict) -> tuple[list, list, Array]:
-    """One step of gradient descent (E12) on the batch (X, Z):
-    (new params, new optimizer state, the batch's summed loss as a device scalar).
+               Z: Array, hyper: dict, weights: Array | None = None) -> tuple[list, list, Array]:
+    """One step of gradient descent (E12) on the batch (X, Z), optionally with per-sample
+    ``weights``: (new params, new optimizer state, the batch's summed loss on the device).
 
     Backprop walks down from the output. Each layer's update follows as soon as its
     gradient (E10) is known and the Δ below it has been computed from the weights as they
@@ -63,8 +74,8 @@ def train_step(spec: Spec, ops: Ops, optimizer: Any, params: Params, state: list
     layer's activations and Δ are let go as soon as they are passed. ``hyper`` holds the
     step's scalars, computed on the host by ``optimizer.hyperparams``."""
     As, U = forward(spec, ops, params, X)                                           # E7
-    A_L, total = ops.output_loss(U, Z, spec.output, spec.loss)                       # E2
-    delta = ops.output_delta(U, A_L, Z, spec.output, spec.loss, 1.0 / X.shape[0])    # E8 / E11
+    A_L, total = ops.output_loss(U, Z, spec.output, spec.loss, weights)              # E2
+    delta = ops.output_delta(U, A_L, Z, spec.output, spec.loss, mean_scale(ops.xp, X, weights))  # E8/E11
     new_params, new_state = list(params), list(state)
     for l in range(len(params) - 1, -1, -1):
         A_prev, W = As.pop(), params[l][0]
@@ -90,7 +101,8 @@ class Gradients:
         return param, ops.dense_grads(grad)
 
 
-def loss_and_grads(spec: Spec, ops: Ops, params: Params, X: Array, Z: Array) -> tuple[Array, list]:
-    """The summed batch loss (device scalar) and (dW, db) for every layer."""
-    _, grads, total = train_step(spec, ops, Gradients(), params, [None] * len(params), X, Z, {})
+def loss_and_grads(spec: Spec, ops: Ops, params: Params, X: Array, Z: Array,
+                   weights: Array | None = None) -> tuple[Array, list]:
+    """The summed (or weighted) batch loss on the device and (dW, db) for every layer."""
+    _, grads, total = train_step(spec, ops, Gradients(), params, [None] * len(params), X, Z, {}, weights)
     return total, grads

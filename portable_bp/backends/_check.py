@@ -90,12 +90,16 @@ def _target_cases(rng):
         yield U / 50, (rng.random((m, k)) > 0.5) * 1.0, ACTIVATIONS["sigmoid"], LOSSES["binary_cross_entropy"]
         for f in (ACTIVATIONS["identity"], ACTIVATIONS["sigmoid"], ACTIVATIONS["tanh"]):
             yield U / 50, rng.random((m, k)), f, LOSSES["mse"]
+        yield U / 50, rng.poisson(2.0, (m, k)) * 1.0, ACTIVATIONS["exp"], LOSSES["poisson"]
 
 
 def _output_delta_cases(rng):
+    """Every loss with the batch mean's 1/m, and with per-sample weights' column w/Σw."""
     for U, Z, f, loss in _target_cases(rng):
         A, _ = Ops(np).output_loss(U, Z, f, loss)
         yield (U, A, Z, f, loss, 1.0 / U.shape[0]), ()
+        w = rng.random(U.shape[0])
+        yield (U, A, Z, f, loss, (w / w.sum())[:, None]), ()
 
 
 def _backprop_cases(rng):
@@ -124,11 +128,12 @@ def _cases(name, rng):
     if name in ("affine", "affine_activation"):
         yield from _affine_cases(rng, name == "affine_activation")
     elif name == "activation":
-        for f in HIDDEN + [ACTIVATIONS["softmax"]]:
+        for f in HIDDEN + [ACTIVATIONS["softmax"], ACTIVATIONS["exp"]]:
             yield (_logits(rng, 6, 8) / 50, f), ()
     elif name == "output_loss":
         for U, Z, f, loss in _target_cases(rng):
             yield (U, Z, f, loss), ()
+            yield (U, Z, f, loss, rng.random(U.shape[0])), ()
     elif name == "output_delta":
         yield from _output_delta_cases(rng)
     elif name == "backprop_delta":

@@ -40,15 +40,15 @@ class CupyOps(InPlaceOps):
             return super().backprop_delta(D, W, A, f)
         return self._kernels.activation_backward(A, D @ W, f.name)
 
-    def output_loss(self, U, Z, f, loss):
-        if loss.output is not None and Z.ndim == 1:
+    def output_loss(self, U, Z, f, loss, weights=None):
+        if loss.output is not None and Z.ndim == 1 and weights is None:
             pair = self._kernels.softmax_cross_entropy(U, Z)
             if pair is not None:
                 return pair
-        return super().output_loss(U, Z, f, loss)
+        return super().output_loss(U, Z, f, loss, weights)
 
     def output_delta(self, U, A, Z, f, loss, scale):
-        if loss.fused_output is None:
+        if loss.fused_output is None or not isinstance(scale, float):  # per-row weights: Array API
             return super().output_delta(U, A, Z, f, loss, scale)
         return self._kernels.output_delta(A, Z, scale)
 

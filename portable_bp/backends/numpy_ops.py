@@ -91,11 +91,11 @@ class NumpyOps(InPlaceOps):
         D *= scale
         return D
 
-    def output_loss(self, U, Z, f, loss):
+    def output_loss(self, U, Z, f, loss, weights=None):
         """Softmax and the summed cross-entropy for class labels as ``losses`` computes them
         (same operations, same order), with exp and the division in place."""
-        if loss.output is None or Z.ndim != 1:
-            return super().output_loss(U, Z, f, loss)
+        if loss.output is None or Z.ndim != 1 or weights is not None:
+            return super().output_loss(U, Z, f, loss, weights)
         s = U - np.maximum.reduce(U, axis=-1, keepdims=True)
         rows = self._constant(np.arange, U.shape[0], Z.dtype)
         picked = np.add.reduce(s[rows, Z], axis=None)

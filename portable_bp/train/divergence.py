@@ -36,7 +36,7 @@ def _replay(run, start: TrainState, epoch: int, n_steps: int) -> TrainState:
     order, lr = run.order(epoch), run.lr(epoch)
     for begin, stop in batches(run.n, run.batch_size)[:n_steps]:
         state.params, state.state, _ = run.executor.step(state.params, state.state, state.count,
-                                                         run.X, run.Z, order, begin, stop, lr)
+                                                         run.data, order, begin, stop, lr)
         state.count += 1
     return state
 
@@ -48,9 +48,9 @@ def _first_bad_batch(run, epoch: int):
     order, lr = run.order(epoch), run.lr(epoch)
     for k, (begin, stop) in enumerate(batches(run.n, run.batch_size)):
         state.params, state.state, total = run.executor.step(state.params, state.state, state.count,
-                                                             run.X, run.Z, order, begin, stop, lr)
+                                                             run.data, order, begin, stop, lr)
         state.count += 1
-        loss = float(total) / (stop - begin)
+        loss = float(total) / run.batch_weight(begin, stop, order)
         if not math.isfinite(loss):
             return k, loss, True
         if not math.isfinite(float(extremes(run.xp, state.arrays()))):

@@ -23,21 +23,21 @@ def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def gather(xp, X, Z, order, start, size):
-    """Rows start:start+size of (X, Z), or of their permutation ``order`` (the epoch's
-    shuffle). Shuffled batches gather just their own rows, so shuffling never copies the
-    dataset. Unshuffled ones are views when ``start`` is a number; inside a compiled step,
-    where it is traced (so that one program serves every batch), a gather, since slice
-    bounds must be constants there."""
+def gather(xp, data, order, start, size):
+    """Rows start:start+size of each array of ``data`` (X, Z and the sample weights or
+    None), or of their permutation ``order`` (the epoch's shuffle). Shuffled batches gather
+    just their own rows, so shuffling never copies the dataset. Unshuffled ones are views
+    when ``start`` is a number; inside a compiled step, where it is traced (so that one
+    program serves every batch), a gather, since slice bounds must be constants there."""
+    if isinstance(start, int) and order is None:
+        return tuple(None if a is None else a[start:start + size, ...] for a in data)
     if isinstance(start, int):
-        if order is None:
-            return X[start:start + size, ...], Z[start:start + size, ...]
         rows = order[start:start + size]
     else:
         rows = xp.arange(size) + start
         if order is not None:
             rows = xp.take(order, rows)
-    return xp.take(X, rows, axis=0), xp.take(Z, rows, axis=0)
+    return tuple(None if a is None else xp.take(a, rows, axis=0) for a in data)
 
 
 class Eager:
@@ -49,17 +49,18 @@ class Eager:
         self.xp, self.spec, self.optimizer = net.xp, net.spec, optimizer
         self.ops = net.ops if ops is None else ops
 
-    def step(self, params, state, count, X, Z, order, start, stop, lr):
-        """One step on rows start:stop (of ``order``): (params, state, summed batch loss)."""
-        Xb, Zb = gather(self.xp, X, Z, order, start, stop - start)
-        return step.train_step(self.spec, self.ops, self.optimizer, params, state, Xb, Zb,
-                               self.optimizer.hyperparams(count, lr))
+    def step(self, params, state, count, data, order, start, stop, lr):
+        """One step on rows start:stop (of ``order``) of ``data`` (X, Z, weights or None):
+        (params, state, the batch's summed loss)."""
+        X, Z, w = gather(self.xp, data, order, start, stop - start)
+        return step.train_step(self.spec, self.ops, self.optimizer, params, state, X, Z,
+                               self.optimizer.hyperparams(count, lr), w)
 
-    def epoch(self, params, state, count, X, Z, order, batch_size, lr):
+    def epoch(self, params, state, count, data, order, batch_size, lr):
         """Every batch of one epoch: (params, state, step count, summed loss on the device)."""
         total = None
-        for start, stop in batches(X.shape[0], batch_size):
-            params, state, loss = self.step(params, state, count, X, Z, order, start, stop, lr)
+        for start, stop in batches(data[0].shape[0], batch_size):
+            params, state, loss = self.step(params, state, count, data, order, start, stop, lr)
             count += 1
             total = loss if total is None else total + loss
         return params, state, count, total
@@ -84,15 +85,15 @@ class Compiled(Eager):
             net.compiled[key] = net.backend.compile(fn, static_argnames=("size",))
         self._program = net.compiled[key]
 
-    def step(self, params, state, count, X, Z, order, start, stop, lr):
-        return self._program(params, state, X, Z, order, start, self.optimizer.hyperparams(count, lr),
+    def step(self, params, state, count, data, order, start, stop, lr):
+        return self._program(params, state, data, order, start, self.optimizer.hyperparams(count, lr),
                              size=stop - start)
 
 
-def _gathered_step(xp, spec, ops, optimizer, params, state, X, Z, order, start, hyper, size):
+def _gathered_step(xp, spec, ops, optimizer, params, state, data, order, start, hyper, size):
     """:func:`gather` and the step as one pure function (what :class:`Compiled` compiles)."""
-    Xb, Zb = gather(xp, X, Z, order, start, size)
-    return step.train_step(spec, ops, optimizer, params, state, Xb, Zb, hyper)
+    X, Z, w = gather(xp, data, order, start, size)
+    return step.train_step(spec, ops, optimizer, params, state, X, Z, hyper, w)
 
 
 def executor_for(net, optimizer, ops=None) -> Eager:

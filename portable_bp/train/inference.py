@@ -37,36 +37,43 @@ def compiled(net, key, fn):
     return net.compiled[key]
 
 
-def _loss_and_hits(spec, ops, xp, counts_hits, params, X, Z):
-    """The summed loss over X and, when ``counts_hits``, how many samples are right: the
-    arg-max class for classifiers, every unit on the right side of 0.5 for binary outputs
-    (an integer count: exact for any n)."""
-    A, total = step.loss_sum(spec, ops, params, X, Z)
+def _loss_and_hits(spec, ops, xp, counts_hits, params, X, Z, w):
+    """The summed (or weighted) loss over X and, when ``counts_hits``, how many samples are
+    right: the arg-max class for classifiers, every unit on the right side of 0.5 for binary
+    outputs (an integer count, exact for any n; with weights, the weight of those right)."""
+    A, total = step.loss_sum(spec, ops, params, X, Z, w)
     if not counts_hits:
         return total, None
     if spec.loss.name == "cross_entropy":
         hits = xp.argmax(A, axis=1) == (Z if Z.ndim == 1 else xp.argmax(Z, axis=1))
     else:
         hits = xp.all((A >= 0.5) == (Z >= 0.5), axis=1)
+    if w is not None:
+        return total, xp.sum(xp.astype(hits, w.dtype) * w)
     return total, xp.count_nonzero(hits)
 
 
-def metrics(net, X, Z, prefix="", batch_size=None) -> dict:
-    """Loss and (for classifiers and binary cross-entropy) accuracy over X, as Python
-    floats, from two values read back at the end."""
+def _sum(parts):
+    total = None
+    for part in parts:
+        if part is not None:
+            total = part if total is None else total + part
+    return total
+
+
+def metrics(net, X, Z, w=None, prefix="", batch_size=None) -> dict:
+    """Loss and (for classifiers and binary cross-entropy) accuracy over X, weighted by ``w``
+    when given, as Python floats from the values read back at the end."""
     counts_hits = net.loss in ("cross_entropy", "binary_cross_entropy")
     run = compiled(net, "metrics", functools.partial(_loss_and_hits, net.spec, net.ops, net.xp,
                                                      counts_hits))
     n = X.shape[0]
-    total = hits = None
-    for s, t in batches(n, n if batch_size is None else batch_size):
-        part, part_hits = run(net.params, X[s:t, ...], Z[s:t, ...])
-        total = part if total is None else total + part
-        if part_hits is not None:
-            hits = part_hits if hits is None else hits + part_hits
-    out = {prefix + "loss": float(total) / n}
-    if hits is not None:
-        out[prefix + "accuracy"] = int(hits) / n
+    parts = [run(net.params, X[s:t, ...], Z[s:t, ...], None if w is None else w[s:t])
+             for s, t in batches(n, n if batch_size is None else batch_size)]
+    weight = n if w is None else float(net.xp.sum(w))
+    out = {prefix + "loss": float(_sum(p[0] for p in parts)) / weight}
+    if counts_hits:
+        out[prefix + "accuracy"] = float(_sum(p[1] for p in parts)) / weight
     return out
 
 
@@ -81,11 +88,13 @@ def predict(net, X, batch_size=None):
         return net.xp.argmax(A, axis=1) if net.is_classifier else A
 
 
-def evaluate(net, X, Z, batch_size=None) -> dict:
+def evaluate(net, X, Z, batch_size=None, sample_weight=None) -> dict:
     """``{"loss": ..., "accuracy": ...}`` over all of X (accuracy for classifiers and binary
-    cross-entropy), in batches of ``batch_size`` rows (None: all at once)."""
+    cross-entropy), weighted by ``sample_weight`` when given, in batches of ``batch_size``
+    rows (None: all at once)."""
     with net.backend.activate():
         X = net.features(X)
         Z = net.targets(Z, X.shape[0])
+        w = None if sample_weight is None else net.sample_weights(sample_weight, X.shape[0])
         size = None if batch_size is None else check_batch_size(batch_size, X.shape[0])
-        return metrics(net, X, Z, batch_size=size)
+        return metrics(net, X, Z, w, batch_size=size)

@@ -27,8 +27,8 @@ class Run:
 
     def __init__(self, net, plan: Plan):
         self.net, self.plan, self.xp = net, plan, net.xp
-        self.X, self.Z, self.batch_size = plan.X, plan.Z, plan.batch_size
-        self.n = plan.X.shape[0]
+        self.data, self.batch_size = plan.data, plan.batch_size
+        self.n = plan.data[0].shape[0]
         self.executor = executor_for(net, plan.optimizer)
         self.state: TrainState = plan.start
         self.snapshots = Snapshots(net.ops, net.backend.mutable)
@@ -42,6 +42,15 @@ class Run:
     def lr(self, epoch):
         return learning_rate(self.plan.optimizer, epoch)
 
+    def batch_weight(self, start, stop, order):
+        """What a batch's summed loss is divided by for its mean: its size, or its weights'
+        sum (a host read: only the divergence replay asks, batch by batch)."""
+        w = self.data[2]
+        if w is None:
+            return stop - start
+        rows = slice(start, stop) if order is None else self.net.backend.to_numpy(order)[start:stop]
+        return float(self.net.backend.to_numpy(w)[rows].sum()) or 1.0
+
     def adopt(self, state: TrainState) -> None:
         """Continue from ``state`` and hand it to the network."""
         self.state = state
@@ -54,13 +63,13 @@ class Run:
         self.snapshots.take(self.state)
         s, order, lr = self.state, self.order(epoch), self.lr(epoch)
         try:
-            params, state, count, total = self.executor.epoch(s.params, s.state, s.count, self.X, self.Z,
+            params, state, count, total = self.executor.epoch(s.params, s.state, s.count, self.data,
                                                               order, self.batch_size, lr)
         except KeyboardInterrupt:
             self.adopt(self.snapshots.restore(self.snapshots.current))
             raise
         self.state = TrainState(params, state, count, epoch + 1)
-        loss = float(total / self.n + 0.0 * extremes(self.xp, self.state.arrays()))
+        loss = float(total / self.plan.total_weight + 0.0 * extremes(self.xp, self.state.arrays()))
         if not math.isfinite(loss):
             locate(self, epoch)
         self.state.publish(self.net, self.plan.optimizer)
@@ -84,7 +93,7 @@ def _stop_requested(callbacks, net, epoch, logs) -> bool:
 
 def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
         validation_data=None, validation_batch_size=None, progress=False, callbacks=(),
-        checkpoint=None, resume=False) -> History:
+        checkpoint=None, resume=False, sample_weight=None) -> History:
     """Train ``net`` by gradient descent (E12) and return a :class:`History`.
 
     batch_size: None for full-batch gradient descent, 1 for single-sample SGD, k for
@@ -101,8 +110,11 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
 
     callbacks: :class:`~portable_bp.train.callbacks.Callback` objects (or objects with some
     of its hooks, or callables ``f(net, epoch, logs) -> stop?``). validation_data:
-    (X_val, Z_val), scored after every epoch in batches of ``validation_batch_size`` rows
-    (default: the training batch size, at least 1024).
+    (X_val, Z_val) or (X_val, Z_val, sample_weight_val), scored after every epoch in batches
+    of ``validation_batch_size`` rows (default: the training batch size, at least 1024).
+    sample_weight: non-negative weights, one per sample: each batch's loss is then
+    Σ w_i ℓ_i / Σ w_i (its gradient likewise), as scikit-learn's and PyTorch's weighted
+    losses are.
 
     Everything is checked before the first step: a fit that raises then leaves the network
     unchanged. Shuffling gathers each batch's rows and integer labels stay labels, so beyond
@@ -119,7 +131,7 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
                        shuffle=shuffle, validation_data=validation_data,
                        validation_batch_size=validation_batch_size,
                        progress_bar=ProgressBar if progress else None, callbacks=callbacks,
-                       checkpoint=checkpoint, resume=resume)
+                       checkpoint=checkpoint, resume=resume, sample_weight=sample_weight)
         return _train(net, plan)
 
 

@@ -21,11 +21,12 @@ from .state import TrainState
 
 @dataclass
 class Plan:
-    """A checked fit: data on the device, sizes, optimizer, where training starts and
-    stops, the callbacks, and what a resumed checkpoint sets on the network."""
+    """A checked fit: data on the device (X, Z, sample weights or None) and the total
+    weight an epoch's loss is divided by, sizes, optimizer, where training starts and stops,
+    the callbacks, and what a resumed checkpoint sets on the network."""
 
-    X: object
-    Z: object
+    data: tuple
+    total_weight: float
     batch_size: int
     validation: tuple | None
     validation_batch_size: int
@@ -55,10 +56,14 @@ def _validation(net, validation_data, batch_size, validation_batch_size):
                                 "the training batch size, at least 1024")
     if validation_data is None:
         return None, size
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-        raise ValueError("validation_data must be a pair (X_val, Z_val)")
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError("validation_data must be a pair (X_val, Z_val) or a triple "
+                         "(X_val, Z_val, sample_weight_val)")
     Xv = net.features(validation_data[0], "X_val")
-    return (Xv, net.targets(validation_data[1], Xv.shape[0], "Z_val")), size
+    Zv = net.targets(validation_data[1], Xv.shape[0], "Z_val")
+    wv = (net.sample_weights(validation_data[2], Xv.shape[0], "sample_weight_val")
+          if len(validation_data) == 3 else None)
+    return (Xv, Zv, wv), size
 
 
 def _config(optimizer):
@@ -111,11 +116,13 @@ def _start(net, optimizer, lr, epochs, checkpoint, resume):
 
 
 def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation_data,
-            validation_batch_size, progress_bar, callbacks, checkpoint, resume) -> Plan:
+            validation_batch_size, progress_bar, callbacks, checkpoint, resume, sample_weight) -> Plan:
     """Every argument of ``fit`` checked, nothing changed (see the module docstring)."""
     epochs = integer(epochs, "epochs")
     X = net.features(X)
     Z = net.targets(Z, X.shape[0])
+    w = None if sample_weight is None else net.sample_weights(sample_weight, X.shape[0])
+    total_weight = X.shape[0] if w is None else float(net.xp.sum(w))
     size = check_batch_size(batch_size, X.shape[0])
     validation, val_size = _validation(net, validation_data, size, validation_batch_size)
     if callbacks is None or isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
@@ -129,4 +136,5 @@ def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation
     opt, start, stop, restored = _start(net, optimizer, lr, epochs, checkpoint, resume)
     if progress_bar is not None:
         hooks.append(progress_bar(start.epoch, stop))
-    return Plan(X, Z, size, validation, val_size, opt, start, stop, bool(shuffle), hooks, restored)
+    return Plan((X, Z, w), total_weight, size, validation, val_size, opt, start, stop, bool(shuffle),
+                hooks, restored)
