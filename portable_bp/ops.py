@@ -39,14 +39,24 @@ class DenseGrad:
 
     :meth:`Ops.dense_grads` multiplies them out; plain SGD instead hands the factors to
     :meth:`Ops.sgd_dense`, whose weight step a BLAS backend does as one multiply-accumulate
-    call, so no weight-gradient array is ever made."""
+    call, so no weight-gradient array is ever made. A gradient that exists only as arrays
+    (summed over processes, say) is made with :meth:`of_arrays`; ``arrays`` is then
+    (dW, db) and the factors are None."""
 
-    __slots__ = ("delta", "inputs")
+    __slots__ = ("delta", "inputs", "arrays")
 
     def __init__(self, delta: Array, inputs: Array):
-        self.delta, self.inputs = delta, inputs
+        self.delta, self.inputs, self.arrays = delta, inputs, None
+
+    @classmethod
+    def of_arrays(cls, dW: Array, db: Array) -> "DenseGrad":
+        grad = cls(None, None)
+        grad.arrays = (dW, db)
+        return grad
 
     def __repr__(self) -> str:
+        if self.arrays is not None:
+            return f"DenseGrad(dW{tuple(self.arrays[0].shape)}, db{tuple(self.arrays[1].shape)})"
         return f"DenseGrad(delta{tuple(self.delta.shape)}, inputs{tuple(self.inputs.shape)})"
 
 
@@ -106,11 +116,15 @@ class Ops:
 
     def dense_grads(self, g: DenseGrad) -> tuple[Array, Array]:
         """E10 multiplied out: (Δᵀ A(l-1), Σ over the rows of Δ)."""
+        if g.arrays is not None:
+            return g.arrays
         return g.delta.T @ g.inputs, self.xp.sum(g.delta, axis=0)
 
     # -- updates (E12 and the optimizers) --------------------------------------------------
     def sgd_dense(self, W: Array, b: Array, g: DenseGrad, lr: float) -> tuple[Array, Array]:
         """E12 for one dense layer from E10's factors: (W − lr·Δᵀ A, b − lr·Σ_rows Δ)."""
+        if g.arrays is not None:
+            return self.sgd(W, g.arrays[0], lr), self.sgd(b, g.arrays[1], lr)
         return self.subtract_product(W, g.delta, g.inputs, lr), self.subtract_colsum(b, g.delta, lr)
 
     def subtract_product(self, W: Array, D: Array, A: Array, alpha: float) -> Array:

@@ -86,6 +86,17 @@ def train_step(spec: Spec, ops: Ops, optimizer: Any, params: Params, state: list
     return new_params, new_state, total
 
 
+def apply_updates(optimizer: Any, ops: Ops, params: Params, state: list, grads: Sequence,
+                  hyper: dict) -> tuple[list, list]:
+    """E12 for every layer from gradients already complete (``DenseGrad`` per layer): the
+    second half of :func:`train_step`, for a caller that does something with all the
+    gradients first (a communicator summing them over processes)."""
+    new_params, new_state = list(params), list(state)
+    for l, grad in enumerate(grads):
+        new_params[l], new_state[l] = optimizer.update(grad, state[l], params[l], ops=ops, **hyper)  # E12
+    return new_params, new_state
+
+
 class Gradients:
     """An "optimizer" whose update leaves the parameters as they are and returns E10's
     gradient arrays as its state: :func:`train_step` with it computes the loss and every

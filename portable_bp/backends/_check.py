@@ -41,10 +41,11 @@ class View:
 
 
 class Grad:
-    """A probe argument that is a DenseGrad of two probe arrays."""
+    """A probe argument that is a DenseGrad of two probe arrays (its factors), or of the
+    arrays (dW, db) themselves."""
 
-    def __init__(self, delta, inputs):
-        self.delta, self.inputs = delta, inputs
+    def __init__(self, delta, inputs, dW=None, db=None):
+        self.delta, self.inputs, self.dW, self.db = delta, inputs, dW, db
 
 
 def _normal(rng, shape, scale=1.0):
@@ -141,9 +142,12 @@ def _cases(name, rng):
     elif name == "dense_grads":
         for _, D, A in _factor_cases(rng):
             yield (Grad(D, A),), ()
+        yield (Grad(None, None, _normal(rng, (4, 3)), _normal(rng, 4)),), ()
     elif name == "sgd_dense":
         for W, D, A in _factor_cases(rng):
             yield (W, W[:, 0] * 2, Grad(D, A), 0.3), (0, 1)
+        yield (_normal(rng, (4, 3)), _normal(rng, 4), Grad(None, None, _normal(rng, (4, 3)), _normal(rng, 4)),
+               0.3), (0, 1, 2)
     elif name == "subtract_product":
         for W, D, A in _factor_cases(rng):
             yield (W, D, A, 0.3), (0,)
@@ -166,6 +170,8 @@ def _build(arg, dtype, to_device):
     """A probe argument made concrete: float arrays rounded to ``dtype`` and moved."""
     if isinstance(arg, View):
         return _build(arg.array, dtype, to_device)[arg.key]
+    if isinstance(arg, Grad) and arg.dW is not None:
+        return DenseGrad.of_arrays(_build(arg.dW, dtype, to_device), _build(arg.db, dtype, to_device))
     if isinstance(arg, Grad):
         return DenseGrad(_build(arg.delta, dtype, to_device), _build(arg.inputs, dtype, to_device))
     if isinstance(arg, np.ndarray):
@@ -178,7 +184,7 @@ def _rounded(arg, dtype):
     if isinstance(arg, View):
         return View(_rounded(arg.array, dtype), arg.key)
     if isinstance(arg, Grad):
-        return Grad(_rounded(arg.delta, dtype), _rounded(arg.inputs, dtype))
+        return Grad(*(_rounded(a, dtype) for a in (arg.delta, arg.inputs, arg.dW, arg.db)))
     if isinstance(arg, np.ndarray) and arg.dtype.kind == "f":
         return arg.astype(dtype).astype(np.float64)
     return arg

@@ -66,6 +66,8 @@ class NumpyOps(InPlaceOps):
         """Both E12 steps from one scaled copy of Δ (lr·Δ has fewer elements than Δᵀ A
         whenever the batch is smaller than the layer's input): W −= (lr·Δ)ᵀ A (one gemm
         where NumPy's BLAS is found), b −= Σ_rows lr·Δ."""
+        if g.arrays is not None:
+            return super().sgd_dense(W, b, g, lr)
         scaled = g.delta * lr
         if self._gemm_subtract is None:
             W -= scaled.T @ g.inputs
