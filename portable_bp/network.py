@@ -78,6 +78,7 @@ class Network:
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
         self.optimizer_state = None   # (optimizer, {"step": n, "slots": ...}) after fit()
         self.compiled: dict = {}      # compiled programs (JAX) by purpose, reused across calls
+        self.executor = "auto"        # how fit runs the step: see portable_bp.train.executors
 
     # -- description -------------------------------------------------------------------
     def config(self) -> dict:
@@ -110,6 +111,18 @@ class Network:
         """The primitives the step calls: the backend's (kernels, one-call products) or,
         with ``fused_kernels = False``, the Array API reference."""
         return self._ops
+
+    @property
+    def executor(self) -> str:
+        """How ``fit`` runs the step: ``"auto"`` (the backend's best: a whole-epoch program
+        on JAX, captured graphs on CUDA, else op by op), ``"eager"`` (op by op, for
+        debugging), ``"jit"``, ``"scan"`` or ``"graph"`` where the backend has them. The
+        environment variable ``PORTABLE_BP_EXECUTOR`` overrides it for every network."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, name: str) -> None:
+        self._executor = choice(name, "executor", ("auto", "eager", "jit", "scan", "graph"))
 
     @property
     def fused_kernels(self) -> bool:

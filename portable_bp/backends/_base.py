@@ -55,6 +55,14 @@ class Backend:
     # optional compile(fn, static_argnames=()) -> compiled fn, for pure functions of arrays
     # (JAX's jit; the named arguments are compile-time constants); None on eager libraries
     compile: Callable[..., Callable] | None = None
+    # optional loop(body, carry, xs) -> (carry, ys) usable inside a compiled function (JAX's
+    # lax.scan): a whole epoch then runs as one program
+    loop: Callable[..., Any] | None = None
+    # optional capture(net, optimizer, ops) -> an executor that records the step once and
+    # replays it per batch (CUDA graphs)
+    capture: Callable[..., Any] | None = None
+    # the executors to prefer, best first ("scan", "jit", "graph"); eager is always possible
+    executors: tuple = ()
     # the step primitives (portable_bp.ops): the library's overrides, checked against the
     # Array API reference when the registry hands the backend out; never None
     ops: Ops | None = None
@@ -64,6 +72,8 @@ class Backend:
         if self.ops is None:
             self.ops = Ops(self.xp)
         self._reference_ops: Ops | None = None
+        #: executors that failed to compile or capture here: name -> why (fit fell back to eager)
+        self.executor_failures: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Backend({self.spec!r}, device={self.device!r})"

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 from ..optim import learning_rate
 from .callbacks import History, ProgressBar
 from .divergence import locate
-from .executors import executor_for
+from .executors import Eager, ExecutorFailed, executor_for
 from .inference import metrics
 from .setup import Plan, prepare
 from .state import Snapshots, TrainState, extremes
@@ -30,6 +31,7 @@ class Run:
         self.data, self.batch_size = plan.data, plan.batch_size
         self.n = plan.data[0].shape[0]
         self.executor = executor_for(net, plan.optimizer)
+        self.progress = any(isinstance(cb, ProgressBar) for cb in plan.callbacks)
         self.state: TrainState = plan.start
         self.snapshots = Snapshots(net.ops, net.backend.mutable)
 
@@ -68,12 +70,27 @@ class Run:
         except KeyboardInterrupt:
             self.adopt(self.snapshots.restore(self.snapshots.current))
             raise
+        except ExecutorFailed as exc:
+            self.fall_back(exc)
+            self.state = self.snapshots.restore(self.snapshots.current)
+            return self.train_epoch(epoch)
         self.state = TrainState(params, state, count, epoch + 1)
         loss = float(total / self.plan.total_weight + 0.0 * extremes(self.xp, self.state.arrays()))
         if not math.isfinite(loss):
             locate(self, epoch)
         self.state.publish(self.net, self.plan.optimizer)
         return loss
+
+    def fall_back(self, exc: ExecutorFailed) -> None:
+        """Run op by op from now on, and say why: on the backend (``portable-bp backends``),
+        as a warning, and on the progress output."""
+        name = self.executor.name
+        self.net.backend.executor_failures[name] = str(exc)
+        message = f"the {name} executor failed on {self.net.backend.spec} ({exc}); running eagerly"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        if self.progress:
+            print(message)
+        self.executor = Eager(self.net, self.plan.optimizer)
 
     def logs(self, epoch: int, started: float) -> dict:
         logs = {"loss": self.train_epoch(epoch)}
