@@ -58,9 +58,9 @@ class Backend:
     # optional loop(body, carry, xs) -> (carry, ys) usable inside a compiled function (JAX's
     # lax.scan): a whole epoch then runs as one program
     loop: Callable[..., Any] | None = None
-    # optional capture(net, optimizer, ops) -> an executor that records the step once and
-    # replays it per batch (CUDA graphs)
-    capture: Callable[..., Any] | None = None
+    # optional step capture (CUDA graphs): capture.warmup() is a context for the eager step
+    # before recording, capture.record(body) -> graph with replay() (train.captured)
+    capture: Any = None
     # the executors to prefer, best first ("scan", "jit", "graph"); eager is always possible
     executors: tuple = ()
     # the step primitives (portable_bp.ops): the library's overrides, checked against the

@@ -26,6 +26,8 @@ from __future__ import annotations
 import functools
 import os
 
+import array_api_compat
+
 from .. import step
 from ..optim import hyperparams_over
 
@@ -51,7 +53,7 @@ def gather(xp, data, order, start, size):
     if isinstance(start, int):
         rows = order[start:start + size]
     else:
-        rows = xp.arange(size) + start
+        rows = xp.arange(size, device=array_api_compat.device(data[0])) + start
         if order is not None:
             rows = xp.take(order, rows)
     return tuple(None if a is None else xp.take(a, rows, axis=0) for a in data)
@@ -204,5 +206,7 @@ def executor_for(net, optimizer, ops=None, name=None) -> Eager:
     """The executor called ``name`` (default: :func:`chosen`) for this fit."""
     name = name or chosen(net)
     if name == "graph":
-        return net.backend.capture(net, optimizer, ops)
+        from .captured import Captured
+
+        return Captured(net, optimizer, ops)
     return EXECUTORS[name](net, optimizer, ops)
