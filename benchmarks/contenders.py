@@ -17,7 +17,7 @@ from . import configs as C
 from .handwritten_numpy import HandwrittenMLP
 from .handwritten_tight import TightNumpyMLP
 
-PBP_SPECS = {"cpu": ("numpy", "torch"), "gpu": ("cupy", "torch:cuda")}
+PBP_SPECS = {"cpu": ("numpy", "torch", "jax:cpu"), "gpu": ("cupy", "torch:cuda", "jax:gpu")}
 REFERENCE = {"cpu": "portable_bp[numpy]", "gpu": "portable_bp[cupy]"}
 
 
@@ -207,6 +207,8 @@ def build_contenders(device, cfg, dtype, X, Y, params, tf32=False, keep=lambda n
             lambda: setup_handwritten("cupy", cfg, dtype, X, Y, params), ("cupy",), "cupy")
         add("torch eager cuda", torch_cuda,
             lambda: peers.setup_torch(cfg, dtype, X, Y, params, C.LR, "cuda"), ("torch",), "torch")
+        add("torch cuda graph", torch_cuda,
+            lambda: peers.setup_torch_graph(cfg, dtype, X, Y, params, C.LR, "cuda"), ("torch",), "torch")
         add("jax jit gpu", jax_gpu,
             lambda: peers.setup_jax(cfg, dtype, X, Y, params, C.LR, "gpu", tf32), ("jax",), "jax")
         add("jax scan epoch gpu", jax_gpu,

@@ -195,3 +195,45 @@ def setup_jax_scan(cfg: Config, dtype: str, X, Y, params, lr: float, platform: s
     run_epoch.state = state
     run_epoch.loss = loss
     return run_epoch
+
+
+def setup_torch_graph(cfg: Config, dtype: str, X, Y, params, lr: float, device: str = "cuda"):
+    """The PyTorch step (nn.Linear, autograd, torch.optim.SGD) captured ONCE as a CUDA graph,
+    PyTorch's whole-network-capture recipe: static batch buffers, warm-up on a side stream
+    (the weights it moved are put back), then per batch two copies into the static buffers
+    and one replay. The anchor for portable_bp's captured executors on CUDA."""
+    import torch
+
+    run = setup_torch(cfg, dtype, X, Y, params, lr, device)
+    model, loss_fn, opt = run.model, run.loss_fn, run.opt
+    Xt, Yt = torch.from_numpy(X).to(device), torch.from_numpy(Y).to(device)
+    b = cfg.batch
+    static_x, static_y = Xt[:b].clone(), Yt[:b].clone()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss_fn(model(static_x), static_y).backward()
+        opt.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    model.load_state_dict(start)  # the same starting weights as every other contender
+    n = X.shape[0]
+
+    def run_epoch():
+        for s in range(0, n - b + 1, b):
+            static_x.copy_(Xt[s:s + b])
+            static_y.copy_(Yt[s:s + b])
+            graph.replay()
+        torch.cuda.synchronize()
+
+    run_epoch.model = model
+    return run_epoch

@@ -56,8 +56,43 @@ MEMORY_TARGETS = [
 ]
 
 
-def check_targets(device, blocks, reference=None):
+# Targets between any two contenders: (section, mine, versus, {config: minimum}), float32,
+# ratio = median over rounds of versus seconds / mine seconds (mine's samples/s / versus's).
+PAIR_TARGETS = [
+    ("cpu", "portable_bp[jax]", "jax scan epoch", {"A": 0.9, "B": 0.9, "C": 0.9}),
+    ("cpu", "portable_bp[numpy]", "numpy (hand-written)", {"A": 0.6}),
+    ("gpu", "portable_bp[cupy]", "torch cuda graph", {"B": 1.0, "C": 1.0, "D": 1.0}),
+    ("gpu", "portable_bp[torch:cuda]", "torch cuda graph", {"B": 1.0, "C": 1.0, "D": 1.0}),
+    ("gpu", "portable_bp[jax:gpu]", "jax scan epoch gpu", {"B": 0.9, "C": 0.9, "D": 0.9}),
+]
+
+
+def pair_ratio(block, mine, versus):
+    """Median over rounds of versus seconds / mine seconds, or None if either is missing."""
+    a = block["contenders"].get(mine, {}).get("seconds")
+    b = block["contenders"].get(versus, {}).get("seconds")
+    if not a or not b:
+        return None
+    ratios = sorted(y / x for x, y in zip(a, b))
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+
+
+def check_pair_targets(device, blocks):
     out = []
+    for dev, mine, versus, wanted in PAIR_TARGETS:
+        for cfg, minimum in wanted.items():
+            block = next((b for b in blocks if b["config"] == cfg and b["dtype"] == "float32"), None)
+            if dev != device or block is None:
+                continue
+            ratio = pair_ratio(block, mine, versus)
+            out.append({"versus": f"{versus} ({mine})", "config": cfg, "minimum": minimum, "ratio": ratio,
+                        "status": "n/a" if ratio is None else ("PASS" if ratio >= minimum else "MISS")})
+    return out
+
+
+def check_targets(device, blocks, reference=None):
+    out = check_pair_targets(device, blocks)
     for dev, versus, key, wanted in MEMORY_TARGETS:
         if dev != device or reference is None:
             continue
