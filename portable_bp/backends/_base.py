@@ -65,7 +65,7 @@ class Backend:
     executors: tuple = ()
     # the step primitives (portable_bp.ops): the library's overrides, checked against the
     # Array API reference when the registry hands the backend out; never None
-    ops: Ops | None = None
+    ops: Ops = None  # type: ignore[assignment]  # set in __post_init__ when not given
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -95,7 +95,8 @@ class Run:
     def logs(self, epoch: int, started: float) -> dict:
         logs = {"loss": self.train_epoch(epoch)}
         if self.plan.validation is not None:
-            logs.update(metrics(self.net, *self.plan.validation, prefix="val_",
+            Xv, Zv, wv = self.plan.validation
+            logs.update(metrics(self.net, Xv, Zv, wv, prefix="val_",
                                 batch_size=self.plan.validation_batch_size))
         logs["time"] = time.perf_counter() - started
         return logs
