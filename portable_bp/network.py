@@ -72,8 +72,8 @@ class Network:
         self.spec = step.Spec((hidden,) * (len(self.sizes) - 2) + (output,), loss_fn)
         self._dt = self.backend.dtype(dtype)  # ValueError for unknown names
         weights = initial_weights(self.sizes, self.init, self.sigma, self.backend.rng(self.seed))
-        self._params = self.validate_params([(W, self.xp.zeros(n, dtype=self._dt, device=self.backend.device)) for W, n in
-                                             zip(weights, self.sizes[1:])], copy=False)
+        zeros = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device) for n in self.sizes[1:]]
+        self._params = self.validate_params(list(zip(weights, zeros)), copy=False)
         self._ops = self.backend.ops
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
         self.optimizer_state = None   # (optimizer, {"step": n, "slots": ...}) after fit()
