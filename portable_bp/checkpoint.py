@@ -18,6 +18,10 @@ intact plus that one temporary file, which the next save to the same path remove
 Several processes saving to one path at once are not supported: the file then still holds
 one complete checkpoint, but a save may fail.
 
+Loading never trusts the file: every entry's ``.npy`` header is checked against the saved
+config (shape, dtype) and against a byte limit (``PORTABLE_BP_MAX_BYTES``, default 4 GiB)
+before its data is read, so a small hostile file cannot make ``load`` allocate gigabytes.
+
 This module is host-side: it uses NumPy and the backend's own ``asarray``/``to_numpy``.
 """
 
@@ -27,11 +31,11 @@ import json
 import os
 import re
 import secrets
-import zipfile
-import zlib
 from numbers import Integral
 
 import numpy as np
+
+from ._safe_io import NpzArchive
 
 FORMAT = "portable_bp-checkpoint"
 VERSION = 1
@@ -251,37 +255,40 @@ def _name(path):
     return repr(os.fsdecode(os.fspath(path)))
 
 
-def _read(path) -> dict:
+def _read(path, max_bytes=None) -> dict:
     """Everything in the file as host arrays and checked metadata, or a ValueError naming
-    the file and the problem. A missing file raises FileNotFoundError."""
+    the file and the problem. A missing file raises FileNotFoundError.
+
+    Each entry's ``.npy`` header is checked (dtype, shape, size against the zip directory
+    and against ``max_bytes``, default ``PORTABLE_BP_MAX_BYTES`` or 4 GiB, for all
+    entries together) before its data is read, and each entry is read once, straight into
+    its final array: a hostile file is refused without allocating what it claims.
+    """
     name = _name(path)
-    with open(path, "rb") as f:
-        if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # what np.load takes for a zip
-            raise ValueError(f"{name} is not an .npz file (no zip signature)")
-        f.seek(0)
-        try:
-            with np.load(f, allow_pickle=False) as npz:
-                if "meta" not in npz.files:
-                    raise ValueError(f"{name} is not a portable_bp checkpoint: no 'meta' entry")
-                meta = _parse_meta(_entry(npz, "meta", name), name)
-                return _contents(npz, meta, name)
-        except (zipfile.BadZipFile, EOFError, zlib.error, OSError, NotImplementedError,
-                RuntimeError) as exc:  # the last two: a flipped bit claims compression or encryption
-            raise ValueError(f"{name} is truncated or corrupt: {type(exc).__name__}: {exc}") from None
+    with NpzArchive(path, name, max_bytes) as npz:
+        if not npz.has("meta"):
+            raise ValueError(f"{name} is not a portable_bp checkpoint: no 'meta' entry")
+        meta = _parse_meta(_entry(npz, "meta", name), name)
+        return _contents(npz, meta, name)
 
 
-def _entry(npz, key, name):
-    """One entry, with numpy's read errors turned into messages about this file."""
-    try:
-        value = npz[key]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise ValueError(f"{name}: entry {key!r} is an object array (pickled Python objects); "
-                             f"checkpoints hold plain arrays and are never unpickled") from None
-        raise ValueError(f"{name}: entry {key!r} is corrupt: {exc}") from None
-    if not isinstance(value, np.ndarray):
-        raise ValueError(f"{name}: entry {key!r} is not a .npy array")
-    return value
+_MAX_META_BYTES = 16 << 20  # the JSON of any real network is a few kilobytes
+
+
+def _entry(npz, key, name, shape=None, dtype=None):
+    """One entry, its header checked against ``shape`` and ``dtype`` (when given) before its
+    data is read; ``meta`` must be a modest 0-d string."""
+    with npz.member(key) as member:
+        if key == "meta" and (member.shape != () or member.dtype.kind != "U"):
+            raise ValueError(f"{name}: 'meta' must be a 0-d string array, got {member.dtype} of shape "
+                             f"{member.shape}")
+        if key == "meta" and member.nbytes > _MAX_META_BYTES:
+            raise ValueError(f"{name}: 'meta' holds {member.nbytes:,} bytes; metadata is never that large")
+        if shape is not None and member.shape != shape:
+            raise ValueError(f"{name}: array {key!r} has shape {member.shape}, expected {shape}")
+        if dtype is not None and member.dtype != np.dtype(dtype):
+            raise ValueError(f"{name}: array {key!r} has dtype {member.dtype}, expected {dtype}")
+        return member.read()
 
 
 def _parse_meta(arr, name) -> dict:
@@ -289,7 +296,7 @@ def _parse_meta(arr, name) -> dict:
         raise ValueError(f"{name}: 'meta' must be a 0-d string array, got {arr.dtype} of shape {arr.shape}")
     try:
         meta = json.loads(str(arr[()]))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
         raise ValueError(f"{name}: 'meta' is not valid JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else meta
@@ -335,14 +342,9 @@ def _contents(npz, meta, name) -> dict:
         shapes += [(f"W{l}", (sizes[l + 1], sizes[l])), (f"b{l}", (sizes[l + 1],))]
 
     def array(key, shape):
-        if key not in npz.files:
+        if not npz.has(key):
             raise ValueError(f"{name}: missing array {key!r}")
-        a = _entry(npz, key, name)
-        if a.shape != shape:
-            raise ValueError(f"{name}: array {key!r} has shape {a.shape}, expected {shape}")
-        if a.dtype != np.dtype(dtype):
-            raise ValueError(f"{name}: array {key!r} has dtype {a.dtype}, expected {dtype}")
-        return a
+        return _entry(npz, key, name, shape, dtype)
 
     flat = [array(key, shape) for key, shape in shapes]
     slots = {}
