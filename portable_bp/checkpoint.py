@@ -16,7 +16,8 @@ Saving is atomic: the file is written to ``.<name>.<8 hex>.tmp`` in the same dir
 fsynced and renamed over the target. A process killed mid-save leaves the previous file
 intact plus that one temporary file, which the next save to the same path removes.
 Several processes saving to one path at once are not supported: the file then still holds
-one complete checkpoint, but a save may fail.
+one complete checkpoint, but a save may fail. Re-saving keeps the file's permission bits;
+a read-only file or a directory at the path is refused before anything is written.
 
 Loading never trusts the file: every entry's ``.npy`` header is checked against the saved
 config (shape, dtype) and against a byte limit (``PORTABLE_BP_MAX_BYTES``, default 4 GiB)
@@ -29,13 +30,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import secrets
 from numbers import Integral
 
 import numpy as np
 
-from ._safe_io import NpzArchive
+from ._safe_io import NpzArchive, atomic_write
 
 FORMAT = "portable_bp-checkpoint"
 VERSION = 1
@@ -44,26 +43,17 @@ ARCHITECTURE = ("sizes", "activation", "output_activation", "loss")
 
 # -- saving ------------------------------------------------------------------------------
 def save(net, path) -> None:
-    """Write ``net`` (parameters, epochs_trained, optimizer state) to ``path`` atomically."""
+    """Write ``net`` (parameters, epochs_trained, optimizer state) to ``path`` atomically.
+
+    An existing file keeps its permission bits; a read-only file, a directory or a
+    non-regular file at ``path`` is refused before anything is written (see
+    :func:`portable_bp._safe_io.atomic_write`).
+    """
     path = os.fsdecode(os.fspath(path))
     arrays, meta = _host_contents(net)
     arrays["meta"] = np.array(json.dumps(meta))  # 0-d '<U' array: no pickling on load
-    folder, name = os.path.split(os.path.abspath(path))
-    _remove_stale_temps(folder, name)
-    tmp, fd = _create_temp(folder, name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # through a file object: numpy adds no ".npz" suffix
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
+    # through a file object: numpy adds no ".npz" suffix
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _host_contents(net):
@@ -99,52 +89,6 @@ def _host_contents(net):
             "epochs_trained": int(net.epochs_trained), "backend": net.backend.spec,
             "optimizer": optimizer}
     return arrays, meta
-
-
-def _temp_pattern(name):
-    return re.compile(re.escape(f".{name}.") + r"[0-9a-f]{8}\.tmp")
-
-
-def _create_temp(folder, name):
-    """A new ``.<name>.<8 hex>.tmp`` next to the target, opened exclusively (mode 0666 & ~umask)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return tmp, os.open(tmp, flags, 0o666)
-        except FileExistsError:
-            continue
-
-
-def _remove_stale_temps(folder, name):
-    """Delete temporary files left by earlier saves to this path that were killed mid-write."""
-    pattern = _temp_pattern(name)
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return
-    for entry in entries:
-        if pattern.fullmatch(entry):
-            try:
-                os.remove(os.path.join(folder, entry))
-            except OSError:
-                pass
-
-
-def _fsync_dir(folder):
-    """Make the rename itself durable (POSIX); best effort elsewhere."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- loading -----------------------------------------------------------------------------
