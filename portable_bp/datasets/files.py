@@ -1,0 +1,69 @@
+"""``load_file``: one entry point that recognises a data file by its content."""
+
+from __future__ import annotations
+
+import os
+
+from .idx import _read_bytes, load_idx_pair, looks_like_idx
+from .npz import read_npz
+from .tables import read_csv
+
+
+def load_file(path, labels=None, *, target=-1, header="auto", delimiter=None,
+              x_key="X", y_key="y"):
+    """Load ``(X, y)`` from a local file, choosing the reader by content.
+
+    * NPZ (zip archive): :func:`read_npz` with ``x_key`` / ``y_key``.
+    * IDX (header of two zero bytes, a known type code and a dimension
+      count; plain or gzip): :func:`load_idx_pair`. IDX keeps images and
+      labels in two files, so give the labels file as ``labels=`` or join
+      the two paths with a comma: ``"train-images.idx3-ubyte,train-labels.idx1-ubyte"``.
+    * anything else is read as a text table by :func:`read_csv` with
+      ``target`` and ``header``. ``delimiter=None`` picks one: tab for
+      ``.tsv``, comma when the first non-blank line has one, otherwise runs
+      of whitespace.
+
+    ``labels`` is only meaningful for IDX; giving it for another format is
+    an error rather than being silently ignored.
+    """
+    if labels is None and isinstance(path, str) and "," in path \
+            and not os.path.exists(path):
+        path, labels = (part.strip() for part in path.split(",", 1))
+    name = os.fspath(path)
+    head = _read_bytes(path, limit=4)
+
+    if head in (b"PK\x03\x04", b"PK\x05\x06"):  # zip: local file / empty archive
+        _no_labels_file(name, labels, "an .npz archive")
+        return read_npz(path, x_key=x_key, y_key=y_key)
+    if looks_like_idx(head):
+        if labels is None:
+            raise ValueError(
+                f"{name}: IDX file holds only images or only labels; pass "
+                "the labels file too (labels=... or 'images,labels')"
+            )
+        return load_idx_pair(path, labels)
+    _no_labels_file(name, labels, "a text table")
+    if delimiter is None:
+        delimiter = _guess_delimiter(path)
+    return read_csv(path, target=target, header=header, delimiter=delimiter)
+
+
+def _no_labels_file(name, labels, kind):
+    if labels is not None:
+        raise ValueError(
+            f"{name}: a separate labels file ({os.fspath(labels)}) is only "
+            f"used with IDX images, but this file is {kind}"
+        )
+
+
+def _guess_delimiter(path):
+    if os.fspath(path).lower().endswith(".tsv"):
+        return "\t"
+    try:
+        text = _read_bytes(path, limit=65536).decode("utf-8-sig", errors="replace")
+    except ValueError:
+        return ","  # let read_csv report the problem
+    for line in text.splitlines():
+        if line.strip():
+            return "," if "," in line else None
+    return ","
