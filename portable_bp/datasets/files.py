@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 
-from .idx import _read_bytes, load_idx_pair, looks_like_idx
+import numpy as np
+
+from .._safe_io import display_name, peek, resolve_max_bytes
+from .idx import load_idx_pair, looks_like_idx
 from .npz import read_npz
 from .tables import read_csv
 
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header / an empty archive
+
 
 def load_file(path, labels=None, *, target=-1, header="auto", delimiter=None,
-              x_key="X", y_key="y"):
+              x_key="X", y_key="y", max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load ``(X, y)`` from a local file, choosing the reader by content.
 
     * NPZ (zip archive): :func:`read_npz` with ``x_key`` / ``y_key``.
@@ -24,43 +29,45 @@ def load_file(path, labels=None, *, target=-1, header="auto", delimiter=None,
       of whitespace.
 
     ``labels`` is only meaningful for IDX; giving it for another format is
-    an error rather than being silently ignored.
+    an error rather than being silently ignored. ``max_bytes`` is passed to the
+    reader (default ``PORTABLE_BP_MAX_BYTES`` or 4 GiB).
     """
     if labels is None and isinstance(path, str) and "," in path \
             and not os.path.exists(path):
         path, labels = (part.strip() for part in path.split(",", 1))
-    name = os.fspath(path)
-    head = _read_bytes(path, limit=4)
+    name = display_name(path)
+    limit = resolve_max_bytes(max_bytes)
+    head = peek(path, 4, name)
 
-    if head in (b"PK\x03\x04", b"PK\x05\x06"):  # zip: local file / empty archive
+    if head in _ZIP_SIGNATURES:
         _no_labels_file(name, labels, "an .npz archive")
-        return read_npz(path, x_key=x_key, y_key=y_key)
+        return read_npz(path, x_key=x_key, y_key=y_key, max_bytes=limit)
     if looks_like_idx(head):
         if labels is None:
             raise ValueError(
                 f"{name}: IDX file holds only images or only labels; pass "
                 "the labels file too (labels=... or 'images,labels')"
             )
-        return load_idx_pair(path, labels)
+        return load_idx_pair(path, labels, max_bytes=limit)
     _no_labels_file(name, labels, "a text table")
     if delimiter is None:
-        delimiter = _guess_delimiter(path)
-    return read_csv(path, target=target, header=header, delimiter=delimiter)
+        delimiter = _guess_delimiter(path, name)
+    return read_csv(path, target=target, header=header, delimiter=delimiter, max_bytes=limit)
 
 
 def _no_labels_file(name, labels, kind):
     if labels is not None:
         raise ValueError(
-            f"{name}: a separate labels file ({os.fspath(labels)}) is only "
+            f"{name}: a separate labels file ({display_name(labels)}) is only "
             f"used with IDX images, but this file is {kind}"
         )
 
 
-def _guess_delimiter(path):
-    if os.fspath(path).lower().endswith(".tsv"):
+def _guess_delimiter(path, name):
+    if name.lower().endswith(".tsv"):
         return "\t"
     try:
-        text = _read_bytes(path, limit=65536).decode("utf-8-sig", errors="replace")
+        text = peek(path, 65536, name).decode("utf-8-sig", errors="replace")
     except ValueError:
         return ","  # let read_csv report the problem
     for line in text.splitlines():
