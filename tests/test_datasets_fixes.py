@@ -193,7 +193,24 @@ def test_idx_gzip_trailing_data_and_truncation(tmp_path):
         ds.read_idx(path)
 
 
-# -- load_file ----------------------------------------------------------------------------------------
+# -- load_file: an IDX file that is broken is reported as IDX, not as a text table -----------------
+@pytest.mark.parametrize("name, content, match", [
+    ("train-labels.idx1-ubyte", b"\x01\x00\x08\x01\x00\x00\x00\x01\x07", "not an IDX file: bad magic number"),
+    ("labels.idx", b"1,2\n3,4\n", "not an IDX file: bad magic number 0x312c320a"),
+    ("t10k-images-idx3-ubyte.gz", b"\x00\x00\x0a\x01\x00\x00\x00\x01\x07", "unknown dtype code 0x0A"),
+    ("data.bin", b"\x00\x00\x08\x00", "number of dimensions is 0"),
+    ("data.bin", b"\x00\x00\x7f\x01rest", "unknown dtype code 0x7F"),
+], ids=["ubyte-name", "idx-name-text", "gz-name", "zero-dims", "zero-bytes-start"])
+def test_load_file_reports_a_broken_idx_file_as_idx(tmp_path, name, content, match):
+    import gzip
+
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+    with pytest.raises(ValueError, match=match) as err:
+        ds.load_file(path, labels=path)
+    assert str(path) in str(err.value) and "text table" not in str(err.value)
+
+
 def test_load_file_passes_max_bytes_on(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("1,2,0\n3,4,1\n" * 100)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
 from .._safe_io import display_name, peek, resolve_max_bytes
-from .idx import load_idx_pair, looks_like_idx
+from .idx import load_idx_pair, looks_like_idx, read_idx
 from .npz import read_npz
 from .tables import read_csv
 
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header / an empty archive
+_IDX_NAME = re.compile(r"(\.idx\d*|-ubyte)(\.gz)?$", re.IGNORECASE)
 
 
 def load_file(path, labels=None, *, target=-1, header="auto", delimiter=None,
@@ -23,6 +25,9 @@ def load_file(path, labels=None, *, target=-1, header="auto", delimiter=None,
       count; plain or gzip): :func:`load_idx_pair`. IDX keeps images and
       labels in two files, so give the labels file as ``labels=`` or join
       the two paths with a comma: ``"train-images.idx3-ubyte,train-labels.idx1-ubyte"``.
+      A file that was evidently meant as IDX (its name ends in ``.idx``, ``.idx3``,
+      ``-ubyte``, optionally ``.gz``, or it starts with two zero bytes, which no text
+      does) but has a bad header gets the IDX reader's message, not a CSV one.
     * anything else is read as a text table by :func:`read_csv` with
       ``target`` and ``header``. ``delimiter=None`` picks one: tab for
       ``.tsv``, comma when the first non-blank line has one, otherwise runs
@@ -42,7 +47,9 @@ def load_file(path, labels=None, *, target=-1, header="auto", delimiter=None,
     if head in _ZIP_SIGNATURES:
         _no_labels_file(name, labels, "an .npz archive")
         return read_npz(path, x_key=x_key, y_key=y_key, max_bytes=limit)
-    if looks_like_idx(head):
+    if looks_like_idx(head) or _IDX_NAME.search(name) or head[:2] == b"\0\0":
+        if not looks_like_idx(head):
+            read_idx(path, max_bytes=limit)  # raises: says what is wrong with the header
         if labels is None:
             raise ValueError(
                 f"{name}: IDX file holds only images or only labels; pass "
