@@ -300,3 +300,32 @@ def test_csv_quote_left_open_is_bounded(tmp_path):
     path.write_text('a,"b\n",' + '"c\n",' * (1 << 20) + "d\n")  # one record of small quoted fields
     with pytest.raises(ValueError, match="quoted record starting on line 1 is still open after 4,194,304"):
         ds.read_csv(path)
+
+
+# -- Standardizer ------------------------------------------------------------------------------------
+def test_standardizer_with_values_near_the_float64_limit():
+    X = np.array([[1.0, 2.0], [1e308, 3.0], [5.0, 4.0], [-1e308, 5.0]])
+    scaler = ds.Standardizer().fit(X)
+    assert np.all(np.isfinite(scaler.scale_)) and np.all(np.isfinite(scaler.mean_))
+    Z = scaler.transform(X)
+    assert np.all(np.isfinite(Z)) and np.count_nonzero(Z[:, 0]) == 4  # was scale inf, every value 0.0
+    np.testing.assert_allclose(Z[:, 0].std(), 1.0)
+    np.testing.assert_allclose(scaler.scale_[1], X[:, 1].std())  # ordinary features as before
+
+
+def test_standardizer_overflow_is_an_error_naming_the_feature():
+    scaler = ds.Standardizer().fit(np.array([[0.0, -1e308], [1.0, -0.9e308]]))
+    with pytest.raises(ValueError, match=r"transform overflows float64 in feature\(s\) \[1\]"):
+        scaler.transform(np.array([[0.5, 1.7e308]]))  # 1.7e308 - (-0.95e308) is beyond float64
+    big = ds.Standardizer().fit(np.array([[0.0], [1e300]]))
+    with pytest.raises(ValueError, match=r"inverse_transform overflows float64 in feature\(s\) \[0\]"):
+        big.inverse_transform(np.array([[1e10]]))
+
+
+@pytest.mark.parametrize("method", ["fit", "transform", "inverse_transform"])
+def test_standardizer_refuses_non_finite_input(method):
+    scaler = ds.Standardizer().fit(np.ones((3, 2)))
+    X = np.array([[1.0, 2.0], [np.nan, 1.0]])
+    with pytest.raises(ValueError, match=rf"Standardizer.{method}: X holds a non-finite value \(nan\) at "
+                                         r"sample 1, feature 0"):
+        getattr(scaler, method)(X)

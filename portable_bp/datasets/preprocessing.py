@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from ._targets import check_finite
+
 
 def train_test_split(X, y, test_size=0.2, seed=0, stratify=None):
     """Split ``X`` and ``y`` into shuffled train and test parts, reproducibly.
@@ -88,6 +90,8 @@ class Standardizer:
     same ``mean_`` and ``scale_``, so nothing about the test data leaks into
     training. A constant feature (standard deviation zero, up to rounding)
     gets ``scale_ = 1`` so it is centred rather than divided by zero.
+    Inputs must be finite, and a result that overflows float64 is an error
+    naming the feature(s), never a silent inf or 0.0.
     """
 
     def __init__(self):
@@ -95,21 +99,32 @@ class Standardizer:
         self.scale_ = None
 
     def fit(self, X):
-        """Learn per-feature mean and standard deviation from ``X``; return self."""
+        """Learn per-feature mean and standard deviation from ``X``; return self.
+
+        ``X`` must be finite. Statistics that overflow float64 when computed directly
+        (values near 1e308: their squares, or their sum, are inf) are recomputed on the
+        feature divided by its largest magnitude, so they come out finite and exact to
+        rounding, instead of a scale of inf that turned every value into 0.0.
+        """
         X = self._as_2d(X)
         if len(X) == 0:
             raise ValueError("Standardizer.fit needs at least one sample, got 0")
-        mean = X.mean(axis=0)
-        std = X.std(axis=0)
+        check_finite(X, "Standardizer.fit: X")
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = X.mean(axis=0), X.std(axis=0)
+        overflowed = ~(np.isfinite(mean) & np.isfinite(std))
+        if overflowed.any():
+            mean[overflowed], std[overflowed] = _scaled_stats(X[:, overflowed])
         tiny = 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
         self.mean_ = mean
         self.scale_ = np.where(std <= tiny, 1.0, std)
         return self
 
     def transform(self, X):
-        """Return ``(X - mean_) / scale_`` as float64."""
+        """Return ``(X - mean_) / scale_`` as float64 (an overflow is an error naming the feature)."""
         X = self._checked(X, "transform")
-        return (X - self.mean_) / self.scale_
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _finite_result((X - self.mean_) / self.scale_, "transform")
 
     def fit_transform(self, X):
         """Fit on ``X`` and return it transformed."""
@@ -118,7 +133,8 @@ class Standardizer:
     def inverse_transform(self, X):
         """Undo :meth:`transform`: return ``X * scale_ + mean_``."""
         X = self._checked(X, "inverse_transform")
-        return X * self.scale_ + self.mean_
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _finite_result(X * self.scale_ + self.mean_, "inverse_transform")
 
     @property
     def n_features_in_(self):
@@ -135,6 +151,7 @@ class Standardizer:
                 f"X has {X.shape[1]} features, but the Standardizer was fitted "
                 f"with {len(self.mean_)} features"
             )
+        check_finite(X, f"Standardizer.{method}: X")
         return X
 
     @staticmethod
@@ -149,3 +166,20 @@ class Standardizer:
     def __repr__(self):
         state = "unfitted" if self.mean_ is None else f"{self.n_features_in_} features"
         return f"Standardizer({state})"
+
+
+def _scaled_stats(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of finite columns whose direct computation overflows."""
+    peak = np.max(np.abs(columns), axis=0)
+    scaled = columns / peak
+    return scaled.mean(axis=0) * peak, scaled.std(axis=0) * peak
+
+
+def _finite_result(Z: np.ndarray, method: str) -> np.ndarray:
+    """``Z`` computed from finite inputs: non-finite entries can only be float64 overflow."""
+    finite = np.isfinite(Z)
+    if not finite.all():
+        features = np.flatnonzero(~finite.all(axis=0))
+        raise ValueError(f"Standardizer.{method} overflows float64 in feature(s) {features[:10].tolist()}: "
+                         "the values are too far from the training data's mean for its scale")
+    return Z
