@@ -10,6 +10,8 @@ import pytest
 import portable_bp as pb
 from portable_bp import checkpoint
 
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX only: setrlimit, FIFOs, mode bits")
+
 
 def small_net(seed=7):
     return pb.Network([3, 5, 3], loss="cross_entropy", dtype="float64", seed=seed)

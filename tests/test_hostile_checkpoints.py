@@ -15,6 +15,8 @@ from _hostile import GiB, bounded, deflate_zeros, npy_header, npz_entries, raw_z
 import portable_bp as pb
 from portable_bp import checkpoint
 
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX only: setrlimit, FIFOs, mode bits")
+
 
 @pytest.fixture
 def good(tmp_path):

@@ -14,6 +14,8 @@ from _hostile import GiB, bounded, deflate, deflate_zeros, gzip_bomb, gzip_membe
 
 MiB = 1 << 20
 
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX only: setrlimit, FIFOs, mode bits")
+
 
 def idx_header(code, shape):
     return struct.pack(">BBBB", 0, 0, code, len(shape)) + struct.pack(f">{len(shape)}I", *shape)
