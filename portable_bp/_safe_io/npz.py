@@ -26,7 +26,7 @@ import numpy as np
 
 from .limits import MAX_BYTES_ENV, Refused, resolve_max_bytes
 from .npy import MAGIC, NpyHeader, array_from_bytes, read_npy_header
-from .streams import open_regular, read_up_to
+from .streams import GZIP_MAGIC, open_regular, read_up_to
 
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header / an empty archive
 MAX_DIRECTORY_BYTES = 4 << 20
@@ -69,6 +69,14 @@ class _CappedReads:
         return getattr(self._file, name)
 
 
+def _what_it_is(head: bytes) -> str:
+    if head == MAGIC:
+        return "it is a single .npy array"
+    if head.startswith(GZIP_MAGIC):
+        return "it is gzip-compressed; unpack it first, an .npz is a zip archive"
+    return "no zip signature"
+
+
 class NpzArchive:
     """An ``.npz`` file opened for checked reading; use as a context manager.
 
@@ -84,8 +92,7 @@ class NpzArchive:
             self.disk_size = os.fstat(self._file.fileno()).st_size
             head = self._file.read(len(MAGIC))
             if head[:4] not in ZIP_SIGNATURES:
-                what = "it is a single .npy array" if head == MAGIC else "no zip signature"
-                raise Refused(f"{label} is not an .npz file ({what})")
+                raise Refused(f"{label} is not an .npz file ({_what_it_is(head)})")
             self._file.seek(0)
             with zip_errors(label):
                 self._zip = zipfile.ZipFile(_CappedReads(self._file, MAX_DIRECTORY_BYTES, label))

@@ -30,7 +30,7 @@ def load_file(path, labels=None, *, target=-1, header="auto", delimiter=None,
       does) but has a bad header gets the IDX reader's message, not a CSV one.
     * anything else is read as a text table by :func:`read_csv` with
       ``target`` and ``header``. ``delimiter=None`` picks one: tab for
-      ``.tsv``, comma when the first non-blank line has one, otherwise runs
+      ``.tsv`` (or ``.tsv.gz``), comma when the first non-blank line has one, otherwise runs
       of whitespace.
 
     ``labels`` is only meaningful for IDX; giving it for another format is
@@ -71,7 +71,7 @@ def _no_labels_file(name, labels, kind):
 
 
 def _guess_delimiter(path, name):
-    if name.lower().endswith(".tsv"):
+    if name.lower().removesuffix(".gz").endswith(".tsv"):
         return "\t"
     try:
         text = peek(path, 65536, name).decode("utf-8-sig", errors="replace")
