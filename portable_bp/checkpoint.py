@@ -236,6 +236,7 @@ def _entry(npz, key, name, shape=None, dtype=None):
 
 
 def _parse_meta(arr, name) -> dict:
+    """The metadata, checked field by field: every later use can then trust its types."""
     if arr.ndim != 0 or arr.dtype.kind != "U":
         raise ValueError(f"{name}: 'meta' must be a 0-d string array, got {arr.dtype} of shape {arr.shape}")
     try:
@@ -270,6 +271,7 @@ def _parse_meta(arr, name) -> dict:
 
 
 def _need(d, key, types, name, nonneg=False):
+    """One metadata field of the right type (bools are not ints), or a ValueError naming it."""
     value = d.get(key)
     if isinstance(value, bool) or not isinstance(value, types) or (nonneg and value < 0):
         raise ValueError(f"{name}: metadata entry {key!r} is missing or invalid: {value!r}")

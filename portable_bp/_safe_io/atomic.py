@@ -68,6 +68,7 @@ def _checked_target(path: str) -> int | None:
 
 
 def temp_pattern(name: str) -> re.Pattern:
+    """The names of this target's temporary files, and only those (other files are left alone)."""
     return re.compile(re.escape(f".{name}.") + r"[0-9a-f]{8}\.tmp")
 
 

@@ -111,6 +111,7 @@ def _plain_dtype(descr, where: str) -> np.dtype:
 
 
 def _shape(shape, where: str) -> tuple:
+    """Non-negative Python ints only (no bools, no more than MAX_DIMS): sizes are then exact."""
     if not (isinstance(shape, tuple) and len(shape) <= MAX_DIMS and all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
         raise Refused(f"{where}: .npy header has an invalid shape {str(shape)[:200]}")

@@ -70,6 +70,7 @@ class _CappedReads:
 
 
 def _what_it_is(head: bytes) -> str:
+    """Why the first bytes are not a zip archive, in words a user can act on."""
     if head == MAGIC:
         return "it is a single .npy array"
     if head.startswith(GZIP_MAGIC):
@@ -103,6 +104,7 @@ class NpzArchive:
         self.keys = [n.removesuffix(".npy") for n in self.names]  # as np.load lists them
 
     def has(self, key: str) -> bool:
+        """Whether ``key`` or ``key.npy`` is an entry (as ``np.load`` looks keys up)."""
         return key in self.names or key + ".npy" in self.names
 
     def member(self, key: str) -> Member:
@@ -115,6 +117,7 @@ class NpzArchive:
         return Member(self, key, found[0])
 
     def _spend(self, nbytes: int, where: str, header: NpyHeader) -> None:
+        """Charge an entry's data to the archive's budget before it is read."""
         if nbytes > self.remaining:
             raise Refused(f"{where} holds {nbytes:,} bytes (shape {header.shape}, {header.dtype}), more "
                           f"than the {self.remaining:,} left of the {self.limit:,}-byte limit (raise "

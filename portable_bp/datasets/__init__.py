@@ -24,8 +24,27 @@ Preprocessing:
 A file that cannot be read as asked raises ``ValueError`` whose message
 starts with the file's path and then says what is wrong with it; a missing
 file raises the usual ``FileNotFoundError``.
+
+Hostile and careless files
+--------------------------
+Readers never trust a size a file declares (an IDX or ``.npy`` header, a zip
+directory, a gzip stream): it is checked before anything is allocated or
+inflated, against a byte limit that bounds the (decompressed) data a reader
+takes in and each float64 array it returns. The limit is the reader's
+``max_bytes=`` keyword, else the environment variable ``PORTABLE_BP_MAX_BYTES``
+(:data:`MAX_BYTES_ENV`, a whole number of bytes), else
+:data:`DEFAULT_MAX_BYTES` (4 GiB); a smaller one suits untrusted input (a
+gzip bomb is refused once the limit is reached, which for 4 GiB of text takes
+minutes of parsing). Peak memory is a small multiple of the data: the arrays
+read (NPZ, IDX) or about twice the float64 table (CSV). Only regular files
+are read (a directory, FIFO or device is refused without blocking); NPZ
+object arrays are never unpickled. Labels keep their exact values: integer
+labels beyond int64 are refused, CSV whole numbers become int64 labels only
+below 2**53 in magnitude (larger ones stay float64 targets), and NaN, inf or
+values that overflow float64 are refused with where they are.
 """
 
+from .._safe_io import DEFAULT_MAX_BYTES, MAX_BYTES_ENV
 from .files import load_file
 from .idx import load_idx_pair, read_idx
 from .npz import read_npz
@@ -34,6 +53,8 @@ from .synthetic import blobs, digits, moons, sine, spirals, xor
 from .tables import read_csv
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MAX_BYTES_ENV",
     "Standardizer",
     "blobs",
     "digits",

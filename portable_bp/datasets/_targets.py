@@ -35,6 +35,7 @@ def non_finite_message(values: np.ndarray, where: str, axes=("sample", "feature"
 
 
 def check_finite(values: np.ndarray, where: str, axes=("sample", "feature")) -> None:
+    """A ValueError locating the first NaN/inf in ``values``, if there is one."""
     message = non_finite_message(values, where, axes)
     if message:
         raise ValueError(message)

@@ -16,8 +16,9 @@ _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header / an emp
 _IDX_NAME = re.compile(r"(\.idx\d*|-ubyte)(\.gz)?$", re.IGNORECASE)
 
 
-def load_file(path, labels=None, *, target=-1, header="auto", delimiter=None,
-              x_key="X", y_key="y", max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_file(path, labels=None, *, target: int | str = -1, header: bool | str = "auto",
+              delimiter: str | None = None, x_key: str = "X", y_key: str = "y",
+              max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load ``(X, y)`` from a local file, choosing the reader by content.
 
     * NPZ (zip archive): :func:`read_npz` with ``x_key`` / ``y_key``.
@@ -63,6 +64,7 @@ def load_file(path, labels=None, *, target=-1, header="auto", delimiter=None,
 
 
 def _no_labels_file(name, labels, kind):
+    """A labels file given for a format that does not use one is an error, not ignored."""
     if labels is not None:
         raise ValueError(
             f"{name}: a separate labels file ({display_name(labels)}) is only "
@@ -71,6 +73,7 @@ def _no_labels_file(name, labels, kind):
 
 
 def _guess_delimiter(path, name):
+    """Tab for .tsv(.gz); else comma if the first non-blank line has one, else whitespace."""
     if name.lower().removesuffix(".gz").endswith(".tsv"):
         return "\t"
     try:

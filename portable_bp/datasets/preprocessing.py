@@ -9,7 +9,8 @@ import numpy as np
 from ._targets import check_finite
 
 
-def train_test_split(X, y, test_size=0.2, seed=0, stratify=None):
+def train_test_split(X, y, test_size: float = 0.2, seed=0,
+                     stratify=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Split ``X`` and ``y`` into shuffled train and test parts, reproducibly.
 
     ``test_size`` is a fraction in (0, 1) (the test count is rounded up, and
@@ -35,6 +36,7 @@ def train_test_split(X, y, test_size=0.2, seed=0, stratify=None):
 
 
 def _test_count(test_size, n):
+    """The number of test samples: a fraction is rounded up, and both parts must be non-empty."""
     if isinstance(test_size, bool):
         raise TypeError("test_size must be a float fraction or an int count")
     if isinstance(test_size, (int, np.integer)):
@@ -98,7 +100,7 @@ class Standardizer:
         self.mean_ = None
         self.scale_ = None
 
-    def fit(self, X):
+    def fit(self, X) -> Standardizer:
         """Learn per-feature mean and standard deviation from ``X``; return self.
 
         ``X`` must be finite. Statistics that overflow float64 when computed directly
@@ -120,24 +122,25 @@ class Standardizer:
         self.scale_ = np.where(std <= tiny, 1.0, std)
         return self
 
-    def transform(self, X):
+    def transform(self, X) -> np.ndarray:
         """Return ``(X - mean_) / scale_`` as float64 (an overflow is an error naming the feature)."""
         X = self._checked(X, "transform")
         with np.errstate(over="ignore", invalid="ignore"):
             return _finite_result((X - self.mean_) / self.scale_, "transform")
 
-    def fit_transform(self, X):
+    def fit_transform(self, X) -> np.ndarray:
         """Fit on ``X`` and return it transformed."""
         return self.fit(X).transform(X)
 
-    def inverse_transform(self, X):
+    def inverse_transform(self, X) -> np.ndarray:
         """Undo :meth:`transform`: return ``X * scale_ + mean_``."""
         X = self._checked(X, "inverse_transform")
         with np.errstate(over="ignore", invalid="ignore"):
             return _finite_result(X * self.scale_ + self.mean_, "inverse_transform")
 
     @property
-    def n_features_in_(self):
+    def n_features_in_(self) -> int | None:
+        """Number of features seen by :meth:`fit` (None before)."""
         return None if self.mean_ is None else len(self.mean_)
 
     def _checked(self, X, method):

@@ -25,7 +25,7 @@ field strings waiting to be parsed; small against any table worth streaming."""
 _PREVIEW = 20  # column names quoted in messages
 
 
-def read_csv(path, target=-1, header="auto", delimiter=",", *,
+def read_csv(path, target: int | str = -1, header: bool | str = "auto", delimiter: str | None = ",", *,
              max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a numeric table: one sample per row, one column is the target.
 
@@ -80,6 +80,7 @@ def read_csv(path, target=-1, header="auto", delimiter=",", *,
 
 
 def _check_arguments(target, header, delimiter) -> None:
+    """Argument mistakes are reported before the file is opened, not after reading it."""
     if header not in ("auto", True, False):
         raise ValueError(f"header must be 'auto', True or False, got {header!r}")
     if delimiter is not None and not (isinstance(delimiter, str) and len(delimiter) == 1
@@ -192,6 +193,7 @@ class _Table:
         self._store(values.reshape(1, -1), [line])
 
     def add_record(self, record: Record) -> None:
+        """Queue a one-batch row of the right width for parsing in bulk; parse anything else now."""
         line, batches = record
         if type(batches) is list and len(batches[0]) == self.width:
             self._fields += batches[0]
@@ -226,6 +228,7 @@ class _Table:
         self._store(values.reshape(len(lines), self.width), lines)
 
     def _store(self, rows: np.ndarray, lines) -> None:
+        """Keep parsed rows after the checks that need them whole: width, byte limit, finiteness."""
         if self.width < 2:
             raise ValueError(f"{self.name}: CSV needs at least 2 columns (features and target), "
                              f"has {self.width}")
