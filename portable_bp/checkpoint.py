@@ -216,7 +216,7 @@ def _read(path, max_bytes=None) -> dict:
         return _contents(npz, meta, name)
 
 
-_MAX_META_BYTES = 16 << 20  # the JSON of any real network is a few kilobytes
+_MAX_META_BYTES = 4 << 20  # the JSON of any real network is a few kilobytes
 
 
 def _entry(npz, key, name, shape=None, dtype=None):
@@ -282,7 +282,10 @@ def _contents(npz, meta, name) -> dict:
     cfg = meta["config"]
     sizes, dtype = cfg["sizes"], cfg["dtype"]
     if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
-        raise ValueError(f"{name}: metadata 'sizes' is invalid: {sizes!r}")
+        raise ValueError(f"{name}: metadata 'sizes' is invalid: {str(sizes)[:200]}")
+    if 2 * (len(sizes) - 1) > len(npz.names):  # before a list of millions of expected shapes is built
+        raise ValueError(f"{name}: metadata lists {len(sizes) - 1:,} layers, but the file has only "
+                         f"{len(npz.names):,} entries")
     shapes = []
     for l in range(len(sizes) - 1):
         shapes += [(f"W{l}", (sizes[l + 1], sizes[l])), (f"b{l}", (sizes[l + 1],))]

@@ -92,3 +92,16 @@ def test_saving_over_a_symlink_keeps_the_target_mode_and_replaces_the_link(tmp_p
 def test_missing_folder_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         checkpoint.save(small_net(), tmp_path / "no" / "such" / "ck")
+
+
+def test_a_file_system_without_modes_does_not_stop_a_save(tmp_path, monkeypatch):
+    path = tmp_path / "ck"
+    small_net().save(path)
+
+    def no_modes(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")  # what FAT or some mounts answer
+
+    monkeypatch.setattr(os, "chmod", no_modes)
+    small_net(seed=8).save(path)
+    monkeypatch.undo()
+    assert pb.load(path).config()["seed"] == 8 and os.listdir(tmp_path) == ["ck"]

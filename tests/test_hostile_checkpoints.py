@@ -250,3 +250,37 @@ def test_symlink_to_a_checkpoint_loads(tmp_path, good):
     link = tmp_path / "link"
     link.symlink_to(good)
     assert pb.load(link).epochs_trained == 1
+
+
+# -- metadata that asks for more than the file holds ------------------------------------------
+def test_meta_listing_more_layers_than_the_file_has_entries(tmp_path, good):
+    entries = npz_entries(good)
+    entries["meta.npy"] = meta_bytes(entries, sizes=[1] * 1_000_000)  # 8 MB of JSON: a million layers
+    path = tmp_path / "layers"
+    path.write_bytes(raw_zip(stored(entries)))
+    report = refused_in_child(path)
+    assert "'meta' holds" in report["message"] and report["peak"] < 64 << 20
+    entries["meta.npy"] = meta_bytes(entries, sizes=[1] * 100_000)
+    path.write_bytes(raw_zip(stored(entries)))
+    report = refused_in_child(path)
+    assert "metadata lists 99,999 layers, but the file has only 13 entries" in report["message"]
+
+
+def test_each_entry_is_found_without_scanning_the_directory(tmp_path, good, monkeypatch):
+    """A checkpoint reads every entry: scanning all of them per lookup made a file of
+    40000 small entries cost 40000**2 comparisons. The directory is indexed once."""
+    layers = 2000
+    entries = npz_entries(good)
+    meta = json.loads(str(np.load(io.BytesIO(entries["meta.npy"]))[()]))
+    meta["config"]["sizes"], meta["optimizer"] = [1] * (layers + 1), None
+    rows = {"meta.npy": npy_bytes(np.array(json.dumps(meta)))}
+    one, bias = npy_bytes(np.ones((1, 1))), npy_bytes(np.ones(1))
+    for l in range(layers):
+        rows[f"W{l}.npy"], rows[f"b{l}.npy"] = one, bias
+    path = tmp_path / "deep"
+    path.write_bytes(raw_zip(stored(rows)))
+    scans = []
+    infolist = zipfile.ZipFile.infolist
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lambda self: scans.append(1) or infolist(self))
+    assert len(checkpoint._read(path)["params"]) == layers
+    assert len(scans) <= 1

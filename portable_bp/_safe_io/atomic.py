@@ -34,7 +34,7 @@ def atomic_write(path, write: Callable[[BinaryIO], None]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             if mode is not None:
-                os.chmod(tmp, mode)  # before any data is written: a private file never shows it
+                _keep_mode(tmp, mode)
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -46,6 +46,16 @@ def atomic_write(path, write: Callable[[BinaryIO], None]) -> None:
             pass
         raise
     fsync_dir(folder)
+
+
+def _keep_mode(tmp: str, mode: int) -> None:
+    """Give the new file the old one's bits before any data is written (a private file never
+    shows its contents); best effort, since some file systems (FAT, some network mounts)
+    have no modes to set."""
+    try:
+        os.chmod(tmp, mode)
+    except OSError:
+        pass
 
 
 def _checked_target(path: str) -> int | None:

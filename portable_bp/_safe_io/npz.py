@@ -102,14 +102,17 @@ class NpzArchive:
             raise
         self.names = self._zip.namelist()
         self.keys = [n.removesuffix(".npy") for n in self.names]  # as np.load lists them
+        self._by_name = {}  # one lookup per entry read: a checkpoint reads every entry
+        for info in self._zip.infolist():
+            self._by_name.setdefault(info.filename, []).append(info)
 
     def has(self, key: str) -> bool:
         """Whether ``key`` or ``key.npy`` is an entry (as ``np.load`` looks keys up)."""
-        return key in self.names or key + ".npy" in self.names
+        return key in self._by_name or key + ".npy" in self._by_name
 
     def member(self, key: str) -> Member:
         """The entry ``key`` (``key`` or ``key.npy`` in the zip) with its header read."""
-        found = [info for info in self._zip.infolist() if info.filename in (key, key + ".npy")]
+        found = self._by_name.get(key, []) + self._by_name.get(key + ".npy", [])
         if not found:
             raise Refused(f"{self.label}: no entry {key!r}")
         if len(found) > 1:
