@@ -42,6 +42,19 @@ def test_symlinks_to_data_files_are_followed_and_dangling_ones_are_missing(tmp_p
         ds.load_file(dangling)
 
 
+def test_a_unix_socket_is_not_a_data_file(tmp_path):
+    import socket
+
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no UNIX sockets here")
+    path = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        with pytest.raises(ValueError, match="not a regular file") as err:
+            ds.load_file(path)
+    assert str(path) in str(err.value)
+
+
 def test_empty_files(tmp_path):
     with pytest.raises(ValueError, match="empty CSV file: no rows"):
         ds.load_file(csv_file(tmp_path, "empty.csv", ""))

@@ -9,6 +9,7 @@ asking for one byte more than declared, never by inflating the rest.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import io
 import os
@@ -35,7 +36,13 @@ def open_regular(path, label: str) -> BinaryIO:
     with fstat on the open descriptor, so the check and the read see the same file.
     """
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(path, flags)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a UNIX socket cannot even be opened
+            raise Refused(f"{label} is not a regular file (a pipe, device or socket); "
+                          "give a file on disk") from None
+        raise
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
