@@ -92,26 +92,28 @@ def _host_contents(net):
 
 
 # -- loading -----------------------------------------------------------------------------
-def load(path, backend=None):
+def load(path, backend=None, *, max_bytes=None):
     """A Network rebuilt from ``path`` on ``backend`` (default ``"numpy"``: the saved spec is
     informational, since the saving machine's GPU or library may not exist here).
 
     ``optimizer_state`` is ``(optimizer, state)`` when one was saved; the optimizer is
     None when the file cannot rebuild it (a custom optimizer class or learning-rate
-    callable): pass that optimizer again to ``fit``.
+    callable): pass that optimizer again to ``fit``. ``max_bytes`` bounds what is read
+    (default ``PORTABLE_BP_MAX_BYTES``, else 4 GiB): a larger file is a ValueError.
     """
     from .backends import get as get_backend
     from .network import Network
 
-    ck = _read(path)
+    ck = _read(path, max_bytes=max_bytes)
     be = get_backend("numpy" if backend is None else backend)
     cfg = dict(ck["config"])
     try:
-        net = Network(cfg.pop("sizes"), backend=be, **cfg)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{_name(path)}: the saved network config is invalid: {exc}") from None
+        net = Network(cfg.pop("sizes"), backend=be, params=ck["params"], **cfg)
+    except (TypeError, ValueError) as exc:  # the parameters' checks name "params"
+        what = "bad parameters" if "params" in str(exc) else "the saved network config is invalid"
+        raise ValueError(f"{_name(path)}: {what}: {exc}") from None
     saved = _saved_run(ck, path, net)
-    net.set_params(saved["params"])
+    net.set_params(saved["params"], copy=False)
     net.epochs_trained = saved["epochs_trained"]
     if saved["slots"] is not None:
         net.optimizer_state = (saved["optimizer"], {"step": saved["step"], "slots": saved["slots"]})

@@ -48,10 +48,13 @@ class Network:
         leaky_relu, ``xavier`` for sigmoid, tanh and identity.
     sigma : float
         Standard deviation for ``init="normal"``.
+    params : list of (W, b), optional
+        Starting parameters instead of drawn ones (checked as :meth:`set_params` checks
+        them; nothing is drawn, so loading a checkpoint holds no second set of weights).
     """
 
     def __init__(self, sizes, *, activation="sigmoid", output_activation=None, loss="mse",
-                 backend="numpy", dtype="float32", seed=None, init=None, sigma=0.1):
+                 backend="numpy", dtype="float32", seed=None, init=None, sigma=0.1, params=None):
         self.sizes = _check_sizes(sizes)
         loss_fn = get_loss(loss)
         hidden = get_activation(activation, output=False, what="activation")
@@ -71,9 +74,11 @@ class Network:
         #: what the step needs to know: each layer's activation and the loss
         self.spec = step.Spec((hidden,) * (len(self.sizes) - 2) + (output,), loss_fn)
         self._dt = self.backend.dtype(dtype)  # ValueError for unknown names
-        weights = initial_weights(self.sizes, self.init, self.sigma, self.backend.rng(self.seed))
-        zeros = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device) for n in self.sizes[1:]]
-        self._params = self.validate_params(list(zip(weights, zeros)), copy=False)
+        if params is None:
+            weights = initial_weights(self.sizes, self.init, self.sigma, self.backend.rng(self.seed))
+            zeros = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device) for n in self.sizes[1:]]
+            params = list(zip(weights, zeros))
+        self._params = self.validate_params(params, copy=False)
         self._ops = self.backend.ops
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
         self.optimizer_state = None   # (optimizer, {"step": n, "slots": ...}) after fit()
