@@ -222,6 +222,8 @@ def cmd_train(args, backend):
     from .optim import get_optimizer
     from .train import History, TrainingDiverged
 
+    if args.resume and not args.checkpoint:
+        raise ValueError("--resume continues from --checkpoint FILE: give both")
     check_outputs(args)
     X, y, source = load_data(args)
     loss = args.loss or default_loss(y)

@@ -115,6 +115,13 @@ def _start(net, optimizer, lr, epochs, checkpoint, resume):
     return opt, start, start.epoch + epochs if not resume else max(epochs, start.epoch), {}
 
 
+def user_callbacks(callbacks) -> list[Callback]:
+    """The ``callbacks`` argument as Callback objects, or a TypeError."""
+    if callbacks is None or isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks must be a list, got {type(callbacks).__name__}")
+    return [as_callback(cb) for cb in callbacks]
+
+
 def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation_data,
             validation_batch_size, progress_bar, callbacks, checkpoint, resume, sample_weight) -> Plan:
     """Every argument of ``fit`` checked, nothing changed (see the module docstring)."""
@@ -125,9 +132,7 @@ def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation
     total_weight = X.shape[0] if w is None else float(net.xp.sum(w))
     size = check_batch_size(batch_size, X.shape[0])
     validation, val_size = _validation(net, validation_data, size, validation_batch_size)
-    if callbacks is None or isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
-        raise TypeError(f"callbacks must be a list, got {type(callbacks).__name__}")
-    hooks = [as_callback(cb) for cb in callbacks]
+    hooks = list(callbacks)
     if checkpoint is not None:
         hooks.append(Checkpoint(checkpoint))
     names = metric_names(net, validation)
