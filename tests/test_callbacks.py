@@ -56,7 +56,7 @@ def test_every_callback_sees_the_stopping_epoch():
     """One callback asking to stop does not skip the others' on_epoch_end for that epoch."""
     X, Z = regression(10)
     rec = Recorder()
-    pbp.Network([3, 4, 2], seed=0).fit(X, Z, epochs=5, callbacks=[lambda n, e, l: e == 1, rec])
+    pbp.Network([3, 4, 2], seed=0).fit(X, Z, epochs=5, callbacks=[lambda net, epoch, logs: epoch == 1, rec])
     assert [e[1] for e in rec.events if e[0] == "epoch"] == [0, 1] and "end" in rec.events
 
 
