@@ -62,6 +62,28 @@ def test_help_for_every_subcommand(sub):
         assert "--dataset" in r.stdout and "evaluate" in r.stdout  # the split/scaler note
 
 
+def test_train_help_shows_the_librarys_tables():
+    """Choices and defaults come from the library: hidden and output activations, losses
+    with their default outputs, optimizers with their default learning rates."""
+    from portable_bp.activations import ACTIVATIONS
+    from portable_bp.losses import LOSSES
+    from portable_bp.optim import DEFAULT_LR
+
+    r = run_cli("train", "--help")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+
+    def choices(flag):
+        return re.search(re.escape(flag) + r" \{([^}]*)\}", text).group(1).split(",")
+
+    assert choices("--activation") == [n for n, a in ACTIVATIONS.items() if not a.output_only]
+    assert choices("--output-activation") == list(ACTIVATIONS)
+    assert choices("--loss") == list(LOSSES)
+    assert choices("--optimizer") == list(DEFAULT_LR)
+    assert "(default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")" in text
+    assert "default: " + ", ".join(f"{loss.default_output} for {name}" for name, loss in LOSSES.items()) in text
+
+
 def test_version():
     r = run_cli("--version")
     assert r.returncode == 0
@@ -125,10 +147,17 @@ def test_evaluate_on_other_data_is_one_clear_line(tmp_path):
                           "64 input features")
 
 
-def test_train_regression_prints_test_mse(tmp_path):
-    r = run_cli("train", "--dataset", "sine", "--epochs", "5", "--quiet", cwd=tmp_path)
+def test_train_regression_uses_the_librarys_defaults_and_prints_test_mse(tmp_path):
+    """A continuous target: loss mse with the library's default output for it (identity) and
+    the optimizer's default learning rate from the library's table."""
+    from portable_bp.losses import LOSSES
+    from portable_bp.optim import DEFAULT_LR
+
+    r = run_cli("train", "--dataset", "sine", "--epochs", "5", "--backend", "numpy", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    m = re.fullmatch(r"test MSE: (\S+) \(n=80\) \| time: \d+\.\d s \| backend: \S+", r.stdout.strip())
+    lines = r.stdout.strip().splitlines()
+    assert f"relu/{LOSSES['mse'].default_output}, loss mse, momentum lr={DEFAULT_LR['momentum']:g}," in lines[1]
+    m = re.fullmatch(r"test MSE: (\S+) \(n=80\) \| time: \d+\.\d s \| backend: numpy", lines[-1])
     assert m and float(m.group(1)) < 0.5, r.stdout
 
 
@@ -177,19 +206,47 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
 
 
 # -- other subcommands --------------------------------------------------------------------
-def test_backends_table():
+def backends_table(stdout):
+    """{spec: {column: cell}} from the table (columns found by the header's titles), the
+    "SPEC overrides: ..." lines and the "auto selects:" line."""
+    lines = stdout.splitlines()
+    header = lines[0]
+    titles = ["backend", "runs here", "device", "version", "hot path", "reason it cannot run"]
+    starts = [header.index(t) for t in titles]
+    rows, overrides, auto = {}, {}, None
+    for line in lines[1:]:
+        m = re.fullmatch(r"(\S+) overrides: (.*)", line)
+        if m:
+            overrides[m.group(1)] = m.group(2)
+        elif line.startswith("auto selects: "):
+            auto = line.split(": ", 1)[1]
+        elif line.strip() and "override failed its check" not in line:
+            cells = [line[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
+            rows[cells[0]] = dict(zip(titles, cells))
+    return rows, overrides, auto
+
+
+def test_backends_table_matches_the_registry():
+    """One row per known backend (runs here, hot path as backends.hot_path gives it, a reason
+    where it cannot run), one "SPEC overrides:" line per runnable backend listing exactly its
+    Ops overrides, and the backend auto selects."""
+    from portable_bp.backends import get, hot_path, specs
+
     r = run_cli("backends")
     assert r.returncode == 0, r.stderr
-    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:] if line.strip()}
-    assert rows["numpy"][1] == "yes"
-    assert rows["array_api_strict"][1] == "yes"
-    assert r.stdout.splitlines()[0].split()[-6:-4] == ["hot", "path"]
-    assert rows["numpy"][4].startswith("fused") and rows["array_api_strict"][4] == "array-api"
-    if CUPY_OK:
-        assert rows["cupy"][1] == "yes"
-    else:
-        assert rows["cupy"][1] == "no" and len(rows["cupy"]) > 4  # a reason follows
-    assert "auto selects:" in r.stdout
+    rows, overrides, auto = backends_table(r.stdout)
+    assert sorted(rows) == sorted(spec for spec, _ in specs())
+    for spec, row in rows.items():
+        ok, reason = probe(spec)
+        assert row["runs here"] == ("yes" if ok else "no"), row
+        if ok:
+            names = get(spec).ops.overrides()
+            assert row["hot path"] == hot_path(get(spec)) and row["reason it cannot run"] == "-"
+            assert overrides[spec] == (", ".join(names) or "none (the Array API reference)")
+        else:
+            assert spec not in overrides and row["reason it cannot run"] not in ("", "-")
+    assert rows["numpy"]["hot path"].startswith("numpy") and "jit" in rows.get("jax", {"hot path": "jit"})["hot path"]
+    assert auto == get("auto").spec
 
 
 @pytest.mark.parametrize("args", [(), ("--activation", "relu", "--loss", "mse"),
@@ -211,7 +268,7 @@ def test_explain_checks_the_seed_network():
 
 def test_the_loop_formulas_match_finite_differences():
     """explain's reference (E3/E5 by loops) is itself right: compare with its own loss."""
-    from portable_bp.cli import seed_network_by_loops
+    from portable_bp.explain import seed_network_by_loops
 
     rng = np.random.default_rng(1)
     W1, b1, W2, b2 = (rng.normal(0, 0.7, s).tolist() for s in ((4, 3), 4, (2, 4), 2))
@@ -257,6 +314,7 @@ def test_unknown_flag_is_one_line():
     (("train", "--dataset", "mnist"), "--dataset"),
     (("train", "--dataset", "digits", "--data", "x.csv"), "not allowed"),
     (("train", "--save", "no/such/folder/m.npz"), "does not exist"),
+    (("train", "--dataset", "xor", "--resume", "--epochs", "1"), "--checkpoint"),
     (("evaluate", "missing.npz"), "missing.npz"),
     (("gradcheck", "--samples", "0"), "--samples"),
     (("nope",), "invalid choice"),
