@@ -106,10 +106,10 @@ def test_bench_passes_arguments_to_the_benchmarks(tmp_path):
 
 
 # -- train and evaluate -------------------------------------------------------------------
-def test_train_digits_prints_the_final_line(tmp_path):
-    r = run_cli("train", "--dataset", "digits", "--epochs", "3", "--quiet", cwd=tmp_path)
+def test_train_defaults_to_digits_and_quiet_prints_the_final_line_alone(tmp_path):
+    r = run_cli("train", "--epochs", "2", "--hidden", "32", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert len(r.stdout.strip().splitlines()) == 1  # --quiet: the final line alone
+    assert len(r.stdout.strip().splitlines()) == 1
     accuracy, n = final_accuracy(r.stdout)
     assert n == 360 and accuracy > 0.9
 
@@ -124,14 +124,16 @@ def test_the_main_job_reaches_97_percent(tmp_path):
 
 
 def test_train_save_then_evaluate_reproduces_the_test_accuracy(tmp_path):
-    r = run_cli("train", "--epochs", "3", "--seed", "3", "--backend", "numpy", "--save", "m.npz",
-                cwd=tmp_path)
+    """evaluate re-creates the run's test part from the data, the saved seed and the split,
+    on any backend: the same accuracy as train printed."""
+    r = run_cli("train", "--dataset", "blobs", "--epochs", "3", "--seed", "3", "--backend", "numpy",
+                "--save", "m.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     accuracy, n = final_accuracy(r.stdout)
     assert (tmp_path / "m.npz").is_file()
     assert "saved model to m.npz" in r.stdout
     for backend in ("numpy", "array_api_strict"):
-        e = run_cli("evaluate", "m.npz", "--dataset", "digits", "--backend", backend, cwd=tmp_path)
+        e = run_cli("evaluate", "m.npz", "--dataset", "blobs", "--backend", backend, cwd=tmp_path)
         assert e.returncode == 0, e.stderr
         m = re.fullmatch(r"test loss: (\S+) \| test accuracy: (\d\.\d{3}) \(n=(\d+)\) \| backend: (\S+)",
                          e.stdout.strip())
@@ -141,10 +143,10 @@ def test_train_save_then_evaluate_reproduces_the_test_accuracy(tmp_path):
 
 
 def test_evaluate_on_other_data_is_one_clear_line(tmp_path):
-    r = run_cli("train", "--epochs", "1", "--quiet", "--save", "m.npz", cwd=tmp_path)
+    r = run_cli("train", "--dataset", "sine", "--epochs", "1", "--quiet", "--save", "m.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert_one_line_error(run_cli("evaluate", "m.npz", "--dataset", "moons", cwd=tmp_path),
-                          "64 input features")
+                          "1 input features")
 
 
 def test_train_regression_uses_the_librarys_defaults_and_prints_test_mse(tmp_path):
@@ -193,7 +195,7 @@ def test_train_on_idx_pair_and_npz_files(tmp_path):
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    r = run_cli("train", "--epochs", "2", "--quiet", "--plot", "curves.png", cwd=tmp_path)
+    r = run_cli("train", "--dataset", "blobs", "--epochs", "2", "--quiet", "--plot", "curves.png", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -3,7 +3,7 @@ training; Ctrl-C (exit 130) and SIGTERM (exit 143) write the model and plot of t
 completed epoch; ``--checkpoint F --resume`` continues a run; a divergence (exit 1) still
 writes the model of the last finite state.
 
-Runs are small (digits with 16 hidden units, --quiet); the reference runs that the
+Runs are small (blobs, 16 hidden units, --quiet); the reference runs that the
 interrupted ones are compared with go through ``cli.main`` in this process."""
 
 import os
@@ -19,7 +19,7 @@ import portable_bp as pbp
 from portable_bp.cli import main
 from test_cli import assert_one_line_error, run_cli, _env
 
-TRAIN = ["train", "--dataset", "digits", "--hidden", "16", "--backend", "numpy", "--quiet"]
+TRAIN = ["train", "--dataset", "blobs", "--hidden", "16", "--backend", "numpy", "--quiet"]
 
 # Root ignores permission bits: make os.access honour them in the command's process, as
 # it does for everyone else (the check is the command's; the OS's answer is emulated).
