@@ -39,6 +39,7 @@ def test_callback_hooks_are_called_in_order():
 
 
 def test_plain_callable_returning_true_stops():
+    """A plain callable is an on_epoch_end; True stops after that epoch, which counts."""
     calls = []
 
     def stop_at_two(net, epoch, logs):
@@ -61,6 +62,7 @@ def test_every_callback_sees_the_stopping_epoch():
 
 
 def test_callback_with_only_some_hooks():
+    """An object with only some hooks gets those called and the others skipped."""
     class OnlyEnds:
         def __init__(self):
             self.events = []
@@ -126,6 +128,8 @@ def test_a_failing_check_stops_fit_before_any_other_hook_and_close_still_runs():
 @pytest.mark.parametrize("restore", [True, False])
 @pytest.mark.parametrize("patience", [1, 3])
 def test_early_stopping(restore, patience):
+    """Stops `patience` epochs after the best validation loss; with restore_best_weights the
+    network ends with exactly the best epoch's parameters, else with the last epoch's."""
     X, Z, Zv = overfit_case()
     net = small_net()
     es, rec = EarlyStopping(patience=patience, restore_best_weights=restore), Recorder()
@@ -145,6 +149,8 @@ def test_early_stopping(restore, patience):
 
 
 def test_early_stopping_min_delta_mode_and_reuse():
+    """min_delta sets what counts as an improvement; mode follows the metric's name; the
+    same object starts afresh in a second fit."""
     X, Z, Zv = overfit_case()
     net = small_net()
     es = EarlyStopping(patience=2, min_delta=1e9)  # nothing after the first epoch counts
@@ -158,6 +164,7 @@ def test_early_stopping_min_delta_mode_and_reuse():
 
 
 def test_early_stopping_on_training_loss_never_stops_while_it_improves():
+    """Monitoring the training loss of a run that keeps improving never stops it."""
     X, Z, _ = overfit_case()
     h = small_net().fit(X, Z, epochs=20, batch_size=None, lr=0.05,
                         callbacks=[EarlyStopping("loss", patience=1)])
@@ -182,5 +189,6 @@ def test_early_stopping_on_a_missing_metric_fails_before_training(monitor, with_
                                              (dict(mode="sideways"), ValueError, "mode"),
                                              (dict(monitor=3), TypeError, "monitor")])
 def test_early_stopping_bad_arguments(kwargs, exc, word):
+    """Bad patience, mode or monitor are refused by name when the callback is made."""
     with pytest.raises(exc, match=word):
         EarlyStopping(**kwargs)

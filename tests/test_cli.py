@@ -55,6 +55,7 @@ def final_accuracy(stdout):
 # -- help and version ---------------------------------------------------------------------
 @pytest.mark.parametrize("sub", ["", "train", "evaluate", "backends", "gradcheck", "explain"])
 def test_help_for_every_subcommand(sub):
+    """--help works for the command and every subcommand (exit 0, a usage line)."""
     r = run_cli(*([sub] if sub else []), "--help")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("usage: portable-bp"), r.stdout
@@ -107,6 +108,7 @@ def test_bench_passes_arguments_to_the_benchmarks(tmp_path):
 
 # -- train and evaluate -------------------------------------------------------------------
 def test_train_defaults_to_digits_and_quiet_prints_the_final_line_alone(tmp_path):
+    """Without --dataset: digits (360 test images); --quiet prints only the final line."""
     r = run_cli("train", "--epochs", "2", "--hidden", "32", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.strip().splitlines()) == 1
@@ -143,6 +145,7 @@ def test_train_save_then_evaluate_reproduces_the_test_accuracy(tmp_path):
 
 
 def test_evaluate_on_other_data_is_one_clear_line(tmp_path):
+    """A model evaluated on data with another number of features: one error line saying so."""
     r = run_cli("train", "--dataset", "sine", "--epochs", "1", "--quiet", "--save", "m.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert_one_line_error(run_cli("evaluate", "m.npz", "--dataset", "moons", cwd=tmp_path),
@@ -254,6 +257,7 @@ def test_backends_table_matches_the_registry():
 @pytest.mark.parametrize("args", [(), ("--activation", "relu", "--loss", "mse"),
                                   ("--backend", "array_api_strict", "--loss", "binary_cross_entropy")])
 def test_gradcheck_passes(args):
+    """Backprop against finite differences on the CLI's random networks: PASS below 1e-7."""
     r = run_cli("gradcheck", "--hidden", "5", "5", *args)
     assert r.returncode == 0, r.stdout + r.stderr
     m = re.search(r"max relative error: (\S+) \(threshold 1e-07\): PASS", r.stdout)
@@ -261,6 +265,7 @@ def test_gradcheck_passes(args):
 
 
 def test_explain_checks_the_seed_network():
+    """explain prints the 3-4-2 walk-through (weights, u, δ, gradients) and ends with OK."""
     r = run_cli("explain", "--backend", "numpy")
     assert r.returncode == 0, r.stderr
     for text in ("W(1) (4x3)", "W(2) (2x4)", "u(1)", "δ(2)", "δ(1)", "dL/dW(1)", "dL/db(2)"):
@@ -323,6 +328,7 @@ def test_unknown_flag_is_one_line():
     ((), "required"),
 ])
 def test_bad_values_are_one_line(tmp_path, args, fragment):
+    """Every bad flag value or path: exit 2, one line naming the problem, no traceback."""
     assert_one_line_error(run_cli(*args, cwd=tmp_path), fragment)
 
 

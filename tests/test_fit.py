@@ -136,6 +136,7 @@ def test_named_optimizers_use_the_shared_default_learning_rates():
 
 # -- shuffling -----------------------------------------------------------------------------------
 def test_shuffle_is_seeded_and_matters():
+    """The same seed gives the same batch order (bit-identical runs); shuffle=False another."""
     X, Z = regression(20)
     runs = []
     for shuffle in (True, True, False):
@@ -179,6 +180,8 @@ class RecordingSGD(Optimizer):
 @pytest.mark.skip_backends("jax", reason="a compiled step's batch is traced, not readable; jax's "
                                          "order is covered by the equal trajectories below")
 def test_shuffled_batches_hold_every_sample_once_in_the_same_order_on_every_backend(xp_spec):
+    """Each epoch's batches (5+5+5+5+3) hold every sample once, in the documented order, which
+    changes between epochs and is the same on every backend as on NumPy."""
     X, Z = np.arange(23.0)[:, None], np.zeros((23, 1))  # row i holds i
     orders = {}
     for spec in ("numpy", xp_spec):

@@ -84,6 +84,7 @@ def test_a_bad_fit_argument_fails_before_the_first_step_and_changes_nothing(tmp_
 
 
 def test_a_failing_on_train_begin_or_interrupt_before_the_first_step_changes_nothing(tmp_path):
+    """An error or a Ctrl-C in on_train_begin (before any step) leaves the network as it was."""
     X, Z = regression(8)
     net = pbp.Network([3, 4, 2], dtype="float64", seed=0)
     net.fit(X, Z, epochs=2, optimizer="momentum", batch_size=4)
@@ -108,6 +109,8 @@ def temporary_files(*folders):
 
 
 def test_a_checkpoint_naming_a_folder_fails_at_once_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """checkpoint=<a folder>: IsADirectoryError before any step, and no temporary file
+    anywhere (a save attempted after an epoch would have had to clean one up)."""
     X, Z = regression(8)
     (tmp_path / "runs").mkdir()
     net, steps = pbp.Network([3, 4, 2], seed=0), count_steps(monkeypatch)

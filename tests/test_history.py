@@ -44,6 +44,7 @@ def test_history_and_epoch_count(xp_case):
 @pytest.mark.parametrize("loss,keys", [("mse", {"loss", "val_loss", "time"}),
                                        ("binary_cross_entropy", {"loss", "val_loss", "val_accuracy", "time"})])
 def test_history_keys_of_other_losses(loss, keys):
+    """mse logs no accuracy; binary cross-entropy does; no validation, no val_* keys."""
     rng = np.random.default_rng(0)
     X, Z = rng.standard_normal((10, 3)), (rng.random((10, 2)) > 0.5).astype(float)
     net = pbp.Network([3, 4, 2], loss=loss, seed=0)

@@ -48,6 +48,8 @@ def _reads_during_fit(counts, epochs, batch_size, n=60, optimizer="sgd", val=Fal
 @pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
 @pytest.mark.parametrize("val", [False, True], ids=["no-val", "val"])
 def test_no_host_read_per_batch(host_reads, optimizer, val):
+    """20 batches per epoch cost as many host reads as 1; at most 1 per epoch (3 with
+    validation) plus a constant per fit (the input checks)."""
     # 60 samples: batch_size 3 gives 20 batches per epoch, None gives 1
     one = _reads_during_fit(host_reads, 1, 3, optimizer=optimizer, val=val)
     many_batches = _reads_during_fit(host_reads, 3, 3, optimizer=optimizer, val=val)

@@ -65,6 +65,7 @@ def test_regressor_predict_and_evaluate_in_batches(xp_case):
 @pytest.mark.parametrize("call", ["predict", "evaluate"])
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
 def test_bad_inference_batch_size_names_it(call, bad):
+    """predict and evaluate refuse a batch size that is not a positive integer, by name."""
     X, Z = regression(8)
     net = pbp.Network([3, 4, 2], seed=0)
     args = (X,) if call == "predict" else (X, Z)

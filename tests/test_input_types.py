@@ -25,6 +25,7 @@ def net_on(spec, loss="mse"):
 
 @pytest.mark.parametrize("kind", list(BAD_ARRAYS))
 def test_non_real_data_is_a_type_error_naming_the_argument(xp_spec, kind):
+    """X, Z, X_val, Z_val (fit, predict, evaluate) and each W and b of set_params."""
     bad = BAD_ARRAYS[kind]
     X, Z = np.ones((4, 3)), np.zeros((4, 2))
     net = net_on(xp_spec)
@@ -45,6 +46,7 @@ def test_non_real_data_is_a_type_error_naming_the_argument(xp_spec, kind):
 
 
 def test_non_real_labels_for_cross_entropy_are_a_type_error():
+    """Labels (n,) for cross-entropy take the same path: complex, string, object refused."""
     clf = net_on("numpy", loss="cross_entropy")
     for kind, bad in BAD_ARRAYS.items():
         with pytest.raises(TypeError, match=r"^Z .*dtype"):
@@ -65,12 +67,14 @@ def test_complex_arrays_of_the_backend_itself_are_a_type_error(xp_spec):
 
 @pytest.mark.parametrize("sigma", [float("inf"), float("nan"), 0.0, -1.0])
 def test_a_normal_init_needs_a_positive_finite_sigma(sigma):
+    """sigma=inf would make every weight inf or NaN: refused when the network is made."""
     with pytest.raises(ValueError, match=r"sigma must be a positive number \(finite\)"):
         pbp.Network([3, 4, 2], init="normal", sigma=sigma)
 
 
 @pytest.mark.parametrize("eps", [0, 0.0, -1e-4, float("inf"), float("nan")])
 def test_gradcheck_needs_a_positive_finite_eps(eps):
+    """eps=0 would divide by zero; negative, inf and NaN steps are meaningless: refused."""
     net = net_on("numpy")
     X, Z = np.ones((2, 3)), np.zeros((2, 2))
     with pytest.raises(ValueError, match=r"eps must be a positive number \(finite\)"):

@@ -46,6 +46,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, optimizer, shuffle, given):
 
 
 def test_resume_without_a_file_starts_fresh_and_creates_it(tmp_path):
+    """No file yet: a fresh run (the same as without resume) that writes the checkpoint;
+    reading a missing file is a FileNotFoundError."""
     X, Z = data()
     a, b = small_net(), small_net()
     a.fit(X, Z, epochs=2, checkpoint=tmp_path / "new", resume=True)
@@ -113,6 +115,8 @@ def test_custom_lr_callable_needs_the_optimizer_again(tmp_path):
                                         (dict(activation="tanh"), "activation"),
                                         (dict(loss="mse", output_activation="sigmoid"), "output_activation")])
 def test_resume_refuses_another_architecture_and_changes_nothing(tmp_path, change, key):
+    """read_run and fit refuse a checkpoint of another architecture, naming the setting;
+    the network keeps everything (parameters, epochs, optimizer state, seed)."""
     X, Z = data()
     small_net().save(tmp_path / "m")
     cfg = {**dict(sizes=[3, 5, 3], activation="sigmoid", loss="cross_entropy"), **change}

@@ -71,6 +71,7 @@ def test_a_numpy_scalar_schedule_keeps_float32(xp_spec):
 
 
 def test_schedule_sees_absolute_epochs():
+    """A second fit asks the schedule for epochs 3 and 4, not 0 and 1 (SGD and Adam alike)."""
     seen = []
 
     def lr(epoch):
