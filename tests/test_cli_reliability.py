@@ -17,7 +17,7 @@ import pytest
 
 import portable_bp as pbp
 from portable_bp.cli import main
-from test_cli import assert_one_line_error, run_cli, _env
+from cli_helpers import assert_one_line_error, cli_env, run_cli
 
 TRAIN = ["train", "--dataset", "blobs", "--hidden", "16", "--backend", "numpy", "--quiet"]
 
@@ -70,7 +70,7 @@ def start_and_signal(tmp_path, sig, *extra):
     """Start a long training run, send ``sig`` once its first checkpoint exists (an epoch
     has completed), and return the finished process's (returncode, stdout, stderr)."""
     args = [sys.executable, "-m", "portable_bp", *TRAIN, "--epochs", "100000", "--checkpoint", "ck.npz", *extra]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (tmp_path / "ck.npz").exists():
