@@ -178,6 +178,9 @@ def fail_at_step(monkeypatch, step, exc=KeyboardInterrupt):
     """Make the ``step``-th training step of the next fits (counted from 1, over every
     executor) raise ``exc`` before it runs; returns the counter {"steps": calls so far}."""
     calls = {"steps": 0}
+    # a scanned epoch is one program (an interrupt can only fall between epochs): here it
+    # runs step by step through the compiled step, so that a step can be counted and failed
+    monkeypatch.setattr(executors.Scanned, "epoch", executors.Eager.epoch)
     for cls in (executors.Eager, executors.Compiled):
         original = cls.__dict__["step"]
 
