@@ -22,7 +22,6 @@ import numpy as np
 from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import shuffle as shuffled
 
 from ..train import TrainingDiverged
 from . import _data
@@ -58,7 +57,7 @@ def fit(est, net, X, Y, sw, incremental):
         est.n_iter_ = 0
         for _ in range(est.max_iter):
             if est.shuffle:
-                order = shuffled(order, random_state=est._random_state)
+                order = shuffle_order(order, est._random_state)
             loss = _epoch(est, net, opt, train, order if est.shuffle else None, batch_size)
             if _after_epoch(est, net, opt, val, loss, train.n) or incremental:
                 break
@@ -134,6 +133,14 @@ def _split(est, net, X, Y, sw):
     val = Part(net, _data.take(X, va), est._net_targets(Y[va]), weights[1],
                y_true=est._validation_truth(Y[va]))
     return train, val
+
+
+def shuffle_order(order, random_state):
+    """``sklearn.utils.shuffle(order, random_state=random_state)`` without its argument
+    validation (a millisecond per epoch): the same draw, the same permutation."""
+    perm = np.arange(order.shape[0])
+    random_state.shuffle(perm)
+    return order[perm]
 
 
 def _batch_size(batch_size, n) -> int:
