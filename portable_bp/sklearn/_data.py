@@ -72,6 +72,14 @@ def backend_for(place: Place | None, X, backend: str):
     return get_backend(backend_spec_of(X) if place is not None else backend)
 
 
+def float_dtypes(place: Place | None) -> tuple:
+    """The float dtypes scikit-learn's validation may leave X in: float64 first (what
+    everything else becomes), in the input's own namespace under dispatch."""
+    if place is None:
+        return (np.float64, np.float32)
+    return (place.xp.float64, place.xp.float32)
+
+
 def dtype_name(X, dtype) -> str:
     """The network's dtype: the ``dtype`` parameter, else X's (float32 stays float32,
     everything else is float64, as scikit-learn's validation leaves it)."""

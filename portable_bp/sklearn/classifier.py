@@ -56,7 +56,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _validate_input(self, X, y, incremental, reset):
         """(X, the binarized targets on the host as a boolean (n, n_outputs) array)."""
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             dtype=(np.float64, np.float32), reset=reset)
+                             dtype=_data.float_dtypes(_data.place_of(X)), reset=reset)
         y = _data.to_host(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)

@@ -59,7 +59,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def _validate_input(self, X, y, incremental, reset):
         """(X, the targets on the host as a float (n, n_outputs) array)."""
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+                             y_numeric=True, dtype=_data.float_dtypes(_data.place_of(X)), reset=reset)
         y = _data.to_host(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
