@@ -149,7 +149,7 @@ class BaseMLP(BaseEstimator):
         if self.solver in STOCHASTIC_SOLVERS:
             _stochastic.fit(self, net, X, Y, sw, incremental)
         else:
-            rows = _data.Rows(net, X)
+            rows = _data.Rows(net, X, self._sparse_rows())
             fit_lbfgs(self, net, rows, net.targets(self._net_targets(Y), rows.n), sw, self._loss_divisor())
         if not _finite(net):
             raise ValueError(_stochastic.NON_FINITE)
@@ -210,7 +210,12 @@ class BaseMLP(BaseEstimator):
         _data.same_place_check(self, X, place, method)
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         net = self._network()
-        return net, _data.outputs(net, X), place
+        return net, _data.outputs(net, X, self._sparse_rows()), place
+
+    def _sparse_rows(self) -> int:
+        """Rows of sparse X densified at a time where no mini-batch is set (predict,
+        lbfgs): the batch size, 200 for "auto"."""
+        return 200 if self.batch_size == "auto" else int(self.batch_size)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

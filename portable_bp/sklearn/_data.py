@@ -18,7 +18,6 @@ from sklearn import get_config
 from ..backends import get as get_backend, library_of
 
 CHUNK_ROWS = 65536   # dense rows gathered (and handed to one net.fit call) at a time
-SPARSE_ROWS = 1024   # sparse rows densified at a time outside training (predict, lbfgs)
 
 
 class Place:
@@ -121,12 +120,13 @@ def to_caller(net, A, place: Place | None):
 
 class Rows:
     """The rows of X as dense arrays on ``net``'s device. Dense X is checked and moved
-    once; sparse X (CSR) stays on the host, each request densifying only its rows."""
+    once; sparse X (CSR) stays on the host, each request densifying only its rows:
+    ``sparse_rows`` at a time (a mini-batch) where no batch is given."""
 
-    def __init__(self, net, X):
+    def __init__(self, net, X, sparse_rows=200):
         self.net, self.sparse = net, sp.issparse(X)
         self.X = X.tocsr() if self.sparse else net.features(X)
-        self.n = X.shape[0]
+        self.n, self.sparse_rows = X.shape[0], sparse_rows
 
     def take(self, rows):
         """Rows ``rows`` (a slice or host ints) as a dense device array."""
@@ -138,13 +138,13 @@ class Rows:
 
     def chunks(self, rows=None):
         """(start, stop) ranges covering every row, a chunk at a time."""
-        size = rows or (SPARSE_ROWS if self.sparse else CHUNK_ROWS)
+        size = rows or (self.sparse_rows if self.sparse else CHUNK_ROWS)
         return [(s, min(s + size, self.n)) for s in range(0, self.n, size)]
 
 
-def outputs(net, X):
+def outputs(net, X, sparse_rows=200):
     """The network's outputs for every row of X, on its device, in chunks of rows."""
-    rows = Rows(net, X)
+    rows = Rows(net, X, sparse_rows)
     parts = [net.forward(rows.take(slice(s, e))) for s, e in rows.chunks()]
     return parts[0] if len(parts) == 1 else net.xp.concat(parts, axis=0)
 

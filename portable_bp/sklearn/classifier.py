@@ -90,7 +90,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     def _validation_score(self, net, val) -> float:
         """scikit-learn's early-stopping score: accuracy on the held-out part."""
-        proba = net.backend.to_numpy(_data.outputs(net, val.rows.X if not val.rows.sparse else val.rows.X))
+        proba = net.backend.to_numpy(_data.outputs(net, val.rows.X, self._sparse_rows()))
         return accuracy_score(val.y_true, self._decode(proba), sample_weight=val.w)
 
     def _decode(self, proba):

@@ -85,7 +85,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def _validation_score(self, net, val) -> float:
         """scikit-learn's early-stopping score: R² on the held-out part (NaN for non-finite
         predictions)."""
-        pred = self._shape(net.backend.to_numpy(_data.outputs(net, val.rows.X)))
+        pred = self._shape(net.backend.to_numpy(_data.outputs(net, val.rows.X, self._sparse_rows())))
         if not np.isfinite(pred).all():
             return np.nan
         return r2_score(val.y_true, pred, sample_weight=val.w)
