@@ -48,7 +48,7 @@ class BaseMLP(BaseEstimator):
         if dtype is not None:
             config["dtype"] = dtype
         new = Network(config.pop("sizes"), backend=backend or self._stored_backend(), **config)
-        new.set_params(params)
+        new.set_params([(np.ascontiguousarray(W), b) for W, b in params])
         if getattr(self, "_best_params", None) is not None:
             self._best_params = [(new.backend.asarray(_host(src, W), new.dtype),
                                   new.backend.asarray(_host(src, b), new.dtype)) for W, b in self._best_params]
@@ -84,7 +84,7 @@ class BaseMLP(BaseEstimator):
     @coefs_.setter
     def coefs_(self, coefs):
         net = self._network()
-        net.set_params([(_data.to_host(c).T, b) for c, (_, b) in zip(coefs, net.params)])
+        net.set_params([(np.ascontiguousarray(_data.to_host(c).T), b) for c, (_, b) in zip(coefs, net.params)])
 
     @property
     def intercepts_(self) -> list:
@@ -195,7 +195,8 @@ class BaseMLP(BaseEstimator):
             bound = np.sqrt(factor / (fan_in + fan_out))
             coef = self._random_state.uniform(-bound, bound, (fan_in, fan_out))
             intercept = self._random_state.uniform(-bound, bound, fan_out)
-            params.append((coef.astype(dtype).T, intercept.astype(dtype)))
+            # C order: a transposed view would make every element-wise step strided
+            params.append((np.ascontiguousarray(coef.astype(dtype).T), intercept.astype(dtype)))
         return params
 
     def _loss_divisor(self) -> int:

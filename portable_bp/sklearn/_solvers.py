@@ -126,9 +126,14 @@ class SklearnOptimizer(Optimizer):
         return clone
 
     def _gradient(self, grad, param, ops, decay):
-        """(dW + decay * W, db): the batch's gradients with scikit-learn's L2 on W."""
-        dW, db = ops.dense_grads(grad)
-        return (dW + decay * param[0] if self.alpha else dW), db
+        """(Δᵀ A + decay * W, Σ_rows Δ): the batch's gradients with scikit-learn's L2 on W.
+        The product is accumulated into the scaled copy of W (``subtract_product`` with
+        alpha = -1: one BLAS gemm with beta = 1 where the backend has one), instead of
+        three arrays (product, scaled W, sum)."""
+        if not self.alpha:
+            return ops.dense_grads(grad)
+        dW = ops.subtract_product(param[0] * decay, grad.delta, grad.inputs, -1.0)
+        return dW, ops.xp.sum(grad.delta, axis=0)
 
     def _l2(self, state, param, ops, l2) -> dict:
         """The new "l2" slot: its W part plus ``l2 * sum(W**2)`` of the weights before the step."""
