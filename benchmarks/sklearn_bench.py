@@ -151,7 +151,7 @@ def accuracy_cases(quick=False):
     def friedman():
         return datasets.make_friedman1(n_samples=1000, noise=1.0, random_state=0)
 
-    mlp = dict(hidden_layer_sizes=(64,), max_iter=60 if quick else 200)
+    mlp = dict(hidden_layer_sizes=(32,), max_iter=30) if quick else dict(hidden_layer_sizes=(64,), max_iter=200)
     cases = [("digits", datasets.load_digits, "classifier", mlp),
              ("breast_cancer", datasets.load_breast_cancer, "classifier", mlp),
              ("diabetes", datasets.load_diabetes, "regressor",

@@ -27,7 +27,7 @@ from portable_bp.sklearn import MLPClassifier   # was: from sklearn.neural_netwo
 def search(backend, X_train, y_train, X_test, y_test, quick):
     """Grid search on ``backend``: (best parameters, CV accuracy, test accuracy, seconds)."""
     pipe = Pipeline([("scale", StandardScaler()),
-                     ("mlp", MLPClassifier(max_iter=20 if quick else 60, random_state=0, backend=backend))])
+                     ("mlp", MLPClassifier(max_iter=15 if quick else 60, random_state=0, backend=backend))])
     grid = {"mlp__hidden_layer_sizes": [(64,), (128,)], "mlp__alpha": [1e-4] if quick else [1e-4, 1e-2]}
     start = time.perf_counter()
     with warnings.catch_warnings():
