@@ -50,8 +50,8 @@ def backend_spec_of(X) -> str:
     lib, dev = library_of(X), compat.device(X)
     if lib == "torch":
         return "torch" if dev.type == "cpu" else f"torch:{dev}"
-    if lib == "cupy":
-        return f"cupy:{dev.id}"
+    if lib == "cupy":   # "cupy" is GPU 0: the same backend a user's backend="cupy" gets
+        return "cupy" if dev.id == 0 else f"cupy:{dev.id}"
     if lib == "jax":
         return "jax" if dev.platform == "cpu" else f"jax:{dev.platform}:{dev.id}"
     if lib == "array_api_strict":

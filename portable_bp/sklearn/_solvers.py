@@ -46,7 +46,7 @@ class SklearnOptimizer(Optimizer):
         self.alpha = float(alpha)
         self.steps = 0              # steps taken since this optimizer was made
         self.state = None           # per-layer slots, on self.backend; None: fresh zeros
-        self.backend = None
+        self.backend, self.dtype = None, None
         self._batches = ()
 
     @property
@@ -86,7 +86,7 @@ class SklearnOptimizer(Optimizer):
         _, saved = net.optimizer_state
         self.state = layer_state(self, saved["slots"], net.n_layers)
         self.steps += saved["step"]
-        self.backend = net.backend
+        self.backend, self.dtype = net.backend, net.dtype
 
     def take_l2(self) -> float:
         """The L2 loss terms accumulated since the last call (times each batch's size),
@@ -108,12 +108,12 @@ class SklearnOptimizer(Optimizer):
     def move_to(self, backend, dtype) -> None:
         """Carry the state over to ``backend`` (from the host after unpickling, or from
         another backend after ``set_params(backend=...)``)."""
-        if self.state is None or self.backend is backend:
+        if self.state is None or (self.backend is backend and self.dtype == dtype):
             return
         src = self.backend
         self.state = [{name: tuple(backend.asarray(_host(src, a), dtype) for a in pair)
                        for name, pair in layer.items()} for layer in self.state]
-        self.backend = backend
+        self.backend, self.dtype = backend, dtype
 
     def on_host(self) -> "SklearnOptimizer":
         """A copy whose state is NumPy arrays (what pickling stores)."""
@@ -139,9 +139,10 @@ class SklearnOptimizer(Optimizer):
         """The new "l2" slot: its W part plus ``l2 * sum(W**2)`` of the weights before the step."""
         if not self.alpha:
             return {}
-        W = param[0]
+        xp, W = ops.xp, param[0]
+        flat = xp.reshape(W, (-1,))
         acc, other = state["l2"]
-        return {"l2": (acc + l2 * ops.xp.sum(W * W), other)}
+        return {"l2": (acc + l2 * xp.vecdot(flat, flat), other)}
 
     # -- scikit-learn's schedule hooks -----------------------------------------------------
     def iteration_ends(self, time_step: int) -> None:
