@@ -43,7 +43,7 @@ def parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.sklearn_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5 cpu, 3 gpu)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per fit (default 3 cpu, 2 gpu)")
     p.add_argument("--samples", type=int, default=None, help="rows of X (default 20,000 cpu, 200,000 gpu)")
     p.add_argument("--threads", type=int, default=None,
@@ -53,6 +53,7 @@ def parse(argv=None):
                    help="compare accuracy / R² on scikit-learn's bundled data sets instead")
     p.add_argument("--seeds", type=int, default=5, help="seeds for --accuracy (default 5)")
     args = p.parse_args(argv)
+    args.rounds = args.rounds or (5 if args.device == "cpu" else 3)
     if args.rounds < 1 or args.seeds < 1:
         p.error("--rounds and --seeds must be >= 1")
     return args
