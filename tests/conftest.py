@@ -15,6 +15,9 @@ drops them. A test narrows the fixture with markers, in the manner of SciPy's
   reference), ``gpu``, ``cpu``.
 
 ``xp_spec`` is the same over specs alone (for tests that pick dtypes themselves).
+
+``registered_backend`` registers a test backend for the length of one test and removes it
+(and its cached instances) afterwards.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from portable_bp import backends as _backends
 from portable_bp.backends import DTYPES, get, probe, specs
 
 SPECS = specs()  # (spec, on a GPU), from the registry
@@ -67,6 +71,16 @@ class Case:
     @property
     def rtol(self) -> float:
         return RTOL[self.dtype]
+
+    @property
+    def ops(self):
+        """The backend's checked Ops (its overrides that passed the check)."""
+        return self.backend.ops
+
+    @property
+    def reference_ops(self):
+        """The Array API reference Ops on this backend's namespace."""
+        return self.backend.reference_ops
 
     def asarray(self, host):
         """A host array on the backend, floats in this case's dtype."""
@@ -123,6 +137,24 @@ def xp_spec(request) -> str:
     """Every backend spec, narrowed by the test's markers (``dtypes`` does not apply)."""
     _narrowed(request, request.param)
     return request.param
+
+
+@pytest.fixture
+def registered_backend():
+    """``register(name, factory)``: the backend ``name`` exists for this test only."""
+    names = []
+
+    def register(name, factory):
+        _backends.register(name, factory, replace=True)
+        names.append(name)
+        return name
+
+    yield register
+    with _backends._lock:  # the registry has no unregister: undo what register did
+        for name in names:
+            _backends._FACTORIES.pop(name, None)
+            for spec in [s for s in _backends._cache if s == name or s.startswith(name + ":")]:
+                del _backends._cache[spec]
 
 
 # -- helpers shared by the tests -----------------------------------------------------------
