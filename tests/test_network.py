@@ -92,6 +92,14 @@ def test_set_params_copies_unless_told_and_checks_before_assigning(xp_case):
     assert np.isnan(to_np(net, net.params[0][0])).all()
 
 
+def test_a_network_can_be_built_on_a_non_default_device():
+    """array_api_strict's second device stands in for a second GPU (cupy:1, torch:cuda):
+    every parameter, the zero biases included, must be made on the network's device."""
+    net = pbp.Network([3, 2], backend="array_api_strict:device1", dtype="float64", seed=0)
+    assert all(str(a.device).endswith("'device1')") for pair in net.params for a in pair)
+    assert str(net.forward(np.ones((2, 3))).device).endswith("'device1')")
+
+
 def test_params_is_a_new_list_each_time():
     net = pbp.Network([2, 3, 1], seed=0)
     params = net.params
