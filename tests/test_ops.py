@@ -25,8 +25,8 @@ HIDDEN = [ACTIVATIONS[n] for n in ("sigmoid", "tanh", "relu", "leaky_relu", "ide
 SOFTMAX, SIGMOID = ACTIVATIONS["softmax"], ACTIVATIONS["sigmoid"]
 PRODUCTS = {"affine", "affine_activation", "backprop_delta", "dense_grads", "sgd_dense",
             "subtract_product"}
-# (m, n_in, n_out): small, and a layer of 128 x 256 = 32768 weights (NumPy's BLAS threshold)
-SHAPES = [(5, 7, 3), (16, 128, 256)]
+# (m, n_in, n_out): one row, small, and a layer of 128 x 256 = 32768 weights (NumPy's BLAS threshold)
+SHAPES = [(1, 4, 3), (5, 7, 3), (16, 128, 256)]
 assert 128 * 256 >= numpy_blas.MIN_WEIGHTS
 
 
@@ -60,10 +60,11 @@ def layouts(rng, m, n):
 
 
 def logits(rng, m, k):
-    """Scale 2; one row nearly one-hot (x15), one shifted by 500 (an unshifted exp overflows)."""
+    """Scale 2; the first row shifted by 500 (an unshifted exp overflows), the last nearly
+    one-hot (x15)."""
     U = normal(rng, m, k, scale=2.0)
     U[0] += 500.0
-    U[1] *= 15.0
+    U[-1] *= 15.0
     return U
 
 
@@ -109,7 +110,7 @@ def probes(name, rng):
                     yield (U, Z, f, loss), ()
                 else:
                     A, _ = Ops(np).output_loss(U, Z, f, loss)
-                    yield (U, A, Z, f, loss, 1.0 / m), ()
+                    yield (U, A, Z, f, loss, 1.0 / U.shape[0]), ()
         elif name in ("sgd", "momentum", "adam"):
             for shape in ((m, n_in), (n_out,)):
                 P, G, M = normal(rng, *shape), normal(rng, *shape), normal(rng, *shape)
@@ -220,6 +221,47 @@ def test_in_place_ops_keep_the_parameter_buffers(xp_case, name):
 
 
 # -- the user's switch: fused_kernels = False runs the reference ----------------------------
+ACTS = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
+
+
+@pytest.mark.requires("overrides")
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "binary_cross_entropy"])
+@pytest.mark.parametrize("act", ACTS)
+def test_network_results_equal_the_reference_path(xp_case, act, loss):
+    """Loss, every gradient and the outputs of a network, with the backend's Ops and with
+    the reference; hidden widths 9 (CuPy's element-wise kernels) and 16, 8 (its vectors)."""
+    net = pbp.Network([6, 9, 16, 8, 4], activation=act, loss=loss, backend=xp_case.spec,
+                      dtype=xp_case.dtype, seed=1)
+    ref = net.to(xp_case.spec)
+    ref.fused_kernels = False
+    X, Z = make_data(33, 6, 4, loss)
+    (l1, g1), (l2, g2) = net.loss_and_grads(X, Z), ref.loss_and_grads(X, Z)
+    assert_close(l1, l2, xp_case.dtype)
+    for a, b in zip([x for p in g1 for x in p], [x for p in g2 for x in p]):
+        assert_close(to_np(net, a), to_np(ref, b), xp_case.dtype)
+    assert_close(to_np(net, net.forward(X)), to_np(ref, ref.forward(X)), xp_case.dtype)
+
+
+@pytest.mark.requires("mutable")
+def test_plain_sgd_fit_takes_one_sgd_dense_call_per_layer_and_batch(xp_spec, monkeypatch):
+    """Plain SGD hands E10's factors to sgd_dense (the one-call step where a backend has
+    one) once per layer and batch; the reference path and other optimizers do not use the
+    backend's."""
+    net = pbp.Network([8, 16, 12, 3], activation="tanh", loss="cross_entropy", backend=xp_spec, seed=5)
+    ops, calls = net.backend.ops, []
+    original = ops.sgd_dense
+    monkeypatch.setattr(ops, "sgd_dense", lambda W, b, g, lr: calls.append(tuple(W.shape)) or original(W, b, g, lr))
+    X, y = make_data(70, 8, 3, "cross_entropy")  # 4 batches of 16 and one of 6
+    net.fit(X, y, epochs=2, batch_size=16, lr=0.1)
+    assert len(calls) == 3 * 5 * 2 and calls[:3] == [(3, 12), (12, 16), (16, 8)]
+    net.fit(X, y, epochs=1, batch_size=16, optimizer="momentum", lr=0.1)
+    net.fit(X, y, epochs=1, batch_size=16, optimizer=pbp.optim.SGD(0.1, weight_decay=1e-3))
+    net.fused_kernels = False
+    net.fit(X, y, epochs=1, batch_size=16, lr=0.1)
+    assert len(calls) == 30
+
+
+
 TRAJECTORIES = [("sgd", "cross_entropy"), ("momentum", "binary_cross_entropy"), ("nesterov", "mse"),
                 ("adam", "cross_entropy")]
 
@@ -228,7 +270,8 @@ TRAJECTORIES = [("sgd", "cross_entropy"), ("momentum", "binary_cross_entropy"), 
 @pytest.mark.parametrize("optimizer,loss", TRAJECTORIES, ids=[o for o, _ in TRAJECTORIES])
 def test_reference_ops_train_along_the_same_trajectory(xp_case, optimizer, loss):
     """Three epochs of shuffled mini-batches with the backend's Ops and with
-    ``fused_kernels = False`` (the reference): the same losses and parameters to 1e-9."""
+    ``fused_kernels = False`` (the reference): the same losses and parameters to 1e-12 and 1e-10
+    (as the first test of the kernels had it; the brief asks 1e-9)."""
     if xp_case.spec.startswith("jax") and optimizer != "adam":
         pytest.skip("jax has no overrides: one optimizer shows its switch (each compiles anew)")
     net = pbp.Network([6, 12, 9, 3], activation="tanh", loss=loss, backend=xp_case.spec,
@@ -240,11 +283,11 @@ def test_reference_ops_train_along_the_same_trajectory(xp_case, optimizer, loss)
     X, Z = make_data(48, 6, 3, loss, seed=3)  # 3 full batches: one program on JAX
     h1 = net.fit(X, Z, epochs=3, batch_size=16, optimizer=optimizer, lr=0.05)
     h2 = ref.fit(X, Z, epochs=3, batch_size=16, optimizer=optimizer, lr=0.05)
-    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=1e-9)
+    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=1e-12)
     for (W1, b1), (W2, b2) in zip(net.params, ref.params):
         for a, b in ((W1, W2), (b1, b2)):
             want = to_np(ref, b)
-            np.testing.assert_allclose(to_np(net, a), want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+            np.testing.assert_allclose(to_np(net, a), want, rtol=1e-10, atol=1e-12)
     ref.fused_kernels = True
     assert ref.ops is ref.backend.ops
 
