@@ -13,7 +13,7 @@ import portable_bp as pbp
 from portable_bp.ops import DenseGrad, Ops
 from portable_bp.optim import SGD, Adam, get_optimizer
 
-from conftest import assert_close, make_data
+from conftest import JAX_REPEATS, assert_close, make_data
 
 LAYERS = [(4, 3), (2, 4)]  # a 3-4-2 network: (n_out, n_in) per layer
 STEPS, BATCH = 5, 6
@@ -78,13 +78,14 @@ def run_ours(opt, case, ops, params, factors):
 
 @pytest.mark.parametrize("which", ["ops", "reference_ops"])
 @pytest.mark.parametrize("torch_name,case", CASES, ids=[f"{t}-{c}" for t, c in CASES])
+@pytest.mark.skip_backends("jax-float32", reason=JAX_REPEATS)
 def test_optimizer_matches_torch_optim(xp_case, which, torch_name, case):
     torch = pytest.importorskip("torch")
     ops = getattr(xp_case, which)
     if which == "reference_ops" and type(xp_case.ops) is Ops:
         pytest.skip(f"{xp_case.spec}'s Ops are the reference: the 'ops' case covers it")
     if xp_case.spec.startswith("jax") and case not in JAX_CASES:
-        pytest.skip("jax repeats the reference Ops (compiling each op per shape): three cases cover its primitives")
+        pytest.skip(JAX_REPEATS)
     kwargs = (SGD_CASES if torch_name == "SGD" else ADAM_CASES)[case]
     params, factors = sequences(1 if torch_name == "SGD" else 2)
     want = torch_reference(torch, torch_name, kwargs, params, factors)
