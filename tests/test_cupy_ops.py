@@ -209,7 +209,8 @@ def test_kernels_serve_only_where_they_apply():
     kernels.activations = frozenset(FORWARD) - {"leaky_relu"}
     ops, ref = cupy_ops(kernels), Ops(XP)
     rng = np.random.default_rng(0)
-    A, W, b, D = rng.standard_normal((4, 3)), rng.standard_normal((5, 3)), rng.standard_normal(5), rng.standard_normal((4, 5))
+    A, W = rng.standard_normal((4, 3)), rng.standard_normal((5, 3))
+    b, D = rng.standard_normal(5), rng.standard_normal((4, 5))
     for f in (ACTIVATIONS["softmax"], ACTIVATIONS["leaky_relu"]):
         np.testing.assert_array_equal(ops.affine_activation(A, W, b, f), ref.affine_activation(A, W, b, f))
         np.testing.assert_array_equal(ops.backprop_delta(D, W, A, f), ref.backprop_delta(D, W, A, f))
@@ -273,7 +274,8 @@ def test_tf32_widens_only_the_float32_product_tolerance():
     assert checked(cupy_ops(gemm=gemm_tf32, tf32=True), np.asarray, np.asarray).dropped == {}
     # rounding float64 products, or an element-wise update, is still refused under TF32
     dropped = checked(cupy_ops(gemm=gemm_tf32_always, tf32=True), np.asarray, np.asarray).dropped
-    assert list(dropped) == ["subtract_product"] and dropped["subtract_product"].startswith("CupyOps.subtract_product: float64")
+    assert list(dropped) == ["subtract_product"]
+    assert dropped["subtract_product"].startswith("CupyOps.subtract_product: float64")
     dropped = checked(cupy_ops(kernels=Tf32Sgd(), tf32=True), np.asarray, np.asarray).dropped
     assert list(dropped) == ["sgd"]
 

@@ -14,7 +14,7 @@ from portable_bp.activations import ACTIVATIONS
 from portable_bp.backends import get, numpy_blas
 from portable_bp.backends._check import checked
 from portable_bp.backends.numpy_ops import ZERO_ROW_SIZE, NumpyOps
-from portable_bp.ops import DenseGrad, InPlaceOps, Ops
+from portable_bp.ops import InPlaceOps, Ops
 from portable_bp.optim import SGD
 
 from conftest import make_data
@@ -111,7 +111,8 @@ def test_numpy_blas_takes_odd_layouts_dtypes_and_overlaps_through_numpy():
     shared = rng.standard_normal((9, 6))
     cases = {
         "W transposed": (rng.standard_normal((6, 5)).T, rng.standard_normal((4, 5)), rng.standard_normal((4, 6))),
-        "D column stride": (rng.standard_normal((5, 6)), rng.standard_normal((4, 10))[:, ::2], rng.standard_normal((4, 6))),
+        "D column stride": (rng.standard_normal((5, 6)), rng.standard_normal((4, 10))[:, ::2],
+                            rng.standard_normal((4, 6))),
         "mixed dtypes": (rng.standard_normal((5, 6)), rng.standard_normal((4, 5)).astype("float32"),
                          rng.standard_normal((4, 6))),
         "float16": tuple(rng.standard_normal(s).astype("float16") for s in ((5, 6), (4, 5), (4, 6))),

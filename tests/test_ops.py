@@ -19,7 +19,7 @@ from portable_bp.backends import numpy_blas
 from portable_bp.losses import LOSSES
 from portable_bp.ops import PRIMITIVES, DenseGrad, InPlaceOps, Ops
 
-from conftest import RTOL, assert_close, make_data, to_np
+from conftest import assert_close, make_data, to_np
 
 HIDDEN = [ACTIVATIONS[n] for n in ("sigmoid", "tanh", "relu", "leaky_relu", "identity")]
 SOFTMAX, SIGMOID = ACTIVATIONS["softmax"], ACTIVATIONS["sigmoid"]

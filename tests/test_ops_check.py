@@ -20,7 +20,7 @@ from portable_bp.backends._check import checked, disagreement
 from portable_bp.backends.numpy_ops import NumpyOps
 from portable_bp.ops import InPlaceOps, Ops
 
-from conftest import make_data, to_np
+from conftest import make_data
 
 XP = backends.get("numpy").xp
 
