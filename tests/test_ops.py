@@ -45,6 +45,8 @@ class Cols:
 
 
 class Grad:
+    """A probe argument that is a DenseGrad of two probe arrays."""
+
     def __init__(self, delta, inputs):
         self.delta, self.inputs = delta, inputs
 
@@ -148,7 +150,7 @@ def call(case, ops, name, args):
     return [to_np(case.backend, r) for r in results], [str(r.dtype) for r in results], bases, before
 
 
-def unchanged(case, bases, before, writable_bases):
+def changed_arrays(case, bases, before, writable_bases):
     """The indices of device arrays (other than ``writable_bases``) whose values changed."""
     return [i for i, (a, b) in enumerate(zip(bases, before))
             if i not in writable_bases and not np.array_equal(case.backend.to_numpy(a), b, equal_nan=True)]
@@ -187,7 +189,7 @@ def test_override_equals_the_reference_and_keeps_read_only_arguments(xp_case, na
         assert [g.shape for g in got] == [w.shape for w in want], f"probe {n}"
         for g, w in zip(got, want):
             assert_close(g, w, xp_case.dtype, scale)
-        changed = unchanged(xp_case, bases, before, writable_bases(args, writable))
+        changed = changed_arrays(xp_case, bases, before, writable_bases(args, writable))
         assert changed == [], f"{type(ops).__name__}.{name} wrote into read-only arrays {changed} (probe {n})"
 
 
@@ -200,7 +202,7 @@ def test_reference_writes_into_no_argument_and_keeps_the_dtype(xp_case, name):
     assert type(ref) is Ops
     for n, (args, _) in enumerate(probes(name, np.random.default_rng(PRIMITIVES.index(name)))):
         _, dtypes, bases, before = call(xp_case, ref, name, args)
-        assert unchanged(xp_case, bases, before, set()) == [], f"probe {n}"
+        assert changed_arrays(xp_case, bases, before, set()) == [], f"probe {n}"
         assert all(d.endswith(xp_case.dtype) for d in dtypes), (n, dtypes)
 
 
