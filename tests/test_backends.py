@@ -28,11 +28,15 @@ def test_core_modules_import_no_array_library():
     import re
 
     root = pathlib.Path(pbp.__file__).parent
-    host_side = {"datasets.py", "checkpoint.py", "cli.py", "cli_train.py", "explain.py"}
+    host_side = {"checkpoint.py", "cli.py", "cli_train.py", "explain.py"}
+    # file readers, bounded I/O, the scikit-learn adapter, host staging of communication
+    host_packages = {"datasets", "_safe_io", "sklearn", "distributed"}
     pattern = re.compile(r"^\s*(import|from)\s+(numpy|cupy|torch|jax)\b", re.M)
     modules = [p for p in root.rglob("*.py") if "backends" not in p.parts]
     assert any(p.parent.name == "train" for p in modules)
-    offenders = [str(p.relative_to(root)) for p in modules if p.name not in host_side and pattern.search(p.read_text())]
+    offenders = [str(p.relative_to(root)) for p in modules
+                 if p.name not in host_side and not host_packages & set(p.relative_to(root).parts)
+                 and pattern.search(p.read_text())]
     assert offenders == []
 
 

@@ -61,15 +61,16 @@ def test_a_backend_that_compiles_gets_the_whole_step_once_per_network_and_optimi
 
 
 def test_jax_fit_runs_a_jitted_step():
-    """On JAX the step kept in net.compiled is a jitted function, reused by a second fit
-    with another lr; the step count is a host int carried across fits of one run."""
+    """On JAX the epoch program kept in net.compiled (the scan executor: 21 samples in
+    batches of 7, no ragged batch) is a jitted function, reused by a second fit with another
+    lr; the step count is a host int carried across fits of one run."""
     jax = pytest.importorskip("jax")
     X, y = classification(21)
     net = pbp.Network([3, 5, 3], activation="relu", loss="cross_entropy", backend="jax",
                       dtype="float64", seed=1)
     net.fit(X, y, epochs=2, batch_size=7, lr=0.1)
     net.fit(X, y, epochs=1, batch_size=7, lr=0.05)
-    (step,) = [fn for key, fn in net.compiled.items() if key[0] == "step"]
+    (step,) = [fn for key, fn in net.compiled.items() if key[0] == "epoch"]
     assert isinstance(step, type(jax.jit(lambda a: a)))
     state = net.optimizer_state[1]
     assert isinstance(state["step"], int) and state["step"] == 3  # the second fit starts afresh

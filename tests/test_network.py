@@ -144,13 +144,14 @@ def test_fit_leaves_its_state_on_the_network():
 
 @pytest.mark.backends("jax")
 def test_compiled_programs_are_kept_on_the_network(xp_spec):
-    """JAX: fit compiles the step once per optimizer configuration and batch size and keeps
-    it in ``net.compiled``; fitting again reuses it."""
+    """JAX: fit compiles its epoch program (the scan executor; no ragged batch here, so no
+    per-step program) once per optimizer configuration and keeps it in ``net.compiled``;
+    fitting again reuses it."""
     net = pbp.Network([3, 4, 2], loss="cross_entropy", backend=xp_spec, seed=0)
     X, y = make_data(8, 3, 2, "cross_entropy")
     net.fit(X, y, epochs=1, batch_size=4, optimizer="sgd", lr=0.1)
     programs = dict(net.compiled)
-    assert len(programs) == 1 and next(iter(programs))[0] == "step"
+    assert len(programs) == 1 and next(iter(programs))[0] == "epoch"
     net.fit(X, y, epochs=1, batch_size=4, optimizer="sgd", lr=0.05)  # lr is an argument
     assert net.compiled == programs
 

@@ -96,17 +96,24 @@ class Compiled(Eager):
 
     def __init__(self, net, optimizer, ops=None):
         super().__init__(net, optimizer, ops)
+        self.net = net
         config = optimizer.config() if hasattr(optimizer, "config") else None
-        config = {k: v for k, v in (config or {"id": id(optimizer)}).items() if k != "lr"}
-        key = ("step", type(optimizer).__name__, repr(sorted(config.items())), id(self.ops))
-        if key not in net.compiled:
-            fn = functools.partial(_gathered_step, self.xp, self.spec, self.ops, optimizer)
-            net.compiled[key] = net.backend.compile(fn, static_argnames=("size",))
-        self._program = net.compiled[key]
+        self._config = repr(sorted({k: v for k, v in (config or {"id": id(optimizer)}).items()
+                                    if k != "lr"}.items()))
+
+    def _compiled(self, kind, fn, static):
+        """The program of this ``kind`` ("step", "epoch") for this network, Ops and
+        optimizer configuration, compiled on first use and kept on the network."""
+        key = (kind, type(self.optimizer).__name__, self._config, id(self.ops))
+        if key not in self.net.compiled:
+            self.net.compiled[key] = self.net.backend.compile(fn, static_argnames=static)
+        return self.net.compiled[key]
 
     def step(self, params, state, count, data, order, start, stop, lr):
-        return self._program(params, state, data, order, start, self.optimizer.hyperparams(count, lr),
-                             size=stop - start)
+        program = self._compiled("step", functools.partial(_gathered_step, self.xp, self.spec, self.ops,
+                                                           self.optimizer), ("size",))
+        return program(params, state, data, order, start, self.optimizer.hyperparams(count, lr),
+                       size=stop - start)
 
 
 def _gathered_step(xp, spec, ops, optimizer, params, state, data, order, start, hyper, size):
@@ -125,17 +132,12 @@ class Scanned(Compiled):
 
     def __init__(self, net, optimizer, ops=None):
         super().__init__(net, optimizer, ops)
-        self.net, self.dtype = net, net.array_dtype
+        self.dtype = net.array_dtype
 
     def _epoch_program(self, steps):
-        config = self.optimizer.config() if hasattr(self.optimizer, "config") else None
-        config = {k: v for k, v in (config or {"id": id(self.optimizer)}).items() if k != "lr"}
-        key = ("epoch", type(self.optimizer).__name__, repr(sorted(config.items())), id(self.ops))
-        if key not in self.net.compiled:
-            fn = functools.partial(_scanned_epoch, self.xp, self.net.backend.loop, self.spec, self.ops,
-                                   self.optimizer)
-            self.net.compiled[key] = self.net.backend.compile(fn, static_argnames=("size", "steps"))
-        return self.net.compiled[key]
+        return self._compiled("epoch", functools.partial(_scanned_epoch, self.xp, self.net.backend.loop,
+                                                         self.spec, self.ops, self.optimizer),
+                              ("size", "steps"))
 
     def _hypers(self, count, steps, lr):
         """The epoch's step scalars: ({name: number} the same for every step,
