@@ -159,11 +159,8 @@ def registered_backend():
         return name
 
     yield register
-    with _backends._lock:  # the registry has no unregister: undo what register did
-        for name in names:
-            _backends._FACTORIES.pop(name, None)
-            for spec in [s for s in _backends._cache if s == name or s.startswith(name + ":")]:
-                del _backends._cache[spec]
+    for name in names:
+        _backends.unregister(name)
 
 
 # -- helpers shared by the tests -----------------------------------------------------------

@@ -220,3 +220,19 @@ def test_library_of_names_an_arrays_library():
     assert backends.library_of(backends.get("array_api_strict").asarray([1.0])) == "array_api_strict"
     torch = pytest.importorskip("torch")
     assert backends.library_of(torch.ones(2)) == "torch"
+
+
+def test_unregister_forgets_a_registered_backend():
+    made = []
+
+    def factory(device):
+        made.append(device)
+        return backends.get("numpy")
+
+    backends.register("mine", factory)
+    assert backends.get("mine") is backends.get("numpy") and made == [None]
+    backends.unregister("mine")
+    with pytest.raises(ValueError, match="unknown backend 'mine'"):
+        backends.get("mine")
+    with pytest.raises(KeyError, match="no backend 'mine'"):
+        backends.unregister("mine")

@@ -67,13 +67,13 @@ NOT_REAL = {  # CHANGED: never silently cast (the NumPy backend used to)
 @pytest.mark.parametrize("kind", NOT_REAL)
 def test_non_real_data_is_a_type_error_naming_the_argument(net, kind):
     value = NOT_REAL[kind]
-    with pytest.raises(TypeError, match="X must hold numbers"):
+    with pytest.raises(TypeError, match="X must hold real numbers"):
         net.forward(value)
-    with pytest.raises(TypeError, match="Z must hold numbers"):
+    with pytest.raises(TypeError, match="Z must hold real numbers"):
         net.loss_and_grads(np.ones((5, 3)), value if kind == "string lists" else np.asarray(value)[:, :2])
-    with pytest.raises(TypeError, match=r"params\[0\] W must hold numbers"):
+    with pytest.raises(TypeError, match=r"params\[0\] W must hold real numbers"):
         net.set_params([(np.asarray(value)[:4], np.zeros(4)), (np.zeros((2, 4)), np.zeros(2))])
-    with pytest.raises(TypeError, match="X_val must hold numbers"):
+    with pytest.raises(TypeError, match="X_val must hold real numbers"):
         net.fit(np.ones((5, 3)), np.zeros((5, 2)), validation_data=(value, np.zeros((5, 2))))
 
 

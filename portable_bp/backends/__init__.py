@@ -21,7 +21,7 @@ from typing import Callable
 from ._base import DTYPES, Backend, BackendUnavailable
 
 __all__ = ["Backend", "BackendUnavailable", "DTYPES", "get", "available", "known", "specs",
-           "register", "describe", "hot_path", "library_of"]
+           "register", "unregister", "describe", "hot_path", "library_of"]
 
 ENTRY_POINT_GROUP = "portable_bp.backends"
 
@@ -33,6 +33,7 @@ _FACTORIES: dict[str, str | Callable | EntryPoint] = {
     "jax": "portable_bp.backends.jax_:make",
     "cupy": "portable_bp.backends.cupy_:make",
 }
+_BUILT_IN = dict(_FACTORIES)
 _cache: dict[str, Backend | BackendUnavailable] = {}
 _lock = threading.RLock()  # re-entrant: a factory may itself call get()
 _entry_points_loaded = False
@@ -49,6 +50,20 @@ def register(name: str, factory: Callable, *, replace: bool = False) -> None:
         raise ValueError(f"backend {name!r} is already registered (pass replace=True to override)")
     with _lock:
         _FACTORIES[name] = factory
+        for spec in [s for s in _cache if s == name or s.startswith(name + ":")]:
+            del _cache[spec]
+
+
+def unregister(name: str) -> None:
+    """Forget backend ``name`` (one added by :func:`register`), and every backend made
+    from it; a built-in name goes back to the built-in backend. KeyError if unknown."""
+    with _lock:
+        if name not in _FACTORIES:
+            raise KeyError(f"no backend {name!r} is registered")
+        if name in _BUILT_IN:
+            _FACTORIES[name] = _BUILT_IN[name]
+        else:
+            del _FACTORIES[name]
         for spec in [s for s in _cache if s == name or s.startswith(name + ":")]:
             del _cache[spec]
 
@@ -72,7 +87,7 @@ def known() -> list[str]:
 
 # the device variants of built-in backends worth listing beside their default spec, and
 # which specs run on a GPU (before probing, which may not be possible here)
-_VARIANTS = {"torch": ("torch:cuda",)}
+_VARIANTS = {"torch": ("torch:cuda",), "jax": ("jax:gpu",)}
 _GPU = {"cupy", "torch:cuda", "jax:gpu"}
 
 

@@ -161,5 +161,5 @@ def host_numeric(data, what: str) -> np.ndarray:
     except (ValueError, TypeError) as exc:  # ragged nested lists, odd objects
         raise TypeError(f"{what} must be a numeric array or sequence: {exc}") from None
     if host.dtype.kind not in "biuf":
-        raise TypeError(f"{what} must hold numbers, got dtype {host.dtype}")
+        raise TypeError(f"{what} must hold real numbers, got dtype {host.dtype}")
     return host
