@@ -166,11 +166,13 @@ def registered_backend():
 # -- helpers shared by the tests -----------------------------------------------------------
 def make_data(n, n_in, n_out, loss, seed=0):
     """(X, Z) for ``loss``: standard normal X; labels for cross-entropy, 0/1 targets for
-    binary cross-entropy, uniform targets in [0, 1) for MSE."""
+    binary cross-entropy, counts for Poisson, uniform targets in [0, 1) for MSE."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, n_in))
     if loss == "cross_entropy":
         return X, rng.integers(0, n_out, n)
+    if loss == "poisson":
+        return X, rng.poisson(1.5, (n, n_out)).astype(float)
     if loss == "binary_cross_entropy":
         return X, (rng.random((n, n_out)) > 0.5).astype(float)
     return X, rng.random((n, n_out))

@@ -13,7 +13,7 @@ from conftest import JAX_REPEATS, assert_close, make_data, to_np
 HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
 # (loss, output activation): mse with every output, and the fused pairs (E11)
 LOSS_OUTPUTS = [("mse", o) for o in HIDDEN + ["softmax"]] + [
-    ("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")]
+    ("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid"), ("poisson", "exp")]
 JAX_LOSSES = [("mse", "sigmoid"), ("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")]
 # depth 1 has no hidden layer, so the hidden activation only varies from depth 2 on
 DEPTH_HIDDEN = [(1, "sigmoid")] + [(d, h) for d in (2, 3, 4) for h in HIDDEN]
@@ -96,6 +96,9 @@ def torch_loss_and_grads(torch, net, X, Z):
         loss = ((a - torch.tensor(Z)) ** 2).sum() / (2 * m)
     elif net.loss == "cross_entropy":
         loss = F.cross_entropy(u, torch.tensor(Z, dtype=torch.long))
+    elif net.loss == "poisson":  # half the Poisson deviance, with a = exp(u)
+        z = torch.tensor(Z)
+        loss = (torch.special.xlogy(z, z) - z * u - z + torch.exp(u)).sum() / m
     else:
         loss = F.binary_cross_entropy_with_logits(u, torch.tensor(Z), reduction="sum") / m
     loss.backward()

@@ -79,6 +79,7 @@ def targets(rng, m, k):
     yield U / 50, (rng.random((m, k)) > 0.5) * 1.0, SIGMOID, LOSSES["binary_cross_entropy"]
     for f in HIDDEN + [SIGMOID, SOFTMAX]:
         yield U / 50, rng.random((m, k)), f, LOSSES["mse"]
+    yield U / 50, rng.poisson(2.0, (m, k)) * 1.0, ACTIVATIONS["exp"], LOSSES["poisson"]
 
 
 def probes(name, rng):
@@ -108,11 +109,14 @@ def probes(name, rng):
             yield from (((logits(rng, m, n_out) / 50, f), ()) for f in HIDDEN + [SOFTMAX])
         elif name in ("output_loss", "output_delta"):
             for U, Z, f, loss in targets(rng, m, n_out if m > 5 else 3):
+                w = rng.random(U.shape[0])
                 if name == "output_loss":
                     yield (U, Z, f, loss), ()
+                    yield (U, Z, f, loss, w), ()  # per-sample weights
                 else:
                     A, _ = Ops(np).output_loss(U, Z, f, loss)
                     yield (U, A, Z, f, loss, 1.0 / U.shape[0]), ()
+                    yield (U, A, Z, f, loss, (w / w.sum())[:, None]), ()  # w_i/Σw per row
         elif name in ("sgd", "momentum", "adam"):
             for shape in ((m, n_in), (n_out,)):
                 P, G, M = normal(rng, *shape), normal(rng, *shape), normal(rng, *shape)
@@ -230,7 +234,7 @@ TOL = {"float32": 1e-5, "float64": 1e-12}  # as the first tests of the kernels h
 
 
 @pytest.mark.requires("overrides")
-@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "binary_cross_entropy"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "binary_cross_entropy", "poisson"])
 @pytest.mark.parametrize("act", ACTS)
 def test_network_results_equal_the_reference_path(xp_case, act, loss):
     """Loss, every gradient and the outputs of a network, with the backend's Ops and with
