@@ -39,10 +39,14 @@ ARCHITECTURE = ("sizes", "activation", "output_activation", "loss")
 
 
 # -- saving ------------------------------------------------------------------------------
-def save(net, path) -> None:
-    """Write ``net`` (parameters, epochs_trained, optimizer state) to ``path`` atomically."""
+def save(net, path, run=None) -> None:
+    """Write ``net`` (parameters, epochs_trained, optimizer state) to ``path`` atomically;
+    ``run`` (a JSON-able dict: world size, global batch of the fit writing it) goes into
+    the metadata as ``run``, for the record: resuming does not need it."""
     path = os.fsdecode(os.fspath(path))
     arrays, meta = _host_contents(net)
+    if run is not None:
+        meta["run"] = dict(run)
     arrays["meta"] = np.array(json.dumps(meta))  # 0-d '<U' array: no pickling on load
     folder, name = os.path.split(os.path.abspath(path))
     _remove_stale_temps(folder, name)
