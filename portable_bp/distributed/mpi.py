@@ -144,10 +144,8 @@ class MPI(Communicator):
         sys.stderr.write(f"portable-bp: rank {self.rank} of {self.size}: error: {message}; "
                          f"aborting all {self.size} ranks\n")
         sys.stderr.flush()
-        try:
-            self.world.Abort(code)
-        finally:
-            os._exit(code)  # should Abort return (it must not), this process ends anyway
+        self.world.Abort(code)
+        os._exit(code)  # Abort does not return; should it, this process ends anyway
 
     def __repr__(self) -> str:
         return f"MPI(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"
