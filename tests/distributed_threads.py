@@ -54,7 +54,7 @@ class ThreadComm(Communicator):
         self.calls["barrier"] += 1
         self.group.exchange(self.rank, None)
 
-    def abort(self, message, code=1):
+    def abort(self, message, code=1, detail=""):
         self.group.aborted.append((self.rank, message, code))
         self.group.barrier.abort()  # the others stop waiting (BrokenBarrierError)
 

@@ -42,9 +42,10 @@ class Communicator:
         """Return when this rank's queued communication is done (NCCL runs on a stream);
         a communicator that waits with a deadline turns a dead peer into an error here."""
 
-    def abort(self, message: str, code: int = 1) -> None:
-        """End every rank (the others may be waiting for this one in a collective). One
-        process has nobody waiting: nothing to do, the caller's exception propagates."""
+    def abort(self, message: str, code: int = 1, detail: str = "") -> None:
+        """End every rank (the others may be waiting for this one in a collective), after
+        printing ``message`` and ``detail`` (a traceback). One process has nobody waiting:
+        nothing to do, the caller's exception propagates."""
 
     def executor(self, net, optimizer, deterministic: int | None = None):
         """The executor of ``fit``: the backend's own for one process, else one that runs

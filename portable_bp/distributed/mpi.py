@@ -137,13 +137,15 @@ class MPI(Communicator):
         if self.size > 1:
             self._call("barrier", self.world.Barrier)
 
-    def abort(self, message: str, code: int = 1) -> None:
-        """Print why, then end every rank of the job (``MPI_Abort``)."""
+    def abort(self, message: str, code: int = 1, detail: str = "") -> None:
+        """Print why (the line first: it is what must survive the job's end), then end
+        every rank of the job (``MPI_Abort``)."""
         if self.size == 1:
             return
         sys.stderr.write(f"portable-bp: rank {self.rank} of {self.size}: error: {message}; "
-                         f"aborting all {self.size} ranks\n")
+                         f"aborting all {self.size} ranks\n{detail}")
         sys.stderr.flush()
+        time.sleep(0.5)  # let the launcher forward the message before it ends the job
         self.world.Abort(code)
         os._exit(code)  # Abort does not return; should it, this process ends anyway
 

@@ -117,14 +117,14 @@ class NCCL(MPI):
                            f"rank has died or is stuck (PORTABLE_BP_COMM_TIMEOUT sets this limit)", 1)
             time.sleep(1e-4)
 
-    def abort(self, message: str, code: int = 1) -> None:
+    def abort(self, message: str, code: int = 1, detail: str = "") -> None:
         """End NCCL (so that no kernel waits on a dead peer), then every rank."""
         if self.size > 1 and getattr(self, "comm", None) is not None:
             try:
                 self.comm.abort()
             except Exception:  # noqa: BLE001 - the job ends next anyway
                 pass
-        super().abort(message, code)
+        super().abort(message, code, detail)
 
     def __repr__(self) -> str:
         return f"NCCL(rank={self.rank}, size={self.size}, device={self.device})"
