@@ -19,6 +19,12 @@ bit-identical for 1, 2, ... K ranks (K slots travel instead of one: K times the 
 
 :class:`DataParallelCompiled` is the same for a backend that compiles (JAX): the gradient
 half and the update half are each one compiled program, the sum runs between them.
+
+Note for the captured executors (CUDA graphs on CuPy and torch:cuda, being written): split
+the same way. Capture :func:`scaled_gradients` (up to the flat buffer) as one graph and
+:func:`summed_update` as another, and launch ``comm.allreduce`` between the replays; NCCL
+runs on the capture stream and may itself be captured (one graph per step), MPI through
+host staging is a host call and stays outside. See docs/scaling.md.
 """
 
 from __future__ import annotations
