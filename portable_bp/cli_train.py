@@ -312,7 +312,8 @@ def _train(args, backend, comm):
     if comm.rank == 0:
         _write_outputs(args, net, history, source)
     ranks = f" x {comm.size} processes" if comm.size > 1 else ""
-    print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | backend: {backend.spec}{ranks}")
+    print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | "
+          f"backend: {backend.spec}{ranks}")
     return 0
 
 

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from distributed_threads import Group, run_ok, run_ranks
+from distributed_threads import Group, ThreadComm, run_ok, run_ranks
 from distributed_worker import data, network, run_case
 from portable_bp.distributed import Local
 from portable_bp.distributed.executor import DataParallel, DataParallelCompiled, part
@@ -83,8 +83,10 @@ def test_one_process_keeps_its_own_executor():
 
 @pytest.mark.parametrize("spec", ["torch", "array_api_strict"])
 def test_other_eager_backends(spec):
+    """PyTorch CPU tensors summed where they lie, array-api-strict through host copies;
+    weights, and an empty part (21 rows in batches of 5)."""
     pytest.importorskip(spec)
-    cases = {"c": (dict(backend=spec), dict(optimizer="momentum", batch_size=16, epochs=2), {}, True)}
+    cases = {"c": (dict(backend=spec), dict(optimizer="momentum", batch_size=5, epochs=2), dict(n=21), True)}
     alone = run_case("c", cases=cases)
     for r in run_ok(2, lambda comm: run_case("c", comm, cases=cases)):
         assert_equal_to_rounding(r, alone)
@@ -231,6 +233,21 @@ def test_an_error_on_one_rank_aborts_the_job():
     assert isinstance(errors[1], RuntimeError)
     assert isinstance(errors[0], threading.BrokenBarrierError)  # its wait was broken off
     assert group.aborted[0] == (1, "RuntimeError: on purpose", 1)  # the first to abort
+
+
+@pytest.mark.parametrize("exc,code", [(KeyboardInterrupt(), 130), (MemoryError("big"), 1)])
+def test_one_sided_errors_abort_with_the_clis_exit_status(exc, code):
+    from portable_bp.distributed.sync import one_sided_errors_abort
+
+    group = Group(2)
+    comm = ThreadComm(group, 1)
+    with pytest.raises(type(exc)):
+        with one_sided_errors_abort(comm, collective=(ValueError,)):
+            raise exc
+    with pytest.raises(ValueError):
+        with one_sided_errors_abort(comm, collective=(ValueError,)):
+            raise ValueError("on every rank")
+    assert [(r, c) for r, _, c in group.aborted] == [(1, code)]
 
 
 def test_a_divergence_does_not_abort():

@@ -150,7 +150,8 @@ class DataParallel(Eager):
         for k in range(self.pieces):
             if first <= k < last:
                 lo, hi = part(start, stop, k, self.pieces)
-                slots.append(positive_zeros(self.xp, self.gradients(params, data, order, lo, hi, start, stop)))
+                piece = self.gradients(params, data, order, lo, hi, start, stop)
+                slots.append(positive_zeros(self.xp, piece))
             else:
                 slots.append(self.zeros())
         return self.xp.concat(slots)

@@ -50,10 +50,11 @@ def check_world(size: int, library: str, environ=None) -> None:
         return
     n, var = asked
     who = dict(SIZE_VARIABLES).get(var, "srun")
+    mine = library.strip().splitlines()[0] if library.strip() else "an unknown MPI"
     raise DistributedError(
         f"the launcher started {n} processes ({var}={n}, set by {who}), but mpi4py's MPI sees a "
         f"world of {size}: mpiexec and mpi4py belong to different MPI installations, so every "
-        f"process would train alone. mpi4py uses {library.strip().splitlines()[0] if library.strip() else 'an unknown MPI'}. "
+        f"process would train alone. mpi4py uses {mine}. "
         f"Launch with that MPI's mpiexec (pip's mpich: the mpiexec next to this Python), or "
         f"build mpi4py against yours: pip install --no-binary mpi4py mpi4py")
 

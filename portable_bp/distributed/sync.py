@@ -85,7 +85,9 @@ def one_sided_errors_abort(comm, collective=()):
         yield
     except BaseException as exc:
         if comm.size > 1 and not isinstance(exc, collective) and not isinstance(exc, SystemExit):
-            code = 143 if type(exc).__name__ == "Terminated" else 130 if isinstance(exc, KeyboardInterrupt) else 1
+            code = 1
+            if isinstance(exc, KeyboardInterrupt):  # the CLI's exit statuses: SIGTERM, Ctrl-C
+                code = 143 if type(exc).__name__ == "Terminated" else 130
             comm.abort(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, code,
                        detail=traceback.format_exc())
         raise
