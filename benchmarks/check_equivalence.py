@@ -19,6 +19,7 @@ import numpy as np
 from . import configs as C
 from . import peers
 from .handwritten_numpy import HandwrittenMLP
+from .handwritten_tight import TightNumpyMLP
 
 TOL = 1e-10  # float64, a few steps: only rounding-order differences are allowed
 
@@ -72,10 +73,15 @@ def main(argv=None):
     print(f"  loss trajectory max |diff| = {dl:.2e}")
     compare("torch eager", w)
 
+    tight = TightNumpyMLP(params, cfg.activation, cfg.output_activation, C.LR, b)
+    tight.run_epoch(X, Y, b)
+    compare("numpy (tight)", list(zip(tight.W, tight.b)))
+
     try:
-        run = peers.setup_jax(cfg, "float64", X, Y, params, C.LR, "cpu")
-        run()
-        compare("jax jit", [tuple(map(np.asarray, p)) for p in run.state["p"]])
+        for name, setup in (("jax jit", peers.setup_jax), ("jax scan epoch", peers.setup_jax_scan)):
+            run = setup(cfg, "float64", X, Y, params, C.LR, "cpu")
+            run()
+            compare(name, [tuple(map(np.asarray, p)) for p in run.state["p"]])
     except ImportError as exc:
         print(f"  jax: skipped ({exc})")
 
@@ -88,16 +94,18 @@ def main(argv=None):
     except ImportError as exc:
         print(f"  scikit-learn: skipped ({exc})")
 
-    try:
-        import portable_bp as pbp
+    import portable_bp as pbp
+
+    for spec in ("numpy", "jax"):
+        if not pbp.backends.probe(spec)[0]:
+            print(f"  portable_bp[{spec}]: skipped ({pbp.backends.probe(spec)[1]})")
+            continue
         net = pbp.Network(list(cfg.sizes), activation=cfg.activation,
                           output_activation=cfg.output_activation, loss=cfg.loss,
-                          backend="numpy", dtype="float64", seed=C.SEED)
+                          backend=spec, dtype="float64", seed=C.SEED)
         net.set_params(params)
         net.fit(X, Y, epochs=1, batch_size=b, optimizer="sgd", lr=C.LR, shuffle=False, progress=False)
-        compare("portable_bp[numpy]", net.params)
-    except Exception as exc:  # noqa: BLE001 - portable_bp may be unfinished
-        print(f"  portable_bp[numpy]: skipped ({type(exc).__name__}: {exc})")
+        compare(f"portable_bp[{spec}]", [tuple(map(np.asarray, p)) for p in net.params])
 
     ok = worst <= TOL
     print(f"{'OK' if ok else 'MISMATCH'}: largest difference {worst:.2e} (tolerance {TOL:.0e})")

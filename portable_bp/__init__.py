@@ -12,11 +12,11 @@ __version__ = "0.1.0"
 __all__ = ["Network", "backends", "gradcheck", "load", "optim", "datasets", "__version__"]
 
 
-def load(path, backend=None):
+def load(path, backend=None, *, max_bytes=None):
     """A Network from a checkpoint written by ``Network.save``; see :mod:`portable_bp.checkpoint`."""
     from .checkpoint import load as _load
 
-    return _load(path, backend=backend)
+    return _load(path, backend=backend, max_bytes=max_bytes)
 
 
 def __getattr__(name):

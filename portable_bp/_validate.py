@@ -24,9 +24,10 @@ def number(value, name: str, lo: float = 0.0, hi: float = math.inf, *, lo_open: 
            hi_open: bool = True) -> float:
     """``value`` as a finite float in the range given (by default ``[0, inf)``), or a
     ValueError naming ``name`` and the range."""
-    inside = (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-              and (value > lo if lo_open else value >= lo)
-              and (value < hi if hi_open else value <= hi))
+    inside = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if inside:
+        x = float(value)
+        inside = (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
     if not inside:
         if lo == 0 and hi == math.inf:
             kind = "a positive number" if lo_open else "a number >= 0"

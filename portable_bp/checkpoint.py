@@ -16,7 +16,12 @@ Saving is atomic: the file is written to ``.<name>.<8 hex>.tmp`` in the same dir
 fsynced and renamed over the target. A process killed mid-save leaves the previous file
 intact plus that one temporary file, which the next save to the same path removes.
 Several processes saving to one path at once are not supported: the file then still holds
-one complete checkpoint, but a save may fail.
+one complete checkpoint, but a save may fail. Re-saving keeps the file's permission bits;
+a read-only file or a directory at the path is refused before anything is written.
+
+Loading never trusts the file: every entry's ``.npy`` header is checked against the saved
+config (shape, dtype) and against a byte limit (``PORTABLE_BP_MAX_BYTES``, default 4 GiB)
+before its data is read, so a small hostile file cannot make ``load`` allocate gigabytes.
 
 This module is host-side: it uses NumPy and the backend's own ``asarray``/``to_numpy``.
 """
@@ -25,13 +30,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import secrets
-import zipfile
-import zlib
 from numbers import Integral
 
 import numpy as np
+
+from ._safe_io import NpzArchive, atomic_write
 
 FORMAT = "portable_bp-checkpoint"
 VERSION = 1
@@ -42,28 +45,19 @@ ARCHITECTURE = ("sizes", "activation", "output_activation", "loss")
 def save(net, path, run=None) -> None:
     """Write ``net`` (parameters, epochs_trained, optimizer state) to ``path`` atomically;
     ``run`` (a JSON-able dict: world size, global batch of the fit writing it) goes into
-    the metadata as ``run``, for the record: resuming does not need it."""
+    the metadata as ``run``, for the record: resuming does not need it.
+
+    An existing file keeps its permission bits; a read-only file, a directory or a
+    non-regular file at ``path`` is refused before anything is written (see
+    :func:`portable_bp._safe_io.atomic_write`).
+    """
     path = os.fsdecode(os.fspath(path))
     arrays, meta = _host_contents(net)
     if run is not None:
         meta["run"] = dict(run)
     arrays["meta"] = np.array(json.dumps(meta))  # 0-d '<U' array: no pickling on load
-    folder, name = os.path.split(os.path.abspath(path))
-    _remove_stale_temps(folder, name)
-    tmp, fd = _create_temp(folder, name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # through a file object: numpy adds no ".npz" suffix
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
+    # through a file object: numpy adds no ".npz" suffix
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _host_contents(net):
@@ -101,73 +95,29 @@ def _host_contents(net):
     return arrays, meta
 
 
-def _temp_pattern(name):
-    return re.compile(re.escape(f".{name}.") + r"[0-9a-f]{8}\.tmp")
-
-
-def _create_temp(folder, name):
-    """A new ``.<name>.<8 hex>.tmp`` next to the target, opened exclusively (mode 0666 & ~umask)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return tmp, os.open(tmp, flags, 0o666)
-        except FileExistsError:
-            continue
-
-
-def _remove_stale_temps(folder, name):
-    """Delete temporary files left by earlier saves to this path that were killed mid-write."""
-    pattern = _temp_pattern(name)
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return
-    for entry in entries:
-        if pattern.fullmatch(entry):
-            try:
-                os.remove(os.path.join(folder, entry))
-            except OSError:
-                pass
-
-
-def _fsync_dir(folder):
-    """Make the rename itself durable (POSIX); best effort elsewhere."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # -- loading -----------------------------------------------------------------------------
-def load(path, backend=None):
+def load(path, backend=None, *, max_bytes=None):
     """A Network rebuilt from ``path`` on ``backend`` (default ``"numpy"``: the saved spec is
     informational, since the saving machine's GPU or library may not exist here).
 
     ``optimizer_state`` is ``(optimizer, state)`` when one was saved; the optimizer is
     None when the file cannot rebuild it (a custom optimizer class or learning-rate
-    callable): pass that optimizer again to ``fit``.
+    callable): pass that optimizer again to ``fit``. ``max_bytes`` bounds what is read
+    (default ``PORTABLE_BP_MAX_BYTES``, else 4 GiB): a larger file is a ValueError.
     """
     from .backends import get as get_backend
     from .network import Network
 
-    ck = _read(path)
+    ck = _read(path, max_bytes=max_bytes)
     be = get_backend("numpy" if backend is None else backend)
     cfg = dict(ck["config"])
     try:
-        net = Network(cfg.pop("sizes"), backend=be, **cfg)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{_name(path)}: the saved network config is invalid: {exc}") from None
+        net = Network(cfg.pop("sizes"), backend=be, params=ck["params"], **cfg)
+    except (TypeError, ValueError) as exc:  # the parameters' checks name "params"
+        what = "bad parameters" if "params" in str(exc) else "the saved network config is invalid"
+        raise ValueError(f"{_name(path)}: {what}: {exc}") from None
     saved = _saved_run(ck, path, net)
-    net.set_params(saved["params"])
+    net.set_params(saved["params"], copy=False)
     net.epochs_trained = saved["epochs_trained"]
     if saved["slots"] is not None:
         net.optimizer_state = (saved["optimizer"], {"step": saved["step"], "slots": saved["slots"]})
@@ -237,45 +187,49 @@ def _name(path):
     return repr(os.fsdecode(os.fspath(path)))
 
 
-def _read(path) -> dict:
+def _read(path, max_bytes=None) -> dict:
     """Everything in the file as host arrays and checked metadata, or a ValueError naming
-    the file and the problem. A missing file raises FileNotFoundError."""
+    the file and the problem. A missing file raises FileNotFoundError.
+
+    Each entry's ``.npy`` header is checked (dtype, shape, size against the zip directory
+    and against ``max_bytes``, default ``PORTABLE_BP_MAX_BYTES`` or 4 GiB, for all
+    entries together) before its data is read, and each entry is read once, straight into
+    its final array: a hostile file is refused without allocating what it claims.
+    """
     name = _name(path)
-    with open(path, "rb") as f:
-        if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # what np.load takes for a zip
-            raise ValueError(f"{name} is not an .npz file (no zip signature)")
-        f.seek(0)
-        try:
-            with np.load(f, allow_pickle=False) as npz:
-                if "meta" not in npz.files:
-                    raise ValueError(f"{name} is not a portable_bp checkpoint: no 'meta' entry")
-                meta = _parse_meta(_entry(npz, "meta", name), name)
-                return _contents(npz, meta, name)
-        except (zipfile.BadZipFile, EOFError, zlib.error, OSError, NotImplementedError,
-                RuntimeError) as exc:  # the last two: a flipped bit claims compression or encryption
-            raise ValueError(f"{name} is truncated or corrupt: {type(exc).__name__}: {exc}") from None
+    with NpzArchive(path, name, max_bytes) as npz:
+        if not npz.has("meta"):
+            raise ValueError(f"{name} is not a portable_bp checkpoint: no 'meta' entry")
+        meta = _parse_meta(_entry(npz, "meta", name), name)
+        return _contents(npz, meta, name)
 
 
-def _entry(npz, key, name):
-    """One entry, with numpy's read errors turned into messages about this file."""
-    try:
-        value = npz[key]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise ValueError(f"{name}: entry {key!r} is an object array (pickled Python objects); "
-                             f"checkpoints hold plain arrays and are never unpickled") from None
-        raise ValueError(f"{name}: entry {key!r} is corrupt: {exc}") from None
-    if not isinstance(value, np.ndarray):
-        raise ValueError(f"{name}: entry {key!r} is not a .npy array")
-    return value
+_MAX_META_BYTES = 4 << 20  # the JSON of any real network is a few kilobytes
+
+
+def _entry(npz, key, name, shape=None, dtype=None):
+    """One entry, its header checked against ``shape`` and ``dtype`` (when given) before its
+    data is read; ``meta`` must be a modest 0-d string."""
+    with npz.member(key) as member:
+        if key == "meta" and (member.shape != () or member.dtype.kind != "U"):
+            raise ValueError(f"{name}: 'meta' must be a 0-d string array, got {member.dtype} of shape "
+                             f"{member.shape}")
+        if key == "meta" and member.nbytes > _MAX_META_BYTES:
+            raise ValueError(f"{name}: 'meta' holds {member.nbytes:,} bytes; metadata is never that large")
+        if shape is not None and member.shape != shape:
+            raise ValueError(f"{name}: array {key!r} has shape {member.shape}, expected {shape}")
+        if dtype is not None and member.dtype != np.dtype(dtype):
+            raise ValueError(f"{name}: array {key!r} has dtype {member.dtype}, expected {dtype}")
+        return member.read()
 
 
 def _parse_meta(arr, name) -> dict:
+    """The metadata, checked field by field: every later use can then trust its types."""
     if arr.ndim != 0 or arr.dtype.kind != "U":
         raise ValueError(f"{name}: 'meta' must be a 0-d string array, got {arr.dtype} of shape {arr.shape}")
     try:
         meta = json.loads(str(arr[()]))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
         raise ValueError(f"{name}: 'meta' is not valid JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else meta
@@ -305,6 +259,7 @@ def _parse_meta(arr, name) -> dict:
 
 
 def _need(d, key, types, name, nonneg=False):
+    """One metadata field of the right type (bools are not ints), or a ValueError naming it."""
     value = d.get(key)
     if isinstance(value, bool) or not isinstance(value, types) or (nonneg and value < 0):
         raise ValueError(f"{name}: metadata entry {key!r} is missing or invalid: {value!r}")
@@ -315,20 +270,18 @@ def _contents(npz, meta, name) -> dict:
     cfg = meta["config"]
     sizes, dtype = cfg["sizes"], cfg["dtype"]
     if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
-        raise ValueError(f"{name}: metadata 'sizes' is invalid: {sizes!r}")
+        raise ValueError(f"{name}: metadata 'sizes' is invalid: {str(sizes)[:200]}")
+    if 2 * (len(sizes) - 1) > len(npz.names):  # before a list of millions of expected shapes is built
+        raise ValueError(f"{name}: metadata lists {len(sizes) - 1:,} layers, but the file has only "
+                         f"{len(npz.names):,} entries")
     shapes = []
     for l in range(len(sizes) - 1):
         shapes += [(f"W{l}", (sizes[l + 1], sizes[l])), (f"b{l}", (sizes[l + 1],))]
 
     def array(key, shape):
-        if key not in npz.files:
+        if not npz.has(key):
             raise ValueError(f"{name}: missing array {key!r}")
-        a = _entry(npz, key, name)
-        if a.shape != shape:
-            raise ValueError(f"{name}: array {key!r} has shape {a.shape}, expected {shape}")
-        if a.dtype != np.dtype(dtype):
-            raise ValueError(f"{name}: array {key!r} has dtype {a.dtype}, expected {dtype}")
-        return a
+        return _entry(npz, key, name, shape, dtype)
 
     flat = [array(key, shape) for key, shape in shapes]
     slots = {}

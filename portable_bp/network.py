@@ -48,10 +48,13 @@ class Network:
         leaky_relu, ``xavier`` for sigmoid, tanh and identity.
     sigma : float
         Standard deviation for ``init="normal"``.
+    params : list of (W, b), optional
+        Starting parameters instead of drawn ones (checked as :meth:`set_params` checks
+        them; nothing is drawn, so loading a checkpoint holds no second set of weights).
     """
 
     def __init__(self, sizes, *, activation="sigmoid", output_activation=None, loss="mse",
-                 backend="numpy", dtype="float32", seed=None, init=None, sigma=0.1):
+                 backend="numpy", dtype="float32", seed=None, init=None, sigma=0.1, params=None):
         self.sizes = _check_sizes(sizes)
         loss_fn = get_loss(loss)
         hidden = get_activation(activation, output=False, what="activation")
@@ -71,13 +74,16 @@ class Network:
         #: what the step needs to know: each layer's activation and the loss
         self.spec = step.Spec((hidden,) * (len(self.sizes) - 2) + (output,), loss_fn)
         self._dt = self.backend.dtype(dtype)  # ValueError for unknown names
-        weights = initial_weights(self.sizes, self.init, self.sigma, self.backend.rng(self.seed))
-        self._params = self.validate_params([(W, self.xp.zeros(n, dtype=self._dt)) for W, n in
-                                             zip(weights, self.sizes[1:])], copy=False)
+        if params is None:
+            weights = initial_weights(self.sizes, self.init, self.sigma, self.backend.rng(self.seed))
+            zeros = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device) for n in self.sizes[1:]]
+            params = list(zip(weights, zeros))
+        self._params = self.validate_params(params, copy=False)
         self._ops = self.backend.ops
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
         self.optimizer_state = None   # (optimizer, {"step": n, "slots": ...}) after fit()
         self.compiled: dict = {}      # compiled programs (JAX) by purpose, reused across calls
+        self.executor = "auto"        # how fit runs the step: see portable_bp.train.executors
 
     # -- description -------------------------------------------------------------------
     def config(self) -> dict:
@@ -110,6 +116,18 @@ class Network:
         """The primitives the step calls: the backend's (kernels, one-call products) or,
         with ``fused_kernels = False``, the Array API reference."""
         return self._ops
+
+    @property
+    def executor(self) -> str:
+        """How ``fit`` runs the step: ``"auto"`` (the backend's best: a whole-epoch program
+        on JAX, captured graphs on CUDA, else op by op), ``"eager"`` (op by op, for
+        debugging), ``"jit"``, ``"scan"`` or ``"graph"`` where the backend has them. The
+        environment variable ``PORTABLE_BP_EXECUTOR`` overrides it for every network."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, name: str) -> None:
+        self._executor = choice(name, "executor", ("auto", "eager", "jit", "scan", "graph"))
 
     @property
     def fused_kernels(self) -> bool:

@@ -46,7 +46,8 @@ class DenseGrad:
     __slots__ = ("delta", "inputs", "arrays")
 
     def __init__(self, delta: Array, inputs: Array):
-        self.delta, self.inputs, self.arrays = delta, inputs, None
+        self.delta, self.inputs = delta, inputs
+        self.arrays: tuple[Array, Array] | None = None
 
     @classmethod
     def of_arrays(cls, dW: Array, db: Array) -> "DenseGrad":

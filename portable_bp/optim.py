@@ -45,6 +45,23 @@ class Optimizer:
         """Keyword arguments of :meth:`update` for the step after ``step`` steps."""
         return {"lr": lr}
 
+    def hyperparams_for(self, first: int, steps: int, lr: float) -> dict:
+        """The scalars of ``steps`` steps from step ``first`` at once (a compiled epoch takes
+        them as arrays): a value the same for every step stays one number, one that changes
+        is a list with a value per step."""
+        return hyperparams_over(self, first, steps, lr)
+
+
+def hyperparams_over(optimizer, first: int, steps: int, lr: float) -> dict:
+    """``optimizer.hyperparams_for(first, steps, lr)`` where it has one, else the same from
+    its ``hyperparams``, step by step."""
+    own = getattr(optimizer, "hyperparams_for", None)
+    if own is not None and getattr(own, "__func__", None) is not Optimizer.hyperparams_for:
+        return own(first, steps, lr)
+    per_step = [optimizer.hyperparams(first + i, lr) for i in range(steps)]
+    return {k: (per_step[0][k] if all(h[k] == per_step[0][k] for h in per_step) else
+                [h[k] for h in per_step]) for k in per_step[0]}
+
     def update(self, grad: DenseGrad, state: dict, param: tuple, *, ops: Ops, **hyper) -> tuple:
         raise NotImplementedError
 
@@ -90,6 +107,9 @@ class SGD(Optimizer):
         if self._hyper.get("lr") != lr:
             self._hyper = {"lr": lr}
         return self._hyper
+
+    def hyperparams_for(self, first, steps, lr):
+        return {"lr": lr}  # the same for every step of an epoch
 
     def update(self, grad, state, param, *, ops, lr):
         if self.plain:

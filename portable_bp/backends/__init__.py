@@ -26,7 +26,7 @@ __all__ = ["Backend", "BackendUnavailable", "DTYPES", "get", "available", "known
 ENTRY_POINT_GROUP = "portable_bp.backends"
 
 # name -> "module:function" (built in, imported on first use) or a callable (registered)
-_FACTORIES: dict[str, str | Callable] = {
+_FACTORIES: dict[str, str | Callable | EntryPoint] = {
     "numpy": "portable_bp.backends.numpy_:make",
     "array_api_strict": "portable_bp.backends.strict:make",
     "torch": "portable_bp.backends.torch_:make",
@@ -80,7 +80,7 @@ def specs() -> list[tuple[str, bool]]:
     """(spec, runs on a GPU) for every backend this installation knows and the device
     variants worth trying (``torch:cuda``), runnable here or not: what ``describe``
     reports and what the test suite parametrizes over."""
-    out = []
+    out: list[tuple[str, bool]] = []
     for name in known():
         for spec in (name, *_VARIANTS.get(name, ())):
             out.append((spec, spec in _GPU))
@@ -171,7 +171,6 @@ def available() -> list[str]:
 
     GPU specs appear as ``cupy`` and ``torch:cuda`` when a GPU answers.
     """
-    out = []
     return [spec for spec, _ in specs() if probe(spec)[0]]
 
 

@@ -55,15 +55,25 @@ class Backend:
     # optional compile(fn, static_argnames=()) -> compiled fn, for pure functions of arrays
     # (JAX's jit; the named arguments are compile-time constants); None on eager libraries
     compile: Callable[..., Callable] | None = None
+    # optional loop(body, carry, xs) -> (carry, ys) usable inside a compiled function (JAX's
+    # lax.scan): a whole epoch then runs as one program
+    loop: Callable[..., Any] | None = None
+    # optional step capture (CUDA graphs): capture.warmup() is a context for the eager step
+    # before recording, capture.record(body) -> graph with replay() (train.captured)
+    capture: Any = None
+    # the executors to prefer, best first ("scan", "jit", "graph"); eager is always possible
+    executors: tuple = ()
     # the step primitives (portable_bp.ops): the library's overrides, checked against the
     # Array API reference when the registry hands the backend out; never None
-    ops: Ops | None = None
+    ops: Ops = None  # type: ignore[assignment]  # set in __post_init__ when not given
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.ops is None:
             self.ops = Ops(self.xp)
         self._reference_ops: Ops | None = None
+        #: executors that failed to compile or capture here: name -> why (fit fell back to eager)
+        self.executor_failures: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Backend({self.spec!r}, device={self.device!r})"

@@ -42,10 +42,17 @@ def make(device=None) -> Backend:
     from . import cupy_kernels
     from .cupy_ops import CupyOps
 
+    from .cupy_capture import CupyCapture
+
     with dev:
         tf32 = cupy_kernels.tf32()
-    ops = CupyOps(xp, cupy_kernels.Kernels(), functools.partial(cupy_kernels.gemm_subtract, tf32_products=tf32),
+    kernels = cupy_kernels.Kernels()
+    ops = CupyOps(xp, kernels, functools.partial(cupy_kernels.gemm_subtract, tf32_products=tf32),
                   cupy_kernels.gemv_subtract, tf32=tf32)
+
+    def capture_ops(blas):  # the same kernels, every product through cuBLAS called directly
+        return CupyOps(xp, kernels, blas.gemm_subtract, blas.gemv_subtract, tf32=tf32, matmul=blas.matmul)
+
     return Backend(
         name="cupy", xp=xp, device=dev, spec=f"cupy:{index}" if device else "cupy",
         is_gpu=True,
@@ -54,5 +61,7 @@ def make(device=None) -> Backend:
         _synchronize=lambda: dev.synchronize(),
         _context=lambda: cupy.cuda.Device(index),
         ops=ops,
+        capture=CupyCapture(cupy, dev, capture_ops, tf32),
+        executors=("graph",),
         info={"version": cupy.__version__, "device_name": name},
     )

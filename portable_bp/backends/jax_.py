@@ -1,7 +1,8 @@
 """JAX arrays (``jax.numpy`` is an Array API namespace). Arrays are immutable, so this
 backend is marked ``mutable=False`` and runs the functional reference Ops.
 Executed op by op JAX is slow (each call dispatches on its own), so the training step, written
-as a pure function of arrays, is compiled with ``jax.jit`` (``Backend.compile``).
+as a pure function of arrays, is compiled with ``jax.jit`` (``Backend.compile``), and a whole
+epoch runs as one program looping over its batches with ``lax.scan`` (``Backend.loop``).
 
 float64 needs JAX's ``jax_enable_x64`` flag; it is switched on when a float64 network is made.
 """
@@ -40,7 +41,7 @@ def make(device=None) -> Backend:
     spec = "jax" if device is None else f"jax:{device}"
     return Backend(
         name="jax", xp=jnp, device=dev, spec=spec, mutable=False,
-        is_gpu=dev.platform == "gpu", compile=jax.jit,
+        is_gpu=dev.platform == "gpu", compile=jax.jit, loop=jax.lax.scan, executors=("scan", "jit"),
         _to_numpy=lambda a: np.asarray(a),
         _owns=owns, _synchronize=synchronize, _enable_float64=enable_float64,
         info={"version": jax.__version__, "device_name": str(dev)},

@@ -3,8 +3,11 @@
 Only tensors are used, never autograd: every tensor is created without ``requires_grad``.
 The step's primitives are the in-place Array API ones, with plain SGD's steps in one call
 each: W −= lr·Dᵀ A as ``addmm_`` and b −= lr·Σ_rows D as ``addmv_`` against a cached vector
-of ones (:class:`TorchOps`).
+of ones (:class:`TorchOps`). On CUDA the step is captured as a CUDA graph and replayed per
+batch (:class:`TorchCapture`, ``portable_bp.train.captured``).
 """
+
+import contextlib
 
 from ..ops import InPlaceOps
 from ._base import Backend, BackendUnavailable
@@ -34,6 +37,33 @@ class TorchOps(InPlaceOps):
         if ones is None:
             ones = self._ones[key] = self._torch.ones(D.shape[0], dtype=D.dtype, device=self._device)
         return b.addmv_(D.T, ones, alpha=-alpha)
+
+
+class TorchCapture:
+    """CUDA graphs through ``torch.cuda``: the step before recording runs on a side stream
+    (as PyTorch asks, so that lazy initialisations and allocator warm-up stay out of the
+    graph), and every recording of this backend shares one memory pool."""
+
+    def __init__(self, torch, device):
+        self.torch, self.device, self.pool = torch, device, None
+
+    @contextlib.contextmanager
+    def warmup(self):
+        cuda = self.torch.cuda
+        side = cuda.Stream(device=self.device)
+        side.wait_stream(cuda.current_stream(self.device))
+        with cuda.stream(side):
+            yield
+        cuda.current_stream(self.device).wait_stream(side)
+
+    def record(self, body):
+        cuda = self.torch.cuda
+        if self.pool is None:
+            self.pool = cuda.graph_pool_handle()
+        graph = cuda.CUDAGraph()
+        with cuda.device(self.device), cuda.graph(graph, pool=self.pool):
+            body()
+        return graph
 
 
 def _device(torch, device):
@@ -72,6 +102,8 @@ def make(device=None) -> Backend:
         _owns=lambda a: isinstance(a, torch.Tensor) and a.device == dev,
         _synchronize=(lambda: torch.cuda.synchronize(dev)) if is_gpu else (lambda: None),
         ops=TorchOps(xp, torch, dev),
+        capture=TorchCapture(torch, dev) if is_gpu else None,
+        executors=("graph",) if is_gpu else (),
         info={"version": torch.__version__,
               "device_name": torch.cuda.get_device_name(dev) if is_gpu else "cpu"},
     )

@@ -206,13 +206,15 @@ class DataParallelCompiled(DataParallel):
         return self._update(params, state, flat, hyper)
 
 
-def data_parallel(net, optimizer, comm, deterministic: int | None = None):
+def data_parallel(net, optimizer, comm, deterministic: int | None = None, name: str | None = None):
     """The executor for ``comm``: the backend's own for one process (unless
     ``deterministic``, whose fixed pieces must be the same arithmetic for any world
-    size), else the data-parallel one, compiled where the backend compiles."""
-    if comm.size == 1 and not deterministic:
-        from ..train.executors import executor_for
+    size), else the data-parallel one: compiled halves where the backend compiles and the
+    network's executor (``name``, or ``net.executor`` / ``PORTABLE_BP_EXECUTOR``) is not
+    eager; op by op otherwise (captured halves for CUDA graphs: see the module's note)."""
+    from ..train.executors import chosen, executor_for
 
-        return executor_for(net, optimizer)
-    cls = DataParallel if net.backend.compile is None else DataParallelCompiled
-    return cls(net, optimizer, comm, deterministic)
+    if comm.size == 1 and not deterministic:
+        return executor_for(net, optimizer, name=name)
+    eager = (name or chosen(net)) == "eager" or net.backend.compile is None
+    return (DataParallel if eager else DataParallelCompiled)(net, optimizer, comm, deterministic)

@@ -1,20 +1,39 @@
 """Executors: how the training step runs, one batch at a time or a whole epoch.
 
 The step itself (:func:`portable_bp.step.train_step`) is one pure function of arrays. An
-executor feeds it batches: :class:`Eager` calls it op by op (NumPy, PyTorch, CuPy,
-array-api-strict); :class:`Compiled` hands it to the backend's compiler once per network,
-optimizer configuration and batch size (JAX's ``jit``) and calls the program per batch.
-Both return the epoch's summed loss as a device scalar: nothing is read back per batch.
+executor feeds it batches:
 
-The optimizer's scalars for each step (:meth:`hyperparams`) are computed here, on the
-host, from the step count, which the executor carries as a Python integer.
+* :class:`Eager` calls it op by op (NumPy, PyTorch, CuPy, array-api-strict; any backend);
+* :class:`Compiled` hands it to the backend's compiler (``Backend.compile``: JAX's jit) and
+  calls the program once per batch;
+* :class:`Scanned` compiles the whole epoch as one program, a loop over its batches
+  (``Backend.loop``: JAX's ``lax.scan``), with the batch order gathered inside;
+* ``"graph"``: the step captured once and replayed per batch (CUDA graphs), provided by
+  the backend (``Backend.capture``).
+
+Every executor returns the epoch's summed loss as a device scalar: nothing is read back per
+batch. The optimizer's scalars for each step (``hyperparams``) are computed on the host
+from the step count, which the executor carries as a Python integer.
+
+Which one runs: ``net.executor`` (``"auto"``: the first of ``Backend.executors`` that this
+backend has; or a name), overridden for every network by ``PORTABLE_BP_EXECUTOR`` (e.g.
+``eager``, to debug). An executor that fails to compile or capture raises
+:class:`ExecutorFailed`; fit then falls back to eager for that network, once, and says why.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+
+import array_api_compat
 
 from .. import step
+from ..optim import hyperparams_over
+
+
+class ExecutorFailed(RuntimeError):
+    """Compiling or capturing the step failed (not a training error): fall back to eager."""
 
 
 def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -34,7 +53,7 @@ def gather(xp, data, order, start, size):
     if isinstance(start, int):
         rows = order[start:start + size]
     else:
-        rows = xp.arange(size) + start
+        rows = xp.arange(size, device=array_api_compat.device(data[0])) + start
         if order is not None:
             rows = xp.take(order, rows)
     return tuple(None if a is None else xp.take(a, rows, axis=0) for a in data)
@@ -96,6 +115,98 @@ def _gathered_step(xp, spec, ops, optimizer, params, state, data, order, start, 
     return step.train_step(spec, ops, optimizer, params, state, X, Z, hyper, w)
 
 
-def executor_for(net, optimizer, ops=None) -> Eager:
-    """The backend's executor: compiled where the backend compiles pure functions."""
-    return (Eager if net.backend.compile is None else Compiled)(net, optimizer, ops)
+class Scanned(Compiled):
+    """Every full batch of the epoch as one compiled loop (``Backend.loop``, JAX's
+    ``lax.scan``), the ragged last batch by the per-step program. One program per network,
+    Ops, optimizer configuration, batch size and number of full batches; the step scalars
+    of the whole epoch are computed on the host and passed in as arrays."""
+
+    name = "scan"
+
+    def __init__(self, net, optimizer, ops=None):
+        super().__init__(net, optimizer, ops)
+        self.net, self.dtype = net, net.array_dtype
+
+    def _epoch_program(self, steps):
+        config = self.optimizer.config() if hasattr(self.optimizer, "config") else None
+        config = {k: v for k, v in (config or {"id": id(self.optimizer)}).items() if k != "lr"}
+        key = ("epoch", type(self.optimizer).__name__, repr(sorted(config.items())), id(self.ops))
+        if key not in self.net.compiled:
+            fn = functools.partial(_scanned_epoch, self.xp, self.net.backend.loop, self.spec, self.ops,
+                                   self.optimizer)
+            self.net.compiled[key] = self.net.backend.compile(fn, static_argnames=("size", "steps"))
+        return self.net.compiled[key]
+
+    def _hypers(self, count, steps, lr):
+        """The epoch's step scalars: ({name: number} the same for every step,
+        {name: array of a value per step})."""
+        values = hyperparams_over(self.optimizer, count, steps, lr)
+        fixed = {k: v for k, v in values.items() if not isinstance(v, list)}
+        varying = {k: self.xp.asarray(v, dtype=self.dtype) for k, v in values.items() if isinstance(v, list)}
+        return fixed, varying
+
+    def epoch(self, params, state, count, data, order, batch_size, lr):
+        n = data[0].shape[0]
+        steps = n // batch_size
+        total = None
+        if steps:
+            fixed, varying = self._hypers(count, steps, lr)
+            params, state, total = self._epoch_program(steps)(params, state, data, order, fixed, varying,
+                                                              size=batch_size, steps=steps)
+            count += steps
+        if n % batch_size:
+            params, state, loss = self.step(params, state, count, data, order, steps * batch_size, n, lr)
+            count += 1
+            total = loss if total is None else total + loss
+        return params, state, count, total
+
+
+def _scanned_epoch(xp, loop, spec, ops, optimizer, params, state, data, order, fixed, varying, size,
+                   steps):
+    """``steps`` batches of ``size`` rows as one loop: (params, state, summed loss)."""
+    def body(carry, xs):
+        params, state, total = carry
+        index, per_step = xs
+        X, Z, w = gather(xp, data, order, index * size, size)
+        params, state, loss = step.train_step(spec, ops, optimizer, params, state, X, Z,
+                                              {**fixed, **per_step}, w)
+        return (params, state, total + loss), None
+
+    zero = xp.zeros((), dtype=data[0].dtype)
+    (params, state, total), _ = loop(body, (params, state, zero), (xp.arange(steps), varying))
+    return params, state, total
+
+
+EXECUTORS = {"eager": Eager, "jit": Compiled, "scan": Scanned}
+ENVIRONMENT = "PORTABLE_BP_EXECUTOR"
+
+
+def available(backend) -> list[str]:
+    """The executors this backend has, in its order of preference (eager always last)."""
+    have = {"eager": True, "jit": backend.compile is not None,
+            "scan": backend.compile is not None and backend.loop is not None,
+            "graph": backend.capture is not None}
+    return [name for name in (*backend.executors, "eager") if have.get(name)] or ["eager"]
+
+
+def chosen(net) -> str:
+    """The executor ``fit`` runs for ``net``: the environment's, or ``net.executor``, or
+    (``auto``) the backend's first."""
+    name = os.environ.get(ENVIRONMENT) or net.executor
+    have = available(net.backend)
+    if name == "auto":
+        return have[0]
+    if name not in have:
+        raise ValueError(f"executor {name!r} is not available on backend {net.backend.spec!r} "
+                         f"(it has {', '.join(have)})")
+    return name
+
+
+def executor_for(net, optimizer, ops=None, name=None) -> Eager:
+    """The executor called ``name`` (default: :func:`chosen`) for this fit."""
+    name = name or chosen(net)
+    if name == "graph":
+        from .captured import Captured
+
+        return Captured(net, optimizer, ops)
+    return EXECUTORS[name](net, optimizer, ops)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 from ..distributed.sync import one_sided_errors_abort
 from ..optim import learning_rate
 from .callbacks import History, ProgressBar
 from .divergence import TrainingDiverged, locate
+from .executors import ExecutorFailed
 from .inference import metrics
 from .setup import Plan, prepare
 from .state import Snapshots, TrainState, extremes
@@ -30,6 +32,7 @@ class Run:
         self.data, self.batch_size = plan.data, plan.batch_size
         self.n = plan.data[0].shape[0]
         self.executor = plan.comm.executor(net, plan.optimizer, deterministic=plan.deterministic)
+        self.progress = any(isinstance(cb, ProgressBar) for cb in plan.callbacks)
         self.state: TrainState = plan.start
         self.snapshots = Snapshots(net.ops, net.backend.mutable)
 
@@ -58,14 +61,19 @@ class Run:
 
     def train_epoch(self, epoch: int) -> float:
         """Train one epoch; its mean loss, after the one host read. On a divergence the
-        network is left at the last finite state (:func:`locate`); on an interrupt, at the
-        start of this epoch: both consistent with ``epochs_trained``."""
+        network is left at the last finite state (:func:`locate`); on an interrupt (or any
+        other exception in the middle of the epoch), at the start of this epoch: both
+        consistent with ``epochs_trained``."""
         self.snapshots.take(self.state)
         s, order, lr = self.state, self.order(epoch), self.lr(epoch)
         try:
             params, state, count, total = self.executor.epoch(s.params, s.state, s.count, self.data,
                                                               order, self.batch_size, lr)
-        except KeyboardInterrupt:
+        except ExecutorFailed as exc:
+            self.fall_back(exc)
+            self.state = self.snapshots.restore(self.snapshots.current)
+            return self.train_epoch(epoch)
+        except BaseException:
             self.adopt(self.snapshots.restore(self.snapshots.current))
             raise
         self.state = TrainState(params, state, count, epoch + 1)
@@ -75,10 +83,23 @@ class Run:
         self.state.publish(self.net, self.plan.optimizer)
         return loss
 
+    def fall_back(self, exc: ExecutorFailed) -> None:
+        """Run op by op from now on, and say why: on the backend (``portable-bp backends``),
+        as a warning, and on the progress output."""
+        name = self.executor.name
+        self.net.backend.executor_failures[name] = str(exc)
+        message = f"the {name} executor failed on {self.net.backend.spec} ({exc}); running eagerly"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        if self.progress:
+            print(message)
+        self.executor = self.plan.comm.executor(self.net, self.plan.optimizer,
+                                                deterministic=self.plan.deterministic, name="eager")
+
     def logs(self, epoch: int, started: float) -> dict:
         logs = {"loss": self.train_epoch(epoch)}
         if self.plan.validation is not None:
-            logs.update(metrics(self.net, *self.plan.validation, prefix="val_",
+            Xv, Zv, wv = self.plan.validation
+            logs.update(metrics(self.net, Xv, Zv, wv, prefix="val_",
                                 batch_size=self.plan.validation_batch_size))
         logs["time"] = time.perf_counter() - started
         return logs

@@ -72,9 +72,11 @@ class Snapshots:
         self.previous, self.current = self.current, None
         self.current = state.copy(self.ops) if self.mutable else _same(state)
 
-    def restore(self, which: TrainState) -> TrainState:
+    def restore(self, which: TrainState | None) -> TrainState:
         """A state to continue from ``which``: a copy where the step writes in place, so
         the snapshot itself stays intact for another replay."""
+        if which is None:
+            raise RuntimeError("no snapshot was taken")
         return which.copy(self.ops) if self.mutable else _same(which)
 
 

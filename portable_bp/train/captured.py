@@ -1,0 +1,138 @@
+"""The step recorded once and replayed per batch: CUDA graphs (torch:cuda, CuPy).
+
+A captured step runs without Python: one replay per batch. What changes between batches
+must therefore live on the device, at addresses fixed when the step was recorded:
+
+* parameters and optimizer slots: the Ops update them in place (checked after capture: an
+  update that made new arrays cannot be replayed);
+* the batch: the step gathers its own rows from the data and the epoch's order (a static
+  buffer the order is copied into once per epoch) at a start index and step counter that
+  the recorded step itself advances;
+* the optimizer's scalars: those fixed for the epoch (SGD's lr) are constants of the
+  recording (a new lr records again: once per epoch at most); those that change every step
+  (Adam's bias corrections) are an array of one value per step, copied in once per epoch
+  and indexed by the step counter;
+* the loss: added by the recorded step to a static sum, read once per epoch.
+
+The first batch runs eagerly (it is the warm-up the capture needs), the batches after it
+replay, and a ragged last batch runs eagerly. The backend provides ``Backend.capture``:
+``capture.warmup()`` (a context for that first, eager step: a side stream on CUDA) and
+``capture.record(body) -> graph`` (``graph.replay()`` runs the recorded ``body``); anything
+failing while recording is :class:`~portable_bp.train.executors.ExecutorFailed`, and fit
+falls back to eager.
+"""
+
+from __future__ import annotations
+
+from .. import step
+from ..optim import hyperparams_over
+from .executors import Eager, ExecutorFailed, gather
+
+
+class _Recording:
+    """One captured step and the static buffers it reads and writes."""
+
+    def __init__(self, xp, device, data, size, shuffled, varying_keys, steps, dtype):
+        n = data[0].shape[0]
+        self.order = xp.zeros(n, dtype=xp.int64, device=device) if shuffled else None
+        self.start = xp.zeros((), dtype=xp.int64, device=device)
+        self.counter = xp.zeros((), dtype=xp.int64, device=device)
+        self.loss_sum = xp.zeros((), dtype=dtype, device=device)
+        self.values = {k: xp.zeros(steps, dtype=dtype, device=device) for k in varying_keys}
+        self.size, self.graph = size, None
+
+    def begin_epoch(self, xp, order, varying, first):
+        """Point the recording at this epoch: its order, its per-step scalars, and the batch
+        after the ``first`` ones run eagerly."""
+        if self.order is not None:
+            self.order[...] = order
+        for k, v in varying.items():
+            self.values[k][: v.shape[0]] = v
+        self.start[...] = first * self.size
+        self.counter[...] = first
+        self.loss_sum[...] = 0
+
+
+class Captured(Eager):
+    """The step captured by the backend (``Backend.capture``) and replayed per batch."""
+
+    name = "graph"
+
+    def __init__(self, net, optimizer, ops=None, capture=None):
+        super().__init__(net, optimizer, ops)
+        self.capture = capture or net.backend.capture
+        prepare = getattr(self.capture, "prepare_ops", None)
+        if prepare is not None:  # products the capture can record (CuPy: cuBLAS called directly)
+            self.ops = prepare(self.ops)
+        self.device, self.dtype = net.backend.device, net.array_dtype
+        self._recording = None
+        self._key = None
+
+    def _body(self, rec, params, state, data, fixed):
+        """The step as recorded: gather, train_step, advance the counters, add the loss."""
+        xp, size = self.xp, rec.size
+
+        def body():
+            X, Z, w = gather(xp, data, rec.order, rec.start, size)
+            one = xp.reshape(rec.counter, (1,))
+            hyper = {**fixed, **{k: xp.reshape(xp.take(v, one), ()) for k, v in rec.values.items()}}
+            new_params, new_state, loss = step.train_step(self.spec, self.ops, self.optimizer, params,
+                                                          state, X, Z, hyper, w)
+            rec.start += size
+            rec.counter += 1
+            rec.loss_sum += loss
+            return new_params, new_state
+
+        return body
+
+    def _record(self, params, state, data, size, fixed, varying, shuffled, steps):
+        """A new recording for these arrays and scalars (the first batch already ran)."""
+        self._recording = None  # let the old graph and its pool go first
+        rec = _Recording(self.xp, self.device, data, size, shuffled, list(varying), steps, self.dtype)
+        body = self._body(rec, params, state, data, fixed)
+        try:
+            rec.graph = self.capture.record(body)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: run eagerly instead
+            raise ExecutorFailed(f"capturing the step failed: {type(exc).__name__}: {exc}") from exc
+        return rec
+
+    def _key_of(self, params, state, data, size, fixed, varying, shuffled):
+        arrays = _arrays(params, state) + [d for d in data if d is not None]
+        return (size, tuple(sorted(fixed.items())), tuple(sorted(varying)), shuffled,
+                tuple(id(a) for a in arrays))
+
+    def epoch(self, params, state, count, data, order, batch_size, lr):
+        n = data[0].shape[0]
+        steps = n // batch_size
+        if steps < 2:  # nothing to replay
+            return super().epoch(params, state, count, data, order, batch_size, lr)
+        values = hyperparams_over(self.optimizer, count, steps, lr)
+        fixed = {k: v for k, v in values.items() if not isinstance(v, list)}
+        varying = {k: self.xp.asarray(v, dtype=self.dtype, device=self.device)
+                   for k, v in values.items() if isinstance(v, list)}
+        key = self._key_of(params, state, data, batch_size, fixed, varying, order is not None)
+        before = _arrays(params, state)
+        with self.capture.warmup():
+            params, state, total = super().step(params, state, count, data, order, 0, batch_size, lr)
+        if key != self._key or self._recording is None:
+            if any(a is not b for a, b in zip(before, _arrays(params, state))):
+                raise ExecutorFailed(f"{self.ops.name} Ops do not update parameters in place, so a "
+                                     f"recorded step could not be replayed")
+            self._recording, self._key = self._record(params, state, data, batch_size, fixed, varying,
+                                                      order is not None, steps), key
+        rec = self._recording
+        rec.begin_epoch(self.xp, order, varying, first=1)
+        for _ in range(steps - 1):
+            rec.graph.replay()
+        total = total + rec.loss_sum
+        count += steps
+        if n % batch_size:
+            params, state, loss = super().step(params, state, count, data, order, steps * batch_size, n, lr)
+            count += 1
+            total = total + loss
+        return params, state, count, total
+
+
+def _arrays(params, state) -> list:
+    """Every parameter and optimizer-slot array, in a fixed order."""
+    return [a for pair in params for a in pair] + [a for layer in state for s in layer.values() for a in s]
