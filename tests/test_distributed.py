@@ -192,7 +192,7 @@ def test_resume_is_read_by_rank_0_and_its_errors_raised_everywhere(tmp_path):
     ck.write_bytes(b"PK\x03\x04 not a zip")
     _, errors = run_ranks(2, resume)
     assert all(isinstance(e, ValueError) for e in errors)
-    assert "corrupt" in str(errors[0]) and str(errors[1]).startswith("rank 0 of 2: ValueError")
+    assert "corrupt" in str(errors[0]) and str(errors[1]).startswith("rank 0 of 2: ")
 
 
 def test_a_check_failing_on_one_rank_fails_on_every_rank():

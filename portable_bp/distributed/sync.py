@@ -19,18 +19,24 @@ import traceback
 import numpy as np
 
 
+def _builtin_kind(error) -> str:
+    """The name of the nearest builtin exception class of ``error`` (ValueError for a
+    library's ValueError subclass): what the other ranks can raise without importing it."""
+    for cls in type(error).__mro__:
+        if getattr(builtins, cls.__name__, None) is cls and issubclass(cls, Exception):
+            return cls.__name__
+    return "RuntimeError"
+
+
 def _raise_everywhere(comm, error, failed: list[int]):
-    """Raise ``error`` on the ranks that met it, and the same kind of error, naming the
-    first failing rank, on the others (a builtin class, else RuntimeError)."""
+    """Raise ``error`` on the ranks that met it, and the same kind of error (its nearest
+    builtin class), naming the first failing rank and the error's type, on the others."""
     first = failed[0]
-    kind, text = comm.broadcast_object((type(error).__name__, str(error)) if comm.rank == first else None,
-                                       root=first)
+    message = (_builtin_kind(error), type(error).__name__, str(error)) if comm.rank == first else None
+    kind, name, text = comm.broadcast_object(message, root=first)
     if error is not None:
         raise error
-    cls = getattr(builtins, kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        cls = RuntimeError
-    raise cls(f"rank {first} of {comm.size}: {kind}: {text}")
+    raise getattr(builtins, kind)(f"rank {first} of {comm.size}: {name}: {text}")
 
 
 def together(comm, fn):

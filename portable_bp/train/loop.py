@@ -18,7 +18,7 @@ from ..distributed.sync import one_sided_errors_abort
 from ..optim import learning_rate
 from .callbacks import History, ProgressBar
 from .divergence import TrainingDiverged, locate
-from .executors import ExecutorFailed
+from .executors import Eager, ExecutorFailed, executor_for
 from .inference import metrics
 from .setup import Plan, prepare
 from .state import Snapshots, TrainState, extremes
@@ -31,7 +31,7 @@ class Run:
         self.net, self.plan, self.xp = net, plan, net.xp
         self.data, self.batch_size = plan.data, plan.batch_size
         self.n = plan.data[0].shape[0]
-        self.executor = plan.comm.executor(net, plan.optimizer, deterministic=plan.deterministic)
+        self.executor = self.executor_for(eager=False)
         self.progress = any(isinstance(cb, ProgressBar) for cb in plan.callbacks)
         self.state: TrainState = plan.start
         self.snapshots = Snapshots(net.ops, net.backend.mutable)
@@ -92,8 +92,16 @@ class Run:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         if self.progress:
             print(message)
-        self.executor = self.plan.comm.executor(self.net, self.plan.optimizer,
-                                                deterministic=self.plan.deterministic, name="eager")
+        self.executor = self.executor_for(eager=True)
+
+    def executor_for(self, eager: bool):
+        """One process: the backend's executor (or Eager). Many ranks, or fixed pieces
+        (``deterministic``): the communicator's data-parallel one."""
+        plan = self.plan
+        if plan.comm.size == 1 and not plan.deterministic:
+            return Eager(self.net, plan.optimizer) if eager else executor_for(self.net, plan.optimizer)
+        return plan.comm.executor(self.net, plan.optimizer, deterministic=plan.deterministic,
+                                  name="eager" if eager else None)
 
     def logs(self, epoch: int, started: float) -> dict:
         logs = {"loss": self.train_epoch(epoch)}
