@@ -270,6 +270,8 @@ def cmd_train(args, backend):
     data; rank 0 prints and writes the outputs."""
     from .distributed import DistributedError
 
+    if args.resume and not args.checkpoint:
+        raise ValueError("--resume continues from --checkpoint FILE: give both")
     try:
         comm, backend = _communicator(args, backend)
     except DistributedError as exc:

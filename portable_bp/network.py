@@ -176,7 +176,7 @@ class Network:
         if tuple(arr.shape) != shape:
             raise ValueError(f"{what} must have shape {shape}, got {tuple(arr.shape)}")
         if copy and self.backend.mutable:  # torch and strict wrap NumPy memory without copying
-            arr = self.xp.asarray(arr, copy=True)
+            arr = self.backend.copy(arr)  # row-major: a transposed W would make every pass strided
         return arr
 
     def to(self, backend=None, dtype=None) -> "Network":

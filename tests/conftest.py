@@ -8,13 +8,17 @@ drops them. A test narrows the fixture with markers, in the manner of SciPy's
 ``skip_xp_backends``:
 
 * ``@pytest.mark.backends("numpy", "torch")``: only these specs;
-* ``@pytest.mark.skip_backends("jax", reason="...")``: not these;
+* ``@pytest.mark.skip_backends("jax", reason="...")``: not these (a spec, or one case
+  ``"jax-float32"`` of the fixture);
 * ``@pytest.mark.dtypes("float64")``: only these dtypes;
 * ``@pytest.mark.requires("mutable")``: only backends with a capability: ``mutable``
   (arrays written in place), ``compiles`` (a jit), ``overrides`` (Ops overrides beyond the
   reference), ``gpu``, ``cpu``.
 
 ``xp_spec`` is the same over specs alone (for tests that pick dtypes themselves).
+
+``registered_backend`` registers a test backend for the length of one test and removes it
+(and its cached instances) afterwards.
 """
 
 from __future__ import annotations
@@ -24,13 +28,22 @@ import dataclasses
 import numpy as np
 import pytest
 
+from portable_bp import backends as _backends
 from portable_bp.backends import DTYPES, get, probe, specs
 
 SPECS = specs()  # (spec, on a GPU), from the registry
+if probe("torch")[0]:  # the suite's arrays are tiny: torch's OpenMP threads would only spin-wait
+    import torch       # for each other (100x slower per op on a busy 2-core machine)
+
+    torch.set_num_threads(1)
 GPU_SPECS = [spec for spec, gpu in SPECS if gpu]
 CPU_SPECS = [spec for spec, gpu in SPECS if not gpu]
 # relative tolerance when two computations of the same quantity are compared
 RTOL = {"float32": 2e-5, "float64": 1e-11}
+# why a test skips JAX cases that repeat what another case shows: eager JAX compiles every
+# operation for every new shape and dtype (seconds per test on a CPU); the x64 flag, once a
+# float64 case has switched it on, stays on, so its float32 cases run the same code
+JAX_REPEATS = "jax repeats the reference Ops here (op by op, compiled per shape): another case covers it"
 CAPABILITIES = {
     "mutable": lambda b: b.mutable,
     "compiles": lambda b: b.compile is not None,
@@ -42,7 +55,7 @@ CAPABILITIES = {
 
 def pytest_configure(config):
     for line in ("backends(*specs): run only on these backend specs",
-                 "skip_backends(*specs, reason): do not run on these backend specs",
+                 "skip_backends(*specs, reason): do not run on these backend specs (or spec-dtype cases)",
                  "dtypes(*names): run only in these dtypes",
                  "requires(*capabilities): run only on backends with these capabilities "
                  f"({', '.join(CAPABILITIES)})"):
@@ -67,6 +80,16 @@ class Case:
     @property
     def rtol(self) -> float:
         return RTOL[self.dtype]
+
+    @property
+    def ops(self):
+        """The backend's checked Ops (its overrides that passed the check)."""
+        return self.backend.ops
+
+    @property
+    def reference_ops(self):
+        """The Array API reference Ops on this backend's namespace."""
+        return self.backend.reference_ops
 
     def asarray(self, host):
         """A host array on the backend, floats in this case's dtype."""
@@ -98,7 +121,7 @@ def _narrowed(request, spec, dtype=None):
     if only and spec not in only:
         pytest.skip(f"runs on {', '.join(only)} only")
     for m in node.iter_markers("skip_backends"):
-        if spec in m.args:
+        if spec in m.args or (dtype is not None and f"{spec}-{dtype}" in m.args):
             pytest.skip(m.kwargs.get("reason", f"not for {spec}"))
     dtypes = [d for m in node.iter_markers("dtypes") for d in m.args]
     if dtype is not None and dtypes and dtype not in dtypes:
@@ -123,6 +146,24 @@ def xp_spec(request) -> str:
     """Every backend spec, narrowed by the test's markers (``dtypes`` does not apply)."""
     _narrowed(request, request.param)
     return request.param
+
+
+@pytest.fixture
+def registered_backend():
+    """``register(name, factory)``: the backend ``name`` exists for this test only."""
+    names = []
+
+    def register(name, factory):
+        _backends.register(name, factory, replace=True)
+        names.append(name)
+        return name
+
+    yield register
+    with _backends._lock:  # the registry has no unregister: undo what register did
+        for name in names:
+            _backends._FACTORIES.pop(name, None)
+            for spec in [s for s in _backends._cache if s == name or s.startswith(name + ":")]:
+                del _backends._cache[spec]
 
 
 # -- helpers shared by the tests -----------------------------------------------------------

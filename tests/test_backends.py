@@ -1,4 +1,5 @@
-"""The backend registry: names, devices, probes, lazy loading and third-party backends."""
+"""The backend registry: names, devices, probes, lazy loading, third-party backends, and
+what it reports (specs, available, describe, hot_path)."""
 
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 import portable_bp as pbp
 from portable_bp import backends
 from portable_bp.backends import Backend, BackendUnavailable
+from portable_bp.ops import InPlaceOps, Ops
 
 
 def test_import_loads_no_gpu_or_heavy_library():
@@ -19,21 +21,33 @@ def test_import_loads_no_gpu_or_heavy_library():
 
 
 def test_core_modules_import_no_array_library():
-    """Only portable_bp/backends/ and host-side I/O may name numpy, cupy, torch or jax."""
+    """Only portable_bp/backends/ and the modules that say they are host-side (file I/O, the
+    command line, the printed walk-through) may name numpy, cupy, torch or jax; the train
+    package included."""
     import pathlib
     import re
 
     root = pathlib.Path(pbp.__file__).parent
-    host_side = {"datasets.py", "checkpoint.py", "cli.py"}
+    host_side = {"datasets.py", "checkpoint.py", "cli.py", "cli_train.py", "explain.py"}
     pattern = re.compile(r"^\s*(import|from)\s+(numpy|cupy|torch|jax)\b", re.M)
-    offenders = [p.name for p in root.glob("*.py") if p.name not in host_side and pattern.search(p.read_text())]
+    modules = [p for p in root.rglob("*.py") if "backends" not in p.parts]
+    assert any(p.parent.name == "train" for p in modules)
+    offenders = [str(p.relative_to(root)) for p in modules if p.name not in host_side and pattern.search(p.read_text())]
     assert offenders == []
 
 
-def test_available_lists_cpu_backends():
+def test_specs_available_and_known():
+    """specs(): every known backend and the device variants worth trying, with whether
+    they run on a GPU (what the test fixture parametrizes over); available(): those that
+    run here."""
+    specs = dict(backends.specs())
+    assert specs["numpy"] is False and specs["array_api_strict"] is False and specs["jax"] is False
+    assert specs["cupy"] is True and specs["torch:cuda"] is True and specs["torch"] is False
+    assert set(backends.known()) >= {"numpy", "cupy", "torch", "jax", "array_api_strict"}
+    assert set(backends.known()) <= set(specs)
     names = backends.available()
     assert "numpy" in names and "array_api_strict" in names
-    assert set(backends.known()) >= {"numpy", "cupy", "torch", "jax", "array_api_strict"}
+    assert names == [spec for spec in specs if backends.probe(spec)[0]]
 
 
 def test_unknown_backend_lists_known_ones():
@@ -79,13 +93,19 @@ def test_torch_cuda_unavailable_message():
 
 def test_describe_reports_every_backend():
     rows = {r["spec"]: r for r in backends.describe()}
-    assert rows["numpy"]["available"] and rows["numpy"]["device"] == "cpu"
-    assert rows["numpy"]["hot_path"].startswith("fused")  # + ",gemm-sgd" with a bundled OpenBLAS
-    assert rows["array_api_strict"]["hot_path"] == "array-api"
-    for spec in ("cupy", "torch:cuda"):
-        assert spec in rows
-        if not rows[spec]["available"]:
-            assert rows[spec]["reason"]
+    assert list(rows) == [spec for spec, _ in backends.specs()]
+    for spec, row in rows.items():
+        assert set(row) >= {"spec", "available", "reason", "device", "version", "hot_path", "dropped"}
+        if row["available"]:
+            be = backends.get(spec)
+            assert row["hot_path"] == backends.hot_path(be) and row["dropped"] == be.ops.dropped == {}
+            assert row["device"] == str(be.device) and row["reason"] == ""
+        else:
+            assert row["reason"] == backends.probe(spec)[1] != "" and row["hot_path"] is None
+    numpy_ops = backends.get("numpy").ops
+    assert rows["numpy"]["device"] == "cpu"
+    assert rows["numpy"]["hot_path"] == f"{numpy_ops.name} ({len(numpy_ops.overrides())} overrides)"
+    assert rows["array_api_strict"]["hot_path"] == "array-api-inplace (6 overrides)"
 
 
 def _toy_factory(device):
@@ -94,22 +114,37 @@ def _toy_factory(device):
                    _to_numpy=np.asarray, _owns=lambda a: type(a) is np.ndarray)
 
 
-def test_register_a_third_party_backend():
-    backends.register("toy", _toy_factory)
-    try:
-        net = pbp.Network([2, 3, 1], backend="toy", dtype="float64", seed=0)
-        assert net.backend.name == "toy" and "toy" in backends.available()
-        ref = pbp.Network([2, 3, 1], backend="numpy", dtype="float64", seed=0)
-        np.testing.assert_array_equal(net.forward([[1.0, 2.0]]), ref.forward([[1.0, 2.0]]))
-        with pytest.raises(ValueError, match="already registered"):
-            backends.register("toy", _toy_factory)
-    finally:
-        backends._FACTORIES.pop("toy", None)
-        backends._cache.pop("toy", None)
-    with pytest.raises(ValueError, match="backend name"):
-        backends.register("a:b", _toy_factory)
+def test_register_a_third_party_backend(registered_backend):
+    registered_backend("toy", _toy_factory)
+    net = pbp.Network([2, 3, 1], backend="toy", dtype="float64", seed=0)
+    assert net.backend.name == "toy" and "toy" in backends.available() and ("toy", False) in backends.specs()
+    assert type(net.ops) is Ops and backends.hot_path(net.backend) == "array-api"
+    ref = pbp.Network([2, 3, 1], backend="numpy", dtype="float64", seed=0)
+    np.testing.assert_array_equal(net.forward([[1.0, 2.0]]), ref.forward([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="already registered"):
+        backends.register("toy", _toy_factory)
+    first = backends.get("toy")
+    backends.register("toy", _toy_factory, replace=True)  # replacing drops the cached instance
+    assert backends.get("toy") is not first and backends.get("toy") is backends.get("toy")
+    for name in ("a:b", "", "auto"):
+        with pytest.raises(ValueError, match="backend name"):
+            backends.register(name, _toy_factory)
     with pytest.raises(TypeError, match="callable"):
         backends.register("x", 3)
+
+
+def test_a_factory_that_fails_or_returns_something_else(registered_backend):
+    def unavailable(device):
+        raise BackendUnavailable("flaky", "no such hardware", "buy some")
+
+    registered_backend("flaky", unavailable)
+    assert backends.probe("flaky") == (False, "no such hardware (buy some)")
+    assert "flaky" not in backends.available()
+    with pytest.raises(BackendUnavailable, match="backend 'flaky' cannot run here: no such hardware. To fix: buy some"):
+        pbp.Network([2, 1], backend="flaky")
+    registered_backend("notabackend", lambda device: object())
+    with pytest.raises(TypeError, match="factory for backend 'notabackend' returned object, not a Backend"):
+        backends.get("notabackend")
 
 
 def test_entry_point_backends_are_found(tmp_path, monkeypatch):
@@ -156,12 +191,28 @@ def test_unavailable_backend_errors_do_not_accumulate_tracebacks():
 
 
 def test_hot_path_names_what_a_backend_adds():
-    base = backends.get("numpy")
-    plain = Backend(name="toy", xp=base.xp, device="cpu", spec="toy")
-    assert backends.hot_path(plain) == "array-api"
-    full = Backend(name="toy", xp=base.xp, device="cpu", spec="toy", fused=object(),
-                   subtract_matmul=lambda W, D, A: W, subtract_colsum=lambda b, D: b,
-                   compile=lambda f, **kw: f)
-    assert backends.hot_path(full) == "fused,gemm-sgd,gemv-bias,jit"
-    with_ce = Backend(name="toy", xp=base.xp, device="cpu", spec="toy", fused=base.fused)
-    assert backends.hot_path(with_ce) == "fused,softmax-ce"
+    """The Ops' name and its number of overrides, plus jit where the step is compiled;
+    array-api when the backend adds nothing to the reference."""
+    xp = backends.get("numpy").xp
+    assert backends.hot_path(Backend(name="toy", xp=xp, device="cpu", spec="toy")) == "array-api"
+    jit = Backend(name="toy", xp=xp, device="cpu", spec="toy", compile=lambda f, **kw: f)
+    assert backends.hot_path(jit) == "jit"
+    in_place = Backend(name="toy", xp=xp, device="cpu", spec="toy", ops=InPlaceOps(xp))
+    assert backends.hot_path(in_place) == "array-api-inplace (6 overrides)"
+    both = Backend(name="toy", xp=xp, device="cpu", spec="toy", ops=InPlaceOps(xp), compile=lambda f, **kw: f)
+    assert backends.hot_path(both) == "array-api-inplace (6 overrides); jit"
+    assert backends.hot_path(backends.get("numpy")).startswith(("numpy+blas (", "numpy ("))
+
+
+def test_a_backend_without_ops_gets_the_reference():
+    xp = backends.get("numpy").xp
+    be = Backend(name="toy", xp=xp, device="cpu", spec="toy")
+    assert type(be.ops) is Ops and be.ops.xp is xp
+    assert be.reference_ops is be.reference_ops and be.reference_ops is not be.ops
+
+
+def test_library_of_names_an_arrays_library():
+    assert backends.library_of(np.ones(2)) == "numpy"
+    assert backends.library_of(backends.get("array_api_strict").asarray([1.0])) == "array_api_strict"
+    torch = pytest.importorskip("torch")
+    assert backends.library_of(torch.ones(2)) == "torch"

@@ -1,4 +1,5 @@
-"""Tests for portable_bp.checkpoint: round trips, resume, atomic saves, hostile files."""
+"""Tests for portable_bp.checkpoint: round trips, atomic saves, hostile files (resuming a
+run from a checkpoint: test_resume.py, test_resume_optimizer.py)."""
 
 import json
 import os
@@ -150,86 +151,6 @@ def test_schedule_round_trips(tmp_path):
     assert isinstance(opt.lr, pb.optim.StepLR) and opt.config() == net.optimizer_state[0].config()
 
 
-# -- resume --------------------------------------------------------------------------------
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_resume_equals_uninterrupted_run(tmp_path, optimizer, shuffle):
-    X, Z = data(n=50)
-    kw = dict(batch_size=8, optimizer=optimizer, shuffle=shuffle)
-    straight = small_net()
-    straight.fit(X, Z, epochs=4, checkpoint=tmp_path / "a", **kw)
-
-    first = small_net()
-    first.fit(X, Z, epochs=2, checkpoint=tmp_path / "b", **kw)
-    # a new network, even with another seed: the checkpoint's seed orders the batches
-    second = small_net(seed=12345)
-    history = second.fit(X, Z, epochs=4, checkpoint=tmp_path / "b", resume=True, **kw)
-    assert history.epochs == [2, 3]
-    assert second.epochs_trained == 4 and second.seed == straight.seed
-    assert_same_params(second, straight)
-    assert_same_params(pb.load(tmp_path / "b"), straight)
-    s0, s1 = straight.optimizer_state[1], second.optimizer_state[1]
-    assert s0["step"] == s1["step"]
-    for name in s0["slots"]:
-        for a, b in zip(s0["slots"][name], s1["slots"][name]):
-            np.testing.assert_array_equal(a, b)
-
-
-def test_resume_without_file_starts_fresh(tmp_path):
-    X, Z = data()
-    a, b = small_net(), small_net()
-    a.fit(X, Z, epochs=2, checkpoint=tmp_path / "new", resume=True)
-    b.fit(X, Z, epochs=2)
-    assert_same_params(a, b)
-    assert checkpoint.restore_into(small_net(), tmp_path / "missing") is None
-
-
-def test_resume_from_checkpoint_without_optimizer(tmp_path):
-    """A plain net.save() has no optimizer state: fit keeps its own optimizer, fresh."""
-    X, Z = data()
-    small_net().save(tmp_path / "m")
-    opt, state = checkpoint.restore_into(small_net(), tmp_path / "m", optimizer=None)
-    assert opt is None and state is None
-    resumed, direct = small_net(seed=3), small_net()
-    resumed.fit(X, Z, epochs=2, optimizer="adam", checkpoint=tmp_path / "m", resume=True)
-    direct.fit(X, Z, epochs=2, optimizer="adam")
-    assert_same_params(resumed, direct)
-
-
-def test_custom_lr_callable_needs_the_optimizer_again(tmp_path):
-    X, Z = data()
-    make = lambda: SGD(lambda epoch: 0.1 / (1 + epoch), momentum=0.9)  # noqa: E731
-    straight = small_net()
-    straight.fit(X, Z, epochs=4, optimizer=make())
-    small_net().fit(X, Z, epochs=2, optimizer=make(), checkpoint=tmp_path / "m")
-
-    loaded = pb.load(tmp_path / "m")
-    opt, state = loaded.optimizer_state
-    assert opt is None and state["step"] == 4 and len(state["slots"]["velocity"]) == 4
-
-    with pytest.raises(ValueError, match="pass the same optimizer again"):
-        checkpoint.restore_into(small_net(), tmp_path / "m")
-    with pytest.raises(ValueError, match="but the optimizer given is"):
-        small_net().fit(X, Z, epochs=4, optimizer="adam", checkpoint=tmp_path / "m", resume=True)
-    resumed = small_net()
-    resumed.fit(X, Z, epochs=4, optimizer=make(), checkpoint=tmp_path / "m", resume=True)
-    assert_same_params(resumed, straight)
-
-
-@pytest.mark.parametrize("change,key", [(dict(sizes=[3, 6, 3]), "sizes"),
-                                        (dict(activation="tanh"), "activation"),
-                                        (dict(loss="mse", output_activation="sigmoid"), "output_activation")])
-def test_resume_refuses_other_architecture(tmp_path, change, key):
-    small_net().save(tmp_path / "m")
-    cfg = {**dict(sizes=[3, 5, 3], activation="sigmoid", loss="cross_entropy"), **change}
-    net = pb.Network(cfg.pop("sizes"), dtype="float64", **cfg)
-    before = host_params(net)
-    with pytest.raises(ValueError, match=f"{key}=.*resume needs the same architecture"):
-        checkpoint.restore_into(net, tmp_path / "m")
-    for (W0, b0), (W1, b1) in zip(before, host_params(net)):  # untouched
-        np.testing.assert_array_equal(W0, W1)
-
-
 # -- atomic saves --------------------------------------------------------------------------
 def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "m"
@@ -347,7 +268,7 @@ def expect_error(path, match):
         pb.load(path)
     assert repr(str(path)) in str(info.value)  # the message names the file
     with pytest.raises(ValueError, match=match):
-        checkpoint.restore_into(small_net(), path)
+        checkpoint.read_run(path, small_net())
 
 
 @pytest.mark.parametrize("content", [b"", b"hello world", bytes(np.random.default_rng(0).integers(0, 256, 5000,

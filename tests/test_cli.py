@@ -1,65 +1,49 @@
 """The ``portable-bp`` command, run as users run it: ``python -m portable_bp`` in a subprocess."""
 
 import math
-import os
 import re
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from cli_helpers import REPO, assert_one_line_error, final_accuracy, run_cli
 from portable_bp.backends import probe
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FINAL_LINE = re.compile(r"^test accuracy: (\d\.\d{3}) \(n=(\d+)\) \| time: \d+\.\d s \| backend: \S+$")
 CUPY_OK, CUPY_REASON = probe("cupy")
-
-
-def _env():
-    paths = [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    env.pop("PORTABLE_BP_DEBUG", None)
-    return env
-
-
-def run_cli(*args, cwd=None, prelude=None):
-    """Run the command; ``prelude`` is Python run first in the same process (to hide a module)."""
-    if prelude is None:
-        cmd = [sys.executable, "-m", "portable_bp", *args]
-    else:
-        code = f"{prelude}\nimport sys\nfrom portable_bp.cli import main\nsys.exit(main(sys.argv[1:]))"
-        cmd = [sys.executable, "-c", code, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=cwd, timeout=300)
-
-
-def assert_one_line_error(result, *fragments):
-    """Exit status 2, exactly one line on stderr starting 'portable-bp: error:', no traceback."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("portable-bp: error: "), lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
-def final_accuracy(stdout):
-    match = FINAL_LINE.match(stdout.strip().splitlines()[-1])
-    assert match, stdout
-    return float(match.group(1)), int(match.group(2))
 
 
 # -- help and version ---------------------------------------------------------------------
 @pytest.mark.parametrize("sub", ["", "train", "evaluate", "backends", "gradcheck", "explain"])
 def test_help_for_every_subcommand(sub):
+    """--help works for the command and every subcommand (exit 0, a usage line)."""
     r = run_cli(*([sub] if sub else []), "--help")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("usage: portable-bp"), r.stdout
     if sub == "train":
         assert "--dataset" in r.stdout and "evaluate" in r.stdout  # the split/scaler note
+
+
+def test_train_help_shows_the_librarys_tables():
+    """Choices and defaults come from the library: hidden and output activations, losses
+    with their default outputs, optimizers with their default learning rates."""
+    from portable_bp.activations import ACTIVATIONS
+    from portable_bp.losses import LOSSES
+    from portable_bp.optim import DEFAULT_LR
+
+    r = run_cli("train", "--help")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+
+    def choices(flag):
+        return re.search(re.escape(flag) + r" \{([^}]*)\}", text).group(1).split(",")
+
+    assert choices("--activation") == [n for n, a in ACTIVATIONS.items() if not a.output_only]
+    assert choices("--output-activation") == list(ACTIVATIONS)
+    assert choices("--loss") == list(LOSSES)
+    assert choices("--optimizer") == list(DEFAULT_LR)
+    assert "(default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")" in text
+    assert "default: " + ", ".join(f"{loss.default_output} for {name}" for name, loss in LOSSES.items()) in text
 
 
 def test_version():
@@ -84,10 +68,11 @@ def test_bench_passes_arguments_to_the_benchmarks(tmp_path):
 
 
 # -- train and evaluate -------------------------------------------------------------------
-def test_train_digits_prints_the_final_line(tmp_path):
-    r = run_cli("train", "--dataset", "digits", "--epochs", "3", "--quiet", cwd=tmp_path)
+def test_train_defaults_to_digits_and_quiet_prints_the_final_line_alone(tmp_path):
+    """Without --dataset: digits (360 test images); --quiet prints only the final line."""
+    r = run_cli("train", "--epochs", "2", "--hidden", "32", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert len(r.stdout.strip().splitlines()) == 1  # --quiet: the final line alone
+    assert len(r.stdout.strip().splitlines()) == 1
     accuracy, n = final_accuracy(r.stdout)
     assert n == 360 and accuracy > 0.9
 
@@ -102,14 +87,16 @@ def test_the_main_job_reaches_97_percent(tmp_path):
 
 
 def test_train_save_then_evaluate_reproduces_the_test_accuracy(tmp_path):
-    r = run_cli("train", "--epochs", "3", "--seed", "3", "--backend", "numpy", "--save", "m.npz",
-                cwd=tmp_path)
+    """evaluate re-creates the run's test part from the data, the saved seed and the split,
+    on any backend: the same accuracy as train printed."""
+    r = run_cli("train", "--dataset", "blobs", "--epochs", "3", "--seed", "3", "--backend", "numpy",
+                "--save", "m.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     accuracy, n = final_accuracy(r.stdout)
     assert (tmp_path / "m.npz").is_file()
     assert "saved model to m.npz" in r.stdout
     for backend in ("numpy", "array_api_strict"):
-        e = run_cli("evaluate", "m.npz", "--dataset", "digits", "--backend", backend, cwd=tmp_path)
+        e = run_cli("evaluate", "m.npz", "--dataset", "blobs", "--backend", backend, cwd=tmp_path)
         assert e.returncode == 0, e.stderr
         m = re.fullmatch(r"test loss: (\S+) \| test accuracy: (\d\.\d{3}) \(n=(\d+)\) \| backend: (\S+)",
                          e.stdout.strip())
@@ -119,16 +106,24 @@ def test_train_save_then_evaluate_reproduces_the_test_accuracy(tmp_path):
 
 
 def test_evaluate_on_other_data_is_one_clear_line(tmp_path):
-    r = run_cli("train", "--epochs", "1", "--quiet", "--save", "m.npz", cwd=tmp_path)
+    """A model evaluated on data with another number of features: one error line saying so."""
+    r = run_cli("train", "--dataset", "sine", "--epochs", "1", "--quiet", "--save", "m.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert_one_line_error(run_cli("evaluate", "m.npz", "--dataset", "moons", cwd=tmp_path),
-                          "64 input features")
+                          "1 input features")
 
 
-def test_train_regression_prints_test_mse(tmp_path):
-    r = run_cli("train", "--dataset", "sine", "--epochs", "5", "--quiet", cwd=tmp_path)
+def test_train_regression_uses_the_librarys_defaults_and_prints_test_mse(tmp_path):
+    """A continuous target: loss mse with the library's default output for it (identity) and
+    the optimizer's default learning rate from the library's table."""
+    from portable_bp.losses import LOSSES
+    from portable_bp.optim import DEFAULT_LR
+
+    r = run_cli("train", "--dataset", "sine", "--epochs", "5", "--backend", "numpy", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    m = re.fullmatch(r"test MSE: (\S+) \(n=80\) \| time: \d+\.\d s \| backend: \S+", r.stdout.strip())
+    lines = r.stdout.strip().splitlines()
+    assert f"relu/{LOSSES['mse'].default_output}, loss mse, momentum lr={DEFAULT_LR['momentum']:g}," in lines[1]
+    m = re.fullmatch(r"test MSE: (\S+) \(n=80\) \| time: \d+\.\d s \| backend: numpy", lines[-1])
     assert m and float(m.group(1)) < 0.5, r.stdout
 
 
@@ -164,7 +159,7 @@ def test_train_on_idx_pair_and_npz_files(tmp_path):
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    r = run_cli("train", "--epochs", "2", "--quiet", "--plot", "curves.png", cwd=tmp_path)
+    r = run_cli("train", "--dataset", "blobs", "--epochs", "2", "--quiet", "--plot", "curves.png", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -177,24 +172,53 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
 
 
 # -- other subcommands --------------------------------------------------------------------
-def test_backends_table():
+def backends_table(stdout):
+    """{spec: {column: cell}} from the table (columns found by the header's titles), the
+    "SPEC overrides: ..." lines and the "auto selects:" line."""
+    lines = stdout.splitlines()
+    header = lines[0]
+    titles = ["backend", "runs here", "device", "version", "hot path", "reason it cannot run"]
+    starts = [header.index(t) for t in titles]
+    rows, overrides, auto = {}, {}, None
+    for line in lines[1:]:
+        m = re.fullmatch(r"(\S+) overrides: (.*)", line)
+        if m:
+            overrides[m.group(1)] = m.group(2)
+        elif line.startswith("auto selects: "):
+            auto = line.split(": ", 1)[1]
+        elif line.strip() and "override failed its check" not in line:
+            cells = [line[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
+            rows[cells[0]] = dict(zip(titles, cells))
+    return rows, overrides, auto
+
+
+def test_backends_table_matches_the_registry():
+    """One row per known backend (runs here, hot path as backends.hot_path gives it, a reason
+    where it cannot run), one "SPEC overrides:" line per runnable backend listing exactly its
+    Ops overrides, and the backend auto selects."""
+    from portable_bp.backends import get, hot_path, specs
+
     r = run_cli("backends")
     assert r.returncode == 0, r.stderr
-    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:] if line.strip()}
-    assert rows["numpy"][1] == "yes"
-    assert rows["array_api_strict"][1] == "yes"
-    assert r.stdout.splitlines()[0].split()[-6:-4] == ["hot", "path"]
-    assert rows["numpy"][4].startswith("fused") and rows["array_api_strict"][4] == "array-api"
-    if CUPY_OK:
-        assert rows["cupy"][1] == "yes"
-    else:
-        assert rows["cupy"][1] == "no" and len(rows["cupy"]) > 4  # a reason follows
-    assert "auto selects:" in r.stdout
+    rows, overrides, auto = backends_table(r.stdout)
+    assert sorted(rows) == sorted(spec for spec, _ in specs())
+    for spec, row in rows.items():
+        ok, reason = probe(spec)
+        assert row["runs here"] == ("yes" if ok else "no"), row
+        if ok:
+            names = get(spec).ops.overrides()
+            assert row["hot path"] == hot_path(get(spec)) and row["reason it cannot run"] == "-"
+            assert overrides[spec] == (", ".join(names) or "none (the Array API reference)")
+        else:
+            assert spec not in overrides and row["reason it cannot run"] not in ("", "-")
+    assert rows["numpy"]["hot path"].startswith("numpy") and "jit" in rows.get("jax", {"hot path": "jit"})["hot path"]
+    assert auto == get("auto").spec
 
 
 @pytest.mark.parametrize("args", [(), ("--activation", "relu", "--loss", "mse"),
                                   ("--backend", "array_api_strict", "--loss", "binary_cross_entropy")])
 def test_gradcheck_passes(args):
+    """Backprop against finite differences on the CLI's random networks: PASS below 1e-7."""
     r = run_cli("gradcheck", "--hidden", "5", "5", *args)
     assert r.returncode == 0, r.stdout + r.stderr
     m = re.search(r"max relative error: (\S+) \(threshold 1e-07\): PASS", r.stdout)
@@ -202,6 +226,7 @@ def test_gradcheck_passes(args):
 
 
 def test_explain_checks_the_seed_network():
+    """explain prints the 3-4-2 walk-through (weights, u, δ, gradients) and ends with OK."""
     r = run_cli("explain", "--backend", "numpy")
     assert r.returncode == 0, r.stderr
     for text in ("W(1) (4x3)", "W(2) (2x4)", "u(1)", "δ(2)", "δ(1)", "dL/dW(1)", "dL/db(2)"):
@@ -211,7 +236,7 @@ def test_explain_checks_the_seed_network():
 
 def test_the_loop_formulas_match_finite_differences():
     """explain's reference (E3/E5 by loops) is itself right: compare with its own loss."""
-    from portable_bp.cli import seed_network_by_loops
+    from portable_bp.explain import seed_network_by_loops
 
     rng = np.random.default_rng(1)
     W1, b1, W2, b2 = (rng.normal(0, 0.7, s).tolist() for s in ((4, 3), 4, (2, 4), 2))
@@ -257,12 +282,14 @@ def test_unknown_flag_is_one_line():
     (("train", "--dataset", "mnist"), "--dataset"),
     (("train", "--dataset", "digits", "--data", "x.csv"), "not allowed"),
     (("train", "--save", "no/such/folder/m.npz"), "does not exist"),
+    (("train", "--dataset", "xor", "--resume", "--epochs", "1"), "--checkpoint"),
     (("evaluate", "missing.npz"), "missing.npz"),
     (("gradcheck", "--samples", "0"), "--samples"),
     (("nope",), "invalid choice"),
     ((), "required"),
 ])
 def test_bad_values_are_one_line(tmp_path, args, fragment):
+    """Every bad flag value or path: exit 2, one line naming the problem, no traceback."""
     assert_one_line_error(run_cli(*args, cwd=tmp_path), fragment)
 
 

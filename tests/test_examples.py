@@ -27,11 +27,17 @@ def number_after(label, text):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
-def test_seed_network(backend):
+def test_seed_network_prints_the_explain_walk_through(backend, capsys):
+    """The derivation's 3-4-2 example, checked OK, exactly as portable_bp.explain prints it
+    (the code path of `portable-bp explain`)."""
+    from portable_bp.explain import explain_seed_network
+
     r = run_example("seed_network.py", "--backend", backend)
     assert r.returncode == 0, r.stderr
     assert "W(1) (4x3)" in r.stdout and "dL/dW(2)" in r.stdout
     assert r.stdout.strip().endswith("OK")
+    explain_seed_network(backend, 0)
+    assert capsys.readouterr().out == r.stdout
 
 
 def test_xor_full_batch():

@@ -1,7 +1,7 @@
 """GPU-only checks: device selection, device mismatches, and training on the GPU. Skipped
 with the probe's reason where no GPU answers (every test here carries the ``gpu`` marker).
-The fused kernels against the Array API reference path, GPU cases included, are in
-test_fused.py."""
+Each Ops primitive against the reference on the GPU specs is in test_ops.py (the xp_case
+fixture's GPU cases), the CUDA kernels themselves in test_cupy_kernels.py."""
 
 import numpy as np
 import pytest
@@ -9,13 +9,21 @@ import pytest
 import portable_bp as pbp
 from portable_bp.backends import probe
 
-from conftest import make_data
+from conftest import GPU_SPECS, make_data, spec_cases
 
 CUPY_OK, CUPY_WHY = probe("cupy")
 TORCH_CUDA_OK, TORCH_CUDA_WHY = probe("torch:cuda")
 JAX_GPU_OK, JAX_GPU_WHY = probe("jax:gpu")
 needs_cupy = pytest.mark.skipif(not CUPY_OK, reason=f"cupy unavailable: {CUPY_WHY}")
 pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("spec", spec_cases(GPU_SPECS))
+def test_every_gpu_override_passes_its_check(spec):
+    """On the GPU nothing is dropped: a dropped override would quietly slow the hot path."""
+    ops = pbp.backends.get(spec).ops
+    assert ops.overrides() and ops.dropped == {}
+
 
 @needs_cupy
 def test_cupy_matches_numpy_training_trajectory():
@@ -77,7 +85,7 @@ def test_jax_gpu_compiled_step_matches_numpy(optimizer):
     b = a.to("jax:gpu")
     ha = a.fit(X, y, epochs=3, batch_size=20, optimizer=optimizer, lr=0.05)
     hb = b.fit(X, y, epochs=3, batch_size=20, optimizer=optimizer, lr=0.05)
-    assert any(key[0] == "step" for key in b._compiled)
+    assert any(key[0] == "step" for key in b.compiled)
     np.testing.assert_allclose(ha.history["loss"], hb.history["loss"], rtol=1e-9)
     for (W, v), (W2, v2) in zip(a.params, b.params):
         np.testing.assert_allclose(W, b.backend.to_numpy(W2), rtol=1e-9, atol=1e-12)

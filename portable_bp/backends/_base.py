@@ -52,6 +52,9 @@ class Backend:
     _owns: Callable[[Any], bool] = lambda a: False
     _context: Callable[[], Any] = contextlib.nullcontext
     _enable_float64: Callable[[], None] = lambda: None
+    # a copy in C (row-major) order, where the library has layouts: a transposed or
+    # column-major array handed in would otherwise make every step's element-wise pass strided
+    _copy: Callable[[Any], Any] | None = None
     # optional compile(fn, static_argnames=()) -> compiled fn, for pure functions of arrays
     # (JAX's jit; the named arguments are compile-time constants); None on eager libraries
     compile: Callable[..., Callable] | None = None
@@ -120,6 +123,13 @@ class Backend:
 
         On CPU backends it may share memory with ``arr``: copy it before writing to it."""
         return self._to_numpy(arr)
+
+    def copy(self, arr):
+        """A copy of ``arr`` (an array of this backend) that nothing else shares, in row-major
+        order where the library has layouts."""
+        if self._copy is not None:
+            return self._copy(arr)
+        return self.xp.asarray(arr, copy=True)
 
     def owns(self, arr) -> bool:
         """True when ``arr`` is an array of this library on this device."""

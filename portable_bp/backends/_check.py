@@ -74,10 +74,13 @@ def _affine_cases(rng, with_activation):
 
 def _logits(rng, m, k):
     """Logits of scale 2 (every term of a softmax row matters), one row at scale 30 (nearly
-    one-hot) and one shifted by 500 (exp would overflow unshifted)."""
+    one-hot), one shifted by 500 (exp would overflow unshifted), and one whose maximum
+    stands 100 above the rest at a column no thread block starts at (a row maximum taken
+    from part of the row would overflow exp there)."""
     U = _normal(rng, (m, k), 2.0)
     U[0] += 500.0
     U[1] *= 15
+    U[2, 37 % k] += 100.0
     return U
 
 

@@ -58,6 +58,7 @@ def make(device=None) -> Backend:
         is_gpu=True,
         _to_numpy=lambda a: cupy.asnumpy(a),
         _owns=owns,
+        _copy=lambda a: cupy.array(a, order="C", copy=True),
         _synchronize=lambda: dev.synchronize(),
         _context=lambda: cupy.cuda.Device(index),
         ops=ops,

@@ -51,6 +51,7 @@ def make(device=None) -> Backend:
         name="numpy", xp=xp, device="cpu", spec="numpy",
         _to_numpy=np.asarray,
         _owns=lambda a: type(a) is np.ndarray,
+        _copy=lambda a: np.array(a, order="C", copy=True),
         ops=NumpyOps(xp, numpy_blas.find()),
         info={"version": np.__version__},
     )

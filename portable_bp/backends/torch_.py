@@ -100,6 +100,7 @@ def make(device=None) -> Backend:
         is_gpu=is_gpu,
         _to_numpy=lambda a: a.detach().cpu().numpy(),
         _owns=lambda a: isinstance(a, torch.Tensor) and a.device == dev,
+        _copy=lambda a: a.clone(memory_format=torch.contiguous_format),
         _synchronize=(lambda: torch.cuda.synchronize(dev)) if is_gpu else (lambda: None),
         ops=TorchOps(xp, torch, dev),
         capture=TorchCapture(torch, dev) if is_gpu else None,

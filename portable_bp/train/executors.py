@@ -182,11 +182,13 @@ ENVIRONMENT = "PORTABLE_BP_EXECUTOR"
 
 
 def available(backend) -> list[str]:
-    """The executors this backend has, in its order of preference (eager always last)."""
+    """The executors this backend has, in its order of preference (``Backend.executors``,
+    else captured, scanned, compiled), eager always last."""
     have = {"eager": True, "jit": backend.compile is not None,
             "scan": backend.compile is not None and backend.loop is not None,
             "graph": backend.capture is not None}
-    return [name for name in (*backend.executors, "eager") if have.get(name)] or ["eager"]
+    order = backend.executors or ("graph", "scan", "jit")
+    return [name for name in (*order, "eager") if have.get(name)]
 
 
 def chosen(net) -> str:

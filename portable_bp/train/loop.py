@@ -20,7 +20,7 @@ from .callbacks import History, ProgressBar
 from .divergence import TrainingDiverged, locate
 from .executors import Eager, ExecutorFailed, executor_for
 from .inference import metrics
-from .setup import Plan, prepare
+from .setup import Plan, prepare, user_callbacks
 from .state import Snapshots, TrainState, extremes
 
 
@@ -167,14 +167,20 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     any number of ranks (K times the communication).
     """
     with net.backend.activate():
-        plan = prepare(net, X, Z, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                       shuffle=shuffle, validation_data=validation_data,
-                       validation_batch_size=validation_batch_size,
-                       progress_bar=ProgressBar if progress else None, callbacks=callbacks,
-                       checkpoint=checkpoint, resume=resume, sample_weight=sample_weight,
-                       comm=comm, deterministic=deterministic)
-        with one_sided_errors_abort(plan.comm, collective=(TrainingDiverged,)):
-            return _train(net, plan)
+        hooks = user_callbacks(callbacks)
+        plan = None
+        try:
+            plan = prepare(net, X, Z, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                           shuffle=shuffle, validation_data=validation_data,
+                           validation_batch_size=validation_batch_size,
+                           progress_bar=ProgressBar if progress else None, callbacks=hooks,
+                           checkpoint=checkpoint, resume=resume, sample_weight=sample_weight,
+                           comm=comm, deterministic=deterministic)
+            with one_sided_errors_abort(plan.comm, collective=(TrainingDiverged,)):
+                return _train(net, plan)
+        finally:  # however fit ends, every callback closes, last
+            for cb in plan.callbacks if plan is not None else hooks:
+                cb.close()
 
 
 def _train(net, plan: Plan) -> History:
@@ -196,9 +202,6 @@ def _train(net, plan: Plan) -> History:
             net.set_params(before[0], copy=False, check_finite=False)
             net.epochs_trained, net.optimizer_state, net.seed, net.init, net.sigma = before[1:]
         raise
-    finally:
-        for cb in plan.callbacks:
-            cb.close()
     if plan.restored and plan.start.epoch == plan.stop:  # a resumed run that was already done
         plan.start.publish(net, plan.optimizer)
     # not on an exception: after a divergence the network keeps the last finite state, not

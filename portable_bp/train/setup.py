@@ -129,6 +129,13 @@ def _start(net, optimizer, lr, epochs, checkpoint, resume, comm):
     return opt, start, start.epoch + epochs if not resume else max(epochs, start.epoch), {}
 
 
+def user_callbacks(callbacks) -> list[Callback]:
+    """The ``callbacks`` argument as Callback objects, or a TypeError."""
+    if callbacks is None or isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks must be a list, got {type(callbacks).__name__}")
+    return [as_callback(cb) for cb in callbacks]
+
+
 def _same_start(net, comm, start, restored):
     """Rank 0's start state and seed on every rank (parameters start equal, batch orders
     are drawn alike), as (start, restored); the network itself is not changed."""
@@ -154,7 +161,7 @@ def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_si
              checkpoint, sample_weight, comm, deterministic):
     """Every argument that one rank can check alone: (data, total weight, batch size,
     validation, its batch size, callbacks, epochs). Only rank 0 writes checkpoints, so
-    only rank 0 checks the path."""
+    only rank 0 checks the path. ``callbacks`` are Callback objects (``user_callbacks``)."""
     epochs = integer(epochs, "epochs")
     if deterministic is not None:
         integer(deterministic, "deterministic", minimum=1)
@@ -164,9 +171,7 @@ def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_si
     total_weight = X.shape[0] if w is None else float(net.xp.sum(w))
     size = check_batch_size(batch_size, X.shape[0])
     validation, val_size = _validation(net, validation_data, size, validation_batch_size)
-    if callbacks is None or isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
-        raise TypeError(f"callbacks must be a list, got {type(callbacks).__name__}")
-    hooks = [as_callback(cb) for cb in callbacks]
+    hooks = list(callbacks)
     run = {"world_size": comm.size, "global_batch": size, "deterministic": deterministic}
     if checkpoint is not None:
         hooks.append(Checkpoint(checkpoint, comm=comm, run=run))

@@ -1,0 +1,159 @@
+"""Same meaning as scikit-learn: in float64 our estimators follow scikit-learn 1.9's MLP
+step for step (its initial weights, batch order, Adam/SGD conventions, L2 term, reported
+loss, schedules, early stopping, sample weights, partial_fit and warm_start), so their
+fitted attributes agree to rounding. L-BFGS agrees for a few iterations (it amplifies
+rounding differences later: the same optimum, another path)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+import scipy.sparse as sp  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.neural_network import MLPClassifier as SkClassifier  # noqa: E402
+from sklearn.neural_network import MLPRegressor as SkRegressor  # noqa: E402
+
+from portable_bp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from portable_bp.sklearn._stochastic import shuffle_order  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+RNG = np.random.RandomState(0)
+X = RNG.standard_normal((60, 5))
+TARGETS = {
+    "multiclass": RNG.randint(0, 3, 60),
+    "binary": np.where(X[:, 0] + 0.3 * RNG.standard_normal(60) > 0, "yes", "no"),
+    "multilabel": (X[:, :3] + 0.5 * RNG.standard_normal((60, 3)) > 0).astype(int),
+    "regression": X @ RNG.standard_normal(5) + 0.1 * RNG.standard_normal(60),
+    "multioutput": X @ RNG.standard_normal((5, 2)),
+    "poisson": RNG.poisson(np.exp(0.3 * X[:, 0])).astype(float),
+}
+WEIGHTS = RNG.uniform(0.2, 3.0, 60)
+
+CONFIGS = {
+    "adam": dict(max_iter=15),
+    "adam-l2-ragged": dict(max_iter=10, alpha=0.5, batch_size=16, shuffle=False),
+    "sgd-nesterov": dict(solver="sgd", learning_rate_init=0.05, max_iter=12),
+    "sgd-invscaling": dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.1,
+                           power_t=0.3, momentum=0.5, nesterovs_momentum=False, max_iter=12),
+    "sgd-adaptive": dict(solver="sgd", learning_rate="adaptive", learning_rate_init=0.05,
+                         tol=0.05, n_iter_no_change=1, max_iter=25, alpha=0.01),
+    "sgd-plain": dict(solver="sgd", momentum=0.0, alpha=0.0, learning_rate_init=0.05,
+                      batch_size=25, max_iter=10),
+    "early-stopping": dict(early_stopping=True, validation_fraction=0.2, n_iter_no_change=3,
+                           tol=1e-2, max_iter=40),
+    "converges": dict(tol=0.5, n_iter_no_change=2, max_iter=50),
+    "lbfgs": dict(solver="lbfgs", max_iter=8),
+}
+ATTRS = ("n_iter_", "t_", "loss_", "best_loss_", "loss_curve_", "validation_scores_",
+         "best_validation_score_", "n_layers_", "n_outputs_", "out_activation_")
+
+
+def pair(kind, **params):
+    """(ours, scikit-learn's) with the same parameters."""
+    params = dict(hidden_layer_sizes=(7, 4), random_state=3, **params)
+    ours, theirs = (MLPRegressor, SkRegressor) if kind in ("regression", "multioutput", "poisson") \
+        else (MLPClassifier, SkClassifier)
+    if kind == "poisson":
+        params["loss"] = "poisson"
+    return ours(**params), theirs(**params)
+
+
+def assert_same(ours, theirs, Xp=X, rtol=1e-7):
+    for name in ATTRS:
+        a, b = getattr(ours, name, None), getattr(theirs, name, None)
+        assert (a is None) == (b is None), name
+        if isinstance(b, (list, float, np.floating)) and b is not None:
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, err_msg=name)
+        elif b is not None:
+            assert a == b, name
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-10)
+    if hasattr(theirs, "predict_proba"):
+        np.testing.assert_array_equal(ours.predict(Xp), theirs.predict(Xp))
+        np.testing.assert_allclose(ours.predict_proba(Xp), theirs.predict_proba(Xp), rtol=rtol, atol=1e-12)
+        np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    else:
+        np.testing.assert_allclose(ours.predict(Xp), theirs.predict(Xp), rtol=rtol, atol=1e-12)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("kind", ["multiclass", "multioutput"])
+def test_same_trajectory_as_scikit_learn(kind, config):
+    ours, theirs = pair(kind, **CONFIGS[config])
+    assert_same(ours.fit(X, TARGETS[kind]), theirs.fit(X, TARGETS[kind]))
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel", "regression", "poisson"])
+@pytest.mark.parametrize("config", ["adam", "sgd-nesterov", "early-stopping"])
+def test_every_target_type(kind, config):
+    ours, theirs = pair(kind, **CONFIGS[config])
+    assert_same(ours.fit(X, TARGETS[kind]), theirs.fit(X, TARGETS[kind]))
+
+
+@pytest.mark.parametrize("config", ["adam-l2-ragged", "sgd-nesterov", "early-stopping", "lbfgs"])
+@pytest.mark.parametrize("kind", ["multiclass", "regression"])
+def test_sample_weight(kind, config):
+    ours, theirs = pair(kind, **CONFIGS[config])
+    w = WEIGHTS.copy()
+    w[:5] = 0.0
+    assert_same(ours.fit(X, TARGETS[kind], sample_weight=w), theirs.fit(X, TARGETS[kind], sample_weight=w))
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "regression"])
+def test_sparse_input(kind):
+    ours, theirs = pair(kind, **CONFIGS["adam-l2-ragged"])
+    Xs = sp.csr_array(np.where(X > 0.5, X, 0.0))
+    assert_same(ours.fit(Xs, TARGETS[kind]), theirs.fit(Xs, TARGETS[kind]), Xp=Xs)
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "regression"])
+def test_partial_fit_sequence(kind):
+    ours, theirs = pair(kind, solver="sgd", learning_rate_init=0.05, batch_size=20)
+    extra = {"classes": np.unique(TARGETS[kind])} if kind == "multiclass" else {}
+    for start in (0, 20, 40, 0):
+        rows = slice(start, start + 30)
+        ours.partial_fit(X[rows], TARGETS[kind][rows], **extra)
+        theirs.partial_fit(X[rows], TARGETS[kind][rows], **extra)
+        assert_same(ours, theirs)
+
+
+def test_warm_start_continues_like_scikit_learn():
+    ours, theirs = pair("multiclass", warm_start=True, max_iter=5)
+    for _ in range(3):
+        ours.fit(X, TARGETS["multiclass"])
+        theirs.fit(X, TARGETS["multiclass"])
+    assert_same(ours, theirs)
+
+
+def test_float32_stays_close():
+    X32 = X.astype(np.float32)
+    ours, theirs = pair("multiclass", max_iter=10)
+    ours.fit(X32, TARGETS["multiclass"])
+    theirs.fit(X32, TARGETS["multiclass"])
+    assert ours.coefs_[0].dtype == np.float32 and ours.predict_proba(X32).dtype == np.float32
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-4)
+    np.testing.assert_allclose(ours.predict_proba(X32), theirs.predict_proba(X32), atol=1e-4)
+
+
+def test_convergence_warning_and_tol_stop_match():
+    for config, warns in (("adam", True), ("converges", False)):
+        ours, theirs = pair("multiclass", **CONFIGS[config])
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            ours.fit(X, TARGETS["multiclass"])
+        assert any(issubclass(w.category, ConvergenceWarning) for w in got) == warns
+        assert ours.n_iter_ == theirs.fit(X, TARGETS["multiclass"]).n_iter_
+
+
+def test_shuffle_order_is_scikit_learns():
+    from sklearn.utils import shuffle
+
+    a, b = np.random.RandomState(5), np.random.RandomState(5)
+    order_a = order_b = np.arange(17)
+    for _ in range(3):
+        order_a, order_b = shuffle_order(order_a, a), shuffle(order_b, random_state=b)
+        np.testing.assert_array_equal(order_a, order_b)
