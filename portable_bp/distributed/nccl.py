@@ -54,10 +54,11 @@ class NCCL(MPI):
             cupy, nccl = _import_cupy()
         self._cp, self._nccl = cupy, nccl
         gpus = cupy.cuda.runtime.getDeviceCount()
-        if self.local_rank >= gpus:
-            raise DistributedError(f"rank {self.rank} is process {self.local_rank} on its machine, which "
-                                   f"has {gpus} GPU(s): NCCL uses one GPU per process, start at most "
-                                   f"{gpus} processes per machine")
+        short = self._call("allreduce", self.world.allreduce, int(self.local_rank >= gpus))
+        if short:  # on every rank, before any rank waits for NCCL's id
+            raise DistributedError(f"{short} process(es) have no GPU of their own: NCCL uses one GPU "
+                                   f"per process, and this machine has {gpus}: start at most {gpus} "
+                                   f"processes per machine")
         self.device = self.local_rank
         self.backend_spec = f"cupy:{self.device}"
         self._dtypes = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}
