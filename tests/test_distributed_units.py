@@ -242,3 +242,20 @@ def test_nccl_wait_aborts_nccl_and_the_job_past_its_deadline():
     with pytest.raises(SystemExit):
         comm.wait()
     assert ("abort",) in nccl.calls and world.calls[-1] == ("Abort", 1)
+
+
+def test_the_package_names_numpy_only_for_host_buffers_and_cupy_only_in_nccl():
+    """The distributed package is host-side communication code: NumPy (host buffers for
+    MPI) in staging.py alone, CuPy (its NCCL) imported inside nccl.py's functions alone;
+    everything else reaches arrays through the network's backend."""
+    import pathlib
+    import re
+
+    import portable_bp.distributed as dist
+
+    pattern = re.compile(r"^(\s*)(import|from)\s+(numpy|cupy|torch|jax)\b", re.M)
+    found = {}
+    for path in pathlib.Path(dist.__file__).parent.glob("*.py"):
+        for indent, _, lib in pattern.findall(path.read_text()):
+            found.setdefault(path.name, set()).add((lib, bool(indent)))
+    assert found == {"staging.py": {("numpy", False)}, "nccl.py": {("cupy", True)}}

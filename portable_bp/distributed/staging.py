@@ -28,6 +28,11 @@ def to_host(array, backend=None, *, copy: bool = False) -> np.ndarray:
     return host
 
 
+def host_zeros(n: int) -> np.ndarray:
+    """A float64 host buffer of ``n`` zeros (flags summed over the ranks)."""
+    return np.zeros(n)
+
+
 def from_host(host: np.ndarray, like, backend=None):
     """``host`` as an array of ``like``'s kind: itself for NumPy, else ``backend.asarray``
     (no copy where the library shares host memory: PyTorch on the CPU)."""

@@ -5,7 +5,7 @@ The rule behind every function here: a collective call must be reached by every 
 an error that one rank meets before a collective must become an error on every rank
 (:func:`together`), and an error one rank meets during training, where the others are
 already waiting in the next sum, must end the job (:func:`one_sided_errors_abort`).
-NumPy only holds small host buffers (flags) here.
+Small host buffers (flags) come from :mod:`.staging`, the package's one host-side module.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 import os
 import traceback
 
-import numpy as np
+from .staging import host_zeros
 
 
 def _builtin_kind(error) -> str:
@@ -49,7 +49,7 @@ def together(comm, fn):
         result = fn()
     except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
         error = exc
-    flags = np.zeros(comm.size)
+    flags = host_zeros(comm.size)
     flags[comm.rank] = error is not None
     flags = comm.allreduce(flags)
     failed = [r for r in range(comm.size) if flags[r]]
