@@ -253,7 +253,7 @@ def test_the_package_names_numpy_only_for_host_buffers_and_cupy_only_in_nccl():
 
     import portable_bp.distributed as dist
 
-    pattern = re.compile(r"^(\s*)(import|from)\s+(numpy|cupy|torch|jax)\b", re.M)
+    pattern = re.compile(r"^([ \t]*)(import|from)[ \t]+(numpy|cupy|torch|jax)\b", re.M)
     found = {}
     for path in pathlib.Path(dist.__file__).parent.glob("*.py"):
         for indent, _, lib in pattern.findall(path.read_text()):
