@@ -63,6 +63,7 @@ def _limit_threads(n: int) -> None:
 def _setup(args, comm):
     """(network, data on the device, optimizer) of the measurement."""
     import portable_bp as pbp
+
     from . import configs as C
 
     cfg = replace(configs()[args.config], batch=args.global_batch, steps=args.steps)
@@ -107,7 +108,8 @@ def worker_train(args, comm) -> dict:
     for r in range(args.rounds + 1):
         comm.barrier()
         in_sum[0], t0 = 0.0, time.perf_counter()
-        params, state, count, total = executor.epoch(params, state, count, data, None, args.global_batch, C.LR)
+        params, state, count, total = executor.epoch(params, state, count, data, None,
+                                                     args.global_batch, C.LR)
         float(total)
         wall = time.perf_counter() - t0
         if r:  # round 0 warms up (allocations, BLAS start-up)
@@ -179,7 +181,8 @@ def _run(cmd, threads: int, timeout: int):
 def measure(args, role: str, n: int, config: str = "D", global_batch: int = 0):
     me = [sys.executable, "-m", "benchmarks.scaling", "--worker", role, "--config", config,
           "--global-batch", str(global_batch), "--dtype", args.dtype, "--rounds", str(args.rounds),
-          "--steps", str(args.steps.get(config, 8)), "--threads", str(n)] + (["--no-pin"] if args.no_pin else [])
+          "--steps", str(args.steps.get(config, 8)), "--threads", str(n)]
+    me += ["--no-pin"] if args.no_pin else []
     if role == "threads":
         return _run(me, n, args.timeout)
     return _run([_mpiexec(), "-n", str(n), *me], 1, args.timeout)
@@ -196,7 +199,8 @@ def ring_fit(points: list[dict], ranks: int) -> dict:
 
 
 def run_all(args) -> dict:
-    out = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]}
+    out = {"machine": machine,
            "dtype": args.dtype, "scaling": [], "allreduce": {}}
     cfgs = configs()
     for name in args.configs:
@@ -216,7 +220,8 @@ def run_all(args) -> dict:
         beta = fit["beta_bytes_per_s"]
         print(f"allreduce, {n} ranks: alpha {fit['alpha_s'] * 1e6:.1f} us, beta "
               f"{'-' if beta is None else f'{beta / 1e9:.2f} GB/s'}; "
-              + ", ".join(f"{p['bytes'] // 1024} KiB {p['seconds'] * 1e3:.3f} ms" for p in points), flush=True)
+              + ", ".join(f"{p['bytes'] // 1024} KiB {p['seconds'] * 1e3:.3f} ms" for p in points),
+              flush=True)
     return out
 
 
@@ -249,7 +254,8 @@ def model(gpus=(8, 16, 32, 64, 128, 256, 512), per_node: int = 8) -> list[str]:
             tree = allreduce_seconds(p, 4 * params, alpha, beta, tree=True)
             hidden = max(0.0, tree - 2 / 3 * step)
             lines.append(f"| {name} | {p} | {step * 1e3:.2f} | {ring * 1e3:.2f} | {tree * 1e3:.2f} | "
-                         f"{step / (step + ring):.2f} | {step / (step + tree):.2f} | {step / (step + hidden):.2f} |")
+                         f"{step / (step + ring):.2f} | {step / (step + tree):.2f} | "
+                         f"{step / (step + hidden):.2f} |")
     return lines
 
 
@@ -262,7 +268,8 @@ def _row_text(row, rows) -> str:
         ideal = one["dp"]["samples_per_s"] * row["ranks"]
         eff = f" efficiency {dp / ideal:.2f}"
     threads = row["threads"]["samples_per_s"] if row["threads"] else None
-    versus = f" | 1 process x {row['ranks']} threads {threads:,.0f} (ranks/threads {dp / threads:.2f})" if threads else ""
+    versus = (f" | 1 process x {row['ranks']} threads {threads:,.0f} (ranks/threads {dp / threads:.2f})"
+              if threads else "")
     return (f"{row['config']} {row['mode']:6s} N={row['ranks']:2d} batch {row['global_batch']:5d}: "
             f"{dp:,.0f} samples/s{eff}, comm share {row['dp']['comm_share']:.2f}{versus}")
 
@@ -271,7 +278,8 @@ def targets(out) -> list[str]:
     name, mode, n, minimum = TARGET
     rows = {(r["config"], r["mode"], r["ranks"]): r["dp"]["samples_per_s"] for r in out["scaling"]}
     if (name, mode, n) not in rows or (name, mode, 1) not in rows:
-        return [f"target weak efficiency >= {minimum} at {n} ranks on {name}: not measured (--ranks lacks {n})"]
+        return [f"target weak efficiency >= {minimum} at {n} ranks on {name}: not measured "
+                f"(--ranks lacks {n})"]
     eff = rows[(name, mode, n)] / (n * rows[(name, mode, 1)])
     return [f"target weak efficiency >= {minimum} at {n} ranks on {name}: {eff:.2f} "
             f"{'PASS' if eff >= minimum else 'MISS'}"]
@@ -290,7 +298,8 @@ def parse(argv=None):
     p.add_argument("--no-threads", action="store_true", help="skip the one-process N-thread baseline")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--timeout", type=int, default=900, help="seconds per measurement")
-    p.add_argument("--json", default=None, help="output file (default benchmarks/results/scaling_<cpus>cpu.json)")
+    p.add_argument("--json", default=None,
+                   help="output file (default benchmarks/results/scaling_<cpus>cpu.json)")
     p.add_argument("--model", action="store_true", help="print docs/scaling.md's model table and exit")
     p.add_argument("--worker", choices=("dp", "threads", "allreduce"), help=argparse.SUPPRESS)
     p.add_argument("--config", default="D", help=argparse.SUPPRESS)
@@ -308,7 +317,8 @@ def main(argv=None) -> int:
     if args.worker:
         return worker(args)
     if args.model:
-        print("| step | GPUs | compute ms | ring ms | tree ms | eff. ring | eff. tree | eff. tree + overlap |")
+        print("| step | GPUs | compute ms | ring ms | tree ms | eff. ring | eff. tree "
+              "| eff. tree + overlap |")
         print("|---|---|---|---|---|---|---|---|")
         print("\n".join(model()))
         return 0

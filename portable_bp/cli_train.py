@@ -227,7 +227,8 @@ def _communicator(args, backend):
     """(the communicator of ``--distributed``, the backend this process trains on: a GPU
     spec without a device index gets the GPU of the process's local rank)."""
     from .backends import get
-    from .distributed import NCCL, device_spec, get as get_comm
+    from .distributed import NCCL, device_spec
+    from .distributed import get as get_comm
 
     comm = get_comm(args.distributed, gpu=backend.is_gpu and backend.name == "cupy")
     if comm.size == 1:

@@ -46,9 +46,12 @@ CASES = {
     # single-sample SGD: every step has an empty part
     "batch_1": ({}, dict(optimizer="momentum", batch_size=1, epochs=2), dict(n=9), False),
     "full_batch": ({}, dict(optimizer="sgd", batch_size=None, epochs=4), {}, False),
-    "det2": (dict(dtype="float32"), dict(optimizer="adam", lr=0.01, batch_size=16, epochs=3, deterministic=2), {}, True),
-    "det4": (dict(dtype="float32"), dict(optimizer="momentum", batch_size=16, epochs=3, deterministic=4), {}, False),
-    "det4_f64": ({}, dict(optimizer="adam", lr=0.01, batch_size=16, epochs=3, deterministic=4), dict(n=21), False),
+    "det2": (dict(dtype="float32"), dict(optimizer="adam", lr=0.01, batch_size=16, epochs=3,
+                                         deterministic=2), {}, True),
+    "det4": (dict(dtype="float32"), dict(optimizer="momentum", batch_size=16, epochs=3,
+                                         deterministic=4), {}, False),
+    "det4_f64": ({}, dict(optimizer="adam", lr=0.01, batch_size=16, epochs=3, deterministic=4),
+                 dict(n=21), False),
     "early_stop": ({}, dict(optimizer="momentum", batch_size=16, epochs=12), {}, False),
     # relu with a huge rate: the loss of batch 3 of epoch 2 is NaN (found by replaying)
     "diverge": (dict(activation="relu"), dict(optimizer="sgd", lr=1e10, batch_size=16, epochs=3), {}, False),
@@ -115,7 +118,8 @@ def train(comm, out, with_jax):
     names = list(CASES) + (list(JAX_CASES) if with_jax else [])
     results = {name: run_case(name, comm) for name in names}
     # checkpoints across world sizes: this world writes one, and resumes one written alone
-    results["ckpt_write"] = run_case("adam", comm, epochs=2, checkpoint=os.path.join(out, f"ckpt_{comm.size}.npz"))
+    written = os.path.join(out, f"ckpt_{comm.size}.npz")
+    results["ckpt_write"] = run_case("adam", comm, epochs=2, checkpoint=written)
     alone = os.path.join(out, "ckpt_alone.npz")
     if os.path.exists(alone):
         results["ckpt_resume"] = run_case("adam", comm, epochs=4, checkpoint=alone, resume=True)

@@ -12,9 +12,9 @@ import threading
 
 import numpy as np
 import pytest
-
 from distributed_threads import Group, ThreadComm, run_ok, run_ranks
 from distributed_worker import data, network, run_case
+
 from portable_bp.distributed import Local
 from portable_bp.distributed.executor import DataParallel, DataParallelCompiled, part
 from portable_bp.train.executors import Eager

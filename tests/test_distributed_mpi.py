@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 import pytest
-
 from distributed_worker import CASES, load_results, run_case
 from test_distributed import assert_bit_identical, assert_equal_to_rounding
 

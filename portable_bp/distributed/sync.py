@@ -110,7 +110,8 @@ def broadcast_state(comm, backend, params, state, count: int, epoch: int, seed: 
     count, epoch, seed = comm.broadcast_object((count, epoch, seed))
     n = 2 * len(params)
     new_params = [(arrays[i], arrays[i + 1]) for i in range(0, n, 2)]
-    new_state, at = [], n
+    new_state: list = []
+    at = n
     for layer, keys in zip(state, names):
         if layer is None:
             new_state.append(None)

@@ -11,6 +11,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._validate import integer
 from ..optim import get_optimizer, layer_state, optimizer_from_config
@@ -36,7 +37,7 @@ class Plan:
     shuffle: bool
     callbacks: list[Callback]
     restored: dict = field(default_factory=dict)  # seed, init, sigma of a resumed checkpoint
-    comm: object = None  # the communicator (portable_bp.distributed); Local for one process
+    comm: Any = None  # the communicator (portable_bp.distributed); Local for one process
     deterministic: int | None = None  # K fixed pieces per global batch, or None
 
 
