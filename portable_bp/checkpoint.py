@@ -42,8 +42,10 @@ ARCHITECTURE = ("sizes", "activation", "output_activation", "loss")
 
 
 # -- saving ------------------------------------------------------------------------------
-def save(net, path) -> None:
-    """Write ``net`` (parameters, epochs_trained, optimizer state) to ``path`` atomically.
+def save(net, path, run=None) -> None:
+    """Write ``net`` (parameters, epochs_trained, optimizer state) to ``path`` atomically;
+    ``run`` (a JSON-able dict: world size, global batch of the fit writing it) goes into
+    the metadata as ``run``, for the record: resuming does not need it.
 
     An existing file keeps its permission bits; a read-only file, a directory or a
     non-regular file at ``path`` is refused before anything is written (see
@@ -51,6 +53,8 @@ def save(net, path) -> None:
     """
     path = os.fsdecode(os.fspath(path))
     arrays, meta = _host_contents(net)
+    if run is not None:
+        meta["run"] = dict(run)
     arrays["meta"] = np.array(json.dumps(meta))  # 0-d '<U' array: no pickling on load
     # through a file object: numpy adds no ".npz" suffix
     atomic_write(path, lambda f: np.savez(f, **arrays))

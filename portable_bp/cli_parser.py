@@ -16,6 +16,7 @@ from ._validate import integer, number
 from .activations import ACTIVATIONS
 from .backends import DTYPES
 from .cli_train import DATASETS, PROG
+from .distributed.launch import CHOICES as DISTRIBUTED
 from .losses import LOSSES
 from .optim import DEFAULT_LR, OPTIMIZERS
 
@@ -105,6 +106,10 @@ on Ctrl-C (exit 130), SIGTERM (exit 143) or a divergence (exit 1) the model and 
 the last completed epoch are still written. --checkpoint saves after every epoch;
 --resume continues from it (the same command line trains on to --epochs in total).
 
+Many processes: mpiexec -n 4 portable-bp train --dataset digits --distributed mpi trains
+one network with 4 processes (pip install "portable_bp[mpi]"), as one process would with
+the same global --batch-size (to rounding); rank 0 prints and writes the outputs.
+
 Example: portable-bp train --dataset digits --hidden 256 --epochs 30 --save model.npz
 """
 
@@ -179,6 +184,11 @@ def _add_train(sub):
     t.add_argument("--plot", metavar="PNG", default=None,
                    help="save loss and accuracy per epoch as a PNG (needs matplotlib)")
     t.add_argument("--quiet", action="store_true", help="print only the final line")
+    t.add_argument("--distributed", choices=DISTRIBUTED, default="none",
+                   help="train with every process the launcher started: mpi (mpi4py), nccl (CuPy, "
+                        "one GPU per process), auto (what the launcher's environment says; none "
+                        "without a launcher) or none (default). --batch-size is then the global "
+                        "batch, of which each process takes its part")
 
 
 def _add_evaluate(sub):

@@ -8,8 +8,12 @@ divergence) the model and plot of the last completed epoch are still written.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -207,8 +211,10 @@ def _network(args, data, loss, backend):
                    dtype=args.dtype, seed=args.seed)
 
 
-def _describe(args, net, data, opt, source, n_features):
+def _describe(args, net, data, opt, source, n_features, comm):
     bs = "full" if args.batch_size is None else args.batch_size
+    if comm.size > 1:
+        bs = f"{bs} (global: {comm.size} processes, {type(comm).__name__}, each its part)"
     kind = "classes" if net.loss == "cross_entropy" else "outputs"
     print(f"{source}: {len(data.X_train)} train / {len(data.X_test)} test samples, "
           f"{n_features} features, {data.n_out} {kind}")
@@ -217,34 +223,100 @@ def _describe(args, net, data, opt, source, n_features):
           f"{args.dtype} on {net.backend.spec}")
 
 
+def _communicator(args, backend):
+    """(the communicator of ``--distributed``, the backend this process trains on: a GPU
+    spec without a device index gets the GPU of the process's local rank)."""
+    from .backends import get
+    from .distributed import NCCL, device_spec
+    from .distributed import get as get_comm
+
+    comm = get_comm(args.distributed, gpu=backend.is_gpu and backend.name == "cupy")
+    if comm.size == 1:
+        return comm, backend
+    if isinstance(comm, NCCL):
+        if backend.name != "cupy":
+            raise ValueError(f"--distributed nccl sums CuPy arrays: use --backend cupy (not {backend.spec})")
+        spec = comm.backend_spec
+    else:
+        spec = device_spec(backend.spec, comm.local_rank)
+    return comm, backend if spec == backend.spec else get(spec)
+
+
+@contextlib.contextmanager
+def _rank_output(comm):
+    """Only rank 0 prints. The others' output goes nowhere, and an error they share with
+    rank 0 (``fit`` raises its errors on every rank) ends them with the exit status
+    ``main`` gives it, silently: rank 0 says it once."""
+    from .backends import BackendUnavailable
+    from .train import TrainingDiverged
+
+    if comm.rank == 0:
+        yield
+        return
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        except KeyboardInterrupt as exc:
+            raise SystemExit(143 if type(exc).__name__ == "Terminated" else 130) from None
+        except TrainingDiverged:
+            raise SystemExit(1) from None
+        except (ValueError, TypeError, OSError, ImportError, BackendUnavailable):
+            raise SystemExit(2) from None
+
+
 def cmd_train(args, backend):
-    """Train a network on a dataset or a file; print the test metric, time and backend."""
-    from .optim import get_optimizer
-    from .train import History, TrainingDiverged
+    """Train a network on a dataset or a file; print the test metric, time and backend.
+    With ``--distributed``, every process started by the launcher runs this, with the same
+    data; rank 0 prints and writes the outputs."""
+    from .distributed import DistributedError
 
     if args.resume and not args.checkpoint:
         raise ValueError("--resume continues from --checkpoint FILE: give both")
-    check_outputs(args)
+    try:
+        comm, backend = _communicator(args, backend)
+    except DistributedError as exc:
+        sys.stderr.write(f"{PROG}: error: {' '.join(str(exc).split())}\n")
+        return 2
+    with _rank_output(comm):
+        return _train(args, backend, comm)
+
+
+def _load(args):
+    """(prepared data, loss, source, number of features) of the run."""
     X, y, source = load_data(args)
     loss = args.loss or default_loss(y)
-    data = prepare(X, y, loss, args.seed, args.test_size, source)
+    return prepare(X, y, loss, args.seed, args.test_size, source), loss, source, X.shape[1]
+
+
+def _train(args, backend, comm):
+    from .distributed.sync import together
+    from .optim import get_optimizer
+    from .train import History, TrainingDiverged
+
+    together(comm, lambda: check_outputs(args) if comm.rank == 0 else None)  # only rank 0 writes
+    data, loss, source, n_features = together(comm, lambda: _load(args))
     net = _network(args, data, loss, backend)
     opt = get_optimizer(args.optimizer, args.lr, args.weight_decay)
     if not args.quiet:
-        _describe(args, net, data, opt, source, X.shape[1])
+        _describe(args, net, data, opt, source, n_features, comm)
     history, t0 = History(), time.perf_counter()
     try:
         net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
                 optimizer=opt, validation_data=(data.X_test, data.y_test), progress=not args.quiet,
-                callbacks=[history], checkpoint=args.checkpoint, resume=args.resume)
+                callbacks=[history], checkpoint=args.checkpoint, resume=args.resume, comm=comm)
     except (KeyboardInterrupt, TrainingDiverged):
-        _write_outputs(args, net, history, source)  # the last completed (or finite) epoch
+        if comm.rank == 0:
+            _write_outputs(args, net, history, source)  # the last completed (or finite) epoch
         raise
     net.backend.synchronize()
     elapsed = time.perf_counter() - t0
     metrics = held_out_metrics(net, data)
-    _write_outputs(args, net, history, source)
-    print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | backend: {backend.spec}")
+    if comm.rank == 0:
+        _write_outputs(args, net, history, source)
+    ranks = f" x {comm.size} processes" if comm.size > 1 else ""
+    print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | "
+          f"backend: {backend.spec}{ranks}")
     return 0
 
 

@@ -1,49 +1,45 @@
 """Data-parallel training: communicators at the step's gradient/update boundary.
 
-A communicator is what ``fit(..., comm=...)`` talks to. Its interface, used by the
-trainer (``portable_bp.train``):
+``fit(net, X, Z, comm=MPI())`` trains one network with many processes: every process
+holds the whole dataset and draws the same batch order, takes its part of each global
+batch of ``batch_size`` rows, and the gradients and summed loss of the parts travel in one
+flat buffer per step, summed over the processes; every process then applies the same
+update. The result is one process's training on the same global batches (to rounding;
+bit for bit with ``deterministic=K``). See ``docs/scaling.md`` for what it costs.
 
-* ``rank``, ``size``, ``local_rank``: this process among ``size`` (0 is the one that
-  prints, shows progress and writes checkpoints);
-* ``broadcast_arrays(arrays, root=0) -> list``: every rank gets root's values (parameters
-  and optimizer state start equal; a resumed checkpoint is read once);
-* ``broadcast_object(obj, root=0)``: small Python values (a resumed run's metadata);
-* ``agree(flag: bool) -> bool``: rank 0's decision, on every rank (a callback's stop);
-* ``barrier()``: wait for every rank (after rank 0 wrote a checkpoint);
-* ``executor(net, optimizer) -> executor``: the executor that runs the step on this rank's
-  part of each global batch and sums gradients and loss over the ranks (one buffer per step).
+A communicator is what ``fit`` talks to (:class:`~.base.Communicator`):
 
-:class:`Local` is the communicator of one process: every call is the identity, and its
-executor is the backend's own.
+* ``rank``, ``size``, ``local_rank``: this process among ``size`` (rank 0 prints, shows
+  progress and writes checkpoints; ``local_rank`` picks the GPU);
+* ``allreduce(buffer, backend=None)``: the in-place sum of a flat buffer over the ranks;
+* ``broadcast_arrays(arrays, backend=None, root=0)``, ``broadcast_object(obj, root=0)``:
+  rank 0's start state and resumed checkpoint on every rank;
+* ``agree(flag)``: rank 0's decision on every rank (a callback's stop); ``barrier()``;
+* ``wait()``: queued communication done; ``abort(message, code)``: end every rank;
+* ``executor(net, optimizer, deterministic=None)``: the executor ``fit`` runs.
+
+Communicators: :class:`Local` (one process, the default), :class:`MPI` (mpi4py; CPU
+buffers directly, GPU buffers through the host unless the MPI is CUDA-aware),
+:class:`NCCL` (CuPy, one GPU per process), and :func:`get` by name (``none``, ``mpi``,
+``nccl``, ``auto``: the launcher's environment decides). The transports are imported
+when a communicator is made, never by ``import portable_bp``.
 """
 
 from __future__ import annotations
 
+from .base import Communicator, Local
+from .launch import CHOICES, DistributedError, device_spec, get, launcher_size
+from .mpi import MPI
+from .nccl import NCCL
 
-class Local:
-    """One process: nothing to communicate."""
-
-    rank, size, local_rank = 0, 1, 0
-
-    def broadcast_arrays(self, arrays, root: int = 0) -> list:
-        return list(arrays)
-
-    def broadcast_object(self, obj, root: int = 0):
-        return obj
-
-    def agree(self, flag: bool) -> bool:
-        return bool(flag)
-
-    def barrier(self) -> None:
-        pass
-
-    def executor(self, net, optimizer):
-        from ..train.executors import executor_for
-
-        return executor_for(net, optimizer)
-
-    def __repr__(self) -> str:
-        return "Local()"
+__all__ = ["Communicator", "Local", "MPI", "NCCL", "get", "CHOICES", "DistributedError",
+           "device_spec", "launcher_size", "DataParallel", "DataParallelCompiled"]
 
 
-__all__ = ["Local"]
+def __getattr__(name):
+    # the executors import the trainer, which imports this package: load them on first use
+    if name in ("DataParallel", "DataParallelCompiled"):
+        from . import executor
+
+        return getattr(executor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

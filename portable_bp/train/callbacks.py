@@ -160,15 +160,30 @@ def check_output_path(path, what: str) -> str:
 
 class Checkpoint(Callback):
     """Save the network (parameters, optimizer state, epoch count) to ``path`` after every
-    epoch, atomically; the path is checked before training starts."""
+    epoch, atomically; the path is checked before training starts.
 
-    def __init__(self, path):
-        self.path = check_output_path(path, "checkpoint")
+    With many ranks (``comm``), rank 0 alone checks the path and writes (the ranks hold
+    the same state), then every rank waits at a barrier, so that no rank is an epoch ahead
+    of the file. ``run`` is recorded in the file's metadata (world size, global batch)."""
+
+    def __init__(self, path, comm=None, run=None):
+        self.comm, self.run = comm, run
+        if comm is None or comm.rank == 0:
+            self.path = check_output_path(path, "checkpoint")
+        else:
+            self.path = os.fsdecode(os.fspath(path))
+
+    def bind(self, comm, run) -> None:
+        """Write as rank ``comm.rank`` of ``comm.size`` (``fit`` tells every Checkpoint)."""
+        self.comm, self.run = comm, run
 
     def on_epoch_end(self, net, epoch, logs):
         from ..checkpoint import save
 
-        save(net, self.path)
+        if self.comm is None or self.comm.rank == 0:
+            save(net, self.path, run=self.run)
+        if self.comm is not None:
+            self.comm.barrier()
 
 
 class ProgressBar(Callback):

@@ -14,9 +14,10 @@ import math
 import time
 import warnings
 
+from ..distributed.sync import one_sided_errors_abort
 from ..optim import learning_rate
 from .callbacks import History, ProgressBar
-from .divergence import locate
+from .divergence import TrainingDiverged, locate
 from .executors import Eager, ExecutorFailed, executor_for
 from .inference import metrics
 from .setup import Plan, prepare, user_callbacks
@@ -30,7 +31,7 @@ class Run:
         self.net, self.plan, self.xp = net, plan, net.xp
         self.data, self.batch_size = plan.data, plan.batch_size
         self.n = plan.data[0].shape[0]
-        self.executor = executor_for(net, plan.optimizer)
+        self.executor = self.executor_for(eager=False)
         self.progress = any(isinstance(cb, ProgressBar) for cb in plan.callbacks)
         self.state: TrainState = plan.start
         self.snapshots = Snapshots(net.ops, net.backend.mutable)
@@ -91,7 +92,16 @@ class Run:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         if self.progress:
             print(message)
-        self.executor = Eager(self.net, self.plan.optimizer)
+        self.executor = self.executor_for(eager=True)
+
+    def executor_for(self, eager: bool):
+        """One process: the backend's executor (or Eager). Many ranks, or fixed pieces
+        (``deterministic``): the communicator's data-parallel one."""
+        plan = self.plan
+        if plan.comm.size == 1 and not plan.deterministic:
+            return Eager(self.net, plan.optimizer) if eager else executor_for(self.net, plan.optimizer)
+        return plan.comm.executor(self.net, plan.optimizer, deterministic=plan.deterministic,
+                                  name="eager" if eager else None)
 
     def logs(self, epoch: int, started: float) -> dict:
         logs = {"loss": self.train_epoch(epoch)}
@@ -103,16 +113,17 @@ class Run:
         return logs
 
 
-def _stop_requested(callbacks, net, epoch, logs) -> bool:
+def _stop_requested(callbacks, net, epoch, logs, comm) -> bool:
+    """Whether a callback asks to stop; with many ranks, rank 0's answer, on every rank."""
     stop = False
     for cb in callbacks:
         stop = bool(cb.on_epoch_end(net, epoch, logs)) or stop  # every callback runs
-    return stop
+    return comm.agree(stop)
 
 
 def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
         validation_data=None, validation_batch_size=None, progress=False, callbacks=(),
-        checkpoint=None, resume=False, sample_weight=None) -> History:
+        checkpoint=None, resume=False, sample_weight=None, comm=None, deterministic=None) -> History:
     """Train ``net`` by gradient descent (E12) and return a :class:`History`.
 
     batch_size: None for full-batch gradient descent, 1 for single-sample SGD, k for
@@ -144,6 +155,16 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     keeps the last parameters and optimizer state whose loss was finite. An interrupt
     (KeyboardInterrupt) during an epoch leaves the network at the end of the last completed
     epoch, so that saving and resuming is exact.
+
+    comm: a communicator (:mod:`portable_bp.distributed`) to train with many processes,
+    each started with the same data and arguments: ``batch_size`` is then the global
+    batch, of which each rank takes its part; gradients and loss are summed over the ranks
+    every step, so the result is one process's (to rounding). Parameters start as rank 0's;
+    only rank 0 shows progress and writes checkpoints; a callback's stop is rank 0's.
+    Divergence is raised on every rank at once; any other exception on one rank ends the
+    whole job (MPI abort), since the others wait for it. deterministic: K splits every
+    global batch into K fixed pieces summed in a fixed order: bit-identical results for
+    any number of ranks (K times the communication).
     """
     with net.backend.activate():
         hooks = user_callbacks(callbacks)
@@ -153,8 +174,10 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
                            shuffle=shuffle, validation_data=validation_data,
                            validation_batch_size=validation_batch_size,
                            progress_bar=ProgressBar if progress else None, callbacks=hooks,
-                           checkpoint=checkpoint, resume=resume, sample_weight=sample_weight)
-            return _train(net, plan)
+                           checkpoint=checkpoint, resume=resume, sample_weight=sample_weight,
+                           comm=comm, deterministic=deterministic)
+            with one_sided_errors_abort(plan.comm, collective=(TrainingDiverged,)):
+                return _train(net, plan)
         finally:  # however fit ends, every callback closes, last
             for cb in plan.callbacks if plan is not None else hooks:
                 cb.close()
@@ -172,7 +195,7 @@ def _train(net, plan: Plan) -> History:
         for epoch in range(plan.start.epoch, plan.stop):
             logs = run.logs(epoch, time.perf_counter())
             history.append(epoch, logs)
-            if _stop_requested(plan.callbacks, net, epoch, logs):
+            if _stop_requested(plan.callbacks, net, epoch, logs, plan.comm):
                 break
     except BaseException:
         if run is None or run.state is plan.start:  # no step taken: leave the network as it was

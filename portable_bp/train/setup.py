@@ -11,6 +11,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._validate import integer
 from ..optim import get_optimizer, layer_state, optimizer_from_config
@@ -36,6 +37,8 @@ class Plan:
     shuffle: bool
     callbacks: list[Callback]
     restored: dict = field(default_factory=dict)  # seed, init, sigma of a resumed checkpoint
+    comm: Any = None  # the communicator (portable_bp.distributed); Local for one process
+    deterministic: int | None = None  # K fixed pieces per global batch, or None
 
 
 def metric_names(net, validation) -> list[str]:
@@ -89,15 +92,27 @@ def _resumed_optimizer(optimizer, lr, saved, path):
     return get_optimizer("sgd" if optimizer is None else optimizer, lr)
 
 
-def _start(net, optimizer, lr, epochs, checkpoint, resume):
+def _read_saved(net, checkpoint, comm):
+    """What ``resume`` continues from, or None without a file: read by rank 0 alone and
+    sent to the others when there are several (the file may be on rank 0's machine only)."""
+    if comm.size > 1:
+        from ..distributed.sync import read_on_root
+
+        return read_on_root(comm, net, checkpoint)
+    if not os.path.exists(checkpoint):
+        return None
+    from ..checkpoint import read_run
+
+    return read_run(checkpoint, net)
+
+
+def _start(net, optimizer, lr, epochs, checkpoint, resume, comm):
     """(optimizer, the TrainState training starts from, the epoch it stops at, restored)."""
     if resume:
         if checkpoint is None:
             raise ValueError("resume=True needs checkpoint=PATH")
-        if os.path.exists(checkpoint):
-            from ..checkpoint import read_run
-
-            saved = read_run(checkpoint, net)
+        saved = _read_saved(net, checkpoint, comm)
+        if saved is not None:
             path = os.fsdecode(os.fspath(checkpoint))
             opt = _resumed_optimizer(optimizer, lr, saved, path)
             state = (opt.init(saved["params"]) if saved["slots"] is None else
@@ -105,7 +120,7 @@ def _start(net, optimizer, lr, epochs, checkpoint, resume):
             if saved["slots"] is not None and saved["config"] not in (None, _config(opt)):
                 warnings.warn(f"resuming from {path!r} with optimizer {_config(opt)} instead of the "
                               f"saved {saved['config']}; the saved optimizer state is kept",
-                              UserWarning, stacklevel=5)
+                              UserWarning, stacklevel=7)
             start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"])
             restored = {k: saved[k] for k in ("seed", "init", "sigma")}
             return opt, start, max(epochs, start.epoch), restored
@@ -122,10 +137,35 @@ def user_callbacks(callbacks) -> list[Callback]:
     return [as_callback(cb) for cb in callbacks]
 
 
-def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation_data,
-            validation_batch_size, progress_bar, callbacks, checkpoint, resume, sample_weight) -> Plan:
-    """Every argument of ``fit`` checked, nothing changed (see the module docstring)."""
+def _same_start(net, comm, start, restored):
+    """Rank 0's start state and seed on every rank (parameters start equal, batch orders
+    are drawn alike), as (start, restored); the network itself is not changed."""
+    from ..distributed.sync import broadcast_state
+
+    params, state, count, epoch, seed = broadcast_state(comm, net.backend, start.params, start.state,
+                                                        start.count, start.epoch,
+                                                        restored.get("seed", net.seed))
+    if seed != restored.get("seed", net.seed):
+        restored = {**restored, "seed": seed}
+    return TrainState(params, state, count, epoch), restored
+
+
+def _fingerprint(net, data, total_weight, size, epochs, shuffle, deterministic, opt) -> dict:
+    """What every rank must have alike: the data (shapes and a sum) and the settings."""
+    X, Z, _ = data
+    return {"samples": X.shape[0], "X sum": float(net.xp.sum(X)), "Z shape": tuple(Z.shape),
+            "total weight": float(total_weight), "batch_size": size, "epochs": epochs,
+            "shuffle": bool(shuffle), "deterministic": deterministic, "optimizer": _config(opt)}
+
+
+def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_size, callbacks,
+             checkpoint, sample_weight, comm, deterministic):
+    """Every argument that one rank can check alone: (data, total weight, batch size,
+    validation, its batch size, callbacks, epochs). Only rank 0 writes checkpoints, so
+    only rank 0 checks the path. ``callbacks`` are Callback objects (``user_callbacks``)."""
     epochs = integer(epochs, "epochs")
+    if deterministic is not None:
+        integer(deterministic, "deterministic", minimum=1)
     X = net.features(X)
     Z = net.targets(Z, X.shape[0])
     w = None if sample_weight is None else net.sample_weights(sample_weight, X.shape[0])
@@ -133,13 +173,39 @@ def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation
     size = check_batch_size(batch_size, X.shape[0])
     validation, val_size = _validation(net, validation_data, size, validation_batch_size)
     hooks = list(callbacks)
+    run = {"world_size": comm.size, "global_batch": size, "deterministic": deterministic}
     if checkpoint is not None:
-        hooks.append(Checkpoint(checkpoint))
+        hooks.append(Checkpoint(checkpoint, comm=comm, run=run))
+    for cb in hooks:
+        if isinstance(cb, Checkpoint):
+            cb.bind(comm, run)
     names = metric_names(net, validation)
     for cb in hooks:
         cb.check(names)
-    opt, start, stop, restored = _start(net, optimizer, lr, epochs, checkpoint, resume)
-    if progress_bar is not None:
+    return (X, Z, w), total_weight, size, validation, val_size, hooks, epochs
+
+
+def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation_data,
+            validation_batch_size, progress_bar, callbacks, checkpoint, resume, sample_weight,
+            comm=None, deterministic=None) -> Plan:
+    """Every argument of ``fit`` checked, nothing changed (see the module docstring).
+
+    With many ranks (``comm``) a check that fails on one rank fails on every rank, the
+    data and settings must be alike on every rank, and the start state is rank 0's."""
+    from ..distributed.base import Local
+    from ..distributed.sync import check_same, together
+
+    comm = Local() if comm is None else comm
+    data, total_weight, size, validation, val_size, hooks, epochs = together(comm, lambda: _checked(
+        net, X, Z, epochs, batch_size, validation_data, validation_batch_size, callbacks, checkpoint,
+        sample_weight, comm, deterministic))
+    opt, start, stop, restored = together(comm, lambda: _start(net, optimizer, lr, epochs, checkpoint,
+                                                               resume, comm))
+    if comm.size > 1:
+        check_same(comm, "data or settings", _fingerprint(net, data, total_weight, size, epochs, shuffle,
+                                                          deterministic, opt))
+        start, restored = _same_start(net, comm, start, restored)
+    if progress_bar is not None and comm.rank == 0:
         hooks.append(progress_bar(start.epoch, stop))
-    return Plan((X, Z, w), total_weight, size, validation, val_size, opt, start, stop, bool(shuffle),
-                hooks, restored)
+    return Plan(data, total_weight, size, validation, val_size, opt, start, stop, bool(shuffle),
+                hooks, restored, comm, deterministic)

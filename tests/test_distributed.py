@@ -1,0 +1,256 @@
+"""Data-parallel training with ranks as threads of this process (``distributed_threads``):
+what many ranks compute equals what one process computes, and the trainer's agreements
+(start state, checks, stop, checkpoints, resume, errors) hold for any world size.
+
+The same cases run under a real ``mpiexec`` in ``test_distributed_mpi.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from distributed_threads import Group, ThreadComm, run_ok, run_ranks
+from distributed_worker import data, network, run_case
+
+from portable_bp.distributed import Local
+from portable_bp.distributed.executor import DataParallel, DataParallelCompiled, part
+from portable_bp.train.executors import Eager
+
+RTOL = 1e-12  # float64: many ranks against one process
+
+EQUAL_CASES = ["sgd", "momentum", "adam", "unshuffled", "weights", "empty_part", "batch_1", "full_batch"]
+
+
+def assert_equal_to_rounding(result, expected, rtol=RTOL):
+    for a, b in zip(result["params"], expected["params"]):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
+    np.testing.assert_allclose(result["loss"], expected["loss"], rtol=rtol)
+    assert result["epochs"] == expected["epochs"]
+
+
+def assert_bit_identical(result, expected):
+    assert all(np.array_equal(a, b) for a, b in zip(result["params"], expected["params"]))
+    assert np.array_equal(result["loss"], expected["loss"])
+    assert result["epochs"] == expected["epochs"]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 7, 16])
+@pytest.mark.parametrize("parts", [1, 2, 3, 4])
+def test_parts_are_numpy_array_split(n, parts):
+    rows = np.arange(10, 10 + n)
+    expected = [(int(p[0]), int(p[-1]) + 1) if len(p) else None for p in np.array_split(rows, parts)]
+    for i, e in enumerate(expected):
+        lo, hi = part(10, 10 + n, i, parts)
+        assert (lo, hi) == e or (e is None and lo == hi)
+
+
+@pytest.mark.parametrize("size", [2, 3])
+@pytest.mark.parametrize("case", EQUAL_CASES)
+def test_ranks_equal_one_process(case, size):
+    """sgd, momentum and adam with shuffling, uneven parts, an empty part, weights: every
+    rank ends with one process's parameters and losses (float64, 1e-12), all ranks alike."""
+    alone = run_case(case)
+    results = run_ok(size, lambda comm: run_case(case, comm))
+    for r in results:
+        assert_equal_to_rounding(r, alone)
+        assert_bit_identical(r, results[0])
+
+
+@pytest.mark.parametrize("case", ["det2", "det4", "det4_f64"])
+def test_deterministic_is_bit_identical_for_any_world_size(case):
+    """K fixed pieces, summed in their order: the same bits on 1, 2, 3 (not dividing K)
+    and 4 ranks (float32 too, with and without weights)."""
+    alone = run_case(case)
+    for size in (2, 3, 4):
+        for r in run_ok(size, lambda comm: run_case(case, comm)):
+            assert_bit_identical(r, alone)
+
+
+def test_deterministic_equals_the_plain_sum_to_rounding():
+    assert_equal_to_rounding(run_case("det4_f64"), run_case("det4_f64", deterministic=None))
+
+
+def test_one_process_keeps_its_own_executor():
+    """Local (the default) runs the backend's executor: today's behaviour, bit for bit."""
+    net = network()
+    assert type(Local().executor(net, None)) is Eager
+    assert_bit_identical(run_case("adam", Local()), run_case("adam"))
+    assert type(Local().executor(net, None, deterministic=2)) is DataParallel
+
+
+@pytest.mark.parametrize("spec", ["torch", "array_api_strict"])
+def test_other_eager_backends(spec):
+    """PyTorch CPU tensors summed where they lie, array-api-strict through host copies;
+    weights, and an empty part (21 rows in batches of 5)."""
+    pytest.importorskip(spec)
+    cases = {"c": (dict(backend=spec), dict(optimizer="momentum", batch_size=5, epochs=2), dict(n=21), True)}
+    alone = run_case("c", cases=cases)
+    for r in run_ok(2, lambda comm: run_case("c", comm, cases=cases)):
+        assert_equal_to_rounding(r, alone)
+
+
+def test_jax_runs_the_gradient_and_update_halves_compiled():
+    pytest.importorskip("jax")
+    cases = {"j": (dict(backend="jax"), dict(optimizer="adam", lr=0.01, batch_size=16, epochs=1),
+                   dict(n=96), False)}
+    alone = run_case("j", cases=cases)
+
+    def fit(comm):
+        net = network(backend="jax")
+        executor = comm.executor(net, __import__("portable_bp").optim.get_optimizer("adam", 0.01))
+        assert isinstance(executor, DataParallelCompiled)
+        kinds = {key[0] for key in net.compiled}
+        assert {"data-parallel-gradients", "data-parallel-update"} <= kinds
+        return run_case("j", comm, cases=cases)
+
+    for r in run_ok(2, fit):
+        assert_equal_to_rounding(r, alone)
+
+
+def test_stop_is_rank_0s_decision_and_early_stopping_matches():
+    """Rank 1's callback asks to stop after epoch 0 and is not heeded; rank 0's stop (or
+    EarlyStopping's, on the same logs) ends every rank at the same epoch."""
+    alone = run_case("early_stop")
+    results = run_ok(2, lambda comm: run_case("early_stop", comm))
+    assert 1 < alone["epochs"] <= 6
+    for r in results:
+        assert_equal_to_rounding(r, alone)
+
+
+def test_divergence_is_raised_on_every_rank_at_once():
+    alone = run_case("diverge")
+    assert "diverged" in alone["error"]
+    for r in run_ok(2, lambda comm: run_case("diverge", comm)):
+        assert r["error"] == alone["error"]
+        assert_equal_to_rounding(r, alone)
+
+
+def test_parameters_start_as_rank_0s():
+    X, y, _ = data()
+
+    def fit(comm):
+        net = network(seed=10 + comm.rank)  # different initial weights and batch orders
+        net.fit(X, y, epochs=1, batch_size=16, comm=comm)
+        return [np.array(a) for pair in net.params for a in pair], net.seed
+
+    alone = network(seed=10)
+    alone.fit(X, y, epochs=1, batch_size=16)
+    (p0, s0), (p1, s1) = run_ok(2, fit)
+    assert s0 == s1 == 10
+    for a, b, c in zip(p0, p1, [a for pair in alone.params for a in pair]):
+        assert np.array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=RTOL, atol=RTOL)
+
+
+def test_rank_0_alone_writes_checkpoints_then_every_rank_waits(tmp_path):
+    X, y, _ = data()
+    path = tmp_path / "ck.npz"
+
+    def fit(comm):  # rank 1's path is never checked nor written: only rank 0's counts
+        ck = path if comm.rank == 0 else tmp_path / "missing-folder" / "ck.npz"
+        network().fit(X, y, epochs=3, batch_size=16, checkpoint=ck, comm=comm)
+        return comm.calls["barrier"]
+
+    assert run_ok(2, fit) == [3, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]
+    with np.load(path) as npz:
+        meta = json.loads(str(npz["meta"]))
+    assert meta["run"] == {"world_size": 2, "global_batch": 16, "deterministic": None}
+    assert meta["epochs_trained"] == 3
+
+
+@pytest.mark.parametrize("first,then", [(2, 1), (1, 3)])
+def test_resume_on_another_world_size(tmp_path, first, then):
+    """Two epochs on ``first`` ranks, two more resumed on ``then`` ranks: four epochs of
+    one process (parameters, optimizer state, step count and batch order carry over)."""
+    ck = str(tmp_path / "ck.npz")
+    uninterrupted = run_case("adam", epochs=4)
+
+    def world(size, fn):
+        return [fn(None)] if size == 1 else run_ok(size, fn)
+
+    world(first, lambda comm: run_case("adam", comm, epochs=2, checkpoint=ck))
+    for r in world(then, lambda comm: run_case("adam", comm, epochs=4, checkpoint=ck, resume=True)):
+        assert_equal_to_rounding(r, {**uninterrupted, "loss": uninterrupted["loss"][2:]})
+
+
+def test_resume_is_read_by_rank_0_and_its_errors_raised_everywhere(tmp_path):
+    ck = tmp_path / "ck.npz"
+    run_case("adam", epochs=2, checkpoint=str(ck))
+    elsewhere = str(tmp_path / "not-on-this-machine.npz")
+
+    def resume(comm):
+        return run_case("adam", comm, epochs=3, checkpoint=str(ck) if comm.rank == 0 else elsewhere,
+                        resume=True)
+
+    r0, r1 = run_ok(2, resume)
+    assert r0["epochs"] == r1["epochs"] == 3
+    assert_bit_identical(r1, r0)
+    ck.write_bytes(b"PK\x03\x04 not a zip")
+    _, errors = run_ranks(2, resume)
+    assert all(isinstance(e, ValueError) for e in errors)
+    assert "corrupt" in str(errors[0]) and str(errors[1]).startswith("rank 0 of 2: ")
+
+
+def test_a_check_failing_on_one_rank_fails_on_every_rank():
+    X, y, _ = data()
+
+    def fit(comm):
+        network().fit(X, y, epochs=1, batch_size=0 if comm.rank == 1 else 16, comm=comm)
+
+    _, errors = run_ranks(2, fit)
+    assert isinstance(errors[1], ValueError) and "batch_size" in str(errors[1])
+    assert isinstance(errors[0], ValueError) and str(errors[0]).startswith("rank 1 of 2: ValueError")
+
+
+def test_different_data_on_a_rank_is_refused_on_every_rank():
+    X, y, _ = data()
+
+    def fit(comm):
+        network().fit(X if comm.rank == 0 else X * 2, y, epochs=1, batch_size=16, comm=comm)
+
+    _, errors = run_ranks(2, fit)
+    assert all(isinstance(e, ValueError) for e in errors)
+    assert "differ from rank 0's" in str(errors[1]) and "X sum" in str(errors[1])
+
+
+def test_an_error_on_one_rank_aborts_the_job():
+    """The other ranks wait for this one in the next sum: the job ends (MPI_Abort; here
+    the threads' barrier breaks) with the error and its rank, instead of hanging."""
+    X, y, _ = data()
+
+    def fit(comm):
+        def fail(net, epoch, logs):
+            if comm.rank == 1 and epoch == 1:
+                raise RuntimeError("on purpose")
+        network().fit(X, y, epochs=5, batch_size=16, callbacks=[fail], comm=comm)
+
+    group = Group(2)
+    _, errors = run_ranks(2, fit, group)
+    assert isinstance(errors[1], RuntimeError)
+    assert isinstance(errors[0], threading.BrokenBarrierError)  # its wait was broken off
+    assert group.aborted[0] == (1, "RuntimeError: on purpose", 1)  # the first to abort
+
+
+@pytest.mark.parametrize("exc,code", [(KeyboardInterrupt(), 130), (MemoryError("big"), 1)])
+def test_one_sided_errors_abort_with_the_clis_exit_status(exc, code):
+    from portable_bp.distributed.sync import one_sided_errors_abort
+
+    group = Group(2)
+    comm = ThreadComm(group, 1)
+    with pytest.raises(type(exc)):
+        with one_sided_errors_abort(comm, collective=(ValueError,)):
+            raise exc
+    with pytest.raises(ValueError):
+        with one_sided_errors_abort(comm, collective=(ValueError,)):
+            raise ValueError("on every rank")
+    assert [(r, c) for r, _, c in group.aborted] == [(1, code)]
+
+
+def test_a_divergence_does_not_abort():
+    group = Group(2)
+    results, errors = run_ranks(2, lambda comm: run_case("diverge", comm), group)
+    assert errors == [None, None] and group.aborted == []
