@@ -9,7 +9,8 @@ from .gradcheck import gradcheck
 from .network import Network
 
 __version__ = "0.1.0"
-__all__ = ["Network", "backends", "gradcheck", "load", "optim", "datasets", "__version__"]
+__all__ = ["Network", "backends", "gradcheck", "load", "optim", "datasets", "train", "ops", "step",
+           "distributed", "sklearn", "__version__"]
 
 
 def load(path, backend=None, *, max_bytes=None):
@@ -20,8 +21,8 @@ def load(path, backend=None, *, max_bytes=None):
 
 
 def __getattr__(name):
-    # optim and datasets import lazily: ``import portable_bp`` stays light
-    if name in ("optim", "datasets", "checkpoint", "train"):
+    # the rest imports lazily: ``import portable_bp`` stays light (sklearn needs scikit-learn)
+    if name in ("optim", "datasets", "checkpoint", "train", "ops", "step", "distributed", "sklearn"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
