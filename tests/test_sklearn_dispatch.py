@@ -120,10 +120,8 @@ def test_array_api_dispatch_on_cpu_libraries(cpu_results):
     assert sum("check_array_api_input" in k for k in ran) >= 6, ran
 
 
-@pytest.mark.xfail(reason="core: Network.__init__ creates biases with xp.zeros(n, dtype) without "
-                          "device=backend.device, so no network can be built on a non-default "
-                          "device (array_api_strict:device1, torch:cuda, cupy:1)", strict=False)
 def test_array_api_dispatch_on_a_non_default_device(cpu_results):
+    """Inputs on array-api-strict's second device train there and predict there."""
     failures = {k: v for k, v in cpu_results.items() if v.startswith("fail") and NON_DEFAULT_DEVICE in k}
     assert not failures, json.dumps(failures, indent=1)
 
@@ -134,7 +132,4 @@ def test_array_api_dispatch_on_gpu_libraries():
         pytest.skip(f"no GPU library runs here: cupy: {probe('cupy')[1]}; torch:cuda: {probe('torch:cuda')[1]}")
     results = run_child(GPU_LIBS)
     failures = {k: v for k, v in results.items() if v.startswith("fail")}
-    known = {k: v for k, v in failures.items() if "but the network lives on backend" in v}
-    assert failures == known, json.dumps(failures, indent=1)
-    if known:  # torch:cuda (a non-default device for torch's zeros) until the core's fix
-        pytest.xfail("core: biases made without device=: " + json.dumps(known)[:1000])
+    assert not failures, json.dumps(failures, indent=1)

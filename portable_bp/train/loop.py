@@ -62,25 +62,28 @@ class Run:
     def train_epoch(self, epoch: int) -> float:
         """Train one epoch; its mean loss, after the one host read. On a divergence the
         network is left at the last finite state (:func:`locate`); on an interrupt (or any
-        other exception in the middle of the epoch), at the start of this epoch: both
-        consistent with ``epochs_trained``."""
+        other exception) before the epoch's state is wholly handed to the network, at the
+        start of this epoch: both consistent with ``epochs_trained``."""
         self.snapshots.take(self.state)
         s, order, lr = self.state, self.order(epoch), self.lr(epoch)
         try:
             params, state, count, total = self.executor.epoch(s.params, s.state, s.count, self.data,
                                                               order, self.batch_size, lr)
+            done = TrainState(params, state, count, epoch + 1)
+            loss = float(total / self.plan.total_weight + 0.0 * extremes(self.xp, done.arrays()))
+            if not math.isfinite(loss):
+                locate(self, epoch)  # leaves the network at the last finite state and raises
+            done.publish(self.net, self.plan.optimizer)
+            self.state = done
         except ExecutorFailed as exc:
             self.fall_back(exc)
             self.state = self.snapshots.restore(self.snapshots.current)
             return self.train_epoch(epoch)
+        except TrainingDiverged:
+            raise
         except BaseException:
             self.adopt(self.snapshots.restore(self.snapshots.current))
             raise
-        self.state = TrainState(params, state, count, epoch + 1)
-        loss = float(total / self.plan.total_weight + 0.0 * extremes(self.xp, self.state.arrays()))
-        if not math.isfinite(loss):
-            locate(self, epoch)
-        self.state.publish(self.net, self.plan.optimizer)
         return loss
 
     def fall_back(self, exc: ExecutorFailed) -> None:
