@@ -39,6 +39,56 @@ def torch_losses_and_weights(cfg, X, Y, params, steps):
     return losses, [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in lins]
 
 
+def peer_weights(cfg, X, Y, params):
+    """(name, weights after one epoch, note) of every other contender that runs here."""
+    b = cfg.batch
+    tight = TightNumpyMLP(params, cfg.activation, cfg.output_activation, C.LR, b)
+    tight.run_epoch(X, Y, b)
+    yield "numpy (tight)", list(zip(tight.W, tight.b)), ""
+    try:
+        for name, setup in (("jax jit", peers.setup_jax), ("jax scan epoch", peers.setup_jax_scan)):
+            run = setup(cfg, "float64", X, Y, params, C.LR, "cpu")
+            run()
+            yield name, [tuple(map(np.asarray, p)) for p in run.state["p"]], ""
+    except ImportError as exc:
+        print(f"  jax: skipped ({exc})")
+    try:
+        run = peers.setup_sklearn(cfg, "float64", X, Y, params, C.LR)
+        run()
+        note = "" if cfg.loss == "cross_entropy" else "(not the same network on A: not checked)"
+        yield "scikit-learn", [(W.T, bb) for W, bb in zip(run.model.coefs_, run.model.intercepts_)], note
+    except ImportError as exc:
+        print(f"  scikit-learn: skipped ({exc})")
+    yield from pbp_weights(cfg, X, Y, params)
+
+
+def pbp_weights(cfg, X, Y, params):
+    """portable_bp's public fit on its NumPy and JAX backends."""
+    import portable_bp as pbp
+
+    for spec in ("numpy", "jax"):
+        ok, reason = pbp.backends.probe(spec)
+        if not ok:
+            print(f"  portable_bp[{spec}]: skipped ({reason})")
+            continue
+        net = pbp.Network(list(cfg.sizes), activation=cfg.activation,
+                          output_activation=cfg.output_activation, loss=cfg.loss,
+                          backend=spec, dtype="float64", seed=C.SEED)
+        net.set_params(params)
+        net.fit(X, Y, epochs=1, batch_size=cfg.batch, optimizer="sgd", lr=C.LR, shuffle=False, progress=False)
+        yield f"portable_bp[{spec}]", [tuple(map(np.asarray, p)) for p in net.params], ""
+
+
+def loss_trajectories(hand_losses, losses):
+    """The largest per-step difference of the two loss trajectories, printed step by step."""
+    print("  step  hand-written loss      torch eager loss")
+    for k, (a, c) in enumerate(zip(hand_losses, losses)):
+        print(f"  {k:>4}  {a:.15f}  {c:.15f}")
+    dl = max(abs(a - c) for a, c in zip(hand_losses, losses))
+    print(f"  loss trajectory max |diff| = {dl:.2e}")
+    return dl
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="B")
@@ -54,59 +104,13 @@ def main(argv=None):
     hand_losses = [hand.step(X[k * b:(k + 1) * b], Y[k * b:(k + 1) * b], want_loss=True)
                    for k in range(args.steps)]
     ref = list(zip(hand.W, hand.b))
-    worst = 0.0
-
-    def compare(name, weights, note=""):
-        nonlocal worst
+    losses, w = torch_losses_and_weights(cfg, X, Y, params, args.steps)
+    worst = loss_trajectories(hand_losses, losses)
+    for name, weights, note in [("torch eager", w, ""), *peer_weights(cfg, X, Y, params)]:
         d = max(max(np.abs(np.asarray(W) - W0).max(), np.abs(np.asarray(bb) - b0).max())
                 for (W, bb), (W0, b0) in zip(weights, ref))
-        if not note:
-            worst = max(worst, d)
+        worst = worst if note else max(worst, d)
         print(f"  weights after {args.steps} steps, {name:<20} vs hand-written: max |diff| = {d:.2e} {note}")
-
-    losses, w = torch_losses_and_weights(cfg, X, Y, params, args.steps)
-    dl = max(abs(a - c) for a, c in zip(hand_losses, losses))
-    worst = max(worst, dl)
-    print("  step  hand-written loss      torch eager loss")
-    for k, (a, c) in enumerate(zip(hand_losses, losses)):
-        print(f"  {k:>4}  {a:.15f}  {c:.15f}")
-    print(f"  loss trajectory max |diff| = {dl:.2e}")
-    compare("torch eager", w)
-
-    tight = TightNumpyMLP(params, cfg.activation, cfg.output_activation, C.LR, b)
-    tight.run_epoch(X, Y, b)
-    compare("numpy (tight)", list(zip(tight.W, tight.b)))
-
-    try:
-        for name, setup in (("jax jit", peers.setup_jax), ("jax scan epoch", peers.setup_jax_scan)):
-            run = setup(cfg, "float64", X, Y, params, C.LR, "cpu")
-            run()
-            compare(name, [tuple(map(np.asarray, p)) for p in run.state["p"]])
-    except ImportError as exc:
-        print(f"  jax: skipped ({exc})")
-
-    try:
-        run = peers.setup_sklearn(cfg, "float64", X, Y, params, C.LR)
-        run()
-        m = run.model
-        note = "" if cfg.loss == "cross_entropy" else "(not the same network on A: not checked)"
-        compare("scikit-learn", [(W.T, bb) for W, bb in zip(m.coefs_, m.intercepts_)], note)
-    except ImportError as exc:
-        print(f"  scikit-learn: skipped ({exc})")
-
-    import portable_bp as pbp
-
-    for spec in ("numpy", "jax"):
-        if not pbp.backends.probe(spec)[0]:
-            print(f"  portable_bp[{spec}]: skipped ({pbp.backends.probe(spec)[1]})")
-            continue
-        net = pbp.Network(list(cfg.sizes), activation=cfg.activation,
-                          output_activation=cfg.output_activation, loss=cfg.loss,
-                          backend=spec, dtype="float64", seed=C.SEED)
-        net.set_params(params)
-        net.fit(X, Y, epochs=1, batch_size=b, optimizer="sgd", lr=C.LR, shuffle=False, progress=False)
-        compare(f"portable_bp[{spec}]", [tuple(map(np.asarray, p)) for p in net.params])
-
     ok = worst <= TOL
     print(f"{'OK' if ok else 'MISMATCH'}: largest difference {worst:.2e} (tolerance {TOL:.0e})")
     return 0 if ok else 1

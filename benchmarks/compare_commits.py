@@ -43,9 +43,9 @@ for line in sys.stdin:
         run()
         print(json.dumps({"ready": portable_bp.__file__}), flush=True)
     elif cmd[0] == "epoch":
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run()
-        print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+        print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0}), flush=True)
 """
 
 
@@ -81,17 +81,24 @@ class Worker:
 
 
 def compare(workers, cfg, dtype, spec, steps, rounds):
-    """Median and range of base/head seconds per round, and each side's median seconds."""
+    """Median and range of base/head seconds per round, each side's median seconds, and the
+    same ratio of CPU time (process time, all threads): on a shared VM whose speed swings,
+    time stolen by neighbours counts in wall seconds but not in CPU seconds."""
     for w in workers.values():
         w.ask(f"setup {cfg} {dtype} {spec} {steps}")
     times = {name: [] for name in workers}
+    cpu = {name: [] for name in workers}
     for r in range(rounds):
         for name in (list(workers) if r % 2 == 0 else list(workers)[::-1]):
-            times[name].append(workers[name].ask("epoch")["seconds"])
+            reply = workers[name].ask("epoch")
+            times[name].append(reply["seconds"])
+            cpu[name].append(reply["cpu"])
     ratios = [b / h for b, h in zip(times["base"], times["head"])]
+    cpu_ratios = [b / h for b, h in zip(cpu["base"], cpu["head"])]
     return {"ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
             "base_s": statistics.median(times["base"]), "head_s": statistics.median(times["head"]),
-            "ratios": ratios}
+            "cpu_ratio": statistics.median(cpu_ratios), "cpu_min": min(cpu_ratios), "cpu_max": max(cpu_ratios),
+            "ratios": ratios, "cpu_ratios": cpu_ratios}
 
 
 def main(argv=None):
@@ -119,8 +126,9 @@ def main(argv=None):
                     row.update(config=cfg, dtype=dtype)
                     results.append(row)
                     print(f"{cfg} {dtype}: median ratio {row['ratio']:.3f} (range {row['min']:.3f}-"
-                          f"{row['max']:.3f}); base {row['base_s'] * 1e3:.1f} ms, head "
-                          f"{row['head_s'] * 1e3:.1f} ms per epoch", flush=True)
+                          f"{row['max']:.3f}); CPU-time ratio {row['cpu_ratio']:.3f} (range "
+                          f"{row['cpu_min']:.3f}-{row['cpu_max']:.3f}); base {row['base_s'] * 1e3:.1f} ms, "
+                          f"head {row['head_s'] * 1e3:.1f} ms per epoch", flush=True)
         finally:
             for w in workers.values():
                 w.close()

@@ -21,67 +21,50 @@ from .environment import apply_threads, blas_info, gpu_name, machine, versions
 from .report import HEADER, check_targets, fmt_rate, table_rows
 from .timing import measure_memory, summarise, time_block
 
-def run_section(device, args, log=print):
-    """Time every config and dtype on one device; returns the section's JSON dict."""
-    if device == "gpu":
-        why = gpu_available()
-        if why:
-            log(f"GPU section skipped: no GPU ({why})")
-            return {"device": "gpu", "skipped": why}
-        if has("torch"):
-            import torch
-            torch.set_float32_matmul_precision("high" if args.tf32_child else "highest")
-    apply_threads(args.threads)
-    reference = REFERENCE[device]
-    pbp_specs = [s for s in (args.pbp_backends or []) if ("cupy" in s or "cuda" in s or "gpu" in s)
-                 == (device == "gpu")] or None
-    if pbp_specs:  # plain "jax" would follow JAX's default device, the GPU when there is one
-        pbp_specs = ["jax:cpu" if s == "jax" else s for s in pbp_specs]
-    cfg_names = args.configs or (["A", "B", "C", "D"] if device == "cpu" else ["B", "C", "D", "E"])
-    dtypes = args.dtypes or (["float32", "float64"] if device == "cpu" else ["float32"])
-    name = gpu_name() if device == "gpu" else None
-    log(f"\n=== {device.upper()}{': ' + name if name else ''}  threads={args.threads}  "
-        f"rounds={args.rounds}  reference={reference} ===")
-    blocks, printed_header = [], False
-    for cname in cfg_names:
+def _pbp_specs(device, args):
+    """The portable_bp backends asked for in this section (None: the defaults)."""
+    specs = [s for s in (args.pbp_backends or []) if ("cupy" in s or "cuda" in s or "gpu" in s)
+             == (device == "gpu")] or None
+    if specs:  # plain "jax" would follow JAX's default device, the GPU when there is one
+        specs = ["jax:cpu" if s == "jax" else s for s in specs]
+    return specs
+
+
+def _time_config(device, args, cfg, dtype, reference, pbp_specs, log):
+    """One block: every contender of one config and dtype, timed (and its memory)."""
+    X, Y = C.make_data(cfg, dtype)
+    params = C.init_params(cfg, dtype)
+    contenders, skipped = build_contenders(device, cfg, dtype, X, Y, params, args.tf32_child,
+                                           name_filter(args.contenders, [reference]), pbp_specs)
+    log(f"-- {cfg.describe()}, {dtype}, {cfg.n_samples} samples/epoch: {len(contenders)} contenders")
+    times, failed = time_block(contenders, args.rounds, log)
+    skipped.update({n: f"failed: {why}" for n, why in failed.items()})
+    stats = summarise(times, cfg.n_samples, reference)
+    for c in contenders:
+        if c.name in stats and c.note:
+            stats[c.name]["note"] = c.note
+        if c.name in stats and args.memory:
+            stats[c.name]["memory"] = measure_memory(device, cfg, dtype, c.name, args.threads, args.tf32_child)
+    del X, Y, params
+    gc.collect()
+    return {"config": cfg.name, "dtype": dtype, "sizes": list(cfg.sizes), "batch": cfg.batch,
+            "steps": cfg.steps, "n_samples": cfg.n_samples, "contenders": stats, "skipped": skipped}
+
+
+def _configs(device, args, log):
+    """The configs of this section with their epoch lengths."""
+    for cname in args.configs or (["A", "B", "C", "D"] if device == "cpu" else ["B", "C", "D", "E"]):
         cfg = C.CONFIGS[cname]
         if cfg.gpu_only and device == "cpu":
             log(f"config {cname} is GPU only: skipped on the CPU")
             continue
         full = cfg.gpu_steps if device == "gpu" and cfg.gpu_steps else cfg.steps
-        steps = args.steps or (cfg.quick_steps if args.quick else full)
-        cfg = C.with_steps(cfg, steps)
-        for dtype in dtypes:
-            X, Y = C.make_data(cfg, dtype)
-            params = C.init_params(cfg, dtype)
-            contenders, skipped = build_contenders(device, cfg, dtype, X, Y, params, args.tf32_child,
-                                                   name_filter(args.contenders, [reference]), pbp_specs)
-            log(f"-- {cfg.describe()}, {dtype}, {cfg.n_samples} samples/epoch: "
-                f"{len(contenders)} contenders")
-            times, failed = time_block(contenders, args.rounds, log)
-            skipped.update({n: f"failed: {why}" for n, why in failed.items()})
-            stats = summarise(times, cfg.n_samples, reference)
-            for c in contenders:
-                if c.name in stats and c.note:
-                    stats[c.name]["note"] = c.note
-            block = {"config": cname, "dtype": dtype, "sizes": list(cfg.sizes), "batch": cfg.batch,
-                     "steps": cfg.steps, "n_samples": cfg.n_samples, "contenders": stats,
-                     "skipped": skipped}
-            if args.memory:
-                for c in contenders:
-                    if c.name in stats:
-                        stats[c.name]["memory"] = measure_memory(device, cfg, dtype, c.name,
-                                                                 args.threads, args.tf32_child)
-            if not printed_header:
-                log(HEADER)
-                printed_header = True
-            for row in table_rows(block, reference):
-                log(row)
-            blocks.append(block)
-            del X, Y, params
-            gc.collect()
-    notes = sorted({r["note"] for b in blocks for r in b["contenders"].values() if r.get("note")})
-    for note in notes:
+        yield C.with_steps(cfg, args.steps or (cfg.quick_steps if args.quick else full))
+
+
+def _footnotes(device, args, blocks, reference, log):
+    """What the table's columns mean, and the targets' check."""
+    for note in sorted({r["note"] for b in blocks for r in b["contenders"].values() if r.get("note")}):
         log(f"  * {note}")
     log(f"  matmul bound = the step's matrix products alone, with {'CuPy/cuBLAS' if device == 'gpu' else 'NumPy/BLAS'}"
         " (a contender using another GEMM library can exceed it)")
@@ -93,11 +76,39 @@ def run_section(device, args, log=print):
                if device == "gpu" else ""))
     targets = check_targets(device, blocks, reference)
     if targets:
-        log(f"\nTargets ({device.upper()}, float32, {reference} / X):")
+        log(f"\nTargets ({device.upper()}, float32, {reference} / X, or the pair named):")
         for t in targets:
             ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.3f}"
             bound = f">= {t['minimum']:<5}" if "minimum" in t else f"<= {t['maximum']:<5}"
-            log(f"  vs {t['versus']:<36} {t['config']}  {bound} got {ratio:>6}  {t['status']}")
+            log(f"  vs {t['versus']:<52} {t['config']}  {bound} got {ratio:>6}  {t['status']}")
+    return targets
+
+
+def run_section(device, args, log=print):
+    """Time every config and dtype on one device; returns the section's JSON dict."""
+    if device == "gpu":
+        why = gpu_available()
+        if why:
+            log(f"GPU section skipped: no GPU ({why})")
+            return {"device": "gpu", "skipped": why}
+        if has("torch"):
+            import torch
+            torch.set_float32_matmul_precision("high" if args.tf32_child else "highest")
+    apply_threads(args.threads)
+    reference, pbp_specs = REFERENCE[device], _pbp_specs(device, args)
+    dtypes = args.dtypes or (["float32", "float64"] if device == "cpu" else ["float32"])
+    name = gpu_name() if device == "gpu" else None
+    log(f"\n=== {device.upper()}{': ' + name if name else ''}  threads={args.threads}  "
+        f"rounds={args.rounds}  reference={reference} ===")
+    blocks = []
+    for cfg in _configs(device, args, log):
+        for dtype in dtypes:
+            blocks.append(_time_config(device, args, cfg, dtype, reference, pbp_specs, log))
+            if len(blocks) == 1:
+                log(HEADER)
+            for row in table_rows(blocks[-1], reference):
+                log(row)
+    targets = _footnotes(device, args, blocks, reference, log)
     section = {"device": device, "reference": reference, "gpu": name, "threads": args.threads,
                "rounds": args.rounds, "blocks": blocks, "targets": targets}
     if device == "gpu" and args.tf32 and not args.tf32_child:

@@ -14,8 +14,9 @@ returns: whether it wrote in place is the Ops' business.
 Which arguments an override may write into is part of the contract: the optimizer
 primitives (:meth:`Ops.sgd_dense`, :meth:`Ops.subtract_product`,
 :meth:`Ops.subtract_colsum`, :meth:`Ops.sgd`, :meth:`Ops.momentum`, :meth:`Ops.adam`) may
-update the parameter and slot arrays they are given and may consume the gradient ``G`` (the step's own temporary);
-every other argument of every primitive is read-only.
+update the parameter and slot arrays they are given and may consume the gradient (``G``, or
+a DenseGrad's ``delta``: the step's own temporaries, which it reads no more); every other
+argument of every primitive is read-only.
 """
 
 from __future__ import annotations

@@ -35,11 +35,10 @@ class Spec(NamedTuple):
 def forward(spec: Spec, ops: Ops, params: Params, X: Array) -> tuple[list, Array]:
     """E7 through every layer: the activations A(0) = X .. A(L-1) that backprop needs, and
     the output layer's U(L) (its activation belongs with the loss, E2)."""
-    As = [X]
-    for (W, b), f in zip(params[:-1], spec.activations[:-1]):
-        As.append(ops.affine_activation(As[-1], W, b, f))   # E7: A(l) = f(A(l-1) W(l)ᵀ + b(l))
-    W, b = params[-1]
-    return As, ops.affine(As[-1], W, b)                     # E7 at the output: U(L)
+    As, last = [X], len(params) - 1
+    for l in range(last):
+        As.append(ops.affine_activation(As[l], *params[l], spec.activations[l]))  # E7: A(l) = f(A(l-1) W(l)ᵀ + b(l))
+    return As, ops.affine(As[last], *params[last])                           # E7 at the output: U(L)
 
 
 def outputs(spec: Spec, ops: Ops, params: Params, X: Array) -> Array:

@@ -94,8 +94,8 @@ def probes(name, rng):
                 yield from (((A, W, b, f), ()) for f in HIDDEN)
             elif name == "dense_grads":
                 yield (Grad(D, A),), ()
-            elif name == "sgd_dense":
-                yield (W.copy(), b.copy(), Grad(D, A), 0.3), (0, 1)
+            elif name == "sgd_dense":  # it may consume the gradient's delta (the step's temporary)
+                yield (W.copy(), b.copy(), Grad(D, A), 0.3), (0, 1, 2)
             elif name == "subtract_product":
                 yield from (((W.copy(), delta, A, 0.3), (0,)) for delta in (D, Cols(normal(rng, m, n_out + 3))))
             elif name == "subtract_colsum":

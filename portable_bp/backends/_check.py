@@ -151,7 +151,7 @@ def _cases(name, rng):
         yield (Grad(None, None, _normal(rng, (4, 3)), _normal(rng, 4)),), ()
     elif name == "sgd_dense":
         for W, D, A in _factor_cases(rng):
-            yield (W, W[:, 0] * 2, Grad(D, A), 0.3), (0, 1)
+            yield (W, W[:, 0] * 2, Grad(D, A), 0.3), (0, 1, 2)  # the delta may be consumed
         yield (_normal(rng, (4, 3)), _normal(rng, 4), Grad(None, None, _normal(rng, (4, 3)), _normal(rng, 4)),
                0.3), (0, 1, 2)
     elif name == "subtract_product":

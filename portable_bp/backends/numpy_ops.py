@@ -17,6 +17,7 @@ import numpy as np
 
 from ..activations import LEAKY_SLOPE
 from ..ops import InPlaceOps
+from . import numpy_blas
 
 ZERO_ROW_SIZE = 4096  # from this many elements on, compare with a cached zero row
 
@@ -68,12 +69,13 @@ class NumpyOps(InPlaceOps):
         where NumPy's BLAS is found), b −= Σ_rows lr·Δ."""
         if g.arrays is not None:
             return super().sgd_dense(W, b, g, lr)
-        scaled = g.delta * lr
-        if self._gemm_subtract is None:
-            W -= scaled.T @ g.inputs
+        scaled = g.delta  # the step's own temporary, done with once E9 has used it: consumed
+        scaled *= lr
+        if self._gemm_subtract is None or W.size < numpy_blas.MIN_WEIGHTS:
+            W -= scaled.T @ g.inputs  # small layers: NumPy's product costs less than a ctypes call
         else:
             W = self._gemm_subtract(W, scaled, g.inputs, 1.0)
-        b -= np.add.reduce(scaled, axis=0)
+        b -= scaled[0] if scaled.shape[0] == 1 else np.add.reduce(scaled, axis=0)  # one row: itself
         return W, b
 
     def subtract_product(self, W, D, A, alpha):
@@ -84,9 +86,15 @@ class NumpyOps(InPlaceOps):
 
     def output_delta(self, U, A, Z, f, loss, scale):
         """E11 (a - z)·scale with one temporary; class labels enter as a boolean one-hot
-        mask (A - True is A - 1.0: no float copy)."""
+        mask (A - True is A - 1.0: no float copy). E8 for the squared error: (a - z)·scale,
+        then ⊙ f' in place."""
         if loss.fused_output is None:
-            return super().output_delta(U, A, Z, f, loss, scale)
+            if loss.name != "mse" or f.name not in _BACKWARD:
+                return super().output_delta(U, A, Z, f, loss, scale)
+            D = A - Z
+            D *= scale
+            _BACKWARD[f.name](A, D)
+            return D
         if Z.ndim == 1:
             Z = Z[:, None] == self._constant(np.arange, A.shape[1], Z.dtype)  # column indices
         D = A - Z
@@ -95,7 +103,12 @@ class NumpyOps(InPlaceOps):
 
     def output_loss(self, U, Z, f, loss, weights=None):
         """Softmax and the summed cross-entropy for class labels as ``losses`` computes them
-        (same operations, same order), with exp and the division in place."""
+        (same operations, same order), with exp and the division in place; E2's halved
+        squared error as one dot product of the differences."""
+        if loss.name == "mse" and weights is None:
+            A = f.forward(self.xp, U)
+            d = A - Z
+            return A, np.vdot(d, d) * 0.5
         if loss.output is None or Z.ndim != 1 or weights is not None:
             return super().output_loss(U, Z, f, loss, weights)
         s = U - np.maximum.reduce(U, axis=-1, keepdims=True)
