@@ -29,6 +29,8 @@ REPO = os.path.dirname(HERE)
 
 WORKER = r"""
 import os, sys, time, json
+if os.environ.get("PBP_PIN"):
+    os.sched_setaffinity(0, {int(os.environ["PBP_PIN"])})
 from benchmarks import configs as C
 from benchmarks.harness import setup_pbp
 import portable_bp
@@ -60,8 +62,10 @@ def export(rev: str, into: str) -> str:
 class Worker:
     """A process running one version of portable_bp, one epoch per request."""
 
-    def __init__(self, package_root: str | None, threads: int):
+    def __init__(self, package_root: str | None, threads: int, pin: int | None = None):
         env = {**os.environ, **{var: str(threads) for var in THREAD_VARS}}
+        if pin is not None:
+            env["PBP_PIN"] = str(pin)
         paths = ([package_root] if package_root else []) + [REPO]
         env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
@@ -110,15 +114,19 @@ def main(argv=None):
     p.add_argument("--backend", default="numpy", help="portable_bp backend spec (default numpy)")
     p.add_argument("--rounds", type=int, default=21)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pin", type=int, default=None,
+                   help="run both workers on this one CPU (with --threads 1: the least noise on a shared VM)")
     p.add_argument("--json", default=None, help="write the results here too")
     args = p.parse_args(argv)
     from . import configs as C
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        workers = {"base": Worker(export(args.base, tmp), args.threads), "head": Worker(None, args.threads)}
+        workers = {"base": Worker(export(args.base, tmp), args.threads, args.pin),
+                   "head": Worker(None, args.threads, args.pin)}
         try:
-            print(f"base {args.base} vs head (this checkout), {args.backend}, {args.rounds} rounds; "
+            print(f"base {args.base} vs head (this checkout), {args.backend}, {args.rounds} rounds, "
+                  f"{args.threads} thread(s){'' if args.pin is None else f', pinned to CPU {args.pin}'}; "
                   f"ratio = base s / head s per round (> 1: head faster)")
             for cfg in args.configs.split(","):
                 for dtype in args.dtypes.split(","):
