@@ -133,16 +133,19 @@ def setup_pbp(spec, cfg, dtype, X, Y, params=None, tf32=False):
     return run_epoch
 
 
-def setup_handwritten(xp_name, cfg, dtype, X, Y, params):
-    """CuPy: the plain hand-written trainer; NumPy: the tightest one (preallocated buffers,
-    ``out=`` everywhere, no per-step allocation: ``handwritten_tight``)."""
+def setup_handwritten(xp_name, cfg, dtype, X, Y, params, tight=False):
+    """The plain hand-written trainer (NumPy or CuPy), or with ``tight`` the tightest NumPy
+    one (preallocated buffers, ``out=`` everywhere, no per-step allocation:
+    ``handwritten_tight``)."""
     if xp_name == "cupy":
         import cupy as xp
         sync = xp.cuda.Device().synchronize
-        net = HandwrittenMLP(xp, params, cfg.activation, cfg.output_activation, C.LR)
     else:
         xp, sync = np, (lambda: None)
+    if tight:
         net = TightNumpyMLP(params, cfg.activation, cfg.output_activation, C.LR, cfg.batch)
+    else:
+        net = HandwrittenMLP(xp, params, cfg.activation, cfg.output_activation, C.LR)
     Xd, Yd = xp.asarray(X), xp.asarray(Y)
     sync()
 
@@ -192,6 +195,8 @@ def build_contenders(device, cfg, dtype, X, Y, params, tf32=False, keep=lambda n
     if device == "cpu":
         add("numpy (hand-written)", lambda: "",
             lambda: setup_handwritten("numpy", cfg, dtype, X, Y, params))
+        add("numpy (tight)", lambda: "",
+            lambda: setup_handwritten("numpy", cfg, dtype, X, Y, params, tight=True))
         add("torch eager", installed("torch"),
             lambda: peers.setup_torch(cfg, dtype, X, Y, params, C.LR, "cpu"), ("torch",))
         add("scikit-learn", installed("sklearn"),
