@@ -6,18 +6,11 @@ The equations E1–E13 referred to in docstrings are those of docs/derivation.md
 
 from . import backends
 from .gradcheck import gradcheck
-from .network import Network
+from .network import Network, load
 
 __version__ = "0.1.0"
 __all__ = ["Network", "backends", "gradcheck", "load", "optim", "datasets", "train", "ops", "step",
            "distributed", "sklearn", "__version__"]
-
-
-def load(path, backend=None, *, max_bytes=None):
-    """A Network from a checkpoint written by ``Network.save``; see :mod:`portable_bp.checkpoint`."""
-    from .checkpoint import load as _load
-
-    return _load(path, backend=backend, max_bytes=max_bytes)
 
 
 def __getattr__(name):

@@ -96,23 +96,17 @@ def _host_contents(net):
 
 
 # -- loading -----------------------------------------------------------------------------
-def load(path, backend=None, *, max_bytes=None):
-    """A Network rebuilt from ``path`` on ``backend`` (default ``"numpy"``: the saved spec is
-    informational, since the saving machine's GPU or library may not exist here).
-
-    ``optimizer_state`` is ``(optimizer, state)`` when one was saved; the optimizer is
-    None when the file cannot rebuild it (a custom optimizer class or learning-rate
-    callable): pass that optimizer again to ``fit``. ``max_bytes`` bounds what is read
-    (default ``PORTABLE_BP_MAX_BYTES``, else 4 GiB): a larger file is a ValueError.
-    """
+def read_network(path, make, backend=None, max_bytes=None):
+    """The network saved in ``path``, made by ``make`` (the Network class, handed in so that
+    this module needs no import of it) on ``backend`` (default ``"numpy"``), with its epoch
+    count and optimizer state; ``portable_bp.load`` is this with the Network class."""
     from .backends import get as get_backend
-    from .network import Network
 
     ck = _read(path, max_bytes=max_bytes)
     be = get_backend("numpy" if backend is None else backend)
     cfg = dict(ck["config"])
     try:
-        net = Network(cfg.pop("sizes"), backend=be, params=ck["params"], **cfg)
+        net = make(cfg.pop("sizes"), backend=be, params=ck["params"], **cfg)
     except (TypeError, ValueError) as exc:  # the parameters' checks name "params"
         what = "bad parameters" if "params" in str(exc) else "the saved network config is invalid"
         raise ValueError(f"{_name(path)}: {what}: {exc}") from None

@@ -95,7 +95,7 @@ def explain_seed_network(backend="numpy", seed=0, out=print):
         pad = " " * (len(label) + 5)
         out(f"  {label} = " + text.replace("\n", "\n" + pad))
 
-    out(f"The derivation's 3-4-2 network: sigmoid f, loss L = 1/2 ||h - z||^2 (E2), one sample,")
+    out("The derivation's 3-4-2 network: sigmoid f, loss L = 1/2 ||h - z||^2 (E2), one sample,")
     out(f"float64 on {be.spec}; W, b ~ N(0, 0.5^2) (E13), x ~ N(0, 1), z ~ U(0, 1), seed {seed}.")
     out("Parameters (each row of W is one neuron's weights):")
     show("W(1) (4x3)", W1); show("b(1)", b1); show("W(2) (2x4)", W2); show("b(2)", b2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import _inputs, step
+from . import _inputs, checkpoint, step
 from ._validate import choice, integer, number
 from .activations import get_activation
 from .backends import Backend, get as get_backend
@@ -238,9 +238,19 @@ class Network:
 
     def save(self, path) -> None:
         """Write a checkpoint (.npz, atomic); see :mod:`portable_bp.checkpoint`."""
-        from .checkpoint import save
+        checkpoint.save(self, path)
 
-        save(self, path)
+
+def load(path, backend=None, *, max_bytes=None) -> Network:
+    """A Network rebuilt from a checkpoint written by :meth:`Network.save`, on ``backend``
+    (default ``"numpy"``: the saved spec is informational, since the saving machine's GPU
+    or library may not exist here).
+
+    ``optimizer_state`` is ``(optimizer, state)`` when one was saved; the optimizer is None
+    when the file cannot rebuild it (a custom optimizer class or learning-rate callable):
+    pass that optimizer again to ``fit``. ``max_bytes`` bounds what is read (default
+    ``PORTABLE_BP_MAX_BYTES``, else 4 GiB): a larger file is a ValueError."""
+    return checkpoint.read_network(path, Network, backend, max_bytes)
 
 
 def _check_sizes(sizes) -> tuple:

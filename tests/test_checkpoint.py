@@ -87,7 +87,7 @@ def test_path_is_used_exactly(tmp_path):
     net = small_net()
     checkpoint.save(net, str(tmp_path / "model"))
     assert sorted(os.listdir(tmp_path)) == ["model"]
-    assert_same_params(checkpoint.load(str(tmp_path / "model")), net)
+    assert_same_params(pb.load(str(tmp_path / "model")), net)
 
 
 def test_metadata_is_a_plain_string(tmp_path):

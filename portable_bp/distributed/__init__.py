@@ -28,12 +28,28 @@ when a communicator is made, never by ``import portable_bp``.
 from __future__ import annotations
 
 from .base import Communicator, Local
-from .launch import CHOICES, DistributedError, device_spec, get, launcher_size
+from .launch import CHOICES, DistributedError, device_spec, launcher_size
 from .mpi import MPI
-from .nccl import NCCL
+from .nccl import NCCL, nccl_available
 
 __all__ = ["Communicator", "Local", "MPI", "NCCL", "get", "CHOICES", "DistributedError",
            "device_spec", "launcher_size", "DataParallel", "DataParallelCompiled"]
+
+
+def get(name: str = "auto", *, gpu: bool = False, **options):
+    """A communicator by name: ``none`` (one process), ``mpi``, ``nccl``, or ``auto``: one
+    process unless a launcher started several, then NCCL when ``gpu`` (the network is on
+    CuPy) and CuPy has NCCL, else MPI. ``options`` go to the communicator's constructor."""
+    if name not in CHOICES:
+        raise ValueError(f"distributed must be one of {', '.join(CHOICES)}, got {name!r}")
+    if name == "auto":
+        asked = launcher_size()
+        if asked is None or asked[0] <= 1:
+            return Local()
+        name = "nccl" if gpu and nccl_available() else "mpi"
+    if name == "none":
+        return Local()
+    return MPI(**options) if name == "mpi" else NCCL(**options)
 
 
 def __getattr__(name):

@@ -70,23 +70,3 @@ def device_spec(spec: str, local_rank: int) -> str:
     if name == "jax" and device == "gpu":
         return f"jax:gpu:{local_rank}"
     return spec
-
-
-def get(name: str = "auto", *, gpu: bool = False, **options):
-    """A communicator by name: ``none`` (one process), ``mpi``, ``nccl``, or ``auto``: one
-    process unless a launcher started several, then NCCL when ``gpu`` (the network is on
-    CuPy) and CuPy has NCCL, else MPI. ``options`` go to the communicator's constructor."""
-    from .base import Local
-    from .mpi import MPI
-    from .nccl import NCCL, nccl_available
-
-    if name not in CHOICES:
-        raise ValueError(f"distributed must be one of {', '.join(CHOICES)}, got {name!r}")
-    if name == "auto":
-        asked = launcher_size()
-        if asked is None or asked[0] <= 1:
-            return Local()
-        name = "nccl" if gpu and nccl_available() else "mpi"
-    if name == "none":
-        return Local()
-    return MPI(**options) if name == "mpi" else NCCL(**options)

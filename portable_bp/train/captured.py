@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from .. import step
 from ..optim import hyperparams_over
-from .executors import Eager, ExecutorFailed, gather
+from .eager import Eager, ExecutorFailed, gather
 
 
 class _Recording:

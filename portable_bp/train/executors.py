@@ -26,65 +26,13 @@ from __future__ import annotations
 import functools
 import os
 
-import array_api_compat
-
 from .. import step
 from ..optim import hyperparams_over
+from .captured import Captured
+from .eager import Eager, ExecutorFailed, batches, gather
 
-
-class ExecutorFailed(RuntimeError):
-    """Compiling or capturing the step failed (not a training error): fall back to eager."""
-
-
-def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """(start, stop) of each batch; the last one may be shorter (stop is clamped: the Array
-    API does not promise out-of-range slice stops)."""
-    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-
-
-def gather(xp, data, order, start, size):
-    """Rows start:start+size of each array of ``data`` (X, Z and the sample weights or
-    None), or of their permutation ``order`` (the epoch's shuffle). Shuffled batches gather
-    just their own rows, so shuffling never copies the dataset. Unshuffled ones are views
-    when ``start`` is a number; inside a compiled step, where it is traced (so that one
-    program serves every batch), a gather, since slice bounds must be constants there."""
-    if isinstance(start, int) and order is None:  # the common case, written out: it runs per step
-        X, Z, w = data
-        stop = start + size
-        return X[start:stop, ...], Z[start:stop, ...], None if w is None else w[start:stop]
-    if isinstance(start, int):
-        rows = order[start:start + size]
-    else:
-        rows = xp.arange(size, device=array_api_compat.device(data[0])) + start
-        if order is not None:
-            rows = xp.take(order, rows)
-    return tuple(None if a is None else xp.take(a, rows, axis=0) for a in data)
-
-
-class Eager:
-    """The step called as it is, batch after batch."""
-
-    name = "eager"
-
-    def __init__(self, net, optimizer, ops=None):
-        self.xp, self.spec, self.optimizer = net.xp, net.spec, optimizer
-        self.ops = net.ops if ops is None else ops
-
-    def step(self, params, state, count, data, order, start, stop, lr):
-        """One step on rows start:stop (of ``order``) of ``data`` (X, Z, weights or None):
-        (params, state, the batch's summed loss)."""
-        X, Z, w = gather(self.xp, data, order, start, stop - start)
-        return step.train_step(self.spec, self.ops, self.optimizer, params, state, X, Z,
-                               self.optimizer.hyperparams(count, lr), w)
-
-    def epoch(self, params, state, count, data, order, batch_size, lr):
-        """Every batch of one epoch: (params, state, step count, summed loss on the device)."""
-        total = None
-        for start, stop in batches(data[0].shape[0], batch_size):
-            params, state, loss = self.step(params, state, count, data, order, start, stop, lr)
-            count += 1
-            total = loss if total is None else total + loss
-        return params, state, count, total
+__all__ = ["Eager", "Compiled", "Scanned", "Captured", "ExecutorFailed", "batches", "gather",
+           "available", "chosen", "executor_for"]
 
 
 class Compiled(Eager):
@@ -181,7 +129,7 @@ def _scanned_epoch(xp, loop, spec, ops, optimizer, params, state, data, order, f
     return params, state, total
 
 
-EXECUTORS = {"eager": Eager, "jit": Compiled, "scan": Scanned}
+EXECUTORS = {"eager": Eager, "jit": Compiled, "scan": Scanned, "graph": Captured}
 ENVIRONMENT = "PORTABLE_BP_EXECUTOR"
 
 
@@ -210,9 +158,4 @@ def chosen(net) -> str:
 
 def executor_for(net, optimizer, ops=None, name=None) -> Eager:
     """The executor called ``name`` (default: :func:`chosen`) for this fit."""
-    name = name or chosen(net)
-    if name == "graph":
-        from .captured import Captured
-
-        return Captured(net, optimizer, ops)
-    return EXECUTORS[name](net, optimizer, ops)
+    return EXECUTORS[name or chosen(net)](net, optimizer, ops)
