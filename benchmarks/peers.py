@@ -105,18 +105,9 @@ def import_jax(tf32: bool = False):
     return jax
 
 
-def setup_jax(cfg: Config, dtype: str, X, Y, params, lr: float, platform: str = "cpu",
-              tf32: bool = False):
-    """A jit-compiled SGD step (grad of the loss + update); the batch is cut inside the
-    compiled step so each step is one dispatch. The Python loop over steps stays, as the
-    other contenders' does."""
-    jax = import_jax(tf32)
-    import jax.numpy as jnp
-
-    dev = jax.devices(platform)[0]
-    p = [(jax.device_put(W, dev), jax.device_put(b, dev)) for W, b in params]
-    Xd, Yd = jax.device_put(X, dev), jax.device_put(Y, dev)
-    b_, relu = cfg.batch, cfg.activation == "relu"
+def _jax_loss(jax, jnp, cfg: Config):
+    """The benchmark network's mean batch loss, written in JAX for jax.grad."""
+    relu = cfg.activation == "relu"
 
     def loss(p, x, y):
         a = x
@@ -128,6 +119,24 @@ def setup_jax(cfg: Config, dtype: str, X, Y, params, lr: float, platform: str = 
             logp = jax.nn.log_softmax(z, axis=1)
             return -jnp.take_along_axis(logp, y[:, None], axis=1).mean()
         return ((jax.nn.sigmoid(z) - y) ** 2).sum() / (2 * x.shape[0])
+
+    return loss
+
+
+def setup_jax(cfg: Config, dtype: str, X, Y, params, lr: float, platform: str = "cpu",
+              tf32: bool = False):
+    """A jit-compiled SGD step (grad of the loss + update); the batch is cut inside the
+    compiled step so each step is one dispatch. The Python loop over steps stays, as the
+    other contenders' does."""
+    jax = import_jax(tf32)
+    import jax.numpy as jnp
+
+    dev = jax.devices(platform)[0]
+    p = [(jax.device_put(W, dev), jax.device_put(b, dev)) for W, b in params]
+    Xd, Yd = jax.device_put(X, dev), jax.device_put(Y, dev)
+    b_ = cfg.batch
+
+    loss = _jax_loss(jax, jnp, cfg)
 
     def step(p, X, Y, i):
         x = jax.lax.dynamic_slice_in_dim(X, i * b_, b_)
@@ -163,18 +172,9 @@ def setup_jax_scan(cfg: Config, dtype: str, X, Y, params, lr: float, platform: s
     dev = jax.devices(platform)[0]
     p = [(jax.device_put(W, dev), jax.device_put(b, dev)) for W, b in params]
     Xd, Yd = jax.device_put(X, dev), jax.device_put(Y, dev)
-    b_, relu, steps = cfg.batch, cfg.activation == "relu", X.shape[0] // cfg.batch
+    b_, steps = cfg.batch, X.shape[0] // cfg.batch
 
-    def loss(p, x, y):
-        a = x
-        for W, b in p[:-1]:
-            z = a @ W.T + b
-            a = jax.nn.relu(z) if relu else jax.nn.sigmoid(z)
-        z = a @ p[-1][0].T + p[-1][1]
-        if cfg.loss == "cross_entropy":
-            logp = jax.nn.log_softmax(z, axis=1)
-            return -jnp.take_along_axis(logp, y[:, None], axis=1).mean()
-        return ((jax.nn.sigmoid(z) - y) ** 2).sum() / (2 * x.shape[0])
+    loss = _jax_loss(jax, jnp, cfg)
 
     def epoch(p, X, Y):
         def body(q, i):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_helpers import checkpoint_data, checkpoint_net
 
 import portable_bp as pb
 from portable_bp import checkpoint
@@ -21,14 +22,7 @@ from portable_bp.optim import SGD
 REPO = Path(__file__).resolve().parents[1]
 
 
-def data(n=40, n_in=3, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, n_in)), rng.integers(0, classes, n)
-
-
-def small_net(**kw):
-    kw = {"loss": "cross_entropy", "dtype": "float64", "seed": 7, **kw}
-    return pb.Network([3, 5, 3], **kw)
+data, small_net = checkpoint_data, checkpoint_net
 
 
 def host_params(net):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_helpers import checkpoint_net
 
 import portable_bp as pb
 from portable_bp import checkpoint
@@ -19,9 +20,7 @@ from portable_bp import checkpoint
 REPO = Path(__file__).resolve().parents[1]
 
 
-def small_net(**kw):
-    kw = {"loss": "cross_entropy", "dtype": "float64", "seed": 7, **kw}
-    return pb.Network([3, 5, 3], **kw)
+small_net = checkpoint_net
 
 
 def assert_same_params(a, b):

@@ -6,21 +6,13 @@ import warnings
 
 import numpy as np
 import pytest
+from train_helpers import assert_same_state, checkpoint_data, checkpoint_net, host_params, state_of
 
 import portable_bp as pb
 from portable_bp import checkpoint
 from portable_bp.optim import SGD
-from train_helpers import assert_same_state, host_params, state_of
 
-
-def data(n=40, n_in=3, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, n_in)), rng.integers(0, classes, n)
-
-
-def small_net(**kw):
-    kw = {"loss": "cross_entropy", "dtype": "float64", "seed": 7, **kw}
-    return pb.Network([3, 5, 3], **kw)
+data, small_net = checkpoint_data, checkpoint_net
 
 
 @pytest.mark.parametrize("given", ["saved", "same"], ids=["saved-optimizer", "same-given-again"])

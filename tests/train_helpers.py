@@ -16,8 +16,9 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import assert_close, to_np
+
+import portable_bp as pbp
 from portable_bp.train import executors
 
 
@@ -223,3 +224,17 @@ def only_float64_on_jax(case, reason="jax compiles per dtype and its float32 ste
     (conftest has no per-backend dtype marker)."""
     if case.spec == "jax" and case.dtype == "float32":
         pytest.skip(reason)
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def checkpoint_data(n=40, n_in=3, classes=3, seed=0):
+    """A small classification set for the checkpoint and resume tests."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, n_in)), rng.integers(0, classes, n)
+
+
+def checkpoint_net(**kw):
+    """The 3-5-3 float64 classifier the checkpoint and resume tests save and load."""
+    kw = {"loss": "cross_entropy", "dtype": "float64", "seed": 7, **kw}
+    return pbp.Network([3, 5, 3], **kw)
+

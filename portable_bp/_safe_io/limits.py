@@ -57,3 +57,14 @@ def check_size(nbytes: int, limit: int, where: str, what: str) -> None:
     if nbytes > limit:
         raise Refused(f"{where}: {what} needs {nbytes:,} bytes, more than the limit of {limit:,} "
                       f"(raise it with max_bytes= or the {MAX_BYTES_ENV} environment variable)")
+
+
+class Closing:
+    """``with`` for the readers here: leaving the block closes them."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+

@@ -24,7 +24,7 @@ import zlib
 
 import numpy as np
 
-from .limits import MAX_BYTES_ENV, Refused, resolve_max_bytes
+from .limits import MAX_BYTES_ENV, Closing, Refused, resolve_max_bytes
 from .npy import MAGIC, NpyHeader, array_from_bytes, read_npy_header
 from .streams import GZIP_MAGIC, open_regular, read_up_to
 
@@ -78,7 +78,7 @@ def _what_it_is(head: bytes) -> str:
     return "no zip signature"
 
 
-class NpzArchive:
+class NpzArchive(Closing):
     """An ``.npz`` file opened for checked reading; use as a context manager.
 
     ``label`` is how messages name the file; ``max_bytes`` (see :mod:`.limits`) is the
@@ -133,14 +133,8 @@ class NpzArchive:
         finally:
             self._file.close()
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc_info):
-        self.close()
-
-
-class Member:
+class Member(Closing):
     """One entry: ``shape``, ``dtype`` and ``nbytes`` from its header; :meth:`read` for the data.
 
     Callers compare the header with what they expect before reading, so a wrong shape or
@@ -191,9 +185,3 @@ class Member:
 
     def close(self) -> None:
         self._stream.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()

@@ -17,7 +17,7 @@ import stat
 import zlib
 from typing import BinaryIO
 
-from .limits import CHUNK, MAX_BYTES_ENV, Refused
+from .limits import CHUNK, MAX_BYTES_ENV, Closing, Refused
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -85,7 +85,7 @@ def read_up_to(read, nbytes: int, on_disk: bool = False) -> bytearray:
     return buf
 
 
-class DataStream:
+class DataStream(Closing):
     """A data file's bytes, inflated on the fly when it is gzip (detected by content).
 
     Compression is recognised by the gzip magic number, not the file name, so a ``.gz``
@@ -133,12 +133,6 @@ class DataStream:
                 self._stream.close()
         finally:
             self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 def peek(path, nbytes: int, label: str) -> bytes:

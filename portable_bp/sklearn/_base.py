@@ -27,6 +27,15 @@ from ._params import ACTIVATIONS, CONSTRAINTS, LOSSES, STOCHASTIC_SOLVERS, hidde
 from ._solvers import fit_lbfgs
 
 
+
+def keep_params(estimator, arguments: dict) -> None:
+    """Store every constructor argument under its own name, as scikit-learn requires of
+    ``__init__`` (``arguments`` is the constructor's ``locals()``; nothing is validated
+    here: that happens at ``fit``)."""
+    for name, value in arguments.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
+
 class BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share; not to be used directly."""
 

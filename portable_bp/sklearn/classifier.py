@@ -11,7 +11,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from . import _data
-from ._base import BaseMLP, _fit_context
+from ._base import BaseMLP, _fit_context, keep_params
 from ._params import PARAMS_DOC
 
 
@@ -42,15 +42,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="numpy", dtype=None):
-        self.hidden_layer_sizes, self.activation, self.solver = hidden_layer_sizes, activation, solver
-        self.alpha, self.batch_size, self.learning_rate = alpha, batch_size, learning_rate
-        self.learning_rate_init, self.power_t, self.max_iter = learning_rate_init, power_t, max_iter
-        self.shuffle, self.random_state, self.tol, self.verbose = shuffle, random_state, tol, verbose
-        self.warm_start, self.momentum, self.nesterovs_momentum = warm_start, momentum, nesterovs_momentum
-        self.early_stopping, self.validation_fraction = early_stopping, validation_fraction
-        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
-        self.n_iter_no_change, self.max_fun = n_iter_no_change, max_fun
-        self.backend, self.dtype = backend, dtype
+        keep_params(self, locals())
 
     # -- targets ------------------------------------------------------------------------------
     def _validate_input(self, X, y, incremental, reset):
