@@ -86,14 +86,19 @@ def four_gb_of_zeros():
     return deflate_zeros(4_000_000_000, block=1_000_000)  # 3.9 MB
 
 
-def test_deflated_4gb_entry_with_the_wrong_shape_is_refused_before_inflating(tmp_path, good, four_gb_of_zeros):
-    header = npy_header("<f8", (20000, 25000))
+def with_deflated_w0(good, header, zeros):
+    """The archive's entries with W0 replaced by ``header`` followed by 4 GB of deflated zeros."""
     rows = stored(npz_entries(good))
     for row in rows:
         if row["name"] == "W0.npy":
             c = zlib.compressobj(9, zlib.DEFLATED, -15)
             head = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
-            row.update(data=head + four_gb_of_zeros, method=8, size=len(header) + 4_000_000_000)
+            row.update(data=head + zeros, method=8, size=len(header) + 4_000_000_000)
+    return rows
+
+
+def test_deflated_4gb_entry_with_the_wrong_shape_is_refused_before_inflating(tmp_path, good, four_gb_of_zeros):
+    rows = with_deflated_w0(good, npy_header("<f8", (20000, 25000)), four_gb_of_zeros)
     path = tmp_path / "bomb"
     path.write_bytes(raw_zip(rows))
     assert path.stat().st_size < 5_000_000
@@ -104,12 +109,7 @@ def test_deflated_4gb_entry_with_the_wrong_shape_is_refused_before_inflating(tmp
 
 def test_deflated_4gb_entry_with_the_right_header_is_refused_by_its_size(tmp_path, good, four_gb_of_zeros):
     header = npy_header("<f8", (5, 3))
-    rows = stored(npz_entries(good))
-    for row in rows:
-        if row["name"] == "W0.npy":
-            c = zlib.compressobj(9, zlib.DEFLATED, -15)
-            head = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
-            row.update(data=head + four_gb_of_zeros, method=8, size=len(header) + 4_000_000_000)
+    rows = with_deflated_w0(good, header, four_gb_of_zeros)
     path = tmp_path / "bomb"
     path.write_bytes(raw_zip(rows))
     report = refused_in_child(path)
