@@ -41,7 +41,8 @@ def parse(argv=None):
                         "add e.g. jax:cpu or jax:gpu; SPEC+ref, e.g. numpy+ref, times the Array API "
                         "reference path, without the backend's kernels)")
     p.add_argument("--json", default=None,
-                   help="output file (default benchmarks/results/latest_<device>.json; quick_<device>.json with --quick)")
+                   help="output file (default benchmarks/results/latest_<device>.json; "
+                        "quick_<device>.json with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: short epochs, 2 rounds, float32 only, no memory pass")
     p.add_argument("--no-memory", dest="memory", action="store_false",

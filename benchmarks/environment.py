@@ -8,6 +8,7 @@ import sys
 
 from .contenders import cupy_gpu, has, torch_cuda
 
+
 def apply_threads(n, load=True):
     """Same thread count for every library: BLAS/OpenMP pools via threadpoolctl (the env
     vars were set before import by __main__), PyTorch's intra-op pool explicitly.

@@ -32,7 +32,8 @@ def parse(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="B,E", help="comma list of B,C,D,E (default B,E)")
     p.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
-    p.add_argument("--steps", type=int, default=None, help="SGD steps profiled per config (default: 64 for B-D, 8 for E)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="SGD steps profiled per config (default: 64 for B-D, 8 for E)")
     p.add_argument("--top", type=int, default=10, help="kernels / functions listed per contender (default 10)")
     p.add_argument("--cprofile", action="store_true", help="also profile portable_bp's host side with cProfile")
     p.add_argument("--alloc", action="store_true", help="GPU: also list portable_bp's allocations by Python line")
@@ -123,7 +124,8 @@ def allocations(run_epoch, lines=60):
 def main(argv=None):
     args = parse(argv)
     fix_threads(2, pin=True)  # as the benchmark does, before NumPy or torch is imported
-    from . import configs as C, harness
+    from . import configs as C
+    from . import harness
     if args.device == "gpu" and harness.gpu_available():
         print(f"GPU profile skipped: no GPU ({harness.gpu_available()})")
         return

@@ -15,11 +15,11 @@ import sys
 import time
 
 from . import configs as C
-from .contenders import (REFERENCE, build_contenders, gpu_available, has, name_filter,  # noqa: F401
-                         setup_pbp)
+from .contenders import REFERENCE, build_contenders, gpu_available, has, name_filter, setup_pbp  # noqa: F401
 from .environment import apply_threads, blas_info, gpu_name, machine, versions
 from .report import HEADER, check_targets, fmt_rate, table_rows
 from .timing import measure_memory, summarise, time_block
+
 
 def _pbp_specs(device, args):
     """The portable_bp backends asked for in this section (None: the defaults)."""
@@ -147,7 +147,8 @@ def run_tf32(args, blocks, log):
             child = json.load(f)
     tf_blocks = child["sections"][0].get("blocks", [])
     out = []
-    log(f"{'cfg':<3} {'contender':<22} {'fp32 samples/s':>15} {'tf32 samples/s':>15} {'speed-up':>9} {'ref/X tf32':>11}")
+    log(f"{'cfg':<3} {'contender':<22} {'fp32 samples/s':>15} {'tf32 samples/s':>15} "
+        f"{'speed-up':>9} {'ref/X tf32':>11}")
     for tb in tf_blocks:
         base = next((b for b in blocks if b["config"] == tb["config"] and b["dtype"] == "float32"), None)
         for name, r in tb["contenders"].items():

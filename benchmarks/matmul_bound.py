@@ -33,7 +33,7 @@ def setup_bound(xp, cfg: Config, dtype: str, steps: int, sync=lambda: None, seed
 
     def run_epoch():
         for _ in range(steps):
-            for A, W, D, (U, G, E) in layers:          # forward
+            for A, W, _D, (U, _G, _E) in layers:          # forward
                 matmul(A, W.T, out=U)
             for l in range(len(layers) - 1, -1, -1):   # backward
                 A, W, D, (U, G, E) = layers[l]

@@ -176,7 +176,8 @@ def accuracy_table(seeds, quick=False):
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier as SkC, MLPRegressor as SkR
+    from sklearn.neural_network import MLPClassifier as SkC
+    from sklearn.neural_network import MLPRegressor as SkR
     from sklearn.preprocessing import StandardScaler
 
     from portable_bp.sklearn import MLPClassifier, MLPRegressor

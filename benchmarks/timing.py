@@ -24,6 +24,7 @@ import time
 
 from .contenders import _gpu_cache
 
+
 def time_block(contenders, rounds, log):
     """Set up, warm up, then time ``rounds`` interleaved epochs per contender.
 

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from portable_bp.backends import probe
-from portable_bp.sklearn import MLPClassifier   # was: from sklearn.neural_network import MLPClassifier
+from portable_bp.sklearn import MLPClassifier  # was: from sklearn.neural_network import MLPClassifier
 
 
 def search(backend, X_train, y_train, X_test, y_test, quick):
@@ -39,7 +39,8 @@ def search(backend, X_train, y_train, X_test, y_test, quick):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default="numpy", help="numpy, torch, jax, array_api_strict, cupy, auto (default: numpy)")
+    p.add_argument("--backend", default="numpy",
+                   help="numpy, torch, jax, array_api_strict, cupy, auto (default: numpy)")
     p.add_argument("--quick", action="store_true", help="a smaller grid and fewer epochs")
     args = p.parse_args()
     X, y = load_digits(return_X_y=True)

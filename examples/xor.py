@@ -10,7 +10,6 @@ samples: batch gradient descent, E12).
 import argparse
 import sys
 
-
 import portable_bp as pbp
 from portable_bp import datasets
 
@@ -35,7 +34,8 @@ def main():
     for (x1, x2), target, out in zip(X, z[:, 0], h):
         predicted = int(out >= 0.5)
         correct += predicted == target
-        print(f" {x1:.0f}  {x2:.0f} |   {target:.0f}    | {out:.4f}  {predicted} {'ok' if predicted == target else 'WRONG'}")
+        verdict = "ok" if predicted == target else "WRONG"
+        print(f" {x1:.0f}  {x2:.0f} |   {target:.0f}    | {out:.4f}  {predicted} {verdict}")
     print(f"{correct}/4 correct")
     return 0 if correct == 4 else 1
 

@@ -9,6 +9,8 @@ never silently copied. Checks run with the backend's namespace, once per public 
 from __future__ import annotations
 
 import math
+import weakref
+from collections import OrderedDict
 
 import array_api_compat
 
@@ -25,7 +27,8 @@ def to_backend(backend, data, dtype, what: str):
     if array_api_compat.is_numpy_array(data) or not array_api_compat.is_array_api_obj(data):
         return backend.asarray(host_numeric(data, what), dtype)  # NumPy arrays, sequences, scalars
     if backend.owns(data):
-        _check_numeric(backend.xp, data, what)
+        if dtype is None or data.dtype != dtype:  # already the float dtype asked for: numbers
+            _check_numeric(backend.xp, data, what)
         return backend.asarray(data, dtype)
     where = f"{library_of(data)} array on device {array_api_compat.device(data)}"
     raise TypeError(f"{what} is a {where}, but the network lives on backend {backend.spec!r} "
@@ -48,24 +51,49 @@ def _all(xp, cond) -> bool:
     return bool(xp.all(cond))
 
 
-def check_finite(xp, arr, what: str) -> None:
-    """ValueError if ``arr`` holds NaN or inf.
+class _KnownFinite:
+    """The last few immutable arrays (JAX's) found finite, held by weak reference.
 
-    The largest and smallest elements are finite exactly when every element is (the
-    standard's ``max``/``min`` propagate NaN; an inf is itself the max or the min). Two
-    reductions: no temporary the size of the data, and nothing that can overflow (a sum of
-    large finite float32 values would, and NumPy would warn)."""
-    if array_api_compat.size(arr) == 0:
+    An immutable array cannot change, so a loop of ``fit(X, y, epochs=1)`` need not read
+    the same data back at every call (on a small network that read costs more than the
+    epoch's own overhead). A mutable array (NumPy, PyTorch, CuPy) may be written between
+    calls and is checked every time. A freed array's id can be reused: its weak reference
+    is then dead, and the new array is checked afresh."""
+
+    SIZE = 16
+
+    def __init__(self):
+        self._refs: OrderedDict[int, weakref.ref] = OrderedDict()
+
+    def __contains__(self, arr) -> bool:
+        ref = self._refs.get(id(arr))
+        return ref is not None and ref() is arr
+
+    def add(self, arr) -> None:
+        self._refs[id(arr)] = weakref.ref(arr)
+        self._refs.move_to_end(id(arr))
+        while len(self._refs) > self.SIZE:
+            self._refs.popitem(last=False)
+
+
+_known_finite = _KnownFinite()
+
+
+def check_finite(backend, arr, what: str) -> None:
+    """ValueError if ``arr`` holds NaN or inf: one read of ``backend.ops.extremes`` (the
+    largest magnitude among its largest and smallest element: no temporary the size of the
+    data, nothing that can overflow, as a sum of large finite float32 values would)."""
+    if not backend.mutable and arr in _known_finite:
         return
-    if not (math.isfinite(float(xp.max(arr))) and math.isfinite(float(xp.min(arr)))):
+    if not math.isfinite(float(backend.ops.extremes([arr]))):
         raise ValueError(f"{what} contains NaN or inf; clean or impute the data first")
+    if not backend.mutable:
+        _known_finite.add(arr)
 
 
-def check_finite_all(xp, arrays, what: str) -> None:
-    """ValueError if any of ``arrays`` (one dtype) holds NaN or inf, read back in one go:
-    the largest magnitude among every array's largest and smallest element."""
-    extremes = [e for a in arrays if array_api_compat.size(a) for e in (xp.max(a), xp.min(a))]
-    if extremes and not math.isfinite(float(xp.max(xp.abs(xp.stack(extremes))))):
+def check_finite_all(ops, arrays, what: str) -> None:
+    """ValueError if any of ``arrays`` (one dtype) holds NaN or inf, read back in one go."""
+    if not math.isfinite(float(ops.extremes(arrays))):
         raise ValueError(f"{what} contain NaN or inf")
 
 
@@ -84,7 +112,7 @@ def features(backend, X, n_in: int, dtype, what: str = "X"):
                          f"(sizes[0]); shape given {tuple(X.shape)}")
     if X.dtype != dtype:
         X = xp.astype(X, dtype)
-    check_finite(xp, X, what)
+    check_finite(backend, X, what)
     return X
 
 
@@ -104,7 +132,7 @@ def targets(backend, Z, n_samples: int, n_out: int, loss: str, dtype, what: str 
     if Z.shape[0] == 0:
         raise ValueError(f"{what} is empty (0 samples)")
     if loss == "cross_entropy" and Z.ndim == 1:
-        return labels(xp, Z, n_out, what)
+        return labels(backend, Z, n_out, what)
     if Z.ndim == 1:
         if n_out != 1:
             raise ValueError(f"{what} has shape {tuple(Z.shape)} but the network has {n_out} outputs; "
@@ -115,7 +143,7 @@ def targets(backend, Z, n_samples: int, n_out: int, loss: str, dtype, what: str 
         raise ValueError(f"{what} has {kind} width {Z.shape[1]} but the network has {n_out} outputs "
                          f"(sizes[-1])")
     Z = xp.astype(Z, dtype) if Z.dtype != dtype else Z
-    check_finite(xp, Z, what)
+    check_finite(backend, Z, what)
     if loss == "cross_entropy":
         sums = xp.sum(Z, axis=1)
         if not (_all(xp, Z >= 0) and _all(xp, xp.abs(sums - 1.0) <= 1e-4)):
@@ -138,18 +166,19 @@ def sample_weights(backend, w, n_samples: int, dtype, what: str = "sample_weight
         raise ValueError(f"{what} must have shape ({n_samples},), one weight per sample, got "
                          f"{tuple(w.shape)}")
     w = xp.astype(w, dtype) if w.dtype != dtype else w
-    check_finite(xp, w, what)
+    check_finite(backend, w, what)
     if float(xp.min(w)) < 0 or not float(xp.max(w)) > 0:
         raise ValueError(f"{what} must be non-negative and not all zero")
     return w
 
 
-def labels(xp, y, n_classes: int, what: str = "Z"):
+def labels(backend, y, n_classes: int, what: str = "Z"):
     """Integer class labels in [0, n_classes) in the namespace's index dtype (int64; int32
     on JAX without x64): a narrower type could overflow the row indices computed from it.
     Checked; float labels must be whole numbers."""
+    xp = backend.xp
     if xp.isdtype(y.dtype, "real floating"):
-        check_finite(xp, y, what)
+        check_finite(backend, y, what)
         if not _all(xp, y == xp.round(y)):
             raise ValueError(f"{what} labels must be whole numbers (class indices), got fractional values")
     elif not xp.isdtype(y.dtype, "integral"):

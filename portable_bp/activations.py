@@ -12,7 +12,8 @@ allowed only on the output layer.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 LEAKY_SLOPE = 0.01
 

@@ -13,7 +13,8 @@ array is ever made; the two helpers below read either form.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import array_api_compat
 

@@ -14,7 +14,8 @@ from typing import Any
 from . import _inputs, checkpoint, step
 from ._validate import choice, integer, number
 from .activations import get_activation
-from .backends import Backend, get as get_backend
+from .backends import Backend
+from .backends import get as get_backend
 from .init import DEFAULT_INIT, INITS, initial_weights
 from .losses import get_loss
 from .ops import Ops
@@ -168,7 +169,7 @@ class Network:
             checked.append((self._param(pair[0], (n_out, n_in), f"params[{l}] W", copy),
                             self._param(pair[1], (n_out,), f"params[{l}] b", copy)))
         if check_finite:
-            _inputs.check_finite_all(self.xp, [a for pair in checked for a in pair], "params")
+            _inputs.check_finite_all(self.backend.ops, [a for pair in checked for a in pair], "params")
         return checked
 
     def _param(self, value, shape, what, copy):
@@ -179,7 +180,7 @@ class Network:
             arr = self.backend.copy(arr)  # row-major: a transposed W would make every pass strided
         return arr
 
-    def to(self, backend=None, dtype=None) -> "Network":
+    def to(self, backend=None, dtype=None) -> Network:
         """The same network with copied parameters on another backend and/or dtype."""
         cfg = self.config()
         if dtype is not None:

@@ -21,7 +21,11 @@ argument of every primitive is read-only.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
+
+import array_api_compat
 
 from .activations import Activation
 from .losses import Loss
@@ -29,9 +33,9 @@ from .losses import Loss
 Array = Any  # an array of whatever Array API namespace the Ops was made for
 
 # The primitives, in the order the step uses them; the override check walks this list.
-PRIMITIVES = ("affine", "affine_activation", "activation", "output_loss", "output_delta",
+PRIMITIVES = ("rows", "affine", "affine_activation", "activation", "output_loss", "output_delta",
               "backprop_delta", "dense_grads", "sgd_dense", "subtract_product", "subtract_colsum",
-              "sgd", "momentum", "adam")
+              "sgd", "momentum", "adam", "extremes", "finite_or_nan")
 
 
 class DenseGrad:
@@ -51,7 +55,7 @@ class DenseGrad:
         self.arrays: tuple[Array, Array] | None = None
 
     @classmethod
-    def of_arrays(cls, dW: Array, db: Array) -> "DenseGrad":
+    def of_arrays(cls, dW: Array, db: Array) -> DenseGrad:
         grad = cls(None, None)
         grad.arrays = (dW, db)
         return grad
@@ -81,6 +85,14 @@ class Ops:
         """The primitives this Ops computes its own way (after the check), in step order."""
         return [name for name in PRIMITIVES
                 if getattr(getattr(self, name), "__func__", None) is not getattr(Ops, name)]
+
+    # -- the batch ----------------------------------------------------------------------
+    def rows(self, a: Array, start: Any, size: int) -> Array:
+        """Rows start:start+size of ``a``, where ``start`` may be traced (inside a compiled
+        epoch, which serves every batch with one program, slice bounds cannot be constants):
+        a gather of those rows."""
+        index = self.xp.arange(size, device=array_api_compat.device(a)) + start
+        return self.xp.take(a, index, axis=0)
 
     # -- forward (E7) ------------------------------------------------------------------
     def affine(self, A: Array, W: Array, b: Array) -> Array:
@@ -156,6 +168,24 @@ class Ops:
         M = b1 * M + (1 - b1) * G
         V = b2 * V + (1 - b2) * (G * G)
         return P - step_size * (M / (self.xp.sqrt(V) + eps_hat)), M, V
+
+    # -- the epoch's check -------------------------------------------------------------
+    def extremes(self, arrays: Sequence[Array]) -> Array:
+        """A device scalar: the largest magnitude among every array's largest and smallest
+        element (0 when all are empty). It is finite exactly when every element of every
+        array is (max and min propagate NaN; an inf is itself a max or a min), needs no
+        temporary the size of the data, and unlike a sum cannot overflow for finite values:
+        what fit reads once per epoch to know the parameters stayed finite, and what the
+        input checks read to refuse NaN or inf."""
+        xp = self.xp
+        ends = [e for a in arrays if math.prod(a.shape) for e in (xp.max(a), xp.min(a))]
+        return xp.max(xp.abs(xp.stack(ends))) if ends else xp.asarray(0.0)
+
+    def finite_or_nan(self, value: Array, arrays: Sequence[Array]) -> Array:
+        """``value`` (a device scalar), made NaN when any element of ``arrays`` is not
+        finite (0 · inf is NaN): fit's one read per epoch then says both the loss and
+        whether the parameters and optimizer state stayed finite."""
+        return value + 0.0 * self.extremes(arrays)
 
 
 class InPlaceOps(Ops):

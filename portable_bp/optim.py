@@ -51,6 +51,13 @@ class Optimizer:
         is a list with a value per step."""
         return hyperparams_over(self, first, steps, lr)
 
+    def update(self, grad: DenseGrad, state: dict, param: tuple, *, ops: Ops, **hyper) -> tuple:
+        raise NotImplementedError
+
+    def config(self) -> dict | None:
+        """The constructor arguments as JSON-able values (checkpoints store them)."""
+        return None
+
 
 def hyperparams_over(optimizer, first: int, steps: int, lr: float) -> dict:
     """``optimizer.hyperparams_for(first, steps, lr)`` where it has one, else the same from
@@ -61,13 +68,6 @@ def hyperparams_over(optimizer, first: int, steps: int, lr: float) -> dict:
     per_step = [optimizer.hyperparams(first + i, lr) for i in range(steps)]
     return {k: (per_step[0][k] if all(h[k] == per_step[0][k] for h in per_step) else
                 [h[k] for h in per_step]) for k in per_step[0]}
-
-    def update(self, grad: DenseGrad, state: dict, param: tuple, *, ops: Ops, **hyper) -> tuple:
-        raise NotImplementedError
-
-    def config(self) -> dict | None:
-        """The constructor arguments as JSON-able values (checkpoints store them)."""
-        return None
 
 
 def _with_weight_decay(grads, param, weight_decay):

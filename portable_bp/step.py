@@ -11,7 +11,8 @@ An optimizer's state is a list with one entry per layer (see :mod:`portable_bp.o
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from .activations import Activation
 from .losses import Loss

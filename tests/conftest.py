@@ -33,7 +33,7 @@ from portable_bp.backends import DTYPES, get, probe, specs
 
 SPECS = specs()  # (spec, on a GPU), from the registry
 if probe("torch")[0]:  # the suite's arrays are tiny: torch's OpenMP threads would only spin-wait
-    import torch       # for each other (100x slower per op on a busy 2-core machine)
+    import torch  # for each other (100x slower per op on a busy 2-core machine)
 
     torch.set_num_threads(1)
 GPU_SPECS = [spec for spec, gpu in SPECS if gpu]

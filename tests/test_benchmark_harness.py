@@ -8,7 +8,8 @@ import portable_bp as pbp
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # benchmarks/ is a program of the checkout, not an installed package
     sys.path.insert(0, REPO)
-from benchmarks import configs as C, harness  # noqa: E402
+from benchmarks import configs as C  # noqa: E402
+from benchmarks import harness  # noqa: E402
 
 
 def test_ref_variant_runs_fit_with_the_kernels_off(monkeypatch):

@@ -3,10 +3,10 @@ on_train_end only when it ends normally), stopping, and EarlyStopping."""
 
 import numpy as np
 import pytest
+from train_helpers import Recorder, fail_at_step, host_params, max_rel_diff, overflow_expected, regression
 
 import portable_bp as pbp
 from portable_bp.train import Callback, EarlyStopping, TrainingDiverged
-from train_helpers import Recorder, fail_at_step, host_params, max_rel_diff, overflow_expected, regression
 
 
 def overfit_case():

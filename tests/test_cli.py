@@ -6,8 +6,8 @@ import struct
 
 import numpy as np
 import pytest
-
 from cli_helpers import REPO, assert_one_line_error, final_accuracy, run_cli
+
 from portable_bp.backends import probe
 
 CUPY_OK, CUPY_REASON = probe("cupy")

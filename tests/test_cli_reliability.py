@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 import pytest
+from cli_helpers import assert_one_line_error, cli_env, run_cli
 
 import portable_bp as pbp
 from portable_bp.cli import main
-from cli_helpers import assert_one_line_error, cli_env, run_cli
 
 TRAIN = ["train", "--dataset", "blobs", "--hidden", "16", "--backend", "numpy", "--quiet"]
 

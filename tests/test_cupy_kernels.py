@@ -16,13 +16,12 @@ import types
 
 import numpy as np
 import pytest
+from conftest import spec_cases
 
 import portable_bp as pbp
 from portable_bp.activations import ACTIVATIONS
 from portable_bp.backends._check import checked
 from portable_bp.backends.cupy_ops import CupyOps
-
-from conftest import spec_cases
 
 ACTS = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
 XP = pbp.backends.get("numpy").xp

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import make_data
 
 import portable_bp as pbp
 from portable_bp import backends
@@ -22,8 +23,6 @@ from portable_bp.backends._check import checked
 from portable_bp.backends.cupy_ops import TF32_TOLERANCE, CupyOps
 from portable_bp.losses import LOSSES
 from portable_bp.ops import InPlaceOps, Ops
-
-from conftest import make_data
 
 XP = backends.get("numpy").xp
 FORWARD = {"sigmoid": lambda u: 0.5 * (1.0 + np.tanh(u / 2)), "tanh": np.tanh,

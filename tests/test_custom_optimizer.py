@@ -6,10 +6,10 @@ import functools
 
 import numpy as np
 import pytest
+from train_helpers import host_params, manual_fit, max_rel_diff, regression
 
 import portable_bp as pbp
 from portable_bp.optim import Optimizer
-from train_helpers import host_params, manual_fit, max_rel_diff, regression
 
 
 class HalfStep(Optimizer):
@@ -44,7 +44,7 @@ def relu_net(spec="numpy", seed=0):
                        dtype="float64", seed=seed)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sgd_loop():
     X, Z = regression(20)
     net = relu_net()

@@ -14,12 +14,20 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import to_np
+from train_helpers import (
+    HostOptimizer,
+    Recorder,
+    host_params,
+    manual_fit,
+    max_rel_diff,
+    overflow_expected,
+    regression,
+    where_diverged,
+)
 
 import portable_bp as pbp
-from conftest import to_np
 from portable_bp.train import EarlyStopping, TrainingDiverged
-from train_helpers import (HostOptimizer, Recorder, host_params, manual_fit, max_rel_diff, overflow_expected,
-                           regression, where_diverged)
 
 
 def linear(spec="numpy", n_in=1, n_out=1, dtype="float64"):

@@ -7,12 +7,19 @@ import functools
 
 import numpy as np
 import pytest
+from conftest import to_np
+from train_helpers import (
+    HostOptimizer,
+    classification,
+    epoch_order,
+    host_params,
+    manual_fit,
+    max_rel_diff,
+    regression,
+)
 
 import portable_bp as pbp
-from conftest import to_np
 from portable_bp.optim import DEFAULT_LR, OPTIMIZERS, SGD, Adam, Optimizer
-from train_helpers import (HostOptimizer, classification, epoch_order, host_params, manual_fit,
-                           max_rel_diff, regression)
 
 
 def tanh_regressor(spec, seed=3, sizes=(3, 5, 2)):
@@ -46,7 +53,7 @@ OPTIMIZER_CASES = {  # fit's optimizer, and the loop's formulas with the same se
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def regression_loop(batch_size, optimizer="sgd", shuffle=False):
     """(params, per-epoch losses, steps) of the loop: 3 epochs of the tanh regressor."""
     X, Z = regression(20 if shuffle else 10)
@@ -56,7 +63,7 @@ def regression_loop(batch_size, optimizer="sgd", shuffle=False):
     return host_params(net), losses, steps
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def classifier_loop(optimizer):
     X, y = classification(10)
     net = classifier("numpy")
@@ -198,7 +205,7 @@ def test_shuffled_batches_hold_every_sample_once_in_the_same_order_on_every_back
 
 
 # -- one trajectory on every backend ------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _numpy_run(optimizer):
     return _classifier_run("numpy", optimizer, fused=True)
 

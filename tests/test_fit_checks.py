@@ -7,11 +7,11 @@ import stat
 
 import numpy as np
 import pytest
+from train_helpers import assert_same_state, count_steps, regression, state_of
 
 import portable_bp as pbp
 from portable_bp.optim import SGD
 from portable_bp.train import Callback, EarlyStopping
-from train_helpers import assert_same_state, count_steps, regression, state_of
 
 VAL = (np.zeros((4, 3)), np.zeros((4, 2)))
 

@@ -5,11 +5,10 @@ fixture's GPU cases), the CUDA kernels themselves in test_cupy_kernels.py."""
 
 import numpy as np
 import pytest
+from conftest import GPU_SPECS, make_data, spec_cases
 
 import portable_bp as pbp
 from portable_bp.backends import probe
-
-from conftest import GPU_SPECS, make_data, spec_cases
 
 CUPY_OK, CUPY_WHY = probe("cupy")
 TORCH_CUDA_OK, TORCH_CUDA_WHY = probe("torch:cuda")

@@ -5,10 +5,9 @@ the same network written directly in torch, and the NumPy backend's reference nu
 
 import numpy as np
 import pytest
+from conftest import JAX_REPEATS, assert_close, make_data, to_np
 
 import portable_bp as pbp
-
-from conftest import JAX_REPEATS, assert_close, make_data, to_np
 
 HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
 # (loss, output activation): mse with every output, and the fused pairs (E11)

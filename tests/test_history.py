@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import assert_close
+from train_helpers import classification, only_float64_on_jax
 
 import portable_bp as pbp
-from conftest import assert_close
 from portable_bp.train import History
-from train_helpers import classification, only_float64_on_jax
 
 
 def test_history_and_epoch_count(xp_case):

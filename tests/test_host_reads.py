@@ -12,10 +12,10 @@ import warnings
 
 import numpy as np
 import pytest
+from train_helpers import classification, host_params
 
 import portable_bp as pbp
 from portable_bp.train import TrainingDiverged, executors
-from train_helpers import classification, host_params
 
 HOST_READS = ["item", "tolist", "numpy", "cpu", "__float__", "__int__", "__index__", "__bool__", "__array__"]
 

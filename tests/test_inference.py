@@ -3,10 +3,10 @@ scored in batches during fit, and fit's memory: a batch's worth, not a copy of t
 
 import numpy as np
 import pytest
-
-import portable_bp as pbp
 from conftest import assert_close, to_np
 from train_helpers import classification, only_float64_on_jax, regression
+
+import portable_bp as pbp
 
 # batch sizes: ragged (7 + 7 + 6), single rows, exactly n, more than n
 SIZES = (7, 1, 20, 100)

@@ -48,7 +48,7 @@ def test_non_real_data_is_a_type_error_naming_the_argument(xp_spec, kind):
 def test_non_real_labels_for_cross_entropy_are_a_type_error():
     """Labels (n,) for cross-entropy take the same path: complex, string, object refused."""
     clf = net_on("numpy", loss="cross_entropy")
-    for kind, bad in BAD_ARRAYS.items():
+    for bad in BAD_ARRAYS.values():
         with pytest.raises(TypeError, match=r"^Z .*dtype"):
             clf.fit(np.ones((4, 3)), bad((4,)), epochs=1)
 

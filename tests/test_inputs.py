@@ -4,10 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import JAX_REPEATS, to_np
 
 import portable_bp as pbp
 from portable_bp.ops import Ops
-from conftest import JAX_REPEATS, to_np
 
 
 @pytest.fixture
@@ -49,13 +49,60 @@ def test_large_finite_data_passes_the_finite_checks_without_a_warning(xp_spec):
     big = be.asarray(np.full((64, 3), 3e38), "float32")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _inputs.check_finite(be.xp, big, "X")
-        _inputs.check_finite_all(be.xp, [big, -big], "params")
+        _inputs.check_finite(be, big, "X")
+        _inputs.check_finite_all(be.ops, [big, -big], "params")
     bad = be.asarray(np.array([3e38, np.nan, -3e38]), "float32")
     with pytest.raises(ValueError, match="X contains NaN or inf"):
-        _inputs.check_finite(be.xp, bad, "X")
+        _inputs.check_finite(be, bad, "X")
     with pytest.raises(ValueError, match="params contain NaN or inf"):
-        _inputs.check_finite_all(be.xp, [big, bad], "params")
+        _inputs.check_finite_all(be.ops, [big, bad], "params")
+
+
+def test_immutable_arrays_found_finite_are_not_read_again_but_mutable_ones_are(monkeypatch):
+    """JAX's arrays cannot change: a second fit on the same X and y reads neither back
+    again. A NumPy array can: poisoned in place between two fits, the second refuses it."""
+    pytest.importorskip("jax")
+    be = pbp.backends.get("jax")
+    X = be.asarray(np.random.default_rng(0).standard_normal((12, 3)), "float32")
+    y = be.asarray(np.ones((12, 2)), "float32")
+    net = pbp.Network([3, 4, 2], backend="jax", seed=0)
+    net.fit(X, y, epochs=1, batch_size=4, lr=0.1)
+    checked = []
+    original = be.ops.extremes
+    monkeypatch.setattr(be.ops, "extremes", lambda arrays: checked.append(len(arrays)) or original(arrays))
+    net.fit(X, y, epochs=1, batch_size=4, lr=0.1)
+    assert checked == [], "the same immutable X and y were checked again"
+    fresh = be.asarray(np.full((12, 3), np.nan), "float32")
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        net.fit(fresh, y, epochs=1, batch_size=4, lr=0.1)
+
+    Xn = np.random.default_rng(0).standard_normal((12, 3))
+    numpy_net = pbp.Network([3, 4, 2], seed=0)
+    numpy_net.fit(Xn, np.ones((12, 2)), epochs=1, batch_size=4, lr=0.1)
+    Xd = numpy_net.backend.asarray(Xn, "float32")
+    numpy_net.fit(Xd, np.ones((12, 2)), epochs=1, batch_size=4, lr=0.1)
+    Xd[3, 1] = np.inf
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        numpy_net.fit(Xd, np.ones((12, 2)), epochs=1, batch_size=4, lr=0.1)
+
+
+def test_a_freed_array_whose_id_is_reused_is_checked_afresh():
+    """The known-finite set holds weak references: once an array is freed, another array
+    at the same address is not taken for it."""
+    from portable_bp import _inputs
+
+    pytest.importorskip("jax")
+    be = pbp.backends.get("jax")
+    for _ in range(50):
+        good = be.asarray(np.ones((4, 3)), "float32")
+        _inputs.check_finite(be, good, "X")
+        address = id(good)
+        del good
+        bad = be.asarray(np.full((4, 3), np.nan), "float32")
+        if id(bad) == address:
+            break
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        _inputs.check_finite(be, bad, "X")
 
 
 NOT_REAL = {  # CHANGED: never silently cast (the NumPy backend used to)

@@ -8,10 +8,10 @@ compiles one program per network and shape, seconds each)."""
 
 import numpy as np
 import pytest
+from train_helpers import assert_same_state, classification, fail_at_step, state_of, step_by_step
 
 import portable_bp as pbp
 from portable_bp.train import Callback, History
-from train_helpers import assert_same_state, classification, fail_at_step, state_of
 
 STEPS_PER_EPOCH = 3
 N = 18
@@ -60,13 +60,14 @@ def test_saving_after_an_interrupt_and_resuming_equals_the_uninterrupted_run(xp_
     if xp_case.spec != "numpy" and optimizer != "adam":
         pytest.skip("every optimizer's state on NumPy; adam's (two slots) on the other backends")
     X, y = classification(N)
+    step_by_step(monkeypatch)  # the interrupted run steps: so do the others (bit for bit)
     straight = classifier(xp_case.spec)
     straight.fit(X, y, epochs=4, optimizer=optimizer, lr=0.05, **FIT)
     interrupted = classifier(xp_case.spec)
-    fail_at_step(monkeypatch, 2 * STEPS_PER_EPOCH + 2)
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.fit(X, y, epochs=4, optimizer=optimizer, lr=0.05, **FIT)
-    monkeypatch.undo()
+    with monkeypatch.context() as failing:
+        fail_at_step(failing, 2 * STEPS_PER_EPOCH + 2)
+        with pytest.raises(KeyboardInterrupt):
+            interrupted.fit(X, y, epochs=4, optimizer=optimizer, lr=0.05, **FIT)
     interrupted.save(tmp_path / "ck")
     resumed = classifier(xp_case.spec, seed=12345)
     h = resumed.fit(X, y, epochs=4, checkpoint=tmp_path / "ck", resume=True, **FIT)

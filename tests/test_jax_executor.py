@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from train_helpers import classification, flat, host_params
 
 import portable_bp as pbp
 from portable_bp.backends import probe
 from portable_bp.optim import Optimizer
-from train_helpers import classification, flat, host_params
 
 
 class HalfStep(Optimizer):
@@ -78,8 +78,9 @@ def test_jax_fit_runs_a_jitted_step():
 
 def test_integer_labels_on_jax_without_x64_warn_nothing():
     """JAX without x64 has int32 indices: labels are converted to the namespace's index
-    dtype, not to int64 (which JAX would truncate with a warning on every call). Run in a
-    fresh process: any float64 network made earlier in this one switches x64 on."""
+    dtype, not to int64 (which JAX would truncate with a warning on every call); and
+    JaxOps' overrides pass their check in float32 alone. Run in a fresh process: any
+    float64 network made earlier in this one switches x64 on."""
     ok, reason = probe("jax")
     if not ok:
         pytest.skip(f"backend jax unavailable: {reason}")
@@ -88,7 +89,29 @@ def test_integer_labels_on_jax_without_x64_warn_nothing():
             "y = np.arange(40) % 3\n"
             "net = pbp.Network([3, 4, 3], activation='relu', loss='cross_entropy', backend='jax', seed=0)\n"
             "net.fit(X, y, epochs=2, batch_size=8, lr=0.1, validation_data=(X, y))\n"
-            "print(net.evaluate(X, y.astype(np.int32))['accuracy'])\n")
+            "print(net.evaluate(X, y.astype(np.int32))['accuracy'])\n"
+            "ops = net.backend.ops\n"
+            "assert ops.dropped == {} and ops.overrides() == ['rows', 'extremes', 'finite_or_nan'], ops.dropped\n")
     r = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("sizes,unroll", [([3, 4, 2], 8), ([64, 512, 256, 10], 1)])
+def test_the_epoch_loop_is_unrolled_for_small_steps_only_and_trains_alike(monkeypatch, sizes, unroll):
+    """A small network's epoch loop (few carried elements) is unrolled, a larger one's is
+    not; both give the eager executor's parameters."""
+    jax = pytest.importorskip("jax")
+    seen = []
+    original = jax.lax.scan
+    monkeypatch.setattr(jax.lax, "scan", lambda *a, **k: seen.append(k.get("unroll")) or original(*a, **k))
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((24, sizes[0])), rng.integers(0, sizes[-1], 24)
+    nets = {}
+    for executor in ("scan", "eager"):
+        net = pbp.Network(sizes, activation="tanh", loss="cross_entropy", backend="jax", dtype="float64", seed=3)
+        net.executor = executor
+        net.fit(X, y, epochs=2, batch_size=6, lr=0.1)
+        nets[executor] = host_params(net)
+    assert seen == [unroll]
+    np.testing.assert_allclose(flat(nets["scan"]), flat(nets["eager"]), rtol=1e-12, atol=1e-12)

@@ -3,10 +3,10 @@ batch gradient descent, and regression with the default (identity) output for ms
 
 import numpy as np
 import pytest
-
-import portable_bp as pbp
 from conftest import to_np
 from train_helpers import only_float64_on_jax
+
+import portable_bp as pbp
 
 
 @pytest.mark.parametrize("problem", ["blobs", "moons"])

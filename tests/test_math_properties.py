@@ -5,6 +5,7 @@ definitions."""
 
 import numpy as np
 import pytest
+from conftest import JAX_REPEATS, assert_close, to_np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -13,8 +14,6 @@ import portable_bp as pbp
 from portable_bp import activations as act
 from portable_bp import losses
 from portable_bp.backends import get
-
-from conftest import JAX_REPEATS, assert_close, to_np
 
 xp = get("numpy").xp
 

@@ -6,11 +6,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import JAX_REPEATS, assert_close, make_data, to_np
 
 import portable_bp as pbp
 from portable_bp.ops import Ops
-
-from conftest import JAX_REPEATS, assert_close, make_data, to_np
 
 
 def test_defaults():

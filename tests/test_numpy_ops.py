@@ -7,6 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import make_data
 
 import portable_bp as pbp
 from portable_bp import losses, step
@@ -16,8 +17,6 @@ from portable_bp.backends._check import checked
 from portable_bp.backends.numpy_ops import ZERO_ROW_SIZE, NumpyOps
 from portable_bp.ops import InPlaceOps, Ops
 from portable_bp.optim import SGD
-
-from conftest import make_data
 
 XP = get("numpy").xp
 REF = Ops(XP)

@@ -12,14 +12,13 @@ the same trajectory.
 
 import numpy as np
 import pytest
+from conftest import assert_close, make_data, to_np
 
 import portable_bp as pbp
 from portable_bp.activations import ACTIVATIONS
 from portable_bp.backends import numpy_blas
 from portable_bp.losses import LOSSES
 from portable_bp.ops import PRIMITIVES, DenseGrad, InPlaceOps, Ops
-
-from conftest import assert_close, make_data, to_np
 
 HIDDEN = [ACTIVATIONS[n] for n in ("sigmoid", "tanh", "relu", "leaky_relu", "identity")]
 SOFTMAX, SIGMOID = ACTIVATIONS["softmax"], ACTIVATIONS["sigmoid"]
@@ -90,6 +89,13 @@ def probes(name, rng):
             D = normal(rng, m, n_out)
             if name == "affine":
                 yield (A, W, b), ()
+            elif name == "rows":  # a batch cut at a start that may be traced in a compiled epoch
+                yield from (((arr, start, size), ()) for arr, n in ((A, m), (b, n_out), (D, m))
+                            for start, size in ((0, n), (n - 1, 1), (n // 2, (n + 1) // 2)))
+            elif name == "extremes":  # every array's largest and smallest element, one scalar
+                yield ([W, b * 1e30, A, normal(rng, 0, n_out), D],), ()
+            elif name == "finite_or_nan":  # the epoch's one read: the loss, NaN if anything is not finite
+                yield (np.asarray(normal(rng, 1)[0] * 40), [W, b * 1e30, A, D]), ()
             elif name == "affine_activation":
                 yield from (((A, W, b, f), ()) for f in HIDDEN)
             elif name == "dense_grads":
@@ -134,6 +140,8 @@ def build(case, arg, bases):
     array made is appended to ``bases`` (the wider arrays behind slices included)."""
     if isinstance(arg, Grad):
         return DenseGrad(build(case, arg.delta, bases), build(case, arg.inputs, bases))
+    if isinstance(arg, list):
+        return [build(case, a, bases) for a in arg]
     if isinstance(arg, (Rows, Cols)):
         wider = build(case, arg.wider, bases)
         return wider[2:-3, ...] if isinstance(arg, Rows) else wider[:, 1:-2]
@@ -165,6 +173,7 @@ def writable_bases(args, writable):
     out, i = set(), 0
     for k, a in enumerate(args):
         n = 2 if isinstance(a, Grad) else (1 if isinstance(a, (np.ndarray, Rows, Cols)) else 0)
+        n = len(a) if isinstance(a, list) else n
         if k in writable:
             out.update(range(i, i + n))
         i += n
@@ -180,7 +189,7 @@ def test_every_primitive_has_probes_here():
 @pytest.mark.parametrize("name", PRIMITIVES)
 def test_override_equals_the_reference_and_keeps_read_only_arguments(xp_case, name):
     ops = xp_case.ops
-    if name not in ops.overrides():  # JAX: none; torch, strict: the in-place updates
+    if name not in ops.overrides():  # JAX: rows, extremes; torch, strict: the in-place updates
         pytest.skip(f"{xp_case.spec} computes {name} by the reference itself")
     scale = 1.0
     if xp_case.dtype == "float32" and name in PRODUCTS:  # TF32 products (CuPy) are rounder
@@ -288,7 +297,7 @@ def test_reference_ops_train_along_the_same_trajectory(xp_case, optimizer, loss)
     ``fused_kernels = False`` (the reference): the same losses and parameters to 1e-12 and 1e-10
     (as the first test of the kernels had it; the brief asks 1e-9)."""
     if xp_case.spec.startswith("jax") and optimizer != "adam":
-        pytest.skip("jax has no overrides: one optimizer shows its switch (each compiles anew)")
+        pytest.skip("jax overrides only rows and extremes: one optimizer shows its switch (each compiles anew)")
     net = pbp.Network([6, 12, 9, 3], activation="tanh", loss=loss, backend=xp_case.spec,
                       dtype="float64", seed=2)
     ref = net.to(xp_case.spec)

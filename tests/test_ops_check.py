@@ -12,6 +12,7 @@ import importlib
 
 import numpy as np
 import pytest
+from conftest import make_data
 
 import portable_bp as pbp
 from portable_bp import backends
@@ -19,8 +20,6 @@ from portable_bp.backends import Backend, numpy_blas
 from portable_bp.backends._check import checked, disagreement
 from portable_bp.backends.numpy_ops import NumpyOps
 from portable_bp.ops import InPlaceOps, Ops
-
-from conftest import make_data
 
 XP = backends.get("numpy").xp
 
@@ -194,3 +193,17 @@ def test_fused_off_environment_hands_out_the_reference_ops(xp_spec, registered_b
             assert net.ops is be.reference_ops and not net.fused_kernels
         else:
             assert type(be.ops) is type(backends.get(xp_spec).ops)
+
+
+def test_probes_run_only_in_the_dtypes_the_backend_holds():
+    """JAX without x64 rounds float64 to float32: its overrides are probed in float32 only,
+    not dropped for a float64 'error' that is the rounding itself."""
+    from portable_bp.backends._check import held_dtypes
+
+    def to_float32_device(a):
+        return a.astype(np.float32) if a.dtype == np.float64 else a
+
+    assert held_dtypes(np.asarray, np.asarray) == ["float32", "float64"]
+    assert held_dtypes(to_float32_device, np.asarray) == ["float32"]
+    ops = make(NumpyOps)
+    assert checked(ops, to_float32_device, np.asarray).dropped == {}

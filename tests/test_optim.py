@@ -8,12 +8,11 @@ multiplied out in float64.
 
 import numpy as np
 import pytest
+from conftest import JAX_REPEATS, assert_close, make_data, to_np
 
 import portable_bp as pbp
 from portable_bp.ops import DenseGrad, Ops
 from portable_bp.optim import SGD, Adam, get_optimizer
-
-from conftest import JAX_REPEATS, assert_close, make_data, to_np
 
 LAYERS = [(4, 3), (2, 4)]  # a 3-4-2 network: (n_out, n_in) per layer
 STEPS, BATCH = 5, 6
@@ -91,7 +90,7 @@ def test_optimizer_matches_torch_optim(xp_case, which, torch_name, case):
     want = torch_reference(torch, torch_name, kwargs, params, factors)
     opt = (SGD if torch_name == "SGD" else Adam)(lr=LRS[0], **kwargs)
     got = run_ours(opt, xp_case, ops, params, factors)
-    for step, (g, w) in enumerate(zip(got, want)):
+    for g, w in zip(got, want):
         for a, b in zip(g, w):
             assert_close(a, b, xp_case.dtype, scale=0.1 if xp_case.dtype == "float64" else 1)  # 1e-12
 

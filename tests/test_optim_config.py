@@ -6,8 +6,19 @@ import math
 import numpy as np
 import pytest
 
-from portable_bp.optim import (DEFAULT_LR, OPTIMIZERS, SGD, Adam, CosineLR, StepLR, flat_slots,
-                               get_optimizer, layer_state, learning_rate, optimizer_from_config)
+from portable_bp.optim import (
+    DEFAULT_LR,
+    OPTIMIZERS,
+    SGD,
+    Adam,
+    CosineLR,
+    StepLR,
+    flat_slots,
+    get_optimizer,
+    layer_state,
+    learning_rate,
+    optimizer_from_config,
+)
 
 
 # -- schedules -------------------------------------------------------------------------------

@@ -8,12 +8,19 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import to_np
+from train_helpers import (
+    HostOptimizer,
+    assert_same_state,
+    count_steps,
+    epoch_order,
+    host_params,
+    max_rel_diff,
+    state_of,
+)
 
 import portable_bp as pb
-from conftest import to_np
 from portable_bp.optim import SGD, Adam
-from train_helpers import (HostOptimizer, assert_same_state, count_steps, epoch_order, host_params,
-                           max_rel_diff, state_of)
 
 FIT = dict(batch_size=8, shuffle=True)
 

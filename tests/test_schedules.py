@@ -3,10 +3,10 @@ Python float (no promotion of a float32 step), allowed to reach 0."""
 
 import numpy as np
 import pytest
+from train_helpers import classification, host_params, manual_fit, max_rel_diff, regression
 
 import portable_bp as pbp
 from portable_bp.optim import SGD, Adam, CosineLR, StepLR
-from train_helpers import classification, host_params, manual_fit, max_rel_diff, regression
 
 
 @pytest.mark.parametrize("schedule", [StepLR(0.5, step_size=2, gamma=0.5), CosineLR(0.5, total_epochs=4, min_lr=0.05),

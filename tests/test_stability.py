@@ -5,10 +5,9 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import assert_close, to_np
 
 import portable_bp as pbp
-
-from conftest import assert_close, to_np
 
 
 def test_sigmoid_is_stable_and_accurate_at_extremes(xp_case):

@@ -175,13 +175,19 @@ class Recorder:
 
 
 # -- stopping a fit where a test wants it -----------------------------------------------------------
+def step_by_step(monkeypatch):
+    """Run the next fits' scanned epochs step by step through the compiled step: a scanned
+    epoch is one program (an interrupt can only fall between epochs), so that a step can be
+    counted and failed. XLA may round the unrolled scan differently from the single step in
+    the last bit, so a bit-for-bit comparison with a stepped run steps every run."""
+    monkeypatch.setattr(executors.Scanned, "epoch", executors.Eager.epoch)
+
+
 def fail_at_step(monkeypatch, step, exc=KeyboardInterrupt):
     """Make the ``step``-th training step of the next fits (counted from 1, over every
     executor) raise ``exc`` before it runs; returns the counter {"steps": calls so far}."""
     calls = {"steps": 0}
-    # a scanned epoch is one program (an interrupt can only fall between epochs): here it
-    # runs step by step through the compiled step, so that a step can be counted and failed
-    monkeypatch.setattr(executors.Scanned, "epoch", executors.Eager.epoch)
+    step_by_step(monkeypatch)
     for cls in (executors.Eager, executors.Compiled):
         original = cls.__dict__["step"]
 

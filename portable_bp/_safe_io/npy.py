@@ -39,12 +39,12 @@ class NpyHeader(NamedTuple):
     header_bytes: int  # magic, version, length field and header text
 
     @property
-    def count(self) -> int:
+    def n_items(self) -> int:
         return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
-        return self.count * self.dtype.itemsize
+        return self.n_items * self.dtype.itemsize
 
 
 def read_npy_header(read: Callable[[int], bytes], where: str) -> NpyHeader | None:
@@ -124,7 +124,7 @@ def array_from_bytes(data: bytearray, header: NpyHeader, where: str) -> np.ndarr
     Byte-swapping happens in place; boolean bytes other than 0 and 1 are refused, since
     NumPy would otherwise carry them on as "true" values that compare and sum wrongly.
     """
-    flat = np.frombuffer(data, dtype=header.dtype, count=header.count)
+    flat = np.frombuffer(data, dtype=header.dtype, count=header.n_items)
     if not header.dtype.isnative:
         flat = flat.byteswap(inplace=True).view(header.dtype.newbyteorder("="))
     if header.dtype.kind == "b" and flat.size and flat.view(np.uint8).max() > 1:

@@ -102,7 +102,7 @@ class NpzArchive(Closing):
             raise
         self.names = self._zip.namelist()
         self.keys = [n.removesuffix(".npy") for n in self.names]  # as np.load lists them
-        self._by_name = {}  # one lookup per entry read: a checkpoint reads every entry
+        self._by_name: dict[str, list] = {}  # one lookup per entry read: a checkpoint reads every entry
         for info in self._zip.infolist():
             self._by_name.setdefault(info.filename, []).append(info)
 

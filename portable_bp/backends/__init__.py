@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from collections.abc import Callable
 from importlib.metadata import EntryPoint
-from typing import Callable
 
 from ._base import DTYPES, Backend, BackendUnavailable
 

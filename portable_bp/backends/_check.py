@@ -32,7 +32,7 @@ WITH_PRODUCT = {"affine", "affine_activation", "backprop_delta", "dense_grads", 
                 "subtract_product"}
 # primitives that reference implementations build from others: checked after those, so a
 # faulty building block is replaced before the composite that calls it is judged
-COMPOSITE = {"affine_activation", "sgd_dense"}
+COMPOSITE = {"affine_activation", "sgd_dense", "finite_or_nan"}
 HIDDEN = [ACTIVATIONS[name] for name in ("sigmoid", "tanh", "relu", "leaky_relu", "identity")]
 
 
@@ -41,6 +41,13 @@ class View:
 
     def __init__(self, array, key):
         self.array, self.key = array, key
+
+
+class Many:
+    """A probe argument that is a list of probe arrays."""
+
+    def __init__(self, *arrays):
+        self.arrays = arrays
 
 
 class Grad:
@@ -132,7 +139,19 @@ def _update_cases(rng):
 
 def _cases(name, rng):
     """Probe argument lists for primitive ``name``, with the indices it may write into."""
-    if name in ("affine", "affine_activation"):
+    if name == "rows":
+        for a in (_normal(rng, (9, 4)), _normal(rng, 9), rng.integers(0, 5, 9),
+                  View(_normal(rng, (9, 6)), (slice(None), slice(1, 5)))):
+            for start, size in ((0, 9), (2, 3), (8, 1)):
+                yield (a, start, size), ()
+    elif name == "extremes":
+        yield (Many(_normal(rng, (4, 3)), _normal(rng, 4), _normal(rng, (2, 4)) * 1e30, _normal(rng, 2)),), ()
+        yield (Many(_normal(rng, (0, 3)), -np.abs(_normal(rng, 5)) - 2.0),), ()
+        yield (Many(),), ()
+    elif name == "finite_or_nan":
+        yield (np.asarray(2.5), Many(_normal(rng, (4, 3)), _normal(rng, 4) * 1e30)), ()
+        yield (np.asarray(-7.0), Many(_normal(rng, (0, 3)), _normal(rng, 5))), ()
+    elif name in ("affine", "affine_activation"):
         yield from _affine_cases(rng, name == "affine_activation")
     elif name == "activation":
         for f in HIDDEN + [ACTIVATIONS["softmax"], ACTIVATIONS["exp"]]:
@@ -176,6 +195,8 @@ def _build(arg, dtype, to_device):
     """A probe argument made concrete: float arrays rounded to ``dtype`` and moved."""
     if isinstance(arg, View):
         return _build(arg.array, dtype, to_device)[arg.key]
+    if isinstance(arg, Many):
+        return [_build(a, dtype, to_device) for a in arg.arrays]
     if isinstance(arg, Grad) and arg.dW is not None:
         return DenseGrad.of_arrays(_build(arg.dW, dtype, to_device), _build(arg.db, dtype, to_device))
     if isinstance(arg, Grad):
@@ -189,6 +210,8 @@ def _rounded(arg, dtype):
     """The host float64 version of a probe argument, from its values rounded to ``dtype``."""
     if isinstance(arg, View):
         return View(_rounded(arg.array, dtype), arg.key)
+    if isinstance(arg, Many):
+        return Many(*(_rounded(a, dtype) for a in arg.arrays))
     if isinstance(arg, Grad):
         return Grad(*(_rounded(a, dtype) for a in (arg.delta, arg.inputs, arg.dW, arg.db)))
     if isinstance(arg, np.ndarray) and arg.dtype.kind == "f":
@@ -223,9 +246,15 @@ def _disagreement(method, name, dtype, args, writable, to_device, to_host, toler
     return ""
 
 
+def held_dtypes(to_device, to_host) -> list[str]:
+    """The probe dtypes the backend holds as they are (JAX keeps float64 only once
+    ``jax_enable_x64`` is on; until then it would round the float64 probes to float32)."""
+    return [d for d in DTYPES if str(np.asarray(to_host(to_device(np.zeros(1, d)))).dtype) == d]
+
+
 def disagreement(ops, method, name, to_device, to_host) -> str:
     """Why ``method`` (a bound implementation of primitive ``name``) fails its probes, or ''."""
-    for dtype in DTYPES:
+    for dtype in held_dtypes(to_device, to_host):
         tolerance = TOLERANCE[dtype]
         if dtype == "float32" and name in WITH_PRODUCT:
             tolerance = max(tolerance, ops.matmul_float32_tolerance)

@@ -15,8 +15,8 @@ HINT = 'pip install "portable_bp[cuda12]" or "portable_bp[cuda13]" (matching you
 
 def make(device=None) -> Backend:
     try:
-        import cupy
         import array_api_compat.cupy as xp
+        import cupy
     except ImportError as exc:
         raise BackendUnavailable("cupy", str(exc), HINT) from None
     try:
@@ -40,9 +40,8 @@ def make(device=None) -> Backend:
         return isinstance(a, cupy.ndarray) and a.device.id == index
 
     from . import cupy_kernels
-    from .cupy_ops import CupyOps
-
     from .cupy_capture import CupyCapture
+    from .cupy_ops import CupyOps
 
     with dev:
         tf32 = cupy_kernels.tf32()

@@ -1,5 +1,6 @@
 """JAX arrays (``jax.numpy`` is an Array API namespace). Arrays are immutable, so this
-backend is marked ``mutable=False`` and runs the functional reference Ops.
+backend is marked ``mutable=False`` and runs the functional reference Ops (:class:`JaxOps`:
+the reference, with a batch cut by ``lax.dynamic_slice`` and the epoch's check compiled).
 Executed op by op JAX is slow (each call dispatches on its own), so the training step, written
 as a pure function of arrays, is compiled with ``jax.jit`` (``Backend.compile``), and a whole
 epoch runs as one program looping over its batches with ``lax.scan`` (``Backend.loop``).
@@ -7,9 +8,17 @@ epoch runs as one program looping over its batches with ``lax.scan`` (``Backend.
 float64 needs JAX's ``jax_enable_x64`` flag; it is switched on when a float64 network is made.
 """
 
+import math
+
 import numpy as np
 
 from ._base import Backend, BackendUnavailable
+from .jax_ops import JaxOps
+
+# A small step (few carried elements) costs little next to each iteration of the loop
+# around it: the epoch's loop is then unrolled, so there are fewer iterations.
+UNROLL = 8
+UNROLL_MAX_ELEMENTS = 65536
 
 
 def make(device=None) -> Backend:
@@ -35,13 +44,22 @@ def make(device=None) -> Backend:
     def enable_float64():
         jax.config.update("jax_enable_x64", True)
 
+    def loop(body, carry, xs):
+        """``lax.scan``, unrolled ``UNROLL`` times when the carried parameters and state
+        are small (``UNROLL_MAX_ELEMENTS``); the shapes are known while tracing."""
+        size = sum(math.prod(a.shape) for a in jax.tree.leaves(carry))
+        return jax.lax.scan(body, carry, xs, unroll=UNROLL if size <= UNROLL_MAX_ELEMENTS else 1)
+
+    zero = jax.device_put(0.0, dev)  # made once: a transfer per call cost more than the wait
+
     def synchronize():
-        (jax.device_put(0.0, dev) + 0).block_until_ready()
+        (zero + 0).block_until_ready()
 
     spec = "jax" if device is None else f"jax:{device}"
     return Backend(
         name="jax", xp=jnp, device=dev, spec=spec, mutable=False,
-        is_gpu=dev.platform == "gpu", compile=jax.jit, loop=jax.lax.scan, executors=("scan", "jit"),
+        is_gpu=dev.platform == "gpu", ops=JaxOps(jnp, jax),
+        compile=jax.jit, loop=loop, executors=("scan", "jit"),
         _to_numpy=lambda a: np.asarray(a),
         _owns=owns, _synchronize=synchronize, _enable_float64=enable_float64,
         info={"version": jax.__version__, "device_name": str(dev)},

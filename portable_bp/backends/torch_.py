@@ -89,8 +89,8 @@ def _device(torch, device):
 
 def make(device=None) -> Backend:
     try:
-        import torch
         import array_api_compat.torch as xp
+        import torch
     except ImportError as exc:
         raise BackendUnavailable("torch", str(exc), HINT) from None
     dev = _device(torch, device)

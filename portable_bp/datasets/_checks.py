@@ -22,7 +22,7 @@ def integer_at_least(name: str, value, minimum: int) -> int:
 def non_negative(name: str, value) -> float:
     """``value`` as a float, or a ValueError saying it must be a finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-            math.isfinite(value) and value >= 0):
+            math.isfinite(value) and float(value) >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 

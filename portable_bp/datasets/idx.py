@@ -21,7 +21,7 @@ from .._safe_io import DataStream, check_size, display_name, resolve_max_bytes
 from ._targets import as_targets, check_finite
 
 # IDX type codes -> big-endian NumPy dtypes (http://yann.lecun.com/exdb/mnist/).
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

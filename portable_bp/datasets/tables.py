@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -104,8 +104,11 @@ class _FirstRow:
     def __init__(self, target, header, limit: int, name: str):
         self.target = target if isinstance(target, str) else None
         self.auto, self.as_data, self.limit, self.name = header == "auto", header is not True, limit, name
-        self.width, self.matches, self.preview = 0, [], []
-        self.values, self.problem = [], None
+        self.width = 0
+        self.matches: list[int] = []
+        self.preview: list[str] = []
+        self.values: Any = []  # None once the row turns out to be a header
+        self.problem: tuple[int, str] | None = None
 
     def add(self, batch: list[str]) -> None:
         if self.target is not None and len(self.matches) < 2:
@@ -186,8 +189,10 @@ class _Table:
     def __init__(self, width: int, limit: int, name: str, first_line: int):
         self.width, self.limit, self.name, self.first_line = width, limit, name, first_line
         self.rows_per_chunk = max(1, FIELDS_PER_CHUNK // width)
-        self.chunks, self.count = [], 0  # chunks: (rows (k, width), their line numbers (k,))
-        self._fields, self._lines = [], []  # rows waiting to be parsed
+        self.chunks: list = []  # (rows (k, width), their line numbers (k,))
+        self.count = 0
+        self._fields: list = []  # rows waiting to be parsed, and their line numbers
+        self._lines: list[int] = []
 
     def add_values(self, line: int, values: np.ndarray) -> None:
         self._store(values.reshape(1, -1), [line])

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from ..backends import BackendUnavailable, get as get_backend
+from ..backends import BackendUnavailable
+from ..backends import get as get_backend
 from ..network import Network
 from . import _data, _stochastic
 from ._params import ACTIVATIONS, CONSTRAINTS, LOSSES, STOCHASTIC_SOLVERS, hidden_sizes
 from ._solvers import fit_lbfgs
-
 
 
 def keep_params(estimator, arguments: dict) -> None:
@@ -36,10 +37,15 @@ def keep_params(estimator, arguments: dict) -> None:
         if name not in ("self", "__class__"):
             setattr(estimator, name, value)
 
+
 class BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share; not to be used directly."""
 
     _parameter_constraints: dict = dict(CONSTRAINTS)
+    # fitted state (set by fit, or by unpickling: then the network is rebuilt on first use)
+    _net_config: Any
+    _params_host: Any
+    _best_params: Any
 
     # -- the fitted network --------------------------------------------------------------
     def __sklearn_is_fitted__(self) -> bool:
@@ -80,7 +86,7 @@ class BaseMLP(BaseEstimator):
         """(W (n_out, n_in), b) per layer as NumPy arrays."""
         net = self.__dict__.get("_net")
         if net is None:
-            return self._params_host
+            return list(self._params_host or ())
         return [(net.backend.to_numpy(W), net.backend.to_numpy(b)) for W, b in net.params]
 
     @property
@@ -135,7 +141,7 @@ class BaseMLP(BaseEstimator):
     def _check_solver(self) -> bool:
         if self.solver not in STOCHASTIC_SOLVERS:
             raise AttributeError("partial_fit is only available for stochastic optimizers. "
-                                 "%s is not stochastic." % self.solver)
+                                 f"{self.solver} is not stochastic.")
         return True
 
     def _fit(self, X, y, sample_weight=None, incremental=False):

@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import array_api_compat as compat
 import numpy as np
 import scipy.sparse as sp
 from sklearn import get_config
 
-from ..backends import get as get_backend, library_of
+from ..backends import get as get_backend
+from ..backends import library_of
 
 CHUNK_ROWS = 65536   # dense rows gathered (and handed to one net.fit call) at a time
 
@@ -161,7 +164,7 @@ def same_place_check(estimator, X, place: Place | None, method: str) -> None:
     fit's did (host data counts as NumPy). A ValueError in scikit-learn's words otherwise."""
     if not dispatching():
         return
-    fitted = getattr(estimator, "_fit_place", None)
+    fitted: Any = getattr(estimator, "_fit_place", None)
     got = None if place is None else place.key
     if fitted == got:
         return

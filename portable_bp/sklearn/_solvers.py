@@ -49,8 +49,8 @@ class SklearnOptimizer(Optimizer):
         self.backend, self.dtype = None, None
         self._batches = ()
 
-    @property
-    def slots(self) -> tuple[str, ...]:
+    @property  # read-only here: the l2 slot follows alpha
+    def slots(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.base_slots + (("l2",) if self.alpha else ())
 
     def set_alpha(self, alpha) -> None:
@@ -115,7 +115,7 @@ class SklearnOptimizer(Optimizer):
                        for name, pair in layer.items()} for layer in self.state]
         self.backend, self.dtype = backend, dtype
 
-    def on_host(self) -> "SklearnOptimizer":
+    def on_host(self) -> SklearnOptimizer:
         """A copy whose state is NumPy arrays (what pickling stores)."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
@@ -233,7 +233,7 @@ class SklearnSGD(SklearnOptimizer):
             return True
         self.lr /= 5.0
         if verbose:
-            print(msg + " Setting learning rate to %f" % self.lr)
+            print(msg + f" Setting learning rate to {self.lr:f}")
         return False
 
 

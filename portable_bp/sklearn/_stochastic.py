@@ -62,10 +62,10 @@ def fit(est, net, X, Y, sw, incremental):
             if _after_epoch(est, net, opt, val, loss, train.n) or incremental:
                 break
             if est.n_iter_ == est.max_iter:
-                warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
-                              "optimization hasn't converged yet." % est.max_iter, ConvergenceWarning)
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and the "
+                              "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
     except KeyboardInterrupt:
-        warnings.warn("Training interrupted by user.")
+        warnings.warn("Training interrupted by user.", stacklevel=3)
     if est.early_stopping:
         net.set_params(est._best_params)
 
@@ -77,13 +77,12 @@ def _after_epoch(est, net, opt, val, loss, n) -> bool:
     est.t_ += n
     est.loss_curve_.append(loss)
     if est.verbose:
-        print("Iteration %d, loss = %.8f" % (est.n_iter_, loss))
+        print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
     _update_no_improvement_count(est, net, val)
     opt.iteration_ends(est.t_)
     if est._no_improvement_count > est.n_iter_no_change:
         what = "Validation score" if est.early_stopping else "Training loss"
-        msg = "%s did not improve more than tol=%f for %d consecutive epochs." % (
-            what, est.tol, est.n_iter_no_change)
+        msg = f"{what} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} consecutive epochs."
         if opt.trigger_stopping(msg, est.verbose):
             return True
         est._no_improvement_count = 0
@@ -95,7 +94,7 @@ def _update_no_improvement_count(est, net, val) -> None:
         score = est._validation_score(net, val)
         est.validation_scores_.append(score)
         if est.verbose:
-            print("Validation score: %f" % score)
+            print(f"Validation score: {score:f}")
         if score < est.best_validation_score_ + est.tol:
             est._no_improvement_count += 1
         else:
@@ -148,7 +147,7 @@ def _batch_size(batch_size, n) -> int:
         return min(200, n)
     if batch_size > n:
         warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
-                      "to be clipped")
+                      "to be clipped", stacklevel=3)
     return int(np.clip(batch_size, 1, n))
 
 

@@ -73,7 +73,7 @@ class Captured(Eager):
         xp, size = self.xp, rec.size
 
         def body():
-            X, Z, w = gather(xp, data, rec.order, rec.start, size)
+            X, Z, w = gather(self.ops, data, rec.order, rec.start, size)
             one = xp.reshape(rec.counter, (1,))
             hyper = {**fixed, **{k: xp.reshape(xp.take(v, one), ()) for k, v in rec.values.items()}}
             new_params, new_state, loss = step.train_step(self.spec, self.ops, self.optimizer, params,

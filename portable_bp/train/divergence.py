@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 from .executors import batches
-from .state import TrainState, extremes
+from .state import TrainState
 
 
 class TrainingDiverged(FloatingPointError):
@@ -53,7 +53,7 @@ def _first_bad_batch(run, epoch: int):
         loss = float(total) / run.batch_weight(begin, stop, order)
         if not math.isfinite(loss):
             return k, loss, True
-        if not math.isfinite(float(extremes(run.xp, state.arrays()))):
+        if not math.isfinite(float(run.net.ops.extremes(state.arrays()))):
             return k, loss, False
     return None, math.nan, False
 

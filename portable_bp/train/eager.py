@@ -3,8 +3,6 @@ gathering every executor shares (see :mod:`portable_bp.train.executors` for the 
 
 from __future__ import annotations
 
-import array_api_compat
-
 from .. import step
 
 
@@ -18,23 +16,20 @@ def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def gather(xp, data, order, start, size):
+def gather(ops, data, order, start, size):
     """Rows start:start+size of each array of ``data`` (X, Z and the sample weights or
     None), or of their permutation ``order`` (the epoch's shuffle). Shuffled batches gather
     just their own rows, so shuffling never copies the dataset. Unshuffled ones are views
     when ``start`` is a number; inside a compiled step, where it is traced (so that one
-    program serves every batch), a gather, since slice bounds must be constants there."""
+    program serves every batch), ``ops.rows`` (slice bounds must be constants there)."""
     if isinstance(start, int) and order is None:  # the common case, written out: it runs per step
         X, Z, w = data
         stop = start + size
         return X[start:stop, ...], Z[start:stop, ...], None if w is None else w[start:stop]
-    if isinstance(start, int):
-        rows = order[start:start + size]
-    else:
-        rows = xp.arange(size, device=array_api_compat.device(data[0])) + start
-        if order is not None:
-            rows = xp.take(order, rows)
-    return tuple(None if a is None else xp.take(a, rows, axis=0) for a in data)
+    if order is None:
+        return tuple(None if a is None else ops.rows(a, start, size) for a in data)
+    rows = order[start:start + size] if isinstance(start, int) else ops.rows(order, start, size)
+    return tuple(None if a is None else ops.xp.take(a, rows, axis=0) for a in data)
 
 
 class Eager:
@@ -49,7 +44,7 @@ class Eager:
     def step(self, params, state, count, data, order, start, stop, lr):
         """One step on rows start:stop (of ``order``) of ``data`` (X, Z, weights or None):
         (params, state, the batch's summed loss)."""
-        X, Z, w = gather(self.xp, data, order, start, stop - start)
+        X, Z, w = gather(self.ops, data, order, start, stop - start)
         return step.train_step(self.spec, self.ops, self.optimizer, params, state, X, Z,
                                self.optimizer.hyperparams(count, lr), w)
 

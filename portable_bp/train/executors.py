@@ -60,15 +60,15 @@ class Compiled(Eager):
         return self.net.compiled[key]
 
     def step(self, params, state, count, data, order, start, stop, lr):
-        program = self._compiled("step", functools.partial(_gathered_step, self.xp, self.spec, self.ops,
+        program = self._compiled("step", functools.partial(_gathered_step, self.spec, self.ops,
                                                            self.optimizer), ("size",))
         return program(params, state, data, order, start, self.optimizer.hyperparams(count, lr),
                        size=stop - start)
 
 
-def _gathered_step(xp, spec, ops, optimizer, params, state, data, order, start, hyper, size):
+def _gathered_step(spec, ops, optimizer, params, state, data, order, start, hyper, size):
     """:func:`gather` and the step as one pure function (what :class:`Compiled` compiles)."""
-    X, Z, w = gather(xp, data, order, start, size)
+    X, Z, w = gather(ops, data, order, start, size)
     return step.train_step(spec, ops, optimizer, params, state, X, Z, hyper, w)
 
 
@@ -119,7 +119,7 @@ def _scanned_epoch(xp, loop, spec, ops, optimizer, params, state, data, order, f
     def body(carry, xs):
         params, state, total = carry
         index, per_step = xs
-        X, Z, w = gather(xp, data, order, index * size, size)
+        X, Z, w = gather(ops, data, order, index * size, size)
         params, state, loss = step.train_step(spec, ops, optimizer, params, state, X, Z,
                                               {**fixed, **per_step}, w)
         return (params, state, total + loss), None

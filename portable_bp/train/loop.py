@@ -21,7 +21,7 @@ from .divergence import TrainingDiverged, locate
 from .executors import Eager, ExecutorFailed, executor_for
 from .inference import metrics
 from .setup import Plan, prepare, user_callbacks
-from .state import Snapshots, TrainState, extremes
+from .state import Snapshots, TrainState
 
 
 class Run:
@@ -70,7 +70,7 @@ class Run:
             params, state, count, total = self.executor.epoch(s.params, s.state, s.count, self.data,
                                                               order, self.batch_size, lr)
             done = TrainState(params, state, count, epoch + 1)
-            loss = float(total / self.plan.total_weight + 0.0 * extremes(self.xp, done.arrays()))
+            loss = float(self.net.ops.finite_or_nan(total, done.arrays())) / self.plan.total_weight
             if not math.isfinite(loss):
                 locate(self, epoch)  # leaves the network at the last finite state and raises
             done.publish(self.net, self.plan.optimizer)

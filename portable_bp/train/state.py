@@ -12,8 +12,6 @@ epoch is replayed from them, never from a host transfer.
 
 from __future__ import annotations
 
-import math
-
 from ..optim import flat_slots
 
 
@@ -33,7 +31,7 @@ class TrainState:
                 out += list(slot)
         return out
 
-    def copy(self, ops) -> "TrainState":
+    def copy(self, ops) -> TrainState:
         """A copy whose arrays the step may write into without touching this one's."""
         def cp(a):
             return ops.xp.asarray(a, copy=True)
@@ -49,14 +47,6 @@ class TrainState:
         net.set_params(self.params, copy=False, check_finite=False)
         net.optimizer_state = (optimizer, {"step": self.count, "slots": flat_slots(self.state)})
         net.epochs_trained = self.epoch
-
-
-def extremes(xp, arrays):
-    """A device scalar: the largest magnitude among every array's largest and smallest
-    element. It is finite exactly when every element of every array is (max and min
-    propagate NaN), and unlike a sum it cannot overflow for finite values."""
-    ends = [e for a in arrays if math.prod(a.shape) for e in (xp.max(a), xp.min(a))]
-    return xp.max(xp.abs(xp.stack(ends)))
 
 
 class Snapshots:
