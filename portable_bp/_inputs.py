@@ -9,6 +9,7 @@ never silently copied. Checks run with the backend's namespace, once per public 
 from __future__ import annotations
 
 import math
+import threading
 import weakref
 from collections import OrderedDict
 
@@ -58,22 +59,32 @@ class _KnownFinite:
     the same data back at every call (on a small network that read costs more than the
     epoch's own overhead). A mutable array (NumPy, PyTorch, CuPy) may be written between
     calls and is checked every time. A freed array's id can be reused: its weak reference
-    is then dead, and the new array is checked afresh."""
+    is then dead, and the new array is checked afresh. A JAX array that shares a buffer
+    written elsewhere (``jax.dlpack``/``jnp.from_dlpack`` of a NumPy or PyTorch array) is
+    taken as JAX takes it, unchanged: writing that buffer afterwards is undefined behaviour
+    in JAX, and here it goes unseen by the next check (a NaN written there then shows as a
+    divergence in ``fit``, or NaN outputs)."""
 
     SIZE = 16
 
     def __init__(self):
         self._refs: OrderedDict[int, weakref.ref] = OrderedDict()
+        self._lock = threading.Lock()  # fits in several threads share it
 
     def __contains__(self, arr) -> bool:
         ref = self._refs.get(id(arr))
         return ref is not None and ref() is arr
 
     def add(self, arr) -> None:
-        self._refs[id(arr)] = weakref.ref(arr)
-        self._refs.move_to_end(id(arr))
-        while len(self._refs) > self.SIZE:
-            self._refs.popitem(last=False)
+        try:
+            ref = weakref.ref(arr)
+        except TypeError:  # an immutable array type without weak references: never remembered
+            return
+        with self._lock:
+            self._refs[id(arr)] = ref
+            self._refs.move_to_end(id(arr))
+            while len(self._refs) > self.SIZE:
+                self._refs.popitem(last=False)
 
 
 _known_finite = _KnownFinite()

@@ -90,7 +90,9 @@ class Ops:
     def rows(self, a: Array, start: Any, size: int) -> Array:
         """Rows start:start+size of ``a``, where ``start`` may be traced (inside a compiled
         epoch, which serves every batch with one program, slice bounds cannot be constants):
-        a gather of those rows."""
+        a gather of those rows. The caller keeps ``0 <= start`` and ``start + size <= len(a)``:
+        out of range the result is the library's (JAX's dynamic slice moves the start back,
+        a gather raises or fills)."""
         index = self.xp.arange(size, device=array_api_compat.device(a)) + start
         return self.xp.take(a, index, axis=0)
 
@@ -179,13 +181,16 @@ class Ops:
         input checks read to refuse NaN or inf."""
         xp = self.xp
         ends = [e for a in arrays if math.prod(a.shape) for e in (xp.max(a), xp.min(a))]
-        return xp.max(xp.abs(xp.stack(ends))) if ends else xp.asarray(0.0)
+        if ends:
+            return xp.max(xp.abs(xp.stack(ends)))
+        return xp.zeros((), device=array_api_compat.device(arrays[0]) if arrays else None)
 
     def finite_or_nan(self, value: Array, arrays: Sequence[Array]) -> Array:
         """``value`` (a device scalar), made NaN when any element of ``arrays`` is not
         finite (0 · inf is NaN): fit's one read per epoch then says both the loss and
         whether the parameters and optimizer state stayed finite."""
-        return value + 0.0 * self.extremes(arrays)
+        arrays = [a for a in arrays if math.prod(a.shape)]  # shapes are static, traced or not
+        return value + 0.0 * self.extremes(arrays) if arrays else value
 
 
 class InPlaceOps(Ops):

@@ -54,6 +54,13 @@ def normal(rng, *shape, scale=1.0):
     return rng.standard_normal(shape) * scale
 
 
+def poisoned(a, bad):
+    """A copy of ``a`` with its last element NaN or ±inf."""
+    a = np.array(a, copy=True)
+    a.reshape(-1)[-1] = bad
+    return a
+
+
 def layouts(rng, m, n):
     """An (m, n) argument three ways: contiguous, a row slice, a column slice."""
     return [normal(rng, m, n, scale=3.0), Rows(normal(rng, m + 5, n, scale=3.0)),
@@ -94,8 +101,10 @@ def probes(name, rng):
                             for start, size in ((0, n), (n - 1, 1), (n // 2, (n + 1) // 2)))
             elif name == "extremes":  # every array's largest and smallest element, one scalar
                 yield ([W, b * 1e30, A, normal(rng, 0, n_out), D],), ()
+                yield from ((([W, poisoned(D, bad)],), ()) for bad in (np.nan, np.inf, -np.inf))
             elif name == "finite_or_nan":  # the epoch's one read: the loss, NaN if anything is not finite
                 yield (np.asarray(normal(rng, 1)[0] * 40), [W, b * 1e30, A, D]), ()
+                yield from (((np.asarray(1.5), [poisoned(W, bad), b]), ()) for bad in (np.nan, np.inf, -np.inf))
             elif name == "affine_activation":
                 yield from (((A, W, b, f), ()) for f in HIDDEN)
             elif name == "dense_grads":
@@ -332,3 +341,15 @@ def test_switching_kernels_off_during_fit_takes_effect_at_the_next_fit(xp_spec):
     assert len(h.history["loss"]) == 3 and all(np.isfinite(h.history["loss"]))
     assert seen[0] is net.backend.ops and net.ops is net.backend.reference_ops
     assert np.isfinite(net.fit(X, y, epochs=1, batch_size=8, lr=0.1).history["loss"]).all()
+
+
+def test_the_checks_of_empty_arrays_stay_on_their_device():
+    """With nothing to check, finite_or_nan is the value itself and extremes a zero on the
+    arrays' device (array-api-strict refuses to mix devices)."""
+    xp = pytest.importorskip("array_api_strict")
+    device = xp.Device("device1")
+    value, empty = xp.asarray(2.5, device=device), xp.zeros((0, 3), device=device)
+    out = Ops(xp).finite_or_nan(value, [empty])
+    assert out.device == device and float(out) == 2.5
+    zero = Ops(xp).extremes([empty])
+    assert zero.device == device and float(zero) == 0.0

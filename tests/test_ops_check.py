@@ -66,12 +66,21 @@ class HalfPrecisionAdam(NumpyOps):
         return P.astype(np.float16).astype(P.dtype), M, V
 
 
+class NanBlindExtremes(NumpyOps):
+    """extremes through nanmax/nanmin: right for finite data and inf, blind to a NaN."""
+
+    def extremes(self, arrays):
+        ends = [f(a) for a in arrays if a.size for f in (np.nanmax, np.nanmin)]
+        return np.max(np.abs(ends)) if ends else np.asarray(0.0)
+
+
 FAULTS = [  # (class, primitive, what replaces it, words of the reason)
     (TransposedGrads, "dense_grads", Ops, "has shape"),
     (WrongTanhDerivative, "backprop_delta", NumpyOps, "differs from the reference"),
     (RaisingSgd, "sgd", InPlaceOps, "raised RuntimeError: kernel launch failed"),
     (DeltaInOutputs, "output_delta", NumpyOps, "wrote into its read-only argument 1"),
     (HalfPrecisionAdam, "adam", InPlaceOps, "float32: result 0 differs"),
+    (NanBlindExtremes, "extremes", Ops, "differs from the reference by inf"),
 ]
 
 
@@ -207,3 +216,21 @@ def test_probes_run_only_in_the_dtypes_the_backend_holds():
     assert held_dtypes(to_float32_device, np.asarray) == ["float32"]
     ops = make(NumpyOps)
     assert checked(ops, to_float32_device, np.asarray).dropped == {}
+
+
+class OwnFiniteOrNan(NumpyOps):
+    """A correct finite_or_nan override (the reference's formula, as its own method)."""
+
+    def finite_or_nan(self, value, arrays):
+        return Ops.finite_or_nan(self, value, arrays)
+
+
+def test_the_non_finite_probes_drop_no_correct_override_even_with_warnings_as_errors():
+    """0 · inf in the NaN and inf probes warns in NumPy; under ``-W error`` that warning
+    must not pass for a fault of the override."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops = checked(make(OwnFiniteOrNan), np.asarray, np.asarray)
+    assert ops.dropped == {} and "finite_or_nan" in ops.overrides()

@@ -17,6 +17,7 @@ kept in ``ops.dropped`` for ``portable-bp backends``.
 
 from __future__ import annotations
 
+import math
 import types
 
 import numpy as np
@@ -137,6 +138,15 @@ def _update_cases(rng):
         yield _normal(rng, shape), _normal(rng, shape), _normal(rng, shape), np.abs(_normal(rng, shape))
 
 
+NON_FINITE = (math.nan, math.inf, -math.inf)
+
+
+def _poisoned(a, index, value):
+    """``a`` with one element set to ``value`` (NaN or ±inf)."""
+    a[index] = value
+    return a
+
+
 def _cases(name, rng):
     """Probe argument lists for primitive ``name``, with the indices it may write into."""
     if name == "rows":
@@ -148,9 +158,13 @@ def _cases(name, rng):
         yield (Many(_normal(rng, (4, 3)), _normal(rng, 4), _normal(rng, (2, 4)) * 1e30, _normal(rng, 2)),), ()
         yield (Many(_normal(rng, (0, 3)), -np.abs(_normal(rng, 5)) - 2.0),), ()
         yield (Many(),), ()
+        for bad in NON_FINITE:  # one bad element among finite ones must show
+            yield (Many(_normal(rng, (4, 3)), _poisoned(_normal(rng, 5), 3, bad)),), ()
     elif name == "finite_or_nan":
         yield (np.asarray(2.5), Many(_normal(rng, (4, 3)), _normal(rng, 4) * 1e30)), ()
         yield (np.asarray(-7.0), Many(_normal(rng, (0, 3)), _normal(rng, 5))), ()
+        for bad in NON_FINITE:
+            yield (np.asarray(1.5), Many(_poisoned(_normal(rng, (3, 2)), (2, 1), bad), _normal(rng, 4))), ()
     elif name in ("affine", "affine_activation"):
         yield from _affine_cases(rng, name == "affine_activation")
     elif name == "activation":
@@ -226,24 +240,38 @@ def _results(value):
 def _disagreement(method, name, dtype, args, writable, to_device, to_host, tolerance):
     """Why ``method`` disagrees with the reference on one probe, or ''."""
     host = [_rounded(a, dtype) for a in args]
-    want = _results(getattr(Ops(np), name)(*[_build(a, np.float64, np.asarray) for a in host]))
+    with np.errstate(all="ignore"):  # NaN and inf probes: expected, not worth a warning
+        want = _results(getattr(Ops(np), name)(*[_build(a, np.float64, np.asarray) for a in host]))
     device_args = [_build(a, dtype, to_device) for a in args]
     kept = {i: np.array(to_host(a), copy=True) for i, a in enumerate(device_args)
             if i not in writable and hasattr(a, "shape")}
-    got = _results(method(*device_args))
+    with np.errstate(all="ignore"):
+        got = _results(method(*device_args))
     if len(got) != len(want):
         return f"returned {len(got)} values, expected {len(want)}"
     for i, (g, w) in enumerate(zip(got, want)):
         g = np.asarray(to_host(g), dtype=np.float64)
         if g.shape != w.shape:
             return f"result {i} has shape {g.shape}, expected {w.shape}"
-        error = float(np.max(np.abs(g - w), initial=0.0)) / max(1.0, float(np.max(np.abs(w), initial=0.0)))
+        error = _relative_error(g, w)
         if not error <= tolerance:
             return f"{dtype}: result {i} differs from the reference by {error:.2g} (tolerance {tolerance:g})"
     for i, before in kept.items():
         if not np.array_equal(np.asarray(to_host(device_args[i])), before, equal_nan=True):
             return f"{dtype}: wrote into its read-only argument {i}"
     return ""
+
+
+def _relative_error(got, want) -> float:
+    """Largest difference relative to the reference's largest magnitude, over the finite
+    elements; inf unless the non-finite elements are the same, in place and kind (NaN,
+    +inf, -inf): a check of finiteness must say NaN or inf exactly where the reference does."""
+    finite = np.isfinite(want)
+    if not np.array_equal(np.isfinite(got), finite) or not np.array_equal(got[~finite], want[~finite],
+                                                                          equal_nan=True):
+        return math.inf
+    g, w = got[finite], want[finite]
+    return float(np.max(np.abs(g - w), initial=0.0)) / max(1.0, float(np.max(np.abs(w), initial=0.0)))
 
 
 def held_dtypes(to_device, to_host) -> list[str]:
@@ -254,7 +282,10 @@ def held_dtypes(to_device, to_host) -> list[str]:
 
 def disagreement(ops, method, name, to_device, to_host) -> str:
     """Why ``method`` (a bound implementation of primitive ``name``) fails its probes, or ''."""
-    for dtype in held_dtypes(to_device, to_host):
+    dtypes = held_dtypes(to_device, to_host)
+    if not dtypes:
+        return f"the backend holds none of the probe dtypes {', '.join(DTYPES)}"
+    for dtype in dtypes:
         tolerance = TOLERANCE[dtype]
         if dtype == "float32" and name in WITH_PRODUCT:
             tolerance = max(tolerance, ops.matmul_float32_tolerance)
