@@ -34,47 +34,53 @@ def has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _gpu_reason(library: str, probe) -> str:
+    """'' when ``library`` is installed and ``probe()`` (its import and a GPU call) raises
+    nothing, else why not; asked once per process."""
+    if library not in _gpu_cache:
+        reason = f"{library} not installed" if not has(library) else ""
+        if not reason:
+            try:
+                reason = probe()
+            except Exception as exc:  # noqa: BLE001 - any failure means: no GPU for it
+                reason = f"{library} cannot use a GPU: {type(exc).__name__}: {exc}"
+        _gpu_cache[library] = reason
+    return _gpu_cache[library]
+
+
 _gpu_cache: dict[str, str] = {}
+
+
+def _cupy_probe() -> str:
+    import cupy as cp
+    float((cp.ones((2, 2), dtype=cp.float32) @ cp.ones((2, 2), dtype=cp.float32)).sum())
+    return ""
+
+
+def _torch_probe() -> str:
+    import torch
+    return "" if torch.cuda.is_available() else f"torch {torch.__version__} sees no CUDA device"
+
+
+def _jax_probe() -> str:
+    import jax
+    jax.devices("gpu")
+    return ""
 
 
 def cupy_gpu() -> str:
     """'' when CuPy can compute on a GPU, else why not."""
-    if "cupy" not in _gpu_cache:
-        reason = ""
-        if not has("cupy"):
-            reason = "cupy not installed"
-        else:
-            try:
-                import cupy as cp
-                float((cp.ones((2, 2), dtype=cp.float32) @ cp.ones((2, 2), dtype=cp.float32)).sum())
-            except Exception as exc:  # noqa: BLE001
-                reason = f"cupy cannot use a GPU: {type(exc).__name__}: {exc}"
-        _gpu_cache["cupy"] = reason
-    return _gpu_cache["cupy"]
+    return _gpu_reason("cupy", _cupy_probe)
 
 
 def torch_cuda() -> str:
-    if "torch" not in _gpu_cache:
-        reason = "torch not installed" if not has("torch") else ""
-        if not reason:
-            import torch
-            if not torch.cuda.is_available():
-                reason = f"torch {torch.__version__} sees no CUDA device"
-        _gpu_cache["torch"] = reason
-    return _gpu_cache["torch"]
+    """'' when PyTorch sees a CUDA device, else why not."""
+    return _gpu_reason("torch", _torch_probe)
 
 
 def jax_gpu() -> str:
-    if "jax" not in _gpu_cache:
-        reason = "jax not installed" if not has("jax") else ""
-        if not reason:
-            import jax
-            try:
-                jax.devices("gpu")
-            except RuntimeError as exc:
-                reason = f"jax has no GPU: {exc}"
-        _gpu_cache["jax"] = reason
-    return _gpu_cache["jax"]
+    """'' when JAX has a GPU device, else why not."""
+    return _gpu_reason("jax", _jax_probe)
 
 
 def gpu_available() -> str:
