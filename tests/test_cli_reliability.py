@@ -69,7 +69,12 @@ def test_every_output_path_is_checked_before_training(tmp_path, flag, path, frag
 def start_and_signal(tmp_path, sig, *extra):
     """Start a long training run, send ``sig`` once its first checkpoint exists (an epoch
     has completed), and return the finished process's (returncode, stdout, stderr)."""
-    args = [sys.executable, "-m", "portable_bp", *TRAIN, "--epochs", "100000", "--checkpoint", "ck.npz", *extra]
+    # A process started in the background by a non-interactive shell (a CI job, nohup ... &)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the
+    # command is run as from a terminal, with Python's own SIGINT handler, whatever ours is.
+    code = ("import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "from portable_bp.cli import main\nsys.exit(main(sys.argv[1:]))")
+    args = [sys.executable, "-c", code, *TRAIN, "--epochs", "100000", "--checkpoint", "ck.npz", *extra]
     proc = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
