@@ -14,6 +14,7 @@ from portable_bp.distributed import MPI, NCCL, DistributedError, Local, device_s
 from portable_bp.distributed.launch import check_world
 from portable_bp.distributed.mpi import Watchdog
 from portable_bp.distributed.staging import from_host, to_host
+from portable_bp.distributed.sync import together
 
 
 # -- the launcher's environment ------------------------------------------------------------
@@ -221,11 +222,20 @@ def test_nccl_uses_the_local_ranks_gpu_and_sums_in_place_on_the_stream():
     comm.wait()  # the stream is done: returns at once
 
 
+def test_nccl_sums_host_buffers_over_mpi_so_the_set_up_checks_agree():
+    """sync.together sums its NumPy error flags with comm.allreduce: NCCL, which reads
+    device memory only, hands host buffers to MPI (it used to refuse them, so every
+    multi-rank NCCL fit failed in its set-up)."""
+    world = FakeWorld(rank=0, size=2, local_rank=0)
+    comm = NCCL(world, timeout=0, cupy=fake_cupy(), nccl=fake_nccl(), _mpi=FAKE_MPI)
+    np.testing.assert_array_equal(comm.allreduce(np.ones(2)), [2.0, 2.0])
+    assert world.calls[-1][0] == "Allreduce"
+    assert together(comm, lambda: "checked") == "checked"
+
+
 def test_nccl_refuses_what_it_cannot_sum():
     cupy, nccl = fake_cupy(), fake_nccl()
     comm = NCCL(FakeWorld(rank=0, size=2, local_rank=0), timeout=0, cupy=cupy, nccl=nccl, _mpi=FAKE_MPI)
-    with pytest.raises(TypeError, match="cupy:0"):
-        comm.allreduce(np.ones(2))
     with pytest.raises(ValueError, match="GPU 0, but the buffer is on GPU 1"):
         comm.allreduce(FakeArray(np.ones(2), device=1))
     with pytest.raises(TypeError, match="float16"):

@@ -42,6 +42,11 @@ def _import_cupy():
     return cupy, nccl
 
 
+def _on_a_gpu(array) -> bool:
+    """Whether ``array`` is a CuPy array (its memory has a device pointer)."""
+    return hasattr(array, "data") and hasattr(array.data, "ptr")
+
+
 class NCCL(MPI):
     """Every process started by ``mpiexec``, one GPU each, summing with NCCL.
 
@@ -70,9 +75,6 @@ class NCCL(MPI):
     def _checked(self, buffer):
         """(its device pointer, its length, NCCL's dtype code) of a CuPy array on this
         rank's GPU, or a clear error: NCCL reads raw device memory."""
-        if not hasattr(buffer, "data") or not hasattr(buffer.data, "ptr"):
-            raise TypeError(f"NCCL sums CuPy arrays; got {type(buffer).__name__}: put the network on "
-                            f"backend {self.backend_spec!r}")
         device = getattr(getattr(buffer, "device", None), "id", self.device)
         if device != self.device:
             raise ValueError(f"rank {self.rank} sums on GPU {self.device}, but the buffer is on GPU "
@@ -86,8 +88,13 @@ class NCCL(MPI):
         return self._cp.cuda.get_current_stream().ptr
 
     def allreduce(self, buffer, backend=None):
+        """The sum over the ranks: CuPy buffers by NCCL on this rank's GPU; host buffers
+        (NumPy: the set-up's error flags in ``sync.together``) over MPI, as
+        :meth:`broadcast_arrays` sends host arrays."""
         if self.size == 1:
             return buffer
+        if not _on_a_gpu(buffer):
+            return super().allreduce(buffer, backend)
         ptr, n, code = self._checked(buffer)
         self.comm.allReduce(ptr, ptr, n, code, self._nccl.NCCL_SUM, self._stream())
         return buffer
@@ -95,7 +102,7 @@ class NCCL(MPI):
     def broadcast_arrays(self, arrays, backend=None, root: int = 0) -> list:
         out = []
         for a in arrays:
-            if not hasattr(a, "data") or not hasattr(a.data, "ptr"):
+            if not _on_a_gpu(a):
                 out.extend(super().broadcast_arrays([a], backend, root))
                 continue
             copy = a.copy()
