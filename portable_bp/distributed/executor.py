@@ -34,7 +34,7 @@ import math
 
 from .. import step
 from ..ops import DenseGrad
-from ..train.executors import Eager, gather
+from ..train.executors import Eager, gather, optimizer_key
 
 
 def part(start: int, stop: int, index: int, parts: int) -> tuple[int, int]:
@@ -185,10 +185,8 @@ class DataParallelCompiled(DataParallel):
 
     def __init__(self, net, optimizer, comm, deterministic=None, ops=None):
         super().__init__(net, optimizer, comm, deterministic, ops)
-        config = optimizer.config() if hasattr(optimizer, "config") else None
-        config = {k: v for k, v in (config or {"id": id(optimizer)}).items() if k != "lr"}
         grad_key = ("data-parallel-gradients", id(self.ops))
-        update_key = ("data-parallel-update", type(optimizer).__name__, repr(sorted(config.items())),
+        update_key = ("data-parallel-update", type(optimizer).__name__, optimizer_key(optimizer),
                       id(self.ops), tuple(self.shapes), deterministic)
         if grad_key not in net.compiled:
             fn = functools.partial(scaled_gradients, self.xp, self.spec, self.ops)

@@ -35,6 +35,13 @@ __all__ = ["Eager", "Compiled", "Scanned", "Captured", "ExecutorFailed", "batche
            "available", "chosen", "executor_for"]
 
 
+def optimizer_key(optimizer) -> str:
+    """What a compiled program depends on of ``optimizer``: its configuration without the
+    learning rate (an argument, not a constant), or its identity when it has none."""
+    config = optimizer.config() if hasattr(optimizer, "config") else None
+    return repr(sorted({k: v for k, v in (config or {"id": id(optimizer)}).items() if k != "lr"}.items()))
+
+
 class Compiled(Eager):
     """The step compiled by the backend (``Backend.compile``: JAX's jit) and called per batch.
 
@@ -47,9 +54,7 @@ class Compiled(Eager):
     def __init__(self, net, optimizer, ops=None):
         super().__init__(net, optimizer, ops)
         self.net = net
-        config = optimizer.config() if hasattr(optimizer, "config") else None
-        self._config = repr(sorted({k: v for k, v in (config or {"id": id(optimizer)}).items()
-                                    if k != "lr"}.items()))
+        self._config = optimizer_key(optimizer)
 
     def _compiled(self, kind, fn, static):
         """The program of this ``kind`` ("step", "epoch") for this network, Ops and
@@ -59,11 +64,15 @@ class Compiled(Eager):
             self.net.compiled[key] = self.net.backend.compile(fn, static_argnames=static)
         return self.net.compiled[key]
 
+    @functools.cached_property
+    def _step_program(self):
+        """The compiled step, looked up once per fit (a scanned epoch never asks for it)."""
+        return self._compiled("step", functools.partial(_gathered_step, self.spec, self.ops, self.optimizer),
+                              ("size",))
+
     def step(self, params, state, count, data, order, start, stop, lr):
-        program = self._compiled("step", functools.partial(_gathered_step, self.spec, self.ops,
-                                                           self.optimizer), ("size",))
-        return program(params, state, data, order, start, self.optimizer.hyperparams(count, lr),
-                       size=stop - start)
+        return self._step_program(params, state, data, order, start, self.optimizer.hyperparams(count, lr),
+                                  size=stop - start)
 
 
 def _gathered_step(spec, ops, optimizer, params, state, data, order, start, hyper, size):
