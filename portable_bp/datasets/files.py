@@ -8,11 +8,11 @@ import re
 import numpy as np
 
 from .._safe_io import display_name, peek, resolve_max_bytes
+from .._safe_io.npz import ZIP_SIGNATURES
 from .idx import load_idx_pair, looks_like_idx, read_idx
 from .npz import read_npz
 from .tables import read_csv
 
-_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header / an empty archive
 _IDX_NAME = re.compile(r"(\.idx\d*|-ubyte)(\.gz)?$", re.IGNORECASE)
 
 
@@ -45,7 +45,7 @@ def load_file(path, labels=None, *, target: int | str = -1, header: bool | str =
     limit = resolve_max_bytes(max_bytes)
     head = peek(path, 4, name)
 
-    if head in _ZIP_SIGNATURES:
+    if head in ZIP_SIGNATURES:
         _no_labels_file(name, labels, "an .npz archive")
         return read_npz(path, x_key=x_key, y_key=y_key, max_bytes=limit)
     if looks_like_idx(head) or _IDX_NAME.search(name) or head[:2] == b"\0\0":

@@ -18,6 +18,7 @@ import struct
 import numpy as np
 
 from .._safe_io import DataStream, check_size, display_name, resolve_max_bytes
+from .._safe_io.npy import MAX_DIMS
 from ._targets import as_targets, check_finite
 
 # IDX type codes -> big-endian NumPy dtypes (http://yann.lecun.com/exdb/mnist/).
@@ -29,7 +30,6 @@ _IDX_DTYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_MAX_DIMS = 32  # NumPy 1.x's limit; no IDX file in use has more than 4
 
 
 def read_idx(path, *, max_bytes: int | None = None) -> np.ndarray:
@@ -76,8 +76,8 @@ def _read_header(stream: DataStream, name: str) -> tuple[np.dtype, tuple, int]:
                          f"0x{code:02X} (known: {known})")
     if ndim == 0:
         raise ValueError(f"{name}: bad IDX header: number of dimensions is 0")
-    if ndim > _MAX_DIMS:
-        raise ValueError(f"{name}: bad IDX header: {ndim} dimensions, more than the {_MAX_DIMS} "
+    if ndim > MAX_DIMS:
+        raise ValueError(f"{name}: bad IDX header: {ndim} dimensions, more than the {MAX_DIMS} "
                          "an array may have")
     sizes = bytes(stream.read_up_to(4 * ndim))
     if len(sizes) < 4 * ndim:

@@ -19,9 +19,6 @@ SIZE_VARIABLES = (
     ("MV2_COMM_WORLD_SIZE", "MVAPICH's mpiexec"),
     ("PMIX_SIZE", "a PMIx launcher"),
 )
-# the rank within its machine, by the same launchers (and Slurm)
-LOCAL_RANK_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
-                        "PMIX_LOCAL_RANK", "SLURM_LOCALID")
 CHOICES = ("none", "mpi", "nccl", "auto")
 
 

@@ -26,7 +26,7 @@ from ..backends import get as get_backend
 from ..network import Network
 from . import _data, _stochastic
 from ._params import ACTIVATIONS, CONSTRAINTS, LOSSES, STOCHASTIC_SOLVERS, hidden_sizes
-from ._solvers import fit_lbfgs
+from ._solvers import fit_lbfgs, host_array
 
 
 def keep_params(estimator, arguments: dict) -> None:
@@ -65,8 +65,8 @@ class BaseMLP(BaseEstimator):
         new = Network(config.pop("sizes"), backend=backend or self._stored_backend(), **config)
         new.set_params([(np.ascontiguousarray(W), b) for W, b in params])
         if getattr(self, "_best_params", None) is not None:
-            self._best_params = [(new.backend.asarray(_host(src, W), new.dtype),
-                                  new.backend.asarray(_host(src, b), new.dtype)) for W, b in self._best_params]
+            self._best_params = [(new.backend.asarray(host_array(src, W), new.dtype),
+                                  new.backend.asarray(host_array(src, b), new.dtype)) for W, b in self._best_params]
         if getattr(self, "_optimizer", None) is not None:
             self._optimizer.move_to(new.backend, new.dtype)
         self._net, self._params_host, self._net_config = new, None, None
@@ -238,10 +238,6 @@ class BaseMLP(BaseEstimator):
         tags.input_tags.sparse = True
         tags.array_api_support = True
         return tags
-
-
-def _host(backend, a):
-    return a if backend is None else backend.to_numpy(a)
 
 
 def _finite(net) -> bool:

@@ -111,7 +111,7 @@ class SklearnOptimizer(Optimizer):
         if self.state is None or (self.backend is backend and self.dtype == dtype):
             return
         src = self.backend
-        self.state = [{name: tuple(backend.asarray(_host(src, a), dtype) for a in pair)
+        self.state = [{name: tuple(backend.asarray(host_array(src, a), dtype) for a in pair)
                        for name, pair in layer.items()} for layer in self.state]
         self.backend, self.dtype = backend, dtype
 
@@ -120,7 +120,7 @@ class SklearnOptimizer(Optimizer):
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         if self.state is not None:
-            clone.state = [{name: tuple(np.array(_host(self.backend, a)) for a in pair)
+            clone.state = [{name: tuple(np.array(host_array(self.backend, a)) for a in pair)
                             for name, pair in layer.items()} for layer in self.state]
         clone.backend = None
         return clone
@@ -154,7 +154,8 @@ class SklearnOptimizer(Optimizer):
         return True
 
 
-def _host(backend, a):
+def host_array(backend, a):
+    """``a`` as a NumPy array: read back from ``backend``, or as it is when that is None."""
     return a if backend is None else backend.to_numpy(a)
 
 
