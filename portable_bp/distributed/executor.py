@@ -54,12 +54,11 @@ def buffer_length(shapes) -> int:
     return sum(math.prod(sW) + math.prod(sb) for sW, sb in shapes) + 1
 
 
-def weight_share(ops, data, order, lo, size, start, total):
+def weight_share(ops, w_part, data, order, start, total):
     """The part's share Σ_part w / Σ_batch w of its global batch's weight (0 when the
-    batch weighs nothing: one process then takes no step either). Every rank can compute
-    it: it has every row's weight."""
+    batch weighs nothing: one process then takes no step either); ``w_part`` is the part's
+    gathered weights. Every rank can compute it: it has every row's weight."""
     xp = ops.xp
-    (w_part,) = gather(ops, (data[2],), order, lo, size)
     (w_batch,) = gather(ops, (data[2],), order, start, total)
     batch = xp.sum(w_batch)
     return xp.sum(w_part) / xp.where(batch > 0, batch, xp.ones_like(batch))
@@ -73,7 +72,7 @@ def scaled_gradients(xp, spec, ops, params, data, order, lo, start, size, total)
     X, Z, w = gather(ops, data, order, lo, size)
     _, grads, loss = step.train_step(spec, ops, step.Gradients(), params, [None] * len(params),
                                      X, Z, {}, w)
-    share = size / total if w is None else weight_share(ops, data, order, lo, size, start, total)
+    share = size / total if w is None else weight_share(ops, w, data, order, start, total)
     flat = [xp.reshape(g, (-1,)) * share for pair in grads for g in pair]
     return xp.concat(flat + [xp.reshape(loss, (1,))])
 
