@@ -158,7 +158,7 @@ class BaseMLP(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         backend = _data.backend_for(place, X, self.backend)
         if first_pass:
-            self._initialize(Y, layer_units, backend, _data.dtype_name(X, self.dtype))
+            self._initialize(layer_units, backend, _data.dtype_name(X, self.dtype))
         net = self._network(backend, self.dtype)
         self._fit_place, self._backend_spec = (None if place is None else place.key), net.backend.spec
         if self.solver in STOCHASTIC_SOLVERS:
@@ -181,15 +181,15 @@ class BaseMLP(BaseEstimator):
         proxy = np.broadcast_to(np.float64(0), (X.shape[0], 1))
         return np.asarray(_check_sample_weight(_data.to_host(sample_weight), proxy, dtype=np.float64))
 
-    def _initialize(self, Y, layer_units, backend, dtype):
+    def _initialize(self, layer_units, backend, dtype):
         """A fresh network with scikit-learn's initial weights and fresh bookkeeping."""
         self.n_iter_, self.t_ = 0, 0
-        self.n_outputs_, self.n_layers_ = Y.shape[1], len(layer_units)
+        self.n_layers_ = len(layer_units)
         self.out_activation_ = self._output_activation()
         net = Network(layer_units, activation=ACTIVATIONS[self.activation],
                       output_activation=ACTIVATIONS[self.out_activation_],
-                      loss=LOSSES[self.out_activation_], backend=backend, dtype=dtype, seed=0)
-        net.set_params(self._glorot(layer_units, dtype), copy=False)
+                      loss=LOSSES[self.out_activation_], backend=backend, dtype=dtype, seed=0,
+                      params=self._glorot(layer_units, dtype))
         self._net, self._params_host, self._optimizer = net, None, None
         self._best_params = _stochastic._copy_params(net)
         if self.solver in STOCHASTIC_SOLVERS:
