@@ -311,9 +311,10 @@ def _train(args, backend, comm):
         raise
     net.backend.synchronize()
     elapsed = time.perf_counter() - t0
+    if comm.rank != 0:  # the others' output goes nowhere (_rank_output): nothing more to do
+        return 0
     metrics = held_out_metrics(net, data)
-    if comm.rank == 0:
-        _write_outputs(args, net, history, source)
+    _write_outputs(args, net, history, source)
     ranks = f" x {comm.size} processes" if comm.size > 1 else ""
     print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | "
           f"backend: {backend.spec}{ranks}")

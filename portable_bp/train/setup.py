@@ -175,7 +175,7 @@ def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_si
     hooks = list(callbacks)
     run = {"world_size": comm.size, "global_batch": size, "deterministic": deterministic}
     if checkpoint is not None:
-        hooks.append(Checkpoint(checkpoint, comm=comm, run=run))
+        hooks.append(Checkpoint(checkpoint, comm=comm))  # its run is bound below, as any Checkpoint's
     for cb in hooks:
         if isinstance(cb, Checkpoint):
             cb.bind(comm, run)
