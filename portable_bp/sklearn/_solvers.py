@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from .. import step
 from ..optim import Optimizer, layer_state
 
 
@@ -258,6 +259,22 @@ class Objective:
         self.total = float(rows.n if w is None else w.sum())
         self.loss_divisor = loss_divisor  # squared_error: mean over outputs (its loss only)
         self.shapes = [tuple(W.shape) for W, _ in net.params] + [tuple(b.shape) for _, b in net.params]
+        self._chunks = self._weighted_chunks()
+
+    def _weighted_chunks(self) -> list:
+        """(start, stop, device weights or None, the chunk's weight, its device weight sum)
+        of every chunk that weighs something: the weights are checked and moved once, not
+        at each of L-BFGS's evaluations (the rows and targets were checked already)."""
+        chunks = []
+        for s, e in self.rows.chunks():
+            w = None if self.w is None else self.w[s:e]
+            weight = float(e - s if w is None else w.sum())
+            if weight == 0:
+                continue
+            if w is not None:
+                w = self.net.sample_weights(w, e - s)
+            chunks.append((s, e, w, weight, float(e - s if w is None else self.net.xp.sum(w))))
+        return chunks
 
     def pack(self, params) -> np.ndarray:
         to_np = self.net.backend.to_numpy
@@ -286,13 +303,12 @@ class Objective:
 
     def _data_loss_and_grads(self):
         """The weighted mean loss over every row and its gradients, chunk by chunk."""
-        loss, grads = 0.0, None
-        for s, e in self.rows.chunks():
-            w = None if self.w is None else self.w[s:e]
-            weight = float(e - s if w is None else w.sum())
-            if weight == 0:
-                continue
-            part, g = self.net.loss_and_grads(self.rows.take(slice(s, e)), self.Z[s:e, ...], w)
+        net, loss, grads = self.net, 0.0, None
+        for s, e, w, weight, w_total in self._chunks:
+            with net.backend.activate():
+                total, g = step.loss_and_grads(net.spec, net.ops, net.params, self.rows.take(slice(s, e)),
+                                               self.Z[s:e, ...], w)
+            part = float(total) / w_total
             share = weight / self.total
             loss += part * share
             g = [(dW * share, db * share) for dW, db in g]
