@@ -135,9 +135,7 @@ class Rows:
         """Rows ``rows`` (a slice or host ints) as a dense device array."""
         if self.sparse:
             return self.net.features(self.X[rows].toarray())
-        if isinstance(rows, slice):
-            return self.X[rows, ...]
-        return self.net.xp.take(self.X, self.net.backend.asarray(rows), axis=0)
+        return take_device(self.net, self.X, rows)
 
     def chunks(self, rows=None):
         """(start, stop) ranges covering every row, a chunk at a time."""
