@@ -181,8 +181,11 @@ def test_fuzz_csv(folder, file, header, target, whitespace):
     if result is not None:
         X, y = result
         assert X.ndim == 2 and X.dtype == np.float64 and np.isfinite(X).all()
-        assert y.ndim == 1 and len(y) == len(X) > 0 and y.dtype in (np.int64, np.float64)
-        assert np.isfinite(y).all()
+        assert y.ndim == 1 and len(y) == len(X) > 0
+        if y.dtype.kind == "U":  # text labels: none empty
+            assert all(label.strip() for label in y.tolist())
+        else:
+            assert y.dtype in (np.int64, np.float64) and np.isfinite(y).all()
 
 
 @FUZZ

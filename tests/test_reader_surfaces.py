@@ -28,7 +28,7 @@ def test_bytes_and_pathlike_paths(tmp_path):
         X, y = ds.load_file(form)
         assert X.shape == (2, 2) and y.tolist() == [0, 1]
     with pytest.raises(ValueError, match="non-numeric CSV value 'x'") as err:
-        ds.read_csv(os.fsencode(csv_file(tmp_path, "bad.csv", "1,x\n")), header=False)
+        ds.read_csv(os.fsencode(csv_file(tmp_path, "bad.csv", "x,1\n")), header=False)
     assert str(tmp_path / "bad.csv") in str(err.value)  # decoded, not b'...'
 
 

@@ -16,8 +16,12 @@ Bundled / synthetic data (seeded, no download):
     :func:`sine`, :func:`blobs`.
 Local files:
     :func:`read_idx` (MNIST IDX, plain or gzip), :func:`load_idx_pair`,
-    :func:`read_csv`, :func:`read_npz`, and the dispatcher :func:`load_file`
-    used by the command line's ``--data FILE``.
+    :func:`read_csv` (text class labels allowed in the target column), :func:`read_npz`,
+    and the dispatcher :func:`load_file` used by the command line's ``--data FILE``;
+    :func:`read_table` and :func:`load_table` also return the header's column names.
+Labels:
+    :func:`target_type` (scikit-learn's ``type_of_target``) and :func:`encode_labels`
+    (``LabelEncoder``'s sorted classes).
 Preprocessing:
     :func:`train_test_split` and :class:`Standardizer`.
 
@@ -45,27 +49,33 @@ values that overflow float64 are refused with where they are.
 """
 
 from .._safe_io import DEFAULT_MAX_BYTES, MAX_BYTES_ENV
-from .files import load_file
+from .files import load_file, load_table
 from .idx import load_idx_pair, read_idx
 from .npz import read_npz
 from .preprocessing import Standardizer, train_test_split
 from .synthetic import blobs, digits, moons, sine, spirals, xor
-from .tables import read_csv
+from .labels import encode_labels, target_type
+from .tables import Table, read_csv, read_table
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "MAX_BYTES_ENV",
     "Standardizer",
+    "Table",
     "blobs",
     "digits",
+    "encode_labels",
     "load_file",
     "load_idx_pair",
+    "load_table",
     "moons",
     "read_csv",
     "read_idx",
     "read_npz",
+    "read_table",
     "sine",
     "spirals",
+    "target_type",
     "train_test_split",
     "xor",
 ]

@@ -9,9 +9,9 @@ import numpy as np
 
 from .._safe_io import display_name, peek, resolve_max_bytes
 from .._safe_io.npz import ZIP_SIGNATURES
-from .idx import load_idx_pair, looks_like_idx, read_idx
-from .npz import read_npz
-from .tables import read_csv
+from .idx import idx_features, load_idx_pair, looks_like_idx, read_idx
+from .npz import read_npz, read_npz_features
+from .tables import Table, read_table
 
 _IDX_NAME = re.compile(r"(\.idx\d*|-ubyte)(\.gz)?$", re.IGNORECASE)
 
@@ -38,6 +38,19 @@ def load_file(path, labels=None, *, target: int | str = -1, header: bool | str =
     an error rather than being silently ignored. ``max_bytes`` is passed to the
     reader (default ``PORTABLE_BP_MAX_BYTES`` or 4 GiB).
     """
+    table = load_table(path, labels, target=target, header=header, delimiter=delimiter, x_key=x_key,
+                       y_key=y_key, max_bytes=max_bytes)
+    assert table.y is not None
+    return table.X, table.y
+
+
+def load_table(path, labels=None, *, target: int | str | None = -1, header: bool | str = "auto",
+               delimiter: str | None = None, x_key: str = "X", y_key: str = "y",
+               max_bytes: int | None = None) -> Table:
+    """:func:`load_file`'s data as a :class:`~portable_bp.datasets.tables.Table`, with the
+    header's column names for a text table (None for NPZ and IDX). ``target=None`` reads
+    features only, as for data to predict on: every column of a text table, the NPZ's
+    ``x_key`` alone, IDX images without a labels file (one given is ignored)."""
     if labels is None and isinstance(path, str) and "," in path \
             and not os.path.exists(path):
         path, labels = (part.strip() for part in path.split(",", 1))
@@ -47,20 +60,24 @@ def load_file(path, labels=None, *, target: int | str = -1, header: bool | str =
 
     if head in ZIP_SIGNATURES:
         _no_labels_file(name, labels, "an .npz archive")
-        return read_npz(path, x_key=x_key, y_key=y_key, max_bytes=limit)
+        if target is None:
+            return Table(read_npz_features(path, x_key=x_key, max_bytes=limit), None, None, None)
+        return Table(*read_npz(path, x_key=x_key, y_key=y_key, max_bytes=limit), None, None)
     if looks_like_idx(head) or _IDX_NAME.search(name) or head[:2] == b"\0\0":
         if not looks_like_idx(head):
             read_idx(path, max_bytes=limit)  # raises: says what is wrong with the header
+        if target is None:
+            return Table(idx_features(read_idx(path, max_bytes=limit), name, limit), None, None, None)
         if labels is None:
             raise ValueError(
                 f"{name}: IDX file holds only images or only labels; pass "
                 "the labels file too (labels=... or 'images,labels')"
             )
-        return load_idx_pair(path, labels, max_bytes=limit)
+        return Table(*load_idx_pair(path, labels, max_bytes=limit), None, None)
     _no_labels_file(name, labels, "a text table")
     if delimiter is None:
         delimiter = _guess_delimiter(path, name)
-    return read_csv(path, target=target, header=header, delimiter=delimiter, max_bytes=limit)
+    return read_table(path, target=target, header=header, delimiter=delimiter, max_bytes=limit)
 
 
 def _no_labels_file(name, labels, kind):

@@ -115,14 +115,19 @@ def load_idx_pair(images_path, labels_path, *,
     if len(images) != len(labels):
         raise ValueError(f"{images_name} has {len(images)} images but {labels_name} has "
                          f"{len(labels)} labels")
-    if len(images) == 0 or images[0].size == 0:
+    return idx_features(images, images_name, limit), as_targets(labels, labels_name)
+
+
+def idx_features(images: np.ndarray, images_name: str, limit: int) -> np.ndarray:
+    """IDX images as the float64 feature matrix: flattened, uint8 pixels scaled to [0, 1]."""
+    if images.ndim < 1 or len(images) == 0 or images[0].size == 0:
         raise ValueError(f"{images_name}: no data: images of shape {images.shape}")
     check_size(8 * images.size, limit, images_name, "the float64 feature matrix")
     X = images.reshape(len(images), -1).astype(np.float64)
     if images.dtype == np.uint8:
         X /= 255.0
     check_finite(X, images_name, ("image", "pixel"))
-    return X, as_targets(labels, labels_name)
+    return X
 
 
 def looks_like_idx(head: bytes) -> bool:

@@ -27,9 +27,27 @@ def read_npz(path, x_key: str = "X", y_key: str = "y", *,
     ``max_bytes`` (default ``PORTABLE_BP_MAX_BYTES`` or 4 GiB) bounds the data read and
     the float64 ``X``.
     """
+    X, y = _read(path, x_key, y_key, max_bytes)
+    assert y is not None
+    return X, y
+
+
+def read_npz_features(path, x_key: str = "X", *, max_bytes: int | None = None) -> np.ndarray:
+    """``X`` alone, read and checked as :func:`read_npz` reads it (data to predict on)."""
+    return _read(path, x_key, None, max_bytes)[0]
+
+
+def _read(path, x_key, y_key, max_bytes):
     name = display_name(path)
     limit = resolve_max_bytes(max_bytes)
     with NpzArchive(path, name, limit) as archive:
+        if y_key is None:
+            if not archive.has(x_key):
+                raise ValueError(f"{name}: missing key {x_key!r} in .npz; keys present: {archive.keys}")
+            with archive.member(x_key) as x_member:
+                _check_x(name, x_key, x_member)
+                check_size(8 * math.prod(x_member.shape), limit, name, f"{x_key!r} as float64")
+                return _features(x_member.read(), name, x_key), None
         for key in (x_key, y_key):
             if not archive.has(key):
                 raise ValueError(f"{name}: missing key {key!r} in .npz; keys present: {archive.keys}")
@@ -37,10 +55,26 @@ def read_npz(path, x_key: str = "X", y_key: str = "y", *,
             _check_headers(name, x_key, x_member, y_key, y_member)
             check_size(8 * math.prod(x_member.shape), limit, name, f"{x_key!r} as float64")
             X, y = x_member.read(), y_member.read()
+    return _features(X, name, x_key), as_targets(y, f"{name}: {y_key!r}")
+
+
+def _features(X, name, x_key):
     with np.errstate(over="ignore"):  # longdouble beyond float64 becomes inf, refused just below
         X = X.reshape(len(X), -1).astype(np.float64, copy=False)
     check_finite(X, f"{name}: {x_key!r}")
-    return X, as_targets(y, f"{name}: {y_key!r}")
+    return X
+
+
+def _check_x(name, x_key, x) -> None:
+    """The header checks of :func:`_check_headers` that concern ``X`` alone."""
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: {x_key!r} has dtype {x.dtype}; X must hold booleans, integers or floats")
+    if not x.shape:
+        raise ValueError(f"{name}: {x_key!r} is a 0-d array (a single value); it needs a sample axis")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: {x_key!r} holds no samples (shape {x.shape})")
+    if math.prod(x.shape[1:]) == 0:
+        raise ValueError(f"{name}: {x_key!r} has no features (shape {x.shape})")
 
 
 def _check_headers(name, x_key, x, y_key, y) -> None:
