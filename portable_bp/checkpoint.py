@@ -8,6 +8,12 @@ never unpickles anything (``allow_pickle=False``: a checkpoint cannot run code):
   ``optimizer``: null, or ``{"config": opt.config() or null, "step": n, "slots": {name: count}}``.
 * ``W0``, ``b0``, ``W1``, ...: the parameters, in the network's dtype.
 * ``opt__<slot>__<i>``: optimizer slot arrays, one per parameter in the order W0, b0, W1, ...
+* optional, the training history (what ``fit`` returned, over every epoch up to
+  ``epochs_trained``, resumed runs included): ``meta["history"]`` lists the metric names,
+  ``history__epochs`` (int64) the epochs and ``history__<name>`` (float64) each metric.
+* optional, what the data needed before the network saw it (the command line's class
+  names, feature names, standardizer): ``meta["data"]``, any JSON object, and
+  ``data__<name>``: float64 vectors of one value per input feature.
 
 The path is used exactly as given: ``save(net, "model")`` writes ``model``, not
 ``model.npz`` (unlike ``np.savez``), so ``load`` and ``fit(checkpoint=...)`` find it again.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from numbers import Integral
 
 import numpy as np
@@ -39,13 +46,17 @@ from ._safe_io import NpzArchive, atomic_write
 FORMAT = "portable_bp-checkpoint"
 VERSION = 1
 ARCHITECTURE = ("sizes", "activation", "output_activation", "loss")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")  # history metrics and data arrays
 
 
 # -- saving ------------------------------------------------------------------------------
-def save(net, path, run=None) -> None:
+def save(net, path, run=None, history=None, data=None) -> None:
     """Write ``net`` (parameters, epochs_trained, optimizer state) to ``path`` atomically;
     ``run`` (a JSON-able dict: world size, global batch of the fit writing it) goes into
-    the metadata as ``run``, for the record: resuming does not need it.
+    the metadata as ``run``, for the record: resuming does not need it. ``history`` (a
+    :class:`~portable_bp.train.History`) is stored so that a resumed fit returns every
+    epoch's metrics; ``data`` is ``{"meta": JSON object, "arrays": {name: vector}}``, each
+    vector one float per input feature (a standardizer's mean and scale, say).
 
     An existing file keeps its permission bits; a read-only file, a directory or a
     non-regular file at ``path`` is refused before anything is written (see
@@ -55,6 +66,10 @@ def save(net, path, run=None) -> None:
     arrays, meta = _host_contents(net)
     if run is not None:
         meta["run"] = dict(run)
+    if history is not None and history.epochs:
+        meta["history"] = _history_arrays(history, arrays)
+    if data is not None:
+        meta["data"] = _data_arrays(data, net.sizes[0], arrays)
     arrays["meta"] = np.array(json.dumps(meta))  # 0-d '<U' array: no pickling on load
     # through a file object: numpy adds no ".npz" suffix
     atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -95,6 +110,36 @@ def _host_contents(net):
     return arrays, meta
 
 
+def _history_arrays(history, arrays) -> list[str]:
+    """The history's epochs and metrics into ``arrays``; the metric names, for the metadata."""
+    n = len(history.epochs)
+    arrays["history__epochs"] = np.asarray(history.epochs, dtype=np.int64)
+    names = []
+    for key, values in history.history.items():
+        if not isinstance(key, str) or not _NAME.fullmatch(key) or len(values) != n:
+            raise TypeError(f"history metric {key!r} must be a plain name with one value per epoch")
+        arrays[f"history__{key}"] = np.asarray(values, dtype=np.float64)
+        names.append(key)
+    return names
+
+
+def _data_arrays(data, n_features: int, arrays) -> dict:
+    """``data``'s vectors into ``arrays`` (checked: one float per feature); its JSON object."""
+    if not isinstance(data, dict) or set(data) - {"meta", "arrays"}:
+        raise TypeError("data must be {'meta': JSON object, 'arrays': {name: vector}}")
+    try:
+        meta = json.loads(json.dumps(data.get("meta") or {}))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"data['meta'] cannot be stored as JSON: {exc}") from None
+    for key, vector in (data.get("arrays") or {}).items():
+        vector = np.asarray(vector, dtype=np.float64)
+        if not _NAME.fullmatch(str(key)) or vector.shape != (n_features,):
+            raise TypeError(f"data array {key!r} must be a named vector of {n_features} values, "
+                            f"got shape {vector.shape}")
+        arrays[f"data__{key}"] = vector
+    return meta
+
+
 # -- loading -----------------------------------------------------------------------------
 def read_network(path, make, backend=None, max_bytes=None):
     """The network saved in ``path``, made by ``make`` (the Network class, handed in so that
@@ -133,8 +178,16 @@ def read_run(path, net) -> dict:
             raise ValueError(f"{_name(path)} holds a network with {key}={saved[key]!r}, but this "
                              f"network has {key}={mine[key]!r}; resume needs the same architecture")
     run = _saved_run(ck, path, net)
-    run.update(seed=saved["seed"], init=saved["init"], sigma=saved["sigma"])
+    run.update(seed=saved["seed"], init=saved["init"], sigma=saved["sigma"], history=ck["history"])
     return run
+
+
+def read_record(path, max_bytes=None) -> dict:
+    """What a checkpoint records besides the network: ``history`` (``{"epochs": [...],
+    "values": {name: [...]}}``, empty lists when none was saved) and ``data`` (``{"meta":
+    ..., "arrays": {name: vector}}``, or None), read and checked as :func:`load` reads."""
+    ck = _read(path, max_bytes=max_bytes)
+    return {"history": ck["history"], "data": ck["data"]}
 
 
 def _saved_run(ck, path, net) -> dict:
@@ -249,6 +302,11 @@ def _parse_meta(arr, name) -> dict:
                 opt.get("config") is None or isinstance(opt["config"], dict)):
             raise ValueError(f"{name}: metadata 'optimizer' is malformed: {opt!r}")
         _need(opt, "step", int, name, nonneg=True)
+    history = meta.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(k, str) and _NAME.fullmatch(k) for k in history):
+        raise ValueError(f"{name}: metadata 'history' is malformed: {str(history)[:200]}")
+    if not isinstance(meta.get("data", {}), dict):
+        raise ValueError(f"{name}: metadata 'data' must be an object, got {str(meta['data'])[:200]}")
     return meta
 
 
@@ -286,4 +344,37 @@ def _contents(npz, meta, name) -> dict:
                                  f"one per parameter ({len(shapes)})")
             slots[slot] = [array(f"opt__{slot}__{i}", shape) for i, (_, shape) in enumerate(shapes)]
     return {"config": cfg, "epochs_trained": meta["epochs_trained"], "backend": meta.get("backend"),
-            "optimizer": meta["optimizer"], "params": list(zip(flat[0::2], flat[1::2])), "slots": slots}
+            "optimizer": meta["optimizer"], "params": list(zip(flat[0::2], flat[1::2])), "slots": slots,
+            "history": _history(npz, meta, name), "data": _data(npz, meta, name, sizes[0])}
+
+
+def _history(npz, meta, name) -> dict:
+    """The saved history as lists, checked: epochs increasing, below ``epochs_trained``,
+    one value per epoch for every metric."""
+    names = meta.get("history", [])
+    if not names and not npz.has("history__epochs"):
+        return {"epochs": [], "values": {}}
+    if not npz.has("history__epochs"):
+        raise ValueError(f"{name}: missing array 'history__epochs'")
+    with npz.member("history__epochs") as member:
+        if member.dtype != np.int64 or len(member.shape) != 1:
+            raise ValueError(f"{name}: 'history__epochs' must be a 1-D int64 array")
+        n = member.shape[0]
+    epochs = _entry(npz, "history__epochs", name, (n,), np.int64)
+    if n and (epochs[0] < 0 or np.any(np.diff(epochs) <= 0) or epochs[-1] >= meta["epochs_trained"]):
+        raise ValueError(f"{name}: 'history__epochs' must increase from 0 up to epochs_trained - 1")
+    values = {}
+    for key in names:
+        if not npz.has(f"history__{key}"):
+            raise ValueError(f"{name}: missing array 'history__{key}'")
+        values[key] = _entry(npz, f"history__{key}", name, (n,), np.float64).tolist()
+    return {"epochs": epochs.tolist(), "values": values}
+
+
+def _data(npz, meta, name, n_features) -> dict | None:
+    """The saved ``data`` object and its vectors (float64, one value per input feature)."""
+    if "data" not in meta:
+        return None
+    arrays = {key.removeprefix("data__"): _entry(npz, key, name, (n_features,), np.float64)
+              for key in npz.keys if key.startswith("data__")}
+    return {"meta": meta["data"], "arrays": arrays}

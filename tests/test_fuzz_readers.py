@@ -289,7 +289,8 @@ def test_fuzz_checkpoint(folder, saved, seed):
     path = folder / "ck"
     ck = outcome(checkpoint._read, path, data, named=repr(str(path)))
     if ck is not None:
-        assert set(ck) == {"config", "epochs_trained", "backend", "optimizer", "params", "slots"}
+        assert set(ck) == {"config", "epochs_trained", "backend", "optimizer", "params", "slots", "history",
+                           "data"}
         for W, b in ck["params"]:
             assert W.dtype == np.float32 and b.dtype == np.float32
 

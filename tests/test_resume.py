@@ -32,7 +32,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, optimizer, shuffle, given):
         warnings.simplefilter("error")
         history = second.fit(X, Z, epochs=4, checkpoint=tmp_path / "b", resume=True,
                              optimizer=optimizer if given == "same" else None, **kw)
-    assert history.epochs == [2, 3] and second.seed == straight.seed
+    assert history.epochs == [0, 1, 2, 3] and second.seed == straight.seed  # the checkpoint's epochs too
     assert_same_state(second, state_of(straight))
     assert_same_state(pb.load(tmp_path / "b"), state_of(straight))
 
@@ -59,15 +59,34 @@ def test_resume_without_a_file_continues_the_epoch_count(tmp_path):
     assert h.epochs == [3, 4] and net.epochs_trained == 5
 
 
-def test_resuming_a_finished_run_trains_nothing_and_takes_the_checkpoint(tmp_path):
-    """epochs <= the saved count: no step, no epoch; the network holds the checkpoint."""
+def test_resuming_a_finished_run_trains_nothing_and_takes_the_checkpoint(tmp_path, capsys):
+    """epochs <= the saved count: no step, no epoch; the network holds the checkpoint, the
+    History returned is the checkpoint's, and with progress the fit says it had nothing to do."""
     X, Z = data()
     done = small_net()
-    done.fit(X, Z, epochs=3, optimizer="adam", checkpoint=tmp_path / "ck")
+    straight = done.fit(X, Z, epochs=3, optimizer="adam", checkpoint=tmp_path / "ck")
     other = small_net(seed=1)
-    h = other.fit(X, Z, epochs=2, checkpoint=tmp_path / "ck", resume=True)
-    assert h.epochs == []
+    capsys.readouterr()
+    h = other.fit(X, Z, epochs=2, checkpoint=tmp_path / "ck", resume=True, progress=True)
+    assert "already at 3 epochs: nothing to train" in capsys.readouterr().out
+    assert h.epochs == [0, 1, 2] and h.history == straight.history
     assert_same_state(other, state_of(done))
+
+
+def test_a_resumed_fit_returns_every_epoch_and_says_where_it_resumes(tmp_path, capsys):
+    """3 epochs, then resumed to 5: the History holds the 5 epochs of the uninterrupted run
+    (its losses bit for bit; the times are the runs' own), and progress says "resumed at
+    epoch 3 of 5"."""
+    X, Z = data()
+    straight = small_net().fit(X, Z, epochs=5, optimizer="adam", batch_size=4)
+    small_net().fit(X, Z, epochs=3, optimizer="adam", batch_size=4, checkpoint=tmp_path / "ck")
+    capsys.readouterr()
+    h = small_net(seed=7).fit(X, Z, epochs=5, batch_size=4, checkpoint=tmp_path / "ck", resume=True,
+                              progress=True)
+    assert "resumed at epoch 3 of 5" in capsys.readouterr().out
+    assert h.epochs == [0, 1, 2, 3, 4] and set(h.history) == set(straight.history)
+    assert h.history["loss"] == straight.history["loss"]
+    assert pb.checkpoint.read_record(tmp_path / "ck")["history"]["values"]["loss"] == h.history["loss"]
 
 
 def test_resume_from_a_checkpoint_without_optimizer_state(tmp_path):

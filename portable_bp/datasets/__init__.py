@@ -51,10 +51,10 @@ values that overflow float64 are refused with where they are.
 from .._safe_io import DEFAULT_MAX_BYTES, MAX_BYTES_ENV
 from .files import load_file, load_table
 from .idx import load_idx_pair, read_idx
+from .labels import encode_labels, target_type
 from .npz import read_npz
 from .preprocessing import Standardizer, train_test_split
 from .synthetic import blobs, digits, moons, sine, spirals, xor
-from .labels import encode_labels, target_type
 from .tables import Table, read_csv, read_table
 
 __all__ = [

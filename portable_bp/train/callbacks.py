@@ -164,10 +164,13 @@ class Checkpoint(Callback):
 
     With many ranks (``comm``), rank 0 alone checks the path and writes (the ranks hold
     the same state), then every rank waits at a barrier, so that no rank is an epoch ahead
-    of the file. ``run`` is recorded in the file's metadata (world size, global batch)."""
+    of the file. ``run`` is recorded in the file's metadata (world size, global batch);
+    ``data`` is stored with the network (see :func:`portable_bp.checkpoint.save`), and so is
+    the history of the fit that writes it (``fit`` hands it over by :meth:`record`)."""
 
-    def __init__(self, path, comm=None, run=None):
-        self.comm, self.run = comm, run
+    def __init__(self, path, comm=None, run=None, data=None):
+        self.comm, self.run, self.data = comm, run, data
+        self.history: History | None = None
         if comm is None or comm.rank == 0:
             self.path = check_output_path(path, "checkpoint")
         else:
@@ -177,20 +180,29 @@ class Checkpoint(Callback):
         """Write as rank ``comm.rank`` of ``comm.size`` (``fit`` tells every Checkpoint)."""
         self.comm, self.run = comm, run
 
+    def record(self, history: History) -> None:
+        """Save ``history`` (the fit's, which it appends each epoch to before the callbacks
+        run) with every checkpoint."""
+        self.history = history
+
     def on_epoch_end(self, net, epoch, logs):
         from ..checkpoint import save
 
         if self.comm is None or self.comm.rank == 0:
-            save(net, self.path, run=self.run)
+            save(net, self.path, run=self.run, history=self.history, data=self.data)
         if self.comm is not None:
             self.comm.barrier()
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over epochs showing loss and accuracy, or one printed line per epoch."""
+    """A tqdm bar over epochs showing loss and accuracy, or one printed line per epoch;
+    a resumed fit first says where it resumes."""
 
-    def __init__(self, start: int, stop: int):
+    def __init__(self, start: int, stop: int, resumed: bool = False):
         self.stop = stop
+        if resumed:
+            print(f"resumed at epoch {start} of {stop}" if start < stop else
+                  f"already at {start} epochs: nothing to train")
         try:
             from tqdm.auto import tqdm
 

@@ -135,9 +135,13 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     :mod:`portable_bp.optim`. Each call starts a fresh optimizer state unless ``resume=True``
     finds ``checkpoint``.
 
-    checkpoint: a path saved (atomically) at the end of every epoch. resume: continue from
-    ``checkpoint`` when it exists (parameters, optimizer state, epoch count); ``epochs`` is
-    then the total to reach. Resuming uses the saved optimizer; an ``optimizer`` or ``lr``
+    checkpoint: a path saved (atomically) at the end of every epoch, with the history so far
+    (or a :class:`~portable_bp.train.callbacks.Checkpoint`, to store ``data`` with it too).
+    resume: continue from ``checkpoint`` when it exists (parameters, optimizer state, epoch
+    count, history); ``epochs`` is then the total to reach, and the History returned holds
+    every epoch since the first, the checkpoint's included. With ``progress`` it says where
+    it resumes ("resumed at epoch 3 of 5", "already at 5 epochs: nothing to train").
+    Resuming uses the saved optimizer; an ``optimizer`` or ``lr``
     given as well wins, with a warning when it differs from the saved one (lowering the
     learning rate after a divergence, say), and optimizer state it cannot use is an error.
 
@@ -188,7 +192,7 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
 
 def _train(net, plan: Plan) -> History:
     before = (net.params, net.epochs_trained, net.optimizer_state, net.seed, net.init, net.sigma)
-    history, run = History(), None
+    history, run = plan.history, None  # a resumed run's history goes on
     try:
         for key, value in plan.restored.items():
             setattr(net, key, value)

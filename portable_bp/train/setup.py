@@ -15,7 +15,7 @@ from typing import Any
 
 from .._validate import integer
 from ..optim import get_optimizer, layer_state, optimizer_from_config
-from .callbacks import Callback, Checkpoint, as_callback
+from .callbacks import Callback, Checkpoint, History, as_callback
 from .inference import check_batch_size
 from .state import TrainState
 
@@ -37,6 +37,7 @@ class Plan:
     shuffle: bool
     callbacks: list[Callback]
     restored: dict = field(default_factory=dict)  # seed, init, sigma of a resumed checkpoint
+    history: History = field(default_factory=History)  # a resumed checkpoint's, then this fit's epochs
     comm: Any = None  # the communicator (portable_bp.distributed); Local for one process
     deterministic: int | None = None  # K fixed pieces per global batch, or None
 
@@ -107,7 +108,10 @@ def _read_saved(net, checkpoint, comm):
 
 
 def _start(net, optimizer, lr, epochs, checkpoint, resume, comm):
-    """(optimizer, the TrainState training starts from, the epoch it stops at, restored)."""
+    """(optimizer, the TrainState training starts from, the epoch it stops at, restored, the
+    history so far: the checkpoint's when resuming)."""
+    if isinstance(checkpoint, Checkpoint):
+        checkpoint = checkpoint.path
     if resume:
         if checkpoint is None:
             raise ValueError("resume=True needs checkpoint=PATH")
@@ -123,11 +127,20 @@ def _start(net, optimizer, lr, epochs, checkpoint, resume, comm):
                               UserWarning, stacklevel=7)
             start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"])
             restored = {k: saved[k] for k in ("seed", "init", "sigma")}
-            return opt, start, max(epochs, start.epoch), restored
+            return opt, start, max(epochs, start.epoch), restored, _saved_history(saved)
     opt = get_optimizer("sgd" if optimizer is None else optimizer, lr)
     params = net.params
     start = TrainState(params, opt.init(params), 0, net.epochs_trained)
-    return opt, start, start.epoch + epochs if not resume else max(epochs, start.epoch), {}
+    return opt, start, start.epoch + epochs if not resume else max(epochs, start.epoch), {}, History()
+
+
+def _saved_history(saved) -> History:
+    """The history a checkpoint holds (empty for a file written without one)."""
+    history = History()
+    recorded = saved.get("history") or {"epochs": [], "values": {}}
+    for i, epoch in enumerate(recorded["epochs"]):
+        history.append(epoch, {key: values[i] for key, values in recorded["values"].items()})
+    return history
 
 
 def user_callbacks(callbacks) -> list[Callback]:
@@ -174,8 +187,8 @@ def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_si
     validation, val_size = _validation(net, validation_data, size, validation_batch_size)
     hooks = list(callbacks)
     run = {"world_size": comm.size, "global_batch": size, "deterministic": deterministic}
-    if checkpoint is not None:
-        hooks.append(Checkpoint(checkpoint, comm=comm))  # its run is bound below, as any Checkpoint's
+    if checkpoint is not None:  # its run is bound below, as any Checkpoint's
+        hooks.append(checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(checkpoint, comm=comm))
     for cb in hooks:
         if isinstance(cb, Checkpoint):
             cb.bind(comm, run)
@@ -199,13 +212,16 @@ def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation
     data, total_weight, size, validation, val_size, hooks, epochs = together(comm, lambda: _checked(
         net, X, Z, epochs, batch_size, validation_data, validation_batch_size, callbacks, checkpoint,
         sample_weight, comm, deterministic))
-    opt, start, stop, restored = together(comm, lambda: _start(net, optimizer, lr, epochs, checkpoint,
-                                                               resume, comm))
+    opt, start, stop, restored, history = together(comm, lambda: _start(net, optimizer, lr, epochs,
+                                                                        checkpoint, resume, comm))
     if comm.size > 1:
         check_same(comm, "data or settings", _fingerprint(net, data, total_weight, size, epochs, shuffle,
                                                           deterministic, opt))
         start, restored = _same_start(net, comm, start, restored)
+    for cb in hooks:
+        if isinstance(cb, Checkpoint):
+            cb.record(history)
     if progress_bar is not None and comm.rank == 0:
-        hooks.append(progress_bar(start.epoch, stop))
+        hooks.append(progress_bar(start.epoch, stop, resumed=bool(restored)))
     return Plan(data, total_weight, size, validation, val_size, opt, start, stop, bool(shuffle),
-                hooks, restored, comm, deterministic)
+                hooks, restored=restored, comm=comm, deterministic=deterministic, history=history)
