@@ -241,6 +241,14 @@ class Network:
         """Write a checkpoint (.npz, atomic); see :mod:`portable_bp.checkpoint`."""
         checkpoint.save(self, path)
 
+    def export_onnx(self, path, *, dtype: str | None = None, classes=None) -> None:
+        """Write the network as an ONNX model (standard operators, dynamic batch size, float32
+        or float64; ``classes`` names a classifier's ``label`` output); see
+        :mod:`portable_bp.export`. Needs the onnx package (``portable_bp[export]``)."""
+        from . import export
+
+        export.save_model(export.network_model(self, dtype=dtype, classes=classes), path)
+
 
 def load(path, backend=None, *, max_bytes=None) -> Network:
     """A Network rebuilt from a checkpoint written by :meth:`Network.save`, on ``backend``
