@@ -228,4 +228,8 @@ def save_model(model, path) -> None:
     from ._safe_io import atomic_write
 
     data = model.SerializeToString()
-    atomic_write(os.fsdecode(os.fspath(path)), lambda f: f.write(data))
+
+    def write(f) -> None:
+        f.write(data)
+
+    atomic_write(os.fsdecode(os.fspath(path)), write)
