@@ -1,7 +1,8 @@
-"""The ``portable-bp`` command: train, evaluate, backends, gradcheck, explain, bench.
+"""The ``portable-bp`` command: train, evaluate, predict, export, backends, gradcheck, explain, bench.
 
 Every subcommand is a small function over parsed arguments (:mod:`.cli_parser` builds
-them; ``train`` and ``evaluate`` live in :mod:`.cli_train`). Problems the user can fix (a
+them; ``train`` and ``evaluate`` live in :mod:`.cli_train`, ``predict`` and ``export`` in
+:mod:`.cli_predict`). Problems the user can fix (a
 bad flag or value, a missing file, a backend that cannot run here) end the command with
 exit status 2 and one line on stderr, ``portable-bp: error: ...``, never a traceback; set
 ``PORTABLE_BP_DEBUG=1`` to see the traceback instead. Ctrl-C exits with 130 and SIGTERM
@@ -19,6 +20,7 @@ import sys
 import warnings
 
 from .cli_parser import BENCH_HELP, GRADCHECK_THRESHOLD, build_parser
+from .cli_predict import cmd_export, cmd_predict
 from .cli_train import PROG, cmd_evaluate, cmd_train
 from .explain import EXPLAIN_TOLERANCE, explain_seed_network
 
@@ -99,7 +101,8 @@ def cmd_bench(rest):
     return subprocess.call([sys.executable, "-m", "benchmarks", *rest], cwd=os.getcwd())
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "backends": cmd_backends,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
+            "backends": cmd_backends,
             "gradcheck": cmd_gradcheck, "explain": cmd_explain}
 
 

@@ -9,6 +9,7 @@ status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import textwrap
 
@@ -16,6 +17,7 @@ from ._validate import integer, number
 from .activations import ACTIVATIONS
 from .backends import DTYPES
 from .cli_train import DATASETS, PROG
+from .datasets.labels import TASKS
 from .distributed.launch import CHOICES as DISTRIBUTED
 from .losses import LOSSES
 from .optim import DEFAULT_LR, OPTIMIZERS
@@ -78,6 +80,17 @@ def _test_size(text):
     raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1) or a whole count >= 1, got {text!r}")
 
 
+def _fraction(text):
+    """A fraction strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}")
+    return value
+
+
 def _target(text):
     """A CSV column: a number is an index (negative counts from the end), else a name."""
     try:
@@ -88,15 +101,25 @@ def _target(text):
 
 # -- the parser ---------------------------------------------------------------------------
 TRAIN_EPILOG = """\
-Data: the split into train and test parts is seeded (--seed; stratified by class for
-classification) and the features are standardized with the mean and standard deviation
-of the training part only. Nothing besides the model needs saving: the split and the
-standardizer are deterministic, so `portable-bp evaluate MODEL --dataset NAME` (or the
-same --data/--target) re-creates them from the same data, the seed stored in the model
-and --test-size. Give evaluate the --test-size you trained with.
+Task: --task auto decides as scikit-learn's type_of_target, and the first line printed
+says what it decided: labels that are text, booleans or whole numbers (10/20/30 too) are
+classes, numbered in sorted order as scikit-learn's LabelEncoder does; a target with a
+fraction is a regression. --task classify or regress overrides it (--loss cross_entropy
+implies classify, the other losses regress).
 
-The test part is evaluated after every epoch for the progress bar and --plot; it never
-influences training. Synthetic datasets are generated with data seed 0 (xor: 400 noisy
+Data: the split into train and test parts is seeded (--seed; stratified by class for
+classification); --validation-split F then takes the fraction F of the rest as a
+validation part (--early-stopping without it takes 0.1, as scikit-learn does). The
+features are standardized with the mean and standard deviation of the training part
+only. The model file keeps the class names, the feature names and the standardizer, so
+`portable-bp predict MODEL --data new.csv` and `portable-bp export MODEL model.onnx` need
+nothing else; `portable-bp evaluate MODEL --dataset NAME` (or the same --data/--target)
+re-creates the test part from the same data, the seed stored in the model and
+--test-size. Give evaluate the --test-size you trained with.
+
+The progress bar and --plot show the training loss and, with a validation part, the
+validation loss and accuracy (val_*) after every epoch; the test part is scored once, at
+the end. Synthetic datasets are generated with data seed 0 (xor: 400 noisy
 corners; spirals: 600 points; moons: 400; sine: 400; blobs: 600 points in 4 clusters).
 spirals needs more training than the defaults give: try --epochs 200. For regression the
 loss is E2's halved squared error; the MSE printed is the plain mean squared error.
@@ -104,7 +127,9 @@ loss is E2's halved squared error; the MSE printed is the plain mean squared err
 Nothing trained is lost: --save, --plot and --checkpoint are checked before training, and
 on Ctrl-C (exit 130), SIGTERM (exit 143) or a divergence (exit 1) the model and plot of
 the last completed epoch are still written. --checkpoint saves after every epoch;
---resume continues from it (the same command line trains on to --epochs in total).
+--resume continues from it (the same command line trains on to --epochs in total) and
+says where ("resumed at epoch 3 of 5"); the checkpoint keeps the history, so --plot after
+a resume shows every epoch.
 
 Many processes: mpiexec -n 4 portable-bp train --dataset digits --distributed mpi trains
 one network with 4 processes (pip install "portable_bp[mpi]"), as one process would with
@@ -159,9 +184,19 @@ def _add_train(sub):
                                          "backend."),
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_data_args(t)
+    t.add_argument("--task", choices=TASKS, default="auto",
+                   help="auto (default): as scikit-learn's type_of_target decides, said in the first "
+                        "line printed; classify: class labels of any kind; regress: numbers")
+    t.add_argument("--validation-split", type=_fraction, default=None, metavar="F",
+                   help="hold out this fraction of the training part as validation, scored every "
+                        "epoch (val_loss, val_accuracy)")
+    t.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
+                   help="stop when val_loss has not improved for PATIENCE epochs and keep the best "
+                        "epoch's weights (validation part: --validation-split, default 0.1)")
     _add_network_args(t, [64], "relu")
     t.add_argument("--loss", choices=LOSS_NAMES, default=None,
-                   help="default: cross_entropy for integer class labels, mse for continuous targets")
+                   help="default: cross_entropy to classify, mse to regress (binary_cross_entropy "
+                        "for a 0/1 indicator per column)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum",
                    help="default: momentum (SGD with momentum 0.9)")
     t.add_argument("--lr", type=_positive_float, default=None,
@@ -206,6 +241,41 @@ def _add_evaluate(sub):
     _add_backend_arg(e)
 
 
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="predict with a saved model on new data, as CSV",
+                       description=_wrap("Load a model saved by 'train --save' and write its predictions "
+                                         "for new data as CSV, in the labels it was trained on. A CSV "
+                                         "with a header is matched to the model's features by column "
+                                         "name (any order; a target column, if present, is ignored; a "
+                                         "missing or unknown column is an error); without a header, and "
+                                         "for NPZ (its X) and IDX images, by position. Features are "
+                                         "standardized as in training."),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a checkpoint written by 'train --save' (or Network.save)")
+    p.add_argument("--data", metavar="FILE", required=True,
+                   help="the samples: CSV/TSV, NPZ (array X) or IDX images")
+    p.add_argument("--out", metavar="CSV", default=None,
+                   help="write the predictions here (default: standard output)")
+    p.add_argument("--proba", action="store_true",
+                   help="classifiers: add one probability column per class (proba_<class>)")
+    _add_backend_arg(p)
+
+
+def _add_export(sub):
+    x = sub.add_parser("export", help="write a saved model as ONNX (needs onnx)",
+                       description=_wrap("Write a model saved by 'train --save' as an ONNX model: "
+                                         "input X (N, features), standardized inside the graph when the "
+                                         "model stores a standardizer; outputs 'outputs' (the network's "
+                                         "last activations) and, for classifiers, 'label' (the class "
+                                         "names). Standard operators only (Gemm and each activation's), "
+                                         "opset 17, dynamic batch size. Needs: pip install "
+                                         "\"portable_bp[export]\"."),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("model", help="a checkpoint written by 'train --save' (or Network.save)")
+    x.add_argument("onnx", metavar="OUT.onnx", help="the ONNX file to write")
+    x.add_argument("--dtype", choices=DTYPES, default=None, help="default: the model's")
+
+
 def _add_checks(sub):
     sub.add_parser("backends", help="list every known backend and whether it runs here",
                    description="Every backend this installation knows: whether it runs on this "
@@ -244,12 +314,14 @@ def build_parser():
     from . import __version__
 
     parser = _Parser(prog=PROG, description="Exact, readable backpropagation on NumPy, CuPy, "
-                     "PyTorch, JAX and array-api-strict: train, evaluate and check networks.",
+                     "PyTorch, JAX and array-api-strict: train, evaluate, predict with, export and check networks.",
                      epilog="Problems with the command line or the data exit with status 2 "
                             "and one line on stderr. PORTABLE_BP_DEBUG=1 shows tracebacks.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_predict(sub)
+    _add_export(sub)
     _add_checks(sub)
     return parser

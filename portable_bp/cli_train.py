@@ -19,7 +19,6 @@ import numpy as np
 
 PROG = "portable-bp"
 DATASETS = ("digits", "xor", "spirals", "moons", "sine", "blobs")
-MAX_CLASSES = 1000  # more integer "labels" than this is almost surely a regression target
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -41,87 +40,6 @@ def load_dataset(name):
     if name == "blobs":
         return ds.blobs(n_samples=600, n_features=2, centers=4, cluster_std=1.5, seed=0)
     raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-
-
-def load_data(args):
-    """``(X, y, description)`` from ``--data FILE`` or ``--dataset NAME`` (default digits)."""
-    if args.data:
-        from .datasets import load_file
-
-        X, y = load_file(args.data, target=args.target)
-        return X, y, args.data
-    name = args.dataset or "digits"
-    X, y = load_dataset(name)
-    return X, y, name
-
-
-def default_loss(y):
-    """cross_entropy for integer labels (classification), mse for anything else."""
-    return "cross_entropy" if y.dtype.kind in "biu" else "mse"
-
-
-def _class_labels(y, source):
-    """Integer class labels 0..k-1 and k, from whole-number targets."""
-    if y.ndim != 1:
-        raise ValueError(f"{source}: cross_entropy needs one class label per sample, "
-                         f"got targets of shape {y.shape}")
-    if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
-        raise ValueError(f"{source}: the target is continuous, not class labels; "
-                         f"use --loss mse for regression")
-    if y.dtype.kind == "f" and np.max(np.abs(y)) >= 2.0 ** 53:
-        raise ValueError(f"{source}: target values reach {np.max(np.abs(y)):.3g}, beyond the whole "
-                         f"numbers a float holds exactly: not class labels; use --loss mse")
-    if y.min() < 0:  # e.g. -1/+1 labels: number the classes 0..k-1 in sorted order
-        y = np.unique(y, return_inverse=True)[1].reshape(-1)
-    n_classes = int(y.max()) + 1
-    if n_classes > MAX_CLASSES:
-        raise ValueError(f"{source}: the target has labels up to {n_classes - 1}, too many "
-                         f"classes; if it is a quantity, use --loss mse for regression")
-    y = y.astype(np.int64)
-    if n_classes < 2:
-        raise ValueError(f"{source}: the target holds a single class; nothing to learn")
-    return y, n_classes
-
-
-def targets_for(loss, y, source):
-    """``(y, n_outputs)``: class indices for cross_entropy, float columns otherwise."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1 and loss == "cross_entropy":
-        y = y[:, 0]
-    if loss == "cross_entropy":
-        return _class_labels(y, source)
-    y = y.astype(np.float64)
-    if y.ndim == 1:
-        y = y[:, None]
-    if y.ndim != 2:
-        raise ValueError(f"{source}: targets must be 1-D or 2-D, got shape {y.shape}")
-    return y, y.shape[1]
-
-
-class Prepared:
-    """The split, standardized data of one run: X_train, X_test, y_train, y_test, n_out."""
-
-    def __init__(self, X_train, X_test, y_train, y_test, n_out, scaler):
-        self.X_train, self.X_test, self.y_train, self.y_test = X_train, X_test, y_train, y_test
-        self.n_out, self.scaler = n_out, scaler
-
-
-def prepare(X, y, loss, seed, test_size, source="data"):
-    """Split (seeded; stratified by class for classification when every class has two
-    samples) and standardize with statistics of the training part only. Deterministic:
-    ``evaluate`` calls it again to re-create the test part of a training run."""
-    from .datasets import Standardizer, train_test_split
-
-    y, n_out = targets_for(loss, y, source)
-    stratify = None
-    if loss == "cross_entropy":
-        counts = np.bincount(y)
-        if counts[counts > 0].min() >= 2:  # stratifying needs two samples of every class
-            stratify = y
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, seed=seed,
-                                                        stratify=stratify)
-    scaler = Standardizer().fit(X_train)
-    return Prepared(scaler.transform(X_train), scaler.transform(X_test), y_train, y_test, n_out, scaler)
 
 
 def held_out_metrics(net, data):
@@ -155,8 +73,8 @@ def check_outputs(args):
 
 
 def plot_history(history, path, title=""):
-    """Save loss (train and test) and test accuracy per epoch as a PNG, with matplotlib's
-    Agg canvas (no display, no pyplot state)."""
+    """Save loss (train and validation) and validation accuracy per epoch as a PNG, with
+    matplotlib's Agg canvas (no display, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -168,12 +86,12 @@ def plot_history(history, path, title=""):
     axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
     axes[0].plot(epochs, h.get("loss", []), label="train")
     if "val_loss" in h:
-        axes[0].plot(epochs, h["val_loss"], label="test")
+        axes[0].plot(epochs, h["val_loss"], label="validation")
     axes[0].set(xlabel="epoch", ylabel="loss", title="loss per epoch")
     axes[0].legend()
     if has_acc:
-        axes[1].plot(epochs, h["val_accuracy"], label="test", color="C1")
-        axes[1].set(xlabel="epoch", ylabel="accuracy", title="test accuracy per epoch")
+        axes[1].plot(epochs, h["val_accuracy"], label="validation", color="C1")
+        axes[1].set(xlabel="epoch", ylabel="accuracy", title="validation accuracy per epoch")
         axes[1].legend()
     if title:
         fig.suptitle(title)
@@ -191,10 +109,12 @@ def evaluate_hint(args, source):
     return shlex.join(words)
 
 
-def _write_outputs(args, net, history, source):
-    """The model and the plot, as far as training got."""
+def _write_outputs(args, net, history, source, prep):
+    """The model (with its history and data description) and the plot, as far as training got."""
+    from .checkpoint import save
+
     if args.save:
-        net.save(args.save)
+        save(net, args.save, history=history, data=prep.to_data())
         print(f"saved model to {args.save} (epoch {net.epochs_trained}; evaluate: "
               f"{evaluate_hint(args, source)})")
     if args.plot and history.epochs:
@@ -211,13 +131,17 @@ def _network(args, data, loss, backend):
                    dtype=args.dtype, seed=args.seed)
 
 
-def _describe(args, net, data, opt, source, n_features, comm):
+def _describe(args, net, data, opt, task, source, comm):
+    from .cli_data import task_line
+
     bs = "full" if args.batch_size is None else args.batch_size
     if comm.size > 1:
         bs = f"{bs} (global: {comm.size} processes, {type(comm).__name__}, each its part)"
     kind = "classes" if net.loss == "cross_entropy" else "outputs"
-    print(f"{source}: {len(data.X_train)} train / {len(data.X_test)} test samples, "
-          f"{n_features} features, {data.n_out} {kind}")
+    val = "" if data.X_val is None else f"{len(data.X_val)} validation / "
+    print(task_line(task, data.n_out))
+    print(f"{source.name}: {len(data.X_train)} train / {val}{len(data.X_test)} test samples, "
+          f"{data.X_train.shape[1]} features, {data.n_out} {kind}")
     print(f"network {'-'.join(map(str, net.sizes))} {net.activation}/{net.output_activation}, loss "
           f"{net.loss}, {args.optimizer} lr={opt.lr:g}, batch {bs}, {args.epochs} epochs, "
           f"{args.dtype} on {net.backend.spec}")
@@ -282,59 +206,110 @@ def cmd_train(args, backend):
         return _train(args, backend, comm)
 
 
+def _validation_split(args):
+    """--validation-split, or scikit-learn's validation_fraction 0.1 for --early-stopping."""
+    if args.validation_split is None and args.early_stopping is not None:
+        return 0.1
+    return args.validation_split
+
+
 def _load(args):
-    """(prepared data, loss, source, number of features) of the run."""
-    X, y, source = load_data(args)
-    loss = args.loss or default_loss(y)
-    return prepare(X, y, loss, args.seed, args.test_size, source), loss, source, X.shape[1]
+    """(prepared data, task, source, preprocessing) of the run."""
+    from .cli_data import Preprocessing, decide_task, load_source, prepare
+
+    source = load_source(args, load_dataset)
+    task = decide_task(source.y, args.task, args.loss, source.name)
+    data = prepare(source.X, source.y, task, args.seed, args.test_size, source.name, _validation_split(args))
+    return data, task, source, Preprocessing.of(task, source, data.scaler)
+
+
+def _callbacks(args, comm, prep):
+    """(the run's History callback, EarlyStopping or None, Checkpoint or None)."""
+    from .train import EarlyStopping, History
+    from .train.callbacks import Checkpoint
+
+    stopper = None if args.early_stopping is None else EarlyStopping("val_loss", patience=args.early_stopping)
+    checkpoint = None
+    if args.checkpoint:
+        checkpoint = Checkpoint(args.checkpoint, comm=comm, data=prep.to_data())
+    return History(), stopper, checkpoint
+
+
+def _early_stop_line(stopper, net, epochs):
+    if stopper is None or stopper.best_epoch is None or net.epochs_trained >= epochs:
+        return
+    print(f"early stopping: val_loss did not improve for {stopper.patience} epochs; stopped after epoch "
+          f"{net.epochs_trained}, keeping epoch {stopper.best_epoch + 1}'s weights (val_loss {stopper.best:.4g})")
 
 
 def _train(args, backend, comm):
     from .distributed.sync import together
     from .optim import get_optimizer
-    from .train import History, TrainingDiverged
+    from .train import TrainingDiverged
 
     together(comm, lambda: check_outputs(args) if comm.rank == 0 else None)  # only rank 0 writes
-    data, loss, source, n_features = together(comm, lambda: _load(args))
-    net = _network(args, data, loss, backend)
+    data, task, source, prep = together(comm, lambda: _load(args))
+    net = _network(args, data, task.loss, backend)
     opt = get_optimizer(args.optimizer, args.lr, args.weight_decay)
     if not args.quiet:
-        _describe(args, net, data, opt, source, n_features, comm)
-    history, t0 = History(), time.perf_counter()
+        _describe(args, net, data, opt, task, source, comm)
+    history, stopper, checkpoint = _callbacks(args, comm, prep)
+    validation = None if data.X_val is None else (data.X_val, data.y_val)
+    t0 = time.perf_counter()
     try:
-        net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
-                optimizer=opt, validation_data=(data.X_test, data.y_test), progress=not args.quiet,
-                callbacks=[history], checkpoint=args.checkpoint, resume=args.resume, comm=comm)
+        history = net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
+                          optimizer=opt, validation_data=validation, progress=not args.quiet,
+                          callbacks=[history] + ([stopper] if stopper else []), checkpoint=checkpoint,
+                          resume=args.resume, comm=comm)
     except (KeyboardInterrupt, TrainingDiverged):
-        if comm.rank == 0:
-            _write_outputs(args, net, history, source)  # the last completed (or finite) epoch
+        if comm.rank == 0:  # the last completed (or finite) epoch; every epoch when resumed
+            whole = checkpoint.history if checkpoint is not None and checkpoint.history is not None else history
+            _write_outputs(args, net, whole, source.name, prep)
         raise
     net.backend.synchronize()
     elapsed = time.perf_counter() - t0
     if comm.rank != 0:  # the others' output goes nowhere (_rank_output): nothing more to do
         return 0
+    if not args.quiet:
+        _early_stop_line(stopper, net, args.epochs)
     metrics = held_out_metrics(net, data)
-    _write_outputs(args, net, history, source)
+    _write_outputs(args, net, history, source.name, prep)
     ranks = f" x {comm.size} processes" if comm.size > 1 else ""
     print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | "
           f"backend: {backend.spec}{ranks}")
     return 0
 
 
+def _stored_task(net, prep, path):
+    """The task of a saved model: its stored one, or for an older file, from its loss
+    (class labels then index the outputs, as that portable-bp trained them)."""
+    from .cli_data import Task
+
+    if prep is not None:
+        return Task(prep.task, net.loss, prep.classes, "stored")
+    if net.is_classifier:
+        return Task("classify", net.loss, np.arange(net.sizes[-1]), f"{path}: its outputs' indices")
+    return Task("regress", net.loss, None, "stored")
+
+
 def cmd_evaluate(args, backend):
     """Re-create a training run's test part and report the saved model's loss on it."""
     from . import load
+    from .checkpoint import read_record
+    from .cli_data import Preprocessing, load_source, prepare
 
     net = load(args.model, backend=backend)
-    X, y, source = load_data(args)
-    if X.shape[1] != net.sizes[0]:
-        raise ValueError(f"{args.model} expects {net.sizes[0]} input features but {source} has "
-                         f"{X.shape[1]}; evaluate a model on the data it was trained on")
+    prep = Preprocessing.from_record(read_record(args.model), args.model)
+    source = load_source(args, load_dataset)
+    if source.X.shape[1] != net.sizes[0]:
+        raise ValueError(f"{args.model} expects {net.sizes[0]} input features but {source.name} has "
+                         f"{source.X.shape[1]}; evaluate a model on the data it was trained on")
+    if prep is not None and prep.feature_names and source.feature_names not in (None, prep.feature_names):
+        raise ValueError(f"{source.name}: columns {source.feature_names} are not the model's "
+                         f"{prep.feature_names}; evaluate a model on the data it was trained on")
     seed = net.seed if args.seed is None else args.seed
-    data = prepare(X, y, net.loss, seed, args.test_size, source)
-    if data.n_out > net.sizes[-1]:
-        raise ValueError(f"{source} has {data.n_out} classes but {args.model} has only "
-                         f"{net.sizes[-1]} outputs")
+    data = prepare(source.X, source.y, _stored_task(net, prep, args.model), seed, args.test_size, source.name,
+                   scaler=None if prep is None else prep.standardizer())
     metrics = held_out_metrics(net, data)
     print(f"test loss: {metrics['loss']:.4g} | {metric_text(metrics, len(data.X_test))} "
           f"| backend: {backend.spec}")

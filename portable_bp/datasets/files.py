@@ -11,7 +11,7 @@ from .._safe_io import display_name, peek, resolve_max_bytes
 from .._safe_io.npz import ZIP_SIGNATURES
 from .idx import idx_features, load_idx_pair, looks_like_idx, read_idx
 from .npz import read_npz, read_npz_features
-from .tables import Table, read_table
+from .tables import Table, read_header, read_table
 
 _IDX_NAME = re.compile(r"(\.idx\d*|-ubyte)(\.gz)?$", re.IGNORECASE)
 
@@ -78,6 +78,16 @@ def load_table(path, labels=None, *, target: int | str | None = -1, header: bool
     if delimiter is None:
         delimiter = _guess_delimiter(path, name)
     return read_table(path, target=target, header=header, delimiter=delimiter, max_bytes=limit)
+
+
+def table_header(path, *, max_bytes: int | None = None) -> tuple[list[str] | None, int] | None:
+    """A text table's header names (None when its first row is data) and its width; None
+    for an NPZ or IDX file. The first row is a header when any field is not a number."""
+    name = display_name(path)
+    head = peek(path, 4, name)
+    if head in ZIP_SIGNATURES or looks_like_idx(head) or _IDX_NAME.search(name) or head[:2] == b"\0\0":
+        return None
+    return read_header(path, _guess_delimiter(path, name), max_bytes=resolve_max_bytes(max_bytes))
 
 
 def _no_labels_file(name, labels, kind):

@@ -95,7 +95,7 @@ def read_table(path, target: int | str | None = -1, header: bool | str = "auto",
             if first is None:
                 raise ValueError(f"{name}: empty CSV file: no rows")
             layout = _first_record(first, header, target, name, limit)
-            table = _Table(layout.width, layout.column, limit, name, first[0])
+            table = _Table(layout.width, layout.column, limit, name, first[0], layout.names)
             if layout.values is not None:
                 table.add_values(first[0], layout.values, layout.label)
             for record in rows:
@@ -110,6 +110,26 @@ def read_table(path, target: int | str | None = -1, header: bool | str = "auto",
     if names is None or layout.column is None:
         return Table(X, y, names, None)
     return Table(X, y, names[:layout.column] + names[layout.column + 1:], names[layout.column])
+
+
+def read_header(path, delimiter: str | None = ",", *, max_bytes: int | None = None) -> tuple[list[str] | None, int]:
+    """The first row's names when it is a header (any field not a number), else None, and
+    the table's width: what to match a table's columns by before reading it."""
+    name = display_name(path)
+    _check_arguments(None, "auto", delimiter)
+    with DataStream(path, name) as stream:
+        text = io.TextIOWrapper(io.BufferedReader(LimitedReader(stream, resolve_max_bytes(max_bytes))),
+                                encoding="utf-8-sig")
+        try:
+            first = next(records(text, delimiter, name), None)
+            if first is None:
+                raise ValueError(f"{name}: empty CSV file: no rows")
+            row = _FirstRow(None, "auto", resolve_max_bytes(max_bytes), name)
+            for batch in first[1]:
+                row.add(batch)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{name}: not a UTF-8 text file: {exc}") from None
+    return (row.names if row.is_header(None) else None), row.width
 
 
 def _check_arguments(target, header, delimiter) -> None:
@@ -248,9 +268,10 @@ class _Table:
     keeps (row, label code) for it, each distinct label stored once in ``labels``.
     """
 
-    def __init__(self, width: int, column: int | None, limit: int, name: str, first_line: int):
+    def __init__(self, width: int, column: int | None, limit: int, name: str, first_line: int,
+                 names: list[str] | None = None):
         self.width, self.column, self.limit, self.name = width, column, limit, name
-        self.first_line = first_line
+        self.first_line, self.names = first_line, names
         self.rows_per_chunk = max(1, FIELDS_PER_CHUNK // width)
         self.chunks: list = []  # rows (k, width)
         self.texts: list = []  # per chunk: None, or (rows, codes) of its text labels
@@ -324,9 +345,13 @@ class _Table:
                                                       np.asarray(texts[1], np.int64)))
         self.count += len(rows)
 
+    def _column(self, column: int) -> str:
+        """"column 3", with its header name when there is one: "column 3 ('petal_width')"."""
+        return f"column {column + 1}" + (f" ({self.names[column]!r})" if self.names else "")
+
     def _non_numeric(self, line: int, column: int, field: str):
         raise ValueError(f"{self.name}: non-numeric CSV value {field.strip()!r} on line {line}, "
-                         f"column {column + 1}")
+                         f"{self._column(column)}")
 
     def _ragged(self, line: int, fields: int):
         raise ValueError(f"{self.name}: ragged CSV: line {line} has {fields} fields, line "

@@ -1,0 +1,227 @@
+"""The command line's data: loading, the task, class labels, the split and the standardizer.
+
+A run's data goes through the same steps in ``train``, ``evaluate`` and ``predict``:
+
+* the task (``--task auto`` decides as scikit-learn's ``type_of_target``: any labels that
+  are text, booleans or whole numbers are classes; a float that is not whole makes it a
+  regression); the first line ``train`` prints says which and why;
+* class labels of any kind are numbered as scikit-learn's ``LabelEncoder`` numbers them
+  (sorted), so class names, not indices, go into the model file and every output;
+* the split: the test part (seeded, stratified by class where every class has two samples),
+  then, with ``--validation-split``, a validation part from what is left; the standardizer
+  is fitted on the training part alone.
+
+:class:`Preprocessing` is what the model file keeps of it (task, class names, feature and
+target names, the standardizer), so that ``predict`` and ``export`` need only the model.
+Host-side (NumPy is allowed here).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .datasets.labels import codes_for, label_text, target_type
+
+MAX_CLASSES = 1000  # --task auto: more whole-number "labels" than this is almost surely a quantity
+CLASSIFY_TYPES = ("binary", "multiclass")
+
+
+class Source(NamedTuple):
+    """Loaded data: features, raw targets, where they came from and the header's names."""
+
+    X: np.ndarray
+    y: np.ndarray
+    name: str
+    feature_names: list[str] | None
+    target: Any  # the target column's header name, else the --target index; None for datasets
+
+
+def load_source(args, datasets) -> Source:
+    """``--data FILE`` (with ``--target``) or ``--dataset NAME`` (default digits)."""
+    if args.data:
+        from .datasets import load_table
+
+        table = load_table(args.data, target=args.target)
+        assert table.y is not None
+        target = table.target_name if table.target_name is not None else args.target
+        return Source(table.X, table.y, args.data, table.feature_names, target)
+    name = args.dataset or "digits"
+    X, y = datasets(name)
+    return Source(X, y, name, None, None)
+
+
+class Task(NamedTuple):
+    """What a run learns: ``kind`` classify or regress, the loss, the class names (or
+    None), and why (for the first line printed)."""
+
+    kind: str
+    loss: str
+    classes: np.ndarray | None
+    reason: str
+
+
+def _classes(y, source: str, why: str, guard: bool) -> np.ndarray:
+    kind = target_type(y)
+    if kind == "continuous":
+        sample = next(v for v in np.asarray(y).ravel().tolist() if float(v) != round(float(v)))
+        raise ValueError(f"{source}: the target is continuous (values like {sample!r}), not class labels "
+                         f"({why}); use --task regress (--loss mse) for regression")
+    if kind not in CLASSIFY_TYPES:
+        raise ValueError(f"{source}: a classifier needs one label per sample, but the target is {kind} "
+                         f"(shape {np.shape(y)}); use --task regress")
+    classes = np.unique(np.asarray(y).reshape(len(y)))
+    if len(classes) < 2:
+        raise ValueError(f"{source}: the target holds a single class ({label_text(classes[0])!r}); "
+                         "a classifier needs at least 2")
+    if guard and len(classes) > MAX_CLASSES:
+        raise ValueError(f"{source}: the target holds {len(classes)} distinct whole numbers: scikit-learn's "
+                         f"type_of_target calls that multiclass, but so many classes is almost surely a "
+                         f"quantity; give --task regress (or --task classify to train {len(classes)} classes)")
+    return classes
+
+
+def decide_task(y, task: str, loss: str | None, source: str) -> Task:
+    """The task of ``--task`` and ``--loss`` (see the module docstring), checked against
+    the target: a ValueError naming the option when they cannot go together."""
+    kind = target_type(y)
+    if task == "auto" and loss is not None:
+        task, why = ("classify" if loss == "cross_entropy" else "regress"), f"--loss {loss}"
+    elif task == "auto":
+        task = "classify" if kind in CLASSIFY_TYPES else "regress"
+        why = f"auto: the target is {kind}, as scikit-learn's type_of_target says"
+    else:
+        why = f"--task {task}"
+    if task == "classify":
+        if loss not in (None, "cross_entropy"):
+            raise ValueError(f"--task classify trains with the cross_entropy loss, not --loss {loss}")
+        return Task("classify", "cross_entropy", _classes(y, source, why, guard=why.startswith("auto")), why)
+    if loss == "cross_entropy":
+        raise ValueError("--task regress cannot train with --loss cross_entropy; use mse, poisson or "
+                         "binary_cross_entropy")
+    if np.asarray(y).dtype.kind in "US":
+        raise ValueError(f"{source}: the target holds text labels ({label_text(np.asarray(y).ravel()[0])!r}); "
+                         f"regression needs numbers: use --task classify")
+    if loss is None:
+        loss = "binary_cross_entropy" if kind == "multilabel-indicator" else "mse"
+    return Task("regress", loss, None, why)
+
+
+def task_line(task: Task, n_out: int) -> str:
+    """The first line ``train`` prints: the task, why, and the classes or outputs."""
+    if task.classes is None:
+        return f"task: regress ({task.reason}): {n_out} output{'s' if n_out > 1 else ''}, loss {task.loss}"
+    names = ", ".join(label_text(c) for c in task.classes[:10]) + (", ..." if len(task.classes) > 10 else "")
+    return f"task: classify ({task.reason}): {len(task.classes)} classes: {names}"
+
+
+def encode_targets(task: Task, y, source: str) -> tuple[np.ndarray, int]:
+    """``(targets, n_outputs)``: class indices for a classifier (by its classes), float
+    columns otherwise."""
+    if task.classes is not None:
+        return codes_for(y, task.classes, source), len(task.classes)
+    y = np.asarray(y).astype(np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2:
+        raise ValueError(f"{source}: targets must be 1-D or 2-D, got shape {y.shape}")
+    return y, y.shape[1]
+
+
+class Prepared(NamedTuple):
+    """The parts of one run, standardized: train, validation (None without one) and test."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray | None
+    y_val: np.ndarray | None
+    X_test: np.ndarray
+    y_test: np.ndarray
+    n_out: int
+    scaler: Any
+
+
+def _split(X, y, size, seed, stratified: bool):
+    from .datasets import train_test_split
+
+    stratify = None
+    if stratified:
+        counts = np.bincount(y)
+        if counts[counts > 0].min() >= 2:  # stratifying needs two samples of every class
+            stratify = y
+    return train_test_split(X, y, test_size=size, seed=seed, stratify=stratify)
+
+
+def validation_count(fraction: float, n_train: int) -> int:
+    """The validation samples ``fraction`` takes from ``n_train``, or a ValueError naming
+    ``--validation-split`` when a part would be empty."""
+    n_val = math.ceil(fraction * n_train)
+    if not 1 <= n_val < n_train:
+        raise ValueError(f"--validation-split {fraction:g} leaves an empty part: {n_val} of the "
+                         f"{n_train} training samples would be validation")
+    return n_val
+
+
+def prepare(X, y, task: Task, seed, test_size, source: str, validation_split=None, scaler=None) -> Prepared:
+    """Split (see the module docstring) and standardize with the training part's statistics,
+    or with ``scaler`` (a model's). Deterministic: ``evaluate`` re-creates the test part."""
+    from .datasets import Standardizer
+
+    y, n_out = encode_targets(task, y, source)
+    classify = task.classes is not None
+    X_train, X_test, y_train, y_test = _split(X, y, test_size, seed, classify)
+    X_val = y_val = None
+    if validation_split is not None:
+        n_val = validation_count(validation_split, len(X_train))
+        X_train, X_val, y_train, y_val = _split(X_train, y_train, n_val, (seed, 1), classify)
+    if scaler is None:
+        scaler = Standardizer().fit(X_train)
+    scale = scaler.transform
+    return Prepared(scale(X_train), y_train, None if X_val is None else scale(X_val), y_val, scale(X_test),
+                    y_test, n_out, scaler)
+
+
+class Preprocessing(NamedTuple):
+    """What a model file keeps of its data (``checkpoint`` ``data``), for predict and export."""
+
+    task: str
+    classes: np.ndarray | None
+    feature_names: list[str] | None
+    target: Any  # a header name, a column index, or None
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, task: Task, source: Source, scaler) -> Preprocessing:
+        return cls(task.kind, task.classes, source.feature_names, source.target, scaler.mean_, scaler.scale_)
+
+    def to_data(self) -> dict:
+        """The ``data`` argument of :func:`portable_bp.checkpoint.save`."""
+        classes = None if self.classes is None else self.classes.tolist()
+        return {"meta": {"task": self.task, "classes": classes, "feature_names": self.feature_names,
+                         "target": self.target},
+                "arrays": {"mean": self.mean, "scale": self.scale}}
+
+    @classmethod
+    def from_record(cls, record: dict, path: str) -> Preprocessing | None:
+        """What ``train --save`` stored in ``path``; None for a file without it (a network
+        saved from Python, or by an older portable-bp)."""
+        data = record.get("data")
+        if not data or "mean" not in data["arrays"] or "scale" not in data["arrays"]:
+            return None
+        meta = data["meta"]
+        classes, names = meta.get("classes"), meta.get("feature_names")
+        if meta.get("task") not in ("classify", "regress") or not (classes is None or isinstance(classes, list)) \
+                or not (names is None or isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{path}: the stored data description is malformed")
+        return cls(meta["task"], None if classes is None else np.asarray(classes), names, meta.get("target"),
+                   data["arrays"]["mean"], data["arrays"]["scale"])
+
+    def standardizer(self):
+        from .datasets import Standardizer
+
+        scaler = Standardizer()
+        scaler.mean_, scaler.scale_ = np.asarray(self.mean), np.asarray(self.scale)
+        return scaler
