@@ -14,7 +14,7 @@ CUPY_OK, CUPY_REASON = probe("cupy")
 
 
 # -- help and version ---------------------------------------------------------------------
-@pytest.mark.parametrize("sub", ["", "train", "evaluate", "backends", "gradcheck", "explain"])
+@pytest.mark.parametrize("sub", ["", "train", "evaluate", "predict", "export", "backends", "gradcheck", "explain"])
 def test_help_for_every_subcommand(sub):
     """--help works for the command and every subcommand (exit 0, a usage line)."""
     r = run_cli(*([sub] if sub else []), "--help")
@@ -122,7 +122,9 @@ def test_train_regression_uses_the_librarys_defaults_and_prints_test_mse(tmp_pat
     r = run_cli("train", "--dataset", "sine", "--epochs", "5", "--backend", "numpy", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert f"relu/{LOSSES['mse'].default_output}, loss mse, momentum lr={DEFAULT_LR['momentum']:g}," in lines[1]
+    assert lines[0] == ("task: regress (auto: the target is continuous, as scikit-learn's type_of_target says): "
+                        "1 output, loss mse")
+    assert f"relu/{LOSSES['mse'].default_output}, loss mse, momentum lr={DEFAULT_LR['momentum']:g}," in lines[2]
     m = re.fullmatch(r"test MSE: (\S+) \(n=80\) \| time: \d+\.\d s \| backend: numpy", lines[-1])
     assert m and float(m.group(1)) < 0.5, r.stdout
 

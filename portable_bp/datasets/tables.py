@@ -339,7 +339,7 @@ class _Table:
         if not finite.all():
             r, c = np.argwhere(~finite)[0]
             raise ValueError(f"{self.name}: non-finite CSV value ({rows[r, c]}) on line {lines[r]}, "
-                             f"column {c + 1}; NaN, inf and values beyond float64's range are refused")
+                             f"{self._column(c)}; NaN, inf and values beyond float64's range are refused")
         self.chunks.append(rows)
         self.texts.append(None if texts is None else (np.asarray(texts[0], np.int64),
                                                       np.asarray(texts[1], np.int64)))
