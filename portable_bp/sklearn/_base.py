@@ -228,6 +228,20 @@ class BaseMLP(BaseEstimator):
         net = self._network()
         return net, _data.outputs(net, X, self._sparse_rows()), place
 
+    def export_onnx(self, path, *, dtype: str | None = None) -> None:
+        """Write the fitted estimator as an ONNX model whose outputs are what ``predict``
+        returns (``label`` for a classifier, in ``classes_``; ``predictions`` for a regressor)
+        and ``predict_proba`` (``probabilities``); standard operators, dynamic batch size,
+        float32 or float64 (default: the fitted network's). Needs the onnx package
+        (``pip install "portable_bp[export]"``); see :mod:`portable_bp.export`."""
+        from .. import export
+
+        check_is_fitted(self)
+        names = getattr(self, "feature_names_in_", None)
+        model = export.estimator_model(self._network(), classes=getattr(self, "classes_", None), dtype=dtype,
+                                       feature_names=None if names is None else [str(n) for n in names])
+        export.save_model(model, path)
+
     def _sparse_rows(self) -> int:
         """Rows of sparse X densified at a time where no mini-batch is set (predict,
         lbfgs): the batch size, 200 for "auto"."""
