@@ -252,3 +252,30 @@ def test_resume_says_where_and_keeps_every_epoch_of_history(tmp_path):
     r = run_cli(*base, "--epochs", "5", "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "already at 5 epochs: nothing to train" in r.stdout
+
+
+def test_evaluate_recreates_the_test_part_of_a_run_with_a_validation_part(tmp_path):
+    """The test part is held out before the validation part, and the model stores its
+    standardizer: evaluate reports the accuracy train printed."""
+    r = run_cli("train", "--dataset", "moons", "--epochs", "3", "--validation-split", "0.3", "--save", "m.npz",
+                "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    accuracy, n = final_accuracy(r.stdout)
+    e = run_cli("evaluate", "m.npz", "--dataset", "moons", cwd=tmp_path)
+    assert e.returncode == 0, e.stderr
+    assert f"test accuracy: {accuracy:.3f} (n={n})" in e.stdout
+
+
+def test_a_model_saved_from_python_predicts_with_its_output_indices(tmp_path):
+    """No stored data description: features as given, classes are output indices."""
+    net = pb.Network([2, 4, 3], loss="cross_entropy", seed=0)
+    net.save(tmp_path / "m.npz")
+    X = np.random.default_rng(0).normal(size=(5, 2))
+    np.savez(tmp_path / "x.npz", X=X)
+    r = run_cli("predict", "m.npz", "--data", "x.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = read_csv(r.stdout, text=True)
+    assert rows[0] == ["prediction"]
+    assert [int(row[0]) for row in rows[1:]] == np.argmax(np.asarray(net.forward(X)), axis=1).tolist()
+    assert_one_line_error(run_cli("predict", "m.npz", "--data", "x.npz", "--proba", "--out", "no/such/p.csv",
+                                  cwd=tmp_path), "does not exist")
