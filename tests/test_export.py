@@ -124,3 +124,13 @@ def test_an_output_activation_without_an_onnx_operator_is_refused_by_name(monkey
     with pytest.raises(ValueError, match="output activation 'cube' has no ONNX operator"):
         net.export_onnx(tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_network_trained_with_dropout_exports_its_inference_graph():
+    """Dropout acts while training only: the graph is the plain forward pass, no Dropout node."""
+    net = pb.Network([4, 8, 6, 3], activation="relu", loss="cross_entropy", dropout=0.5, dtype="float64", seed=0)
+    X = np.random.default_rng(5).standard_normal((64, 4))
+    net.fit(X, np.arange(64) % 3, epochs=2, lr=0.05)
+    model = export.network_model(net)
+    assert "Dropout" not in [node.op_type for node in model.graph.node]
+    assert_same(session(model).run(["outputs"], {"X": X})[0], net.backend.to_numpy(net.forward(X)), "float64")
