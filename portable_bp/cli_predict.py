@@ -69,7 +69,7 @@ def features(path, prep, n_features: int, model) -> np.ndarray:
     from .datasets import load_table
     from .datasets.files import table_header
 
-    header = table_header(path)
+    header = table_header(path, target=prep.target if prep is not None and isinstance(prep.target, int) else None)
     if header is None:  # NPZ (its X) or IDX images: by position
         X = load_table(path, target=None).X
         if X.shape[1] != n_features:

@@ -279,3 +279,20 @@ def test_a_model_saved_from_python_predicts_with_its_output_indices(tmp_path):
     assert [int(row[0]) for row in rows[1:]] == np.argmax(np.asarray(net.forward(X)), axis=1).tolist()
     assert_one_line_error(run_cli("predict", "m.npz", "--data", "x.npz", "--proba", "--out", "no/such/p.csv",
                                   cwd=tmp_path), "does not exist")
+
+
+def test_a_headerless_table_with_text_labels_trains_and_predicts_every_row(tmp_path):
+    """No header, labels as words in the last column: the first row is data, in train and in
+    predict (where the target column, present or not, is told by the model's column count)."""
+    X, y = flowers(60)
+    rows = [[*x, SPECIES[t]] for x, t in zip(X.round(3), y)]
+    table(tmp_path / "d.csv", None, rows)
+    r = run_cli("train", "--data", "d.csv", "--epochs", "10", "--save", "m.npz", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    table(tmp_path / "with.csv", None, rows[:5])
+    table(tmp_path / "without.csv", None, [row[:4] for row in rows[:5]])
+    expected = predicted_by_hand(tmp_path, X[:5].round(3))[0].tolist()
+    for name in ("with.csv", "without.csv"):
+        p = run_cli("predict", "m.npz", "--data", name, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert [row[0] for row in read_csv(p.stdout, text=True)] == ["prediction"] + expected

@@ -80,14 +80,16 @@ def load_table(path, labels=None, *, target: int | str | None = -1, header: bool
     return read_table(path, target=target, header=header, delimiter=delimiter, max_bytes=limit)
 
 
-def table_header(path, *, max_bytes: int | None = None) -> tuple[list[str] | None, int] | None:
+def table_header(path, *, target: int | None = None,
+                 max_bytes: int | None = None) -> tuple[list[str] | None, int] | None:
     """A text table's header names (None when its first row is data) and its width; None
-    for an NPZ or IDX file. The first row is a header when any field is not a number."""
+    for an NPZ or IDX file. The first row is a header when any field but the ``target``
+    column's (an index, if given) is not a number."""
     name = display_name(path)
     head = peek(path, 4, name)
     if head in ZIP_SIGNATURES or looks_like_idx(head) or _IDX_NAME.search(name) or head[:2] == b"\0\0":
         return None
-    return read_header(path, _guess_delimiter(path, name), max_bytes=resolve_max_bytes(max_bytes))
+    return read_header(path, _guess_delimiter(path, name), target=target, max_bytes=resolve_max_bytes(max_bytes))
 
 
 def _no_labels_file(name, labels, kind):

@@ -6,9 +6,8 @@ batches by :mod:`._records`, and rows are parsed :data:`FIELDS_PER_CHUNK` fields
 time into float64 chunks. Peak memory is therefore about twice the float64 table (the
 chunks, then ``X`` and ``y``) plus about a megabyte, whatever the file's size or shape.
 
-The target column may hold text (``setosa``, ``yes``, ``True``): class labels, which are
-kept as text; every other column must hold numbers. Text labels cost one small integer per
-row while the file is read (the distinct labels are kept once each).
+The target column may hold text (``setosa``, ``True``): class labels, kept as text (one
+small integer per row while reading, each distinct label once); other columns hold numbers.
 """
 
 from __future__ import annotations
@@ -105,16 +104,16 @@ def read_table(path, target: int | str | None = -1, header: bool | str = "auto",
             raise ValueError(f"{name}: not a UTF-8 text file: {exc}") from None
     if table.count == 0:
         raise ValueError(f"{name}: empty CSV file: no data rows")
-    X, y = table.split()
-    names = layout.names
+    (X, y), names = table.split(), layout.names
     if names is None or layout.column is None:
         return Table(X, y, names, None)
     return Table(X, y, names[:layout.column] + names[layout.column + 1:], names[layout.column])
 
 
-def read_header(path, delimiter: str | None = ",", *, max_bytes: int | None = None) -> tuple[list[str] | None, int]:
-    """The first row's names when it is a header (any field not a number), else None, and
-    the table's width: what to match a table's columns by before reading it."""
+def read_header(path, delimiter: str | None = ",", *, target: int | None = None,
+                max_bytes: int | None = None) -> tuple[list[str] | None, int]:
+    """The first row's names when it is a header (any field but the ``target`` column's is
+    not a number), else None, and the table's width: what to match columns by before reading."""
     name = display_name(path)
     _check_arguments(None, "auto", delimiter)
     with DataStream(path, name) as stream:
@@ -129,7 +128,8 @@ def read_header(path, delimiter: str | None = ",", *, max_bytes: int | None = No
                 row.add(batch)
         except UnicodeDecodeError as exc:
             raise ValueError(f"{name}: not a UTF-8 text file: {exc}") from None
-    return (row.names if row.is_header(None) else None), row.width
+    column = None if target is None or not -row.width <= target < row.width else target % row.width
+    return (row.names if row.is_header(column) else None), row.width
 
 
 def _check_arguments(target, header, delimiter) -> None:
@@ -284,7 +284,7 @@ class _Table:
         texts = None if label is None else ([0], [self._code(label)])
         self._store(values.reshape(1, -1), [line], texts)
 
-    def _code(self, label: str) -> int:
+    def _code(self, label: str) -> int:  # each distinct label stored once
         return self.labels.setdefault(label, len(self.labels))
 
     def add_record(self, record: Record) -> None:
