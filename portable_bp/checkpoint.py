@@ -67,7 +67,7 @@ def save(net, path, run=None, history=None, data=None) -> None:
     if run is not None:
         meta["run"] = dict(run)
     if history is not None and history.epochs:
-        meta["history"] = _history_arrays(history, arrays)
+        meta["history"] = _history_arrays(history, arrays, meta["epochs_trained"])
     if data is not None:
         meta["data"] = _data_arrays(data, net.sizes[0], arrays)
     arrays["meta"] = np.array(json.dumps(meta))  # 0-d '<U' array: no pickling on load
@@ -110,10 +110,15 @@ def _host_contents(net):
     return arrays, meta
 
 
-def _history_arrays(history, arrays) -> list[str]:
-    """The history's epochs and metrics into ``arrays``; the metric names, for the metadata."""
+def _history_arrays(history, arrays, epochs_trained: int) -> list[str]:
+    """The history's epochs and metrics into ``arrays``; the metric names, for the metadata.
+    The epochs must increase and end before ``epochs_trained``, as loading checks."""
     n = len(history.epochs)
-    arrays["history__epochs"] = np.asarray(history.epochs, dtype=np.int64)
+    epochs = np.asarray(history.epochs, dtype=np.int64)
+    if epochs[0] < 0 or np.any(np.diff(epochs) <= 0) or epochs[-1] >= epochs_trained:
+        raise ValueError(f"the history's epochs {history.epochs[:3]}...{history.epochs[-1]} must increase "
+                         f"from 0 and end before the network's epochs_trained ({epochs_trained})")
+    arrays["history__epochs"] = epochs
     names = []
     for key, values in history.history.items():
         if not isinstance(key, str) or not _NAME.fullmatch(key) or len(values) != n:

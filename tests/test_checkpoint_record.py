@@ -95,3 +95,17 @@ def test_what_cannot_be_stored_is_refused_before_writing(tmp_path):
     with pytest.raises(TypeError, match="cannot be stored as JSON"):
         checkpoint.save(net, path, data={"meta": {"x": object()}})
     assert not path.exists()
+
+
+def test_a_history_that_does_not_fit_the_network_is_refused_before_writing(tmp_path):
+    from portable_bp.train import History
+
+    X, Z = checkpoint_data()
+    net = checkpoint_net()
+    history = net.fit(X, Z, epochs=2)
+    other = checkpoint_net()  # epochs_trained 0: the history's epochs 0, 1 are not its own
+    with pytest.raises(ValueError, match="must increase from 0 and end before the network's epochs_trained"):
+        checkpoint.save(other, tmp_path / "m", history=history)
+    assert not (tmp_path / "m").exists()
+    checkpoint.save(other, tmp_path / "m", history=History())  # an empty one is nothing to keep
+    assert checkpoint.read_record(tmp_path / "m")["history"]["epochs"] == []
