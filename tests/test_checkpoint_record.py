@@ -109,3 +109,15 @@ def test_a_history_that_does_not_fit_the_network_is_refused_before_writing(tmp_p
     assert not (tmp_path / "m").exists()
     checkpoint.save(other, tmp_path / "m", history=History())  # an empty one is nothing to keep
     assert checkpoint.read_record(tmp_path / "m")["history"]["epochs"] == []
+
+
+def test_fit_takes_a_checkpoint_that_carries_data_and_resumes_from_it(tmp_path):
+    from portable_bp.train import Checkpoint
+
+    X, Z = checkpoint_data()
+    data = {"meta": {"classes": ["no", "yes"]}}
+    checkpoint_net().fit(X, Z, epochs=2, checkpoint=Checkpoint(tmp_path / "ck", data=data))
+    assert checkpoint.read_record(tmp_path / "ck")["data"] == {"meta": data["meta"], "arrays": {}}
+    h = checkpoint_net().fit(X, Z, epochs=3, checkpoint=Checkpoint(tmp_path / "ck", data=data), resume=True)
+    assert h.epochs == [0, 1, 2]
+    assert checkpoint.read_record(tmp_path / "ck")["history"]["epochs"] == [0, 1, 2]
