@@ -43,7 +43,7 @@ def _by_name(path, names, prep, model) -> np.ndarray:
     if extra:
         raise ValueError(f"{path}: column {extra[0]!r} is not one of {model}'s features "
                          f"({', '.join(wanted)}); remove it")
-    table = load_table(path, target=target, header=True)
+    table = load_table(path, target=target, header=True, empty_labels=True)  # the target is ignored
     assert table.feature_names is not None
     order = [table.feature_names.index(f) for f in wanted]
     return table.X[:, order]
@@ -61,7 +61,7 @@ def _by_position(path, width, has_header, prep, n_features, model) -> np.ndarray
         raise ValueError(f"{path} has {width} columns but {model} takes {n_features} features"
                          + ("; give the file a header row to match columns by name"
                             if prep is not None and prep.feature_names else ""))
-    return load_table(path, target=target, header=has_header).X
+    return load_table(path, target=target, header=has_header, empty_labels=True).X
 
 
 def features(path, prep, n_features: int, model) -> np.ndarray:

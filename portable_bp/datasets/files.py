@@ -46,11 +46,12 @@ def load_file(path, labels=None, *, target: int | str = -1, header: bool | str =
 
 def load_table(path, labels=None, *, target: int | str | None = -1, header: bool | str = "auto",
                delimiter: str | None = None, x_key: str = "X", y_key: str = "y",
-               max_bytes: int | None = None) -> Table:
+               max_bytes: int | None = None, empty_labels: bool = False) -> Table:
     """:func:`load_file`'s data as a :class:`~portable_bp.datasets.tables.Table`, with the
     header's column names for a text table (None for NPZ and IDX). ``target=None`` reads
     features only, as for data to predict on: every column of a text table, the NPZ's
-    ``x_key`` alone, IDX images without a labels file (one given is ignored)."""
+    ``x_key`` alone, IDX images without a labels file (one given is ignored). ``empty_labels``:
+    see :func:`~portable_bp.datasets.tables.read_table`."""
     if labels is None and isinstance(path, str) and "," in path \
             and not os.path.exists(path):
         path, labels = (part.strip() for part in path.split(",", 1))
@@ -77,7 +78,8 @@ def load_table(path, labels=None, *, target: int | str | None = -1, header: bool
     _no_labels_file(name, labels, "a text table")
     if delimiter is None:
         delimiter = _guess_delimiter(path, name)
-    return read_table(path, target=target, header=header, delimiter=delimiter, max_bytes=limit)
+    return read_table(path, target=target, header=header, delimiter=delimiter, max_bytes=limit,
+                      empty_labels=empty_labels)
 
 
 def table_header(path, *, target: int | None = None,

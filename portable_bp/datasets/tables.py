@@ -66,23 +66,22 @@ def read_csv(path, target: int | str = -1, header: bool | str = "auto", delimite
     labels, exact), float64 when every one is a number (larger whole numbers cannot all
     be told apart in float64, so they stay regression targets rather than becoming wrong
     labels), and text (a NumPy unicode array) when any is not a number: class labels as
-    written, numbers among them in their shortest form (``1.0`` reads as ``1``). An empty
-    target field is refused as a missing label.
+    written, numbers in their shortest form (``1.0`` is ``1``). An empty one is refused.
 
     Returns ``(X, y)``: ``X`` float64 ``(n, n_columns - 1)``, ``y`` ``(n,)``.
     """
     if target is None:
-        raise TypeError("target must be a column index or name, got None (read_table reads a table "
-                        "without a target)")
+        raise TypeError("target must be a column index or name, got None (read_table reads none)")
     table = read_table(path, target, header, delimiter, max_bytes=max_bytes)
     assert table.y is not None
     return table.X, table.y
 
 
 def read_table(path, target: int | str | None = -1, header: bool | str = "auto", delimiter: str | None = ",",
-               *, max_bytes: int | None = None) -> Table:
+               *, max_bytes: int | None = None, empty_labels: bool = False) -> Table:
     """:func:`read_csv` with the column names: a :class:`Table`. ``target=None`` reads every
-    column as a feature (``y`` is then None), as for data to predict on."""
+    column as a feature (``y`` is then None), as for data to predict on; ``empty_labels``
+    lets target fields be empty (a target column to be ignored)."""
     name = display_name(path)
     _check_arguments(target, header, delimiter)
     limit = resolve_max_bytes(max_bytes)
@@ -93,8 +92,8 @@ def read_table(path, target: int | str | None = -1, header: bool | str = "auto",
             first = next(rows, None)
             if first is None:
                 raise ValueError(f"{name}: empty CSV file: no rows")
-            layout = _first_record(first, header, target, name, limit)
-            table = _Table(layout.width, layout.column, limit, name, first[0], layout.names)
+            layout = _first_record(first, header, target, name, limit, empty_labels)
+            table = _Table(layout.width, layout.column, limit, name, first[0], layout.names, empty_labels)
             if layout.values is not None:
                 table.add_values(first[0], layout.values, layout.label)
             for record in rows:
@@ -189,7 +188,7 @@ class _FirstRow:
         return any(c != column for c in self.text)
 
 
-def _first_record(record: Record, header, target, name: str, limit: int) -> _Layout:
+def _first_record(record: Record, header, target, name: str, limit: int, empty_labels: bool) -> _Layout:
     """The table's width and target column, the header's names or the first row's values."""
     line, batches = record
     first = _FirstRow(target, header, limit, name)
@@ -206,7 +205,7 @@ def _first_record(record: Record, header, target, name: str, limit: int) -> _Lay
         if at != column:
             raise ValueError(f"{name}: non-numeric CSV value {field.strip()!r} on line {line}, "
                              f"column {at + 1}")
-        label = _label(field, name, line, at)
+        label = _label(field, name, line, at, empty_labels)
     values = np.concatenate(first.values)
     if label is not None:
         values[column] = 0.0
@@ -233,10 +232,10 @@ def _name_column(name: str, target: str, first: _FirstRow, is_header: bool) -> i
     return first.matches[0]
 
 
-def _label(field: str, name: str, line: int, column: int) -> str:
+def _label(field: str, name: str, line: int, column: int, empty_ok: bool = False) -> str:
     """A target field that is not a number: a class label, unless it is empty."""
     label = field.strip()
-    if not label:
+    if not label and not empty_ok:
         raise ValueError(f"{name}: missing target value on line {line}, column {column + 1}")
     return label
 
@@ -269,9 +268,9 @@ class _Table:
     """
 
     def __init__(self, width: int, column: int | None, limit: int, name: str, first_line: int,
-                 names: list[str] | None = None):
+                 names: list[str] | None = None, empty_labels: bool = False):
         self.width, self.column, self.limit, self.name = width, column, limit, name
-        self.first_line, self.names = first_line, names
+        self.first_line, self.names, self.empty_labels = first_line, names, empty_labels
         self.rows_per_chunk = max(1, FIELDS_PER_CHUNK // width)
         self.chunks: list = []  # rows (k, width)
         self.texts: list = []  # per chunk: None, or (rows, codes) of its text labels
@@ -305,7 +304,8 @@ class _Table:
             for i in bad:
                 if column + i != self.column:
                     self._non_numeric(line, column + i, batch[i])
-                values[i], texts = 0.0, ([0], [self._code(_label(batch[i], self.name, line, column + i))])
+                label = _label(batch[i], self.name, line, column + i, self.empty_labels)
+                values[i], texts = 0.0, ([0], [self._code(label)])
             row[column:column + len(batch)] = values
             column += len(batch)
         if column != self.width:
@@ -325,7 +325,7 @@ class _Table:
             if column != self.column:
                 self._non_numeric(lines[row], column, fields[at])
             rows.append(row)
-            codes.append(self._code(_label(fields[at], self.name, lines[row], column)))
+            codes.append(self._code(_label(fields[at], self.name, lines[row], column, self.empty_labels)))
             values[at] = 0.0
         self._store(values.reshape(len(lines), self.width), lines, (rows, codes) if rows else None)
 
