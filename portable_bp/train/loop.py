@@ -141,9 +141,9 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     count, history); ``epochs`` is then the total to reach, and the History returned holds
     every epoch since the first, the checkpoint's included. With ``progress`` it says where
     it resumes ("resumed at epoch 3 of 5", "already at 5 epochs: nothing to train").
-    Resuming uses the saved optimizer; an ``optimizer`` or ``lr``
-    given as well wins, with a warning when it differs from the saved one (lowering the
-    learning rate after a divergence, say), and optimizer state it cannot use is an error.
+    Resuming uses the saved optimizer; an ``optimizer`` or ``lr`` given as well wins, with a
+    warning when it differs from the saved one (lowering the learning rate after a
+    divergence, say), and optimizer state it cannot use is an error.
 
     callbacks: :class:`~portable_bp.train.callbacks.Callback` objects (or objects with some
     of its hooks, or callables ``f(net, epoch, logs) -> stop?``). validation_data:
