@@ -268,8 +268,8 @@ def _add_export(sub):
                                          "model stores a standardizer; outputs 'outputs' (the network's "
                                          "last activations) and, for classifiers, 'label' (the class "
                                          "names). Standard operators only (Gemm and each activation's), "
-                                         "opset 17, dynamic batch size. Needs: pip install "
-                                         "\"portable_bp[export]\"."),
+                                         "opset 17, dynamic batch size. Needs the onnx package "
+                                         "(pip install onnx, or the export extra)."),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     x.add_argument("model", help="a checkpoint written by 'train --save' (or Network.save)")
     x.add_argument("onnx", metavar="OUT.onnx", help="the ONNX file to write")

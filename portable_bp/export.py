@@ -19,7 +19,7 @@ The estimators of :mod:`portable_bp.sklearn` export what their ``predict`` and
 ``predict_proba`` return: ``label`` and ``probabilities`` (classifiers), ``predictions``
 (regressors).
 
-Host-side module: it needs NumPy and the ``onnx`` package (``pip install "portable_bp[export]"``).
+Host-side module: it needs NumPy and the ``onnx`` package (``pip install onnx``; the ``export`` extra).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def _onnx():
     try:
         import onnx
     except ImportError:
-        raise ImportError('ONNX export needs the onnx package: pip install "portable_bp[export]" '
-                          '(or pip install onnx)') from None
+        raise ImportError('ONNX export needs the onnx package: pip install onnx (from a checkout of '
+                          'portable_bp: pip install ".[export]")') from None
     return onnx
 
 

@@ -267,7 +267,7 @@ class Network:
     def export_onnx(self, path, *, dtype: str | None = None, classes=None) -> None:
         """Write the network as an ONNX model (standard operators, dynamic batch size, float32
         or float64; ``classes`` names a classifier's ``label`` output); see
-        :mod:`portable_bp.export`. Needs the onnx package (``portable_bp[export]``)."""
+        :mod:`portable_bp.export`. Needs the onnx package (``pip install onnx``)."""
         from . import export
 
         export.save_model(export.network_model(self, dtype=dtype, classes=classes), path)

@@ -134,3 +134,13 @@ def test_a_network_trained_with_dropout_exports_its_inference_graph():
     model = export.network_model(net)
     assert "Dropout" not in [node.op_type for node in model.graph.node]
     assert_same(session(model).run(["outputs"], {"X": X})[0], net.backend.to_numpy(net.forward(X)), "float64")
+
+
+def test_without_onnx_the_error_says_how_to_install_it(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    net = network([2, 3, 1], "tanh", "identity", "mse", "float32")
+    with pytest.raises(ImportError, match="pip install onnx"):
+        net.export_onnx(tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

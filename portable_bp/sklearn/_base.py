@@ -233,7 +233,7 @@ class BaseMLP(BaseEstimator):
         returns (``label`` for a classifier, in ``classes_``; ``predictions`` for a regressor)
         and ``predict_proba`` (``probabilities``); standard operators, dynamic batch size,
         float32 or float64 (default: the fitted network's). Needs the onnx package
-        (``pip install "portable_bp[export]"``); see :mod:`portable_bp.export`."""
+        (``pip install onnx``); see :mod:`portable_bp.export`."""
         from .. import export
 
         check_is_fitted(self)
