@@ -5,6 +5,7 @@ Oracles: scikit-learn's ``type_of_target`` and ``LabelEncoder`` for the task and
 order, the saved network computed in this process for predictions, onnxruntime for export.
 """
 
+import ast
 import csv
 import re
 import struct
@@ -242,9 +243,17 @@ def test_resume_says_where_and_keeps_every_epoch_of_history(tmp_path):
     base = ("train", "--dataset", "blobs", "--checkpoint", "ck.npz", "--validation-split", "0.2")
     r = run_cli(*base, "--epochs", "3", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    r = run_cli(*base, "--epochs", "5", "--resume", "--save", "m.npz", "--plot", "p.png", cwd=tmp_path)
+    spy = ("import portable_bp.cli_train as c\n_plot = c.plot_history\n"
+           "def plot_history(history, path, title=''):\n"
+           "    open('plotted.txt', 'w').write(repr((history.epochs, history.history['val_loss'])))\n"
+           "    _plot(history, path, title)\n"
+           "c.plot_history = plot_history")
+    r = run_cli(*base, "--epochs", "5", "--resume", "--save", "m.npz", "--plot", "p.png", cwd=tmp_path,
+                prelude=spy)
     assert r.returncode == 0, r.stderr
     assert "resumed at epoch 3 of 5" in r.stdout
+    epochs, val_loss = ast.literal_eval((tmp_path / "plotted.txt").read_text())  # what --plot drew
+    assert epochs == [0, 1, 2, 3, 4] and len(val_loss) == 5
     for path in ("ck.npz", "m.npz"):  # the plot is drawn from this same history
         history = checkpoint.read_record(tmp_path / path)["history"]
         assert history["epochs"] == [0, 1, 2, 3, 4] and set(history["values"]) >= {"loss", "val_loss"}
