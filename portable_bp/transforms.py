@@ -157,7 +157,8 @@ class Chain:
         return any(t.needs_every_layer for t in self.transforms)
 
     def apply(self, ops: Ops, grads: Iterable, params: Any, ctx: Any) -> Iterable:
-        """The transformed stream: lazy while every transform works layer by layer."""
+        """The transformed stream: lazy while every transform works layer by layer (the
+        stream itself when the chain is empty)."""
         for t in self.transforms:
             grads = t.every_layer(ops, list(grads), params, ctx) if t.needs_every_layer else \
                 _each_layer(t, ops, grads, params, ctx)
