@@ -86,7 +86,7 @@ class Forward(NamedTuple):
     U: Array
 
 
-def dropout_mask(spec: Spec, ops: Ops, ctx: Context, l: int, like: Array) -> Array | None:
+def dropout_mask(spec: Spec, ops: Ops, ctx: Any, l: int, like: Array) -> Array | None:
     """S(l) for hidden layer ``l`` (E14), or None where its rate is 0."""
     rate = spec.dropout[l]
     return ops.dropout_mask(ctx.seed, ctx.count, l, ctx.first_row, like, rate) if rate else None

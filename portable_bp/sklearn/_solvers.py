@@ -277,8 +277,11 @@ class Objective:
         return chunks
 
     def pack(self, params) -> np.ndarray:
-        to_np = self.net.backend.to_numpy
-        arrays = [to_np(W) for W, _ in params] + [to_np(b) for _, b in params]  # host arrays pass as they are
+        """Every W then every b as one float64 vector (device arrays read back; host ones as they are)."""
+        def to_np(a):
+            return a if isinstance(a, np.ndarray) else self.net.backend.to_numpy(a)
+
+        arrays = [to_np(W) for W, _ in params] + [to_np(b) for _, b in params]
         return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
     def unpack(self, x) -> list:
