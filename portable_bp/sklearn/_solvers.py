@@ -29,7 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .. import step
 from ..ops import DenseGrad, Ops
-from ..optim import Optimizer, layer_state
+from ..optim import Optimizer
 from ..transforms import L2, squared_norm
 
 HOST_OPS = Ops(np)  # the reference primitives on the host, for L-BFGS's float64 vectors
@@ -83,14 +83,11 @@ class SklearnOptimizer(Optimizer):
                 layer["l2"] = tuple(ops_sum(a) for a in layer["l2"])
         return state
 
-    def end(self, net) -> None:
-        """Keep the state the fit call left (``net.optimizer_state``, set to None before
-        the call: still None means it took no step and published nothing)."""
-        if net.optimizer_state is None:
-            return
-        _, saved = net.optimizer_state
-        self.state = layer_state(self, saved["slots"], net.n_layers)
-        self.steps += saved["step"]
+    def keep(self, state, steps: int, net) -> None:
+        """Keep the state a pass over a chunk left, and its ``steps``: the next pass (and
+        the next ``partial_fit``) continues from them."""
+        self.state = list(state)
+        self.steps += steps
         self.backend, self.dtype = net.backend, net.dtype
 
     def take_l2(self) -> float:
