@@ -86,22 +86,21 @@ class Forward(NamedTuple):
     U: Array
 
 
-def dropout_mask(spec: Spec, ops: Ops, ctx: Context | None, l: int, like: Array) -> Array | None:
-    """S(l) for hidden layer ``l`` (E14), or None: not training, or rate 0."""
-    rate = spec.dropout[l] if spec.dropout else 0.0
-    if ctx is None or not ctx.training or not rate:
-        return None
-    return ops.dropout_mask(ctx.seed, ctx.count, l, ctx.first_row, like, rate)
+def dropout_mask(spec: Spec, ops: Ops, ctx: Any, l: int, like: Array) -> Array | None:
+    """S(l) for hidden layer ``l`` (E14), or None where its rate is 0."""
+    rate = spec.dropout[l]
+    return ops.dropout_mask(ctx.seed, ctx.count, l, ctx.first_row, like, rate) if rate else None
 
 
 def forward(spec: Spec, ops: Ops, params: Params, X: Array, ctx: Context | None = None) -> Forward:
     """E7 through every layer, with dropout (E14) on the hidden layers when training
-    (``ctx`` given): what backprop needs, and the output layer's U(L) (its activation
-    belongs with the loss, E2)."""
+    (``ctx`` given, and training): what backprop needs, and the output layer's U(L) (its
+    activation belongs with the loss, E2)."""
+    dropping = bool(spec.dropout) and ctx is not None and ctx.training
     inputs, outputs, masks, last = [X], [], [], len(params) - 1
     for l in range(last):
         A = ops.affine_activation(inputs[l], *params[l], spec.activations[l])   # E7: A(l) = f(A(l-1) W(l)ᵀ + b(l))
-        S = dropout_mask(spec, ops, ctx, l, A)                                   # E14: S(l) = M(l) / (1 − p_l)
+        S = dropout_mask(spec, ops, ctx, l, A) if dropping else None            # E14: S(l) = M(l) / (1 − p_l)
         outputs.append(A)
         masks.append(S)
         inputs.append(A if S is None else ops.dropout(A, S))                    # E14: A(l) ⊙ S(l)
