@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ..scalars import keep_python_scalars
 from ._base import Backend, BackendUnavailable
 from .jax_ops import JaxOps
 
@@ -55,6 +56,7 @@ def make(device=None) -> Backend:
     def synchronize():
         (zero + 0).block_until_ready()
 
+    keep_python_scalars(jnp)  # the compiled step folds them in; a cached 0-d array could be a tracer
     spec = "jax" if device is None else f"jax:{device}"
     return Backend(
         name="jax", xp=jnp, device=dev, spec=spec, mutable=False,
