@@ -138,3 +138,67 @@ def test_typed_scalars_are_one_array_per_dtype_and_device_and_python_numbers_whe
     ns = Compiled()
     scalars.keep_python_scalars(ns)
     assert scalars.typed(ns, 0.0, a32) == 0.0 and isinstance(scalars.typed(ns, 0.0, a32), float)
+
+
+# -- the captures' streams and pools, against stand-ins of torch.cuda and CuPy ----------------------
+class Recorder:
+    """A stand-in module: every name is a callable that logs (name, args, kwargs) and
+    returns a context manager/object that logs entering too."""
+
+    def __init__(self, log, prefix=""):
+        self._log, self._prefix = log, prefix
+
+    def __getattr__(self, name):
+        log, full = self._log, self._prefix + name
+
+        class Made(contextlib.AbstractContextManager):
+            def __init__(self, *args, **kwargs):
+                log.append((full, args, kwargs))
+                self.ptr = len(log)
+
+            def __enter__(self):
+                log.append(("enter " + full, (), {}))
+                return self
+
+            def __exit__(self, *exc):
+                log.append(("exit " + full, (), {}))
+                return False
+
+            def __getattr__(self, attr):
+                return lambda *a, **k: log.append((f"{full}.{attr}", a, k))
+
+        return Made
+
+
+def test_torch_records_on_its_own_devices_stream_made_once():
+    from portable_bp.backends.torch_ import TorchCapture
+
+    log = []
+    torch = type("torch", (), {"cuda": Recorder(log)})
+    capture = TorchCapture(torch, "cuda:1")
+    for _ in range(2):
+        with capture.warmup():
+            pass
+        capture.record(lambda: log.append(("body", (), {})))
+    streams = [entry for entry in log if entry[0] == "Stream"]
+    assert streams == [("Stream", (), {"device": "cuda:1"})] * 2  # one side stream, one capture stream
+    graphs = [entry for entry in log if entry[0] == "graph"]
+    assert len(graphs) == 2 and all(kw["stream"] is not None for _, _, kw in graphs)
+    assert graphs[0][2]["stream"] is graphs[1][2]["stream"] and graphs[0][2]["pool"] is graphs[1][2]["pool"]
+
+
+def test_cupy_makes_its_capture_stream_and_pool_once_inside_the_device():
+    from portable_bp.backends.cupy_capture import CupyCapture
+
+    log = []
+    cuda = Recorder(log)
+    cupy = type("cupy", (), {"cuda": cuda})
+    device = Recorder(log).Device(3)
+    capture = CupyCapture(cupy, device, ops_factory=None)
+    for _ in range(3):
+        capture.record(lambda: log.append(("body", (), {})))
+    names = [name for name, _, _ in log]
+    assert names.count("MemoryAsyncPool") == 1 and names.count("Stream") == 1
+    made = names.index("Stream")
+    assert names[made - 1] == "enter Device" and names.index("exit Device") > names.index("MemoryAsyncPool")
+    assert names.count("body") == 3 and names.count("Stream.begin_capture") == 3
