@@ -202,3 +202,107 @@ def test_cupy_makes_its_capture_stream_and_pool_once_inside_the_device():
     made = names.index("Stream")
     assert names[made - 1] == "enter Device" and names.index("exit Device") > names.index("MemoryAsyncPool")
     assert names.count("body") == 3 and names.count("Stream.begin_capture") == 3
+
+
+@pytest.mark.backends("jax")
+def test_jax_compiles_float32_products_at_full_precision(xp_spec):
+    """jax:gpu's float32 products would be TF32 by JAX's default: every program the backend
+    compiles is traced at 'highest' precision (lowered the same on the CPU, so checked here),
+    and the user's own JAX code keeps its default."""
+    import jax
+    import jax.numpy as jnp
+
+    backend = pbp.backends.get(xp_spec)
+    a = jnp.ones((4, 4), dtype=jnp.float32)
+    ours = backend.compile(lambda x, y: x @ y).lower(a, a).as_text()
+    theirs = jax.jit(lambda x, y: x @ y).lower(a, a).as_text()
+    assert "HIGHEST" in ours and "HIGHEST" not in theirs
+    static = backend.compile(lambda x, size: x[:size] @ x, static_argnames=("size",))
+    assert static(a, size=2).shape == (2, 4)
+
+
+# -- NCCL: one GPU per process however the launcher shows them, one rank through NCCL too -----------
+def nccl_fakes():
+    from test_distributed_units import FAKE_MPI, FakeArray, FakeWorld, fake_cupy, fake_nccl
+
+    return FAKE_MPI, FakeArray, FakeWorld, fake_cupy, fake_nccl
+
+
+def test_each_process_takes_its_own_gpu_or_the_only_one_it_sees():
+    from portable_bp.distributed.nccl import gpu_of
+
+    assert [gpu_of(r, 4) for r in range(4)] == [0, 1, 2, 3]
+    assert gpu_of(3, 1) == 0  # Slurm --gpus-per-task=1: each rank sees just its own GPU
+    assert gpu_of(2, 2) is None and gpu_of(0, 0) is None
+
+
+def test_a_rank_beyond_the_gpus_it_sees_uses_its_only_visible_one():
+    from portable_bp.distributed.nccl import NCCL
+
+    FAKE_MPI, _, FakeWorld, fake_cupy, fake_nccl = nccl_fakes()
+    cupy = fake_cupy(gpus=1)
+    comm = NCCL(FakeWorld(rank=3, size=4, local_rank=3), timeout=0, cupy=cupy, nccl=fake_nccl(), _mpi=FAKE_MPI)
+    assert comm.device == 0 and comm.backend_spec == "cupy:0" and cupy.entered == [0]
+
+
+def test_one_rank_sums_and_broadcasts_through_nccl():
+    from portable_bp.distributed.nccl import NCCL
+
+    FAKE_MPI, FakeArray, FakeWorld, fake_cupy, fake_nccl = nccl_fakes()
+    nccl = fake_nccl()
+    comm = NCCL(FakeWorld(rank=0, size=1), timeout=0, cupy=fake_cupy(), nccl=nccl, _mpi=FAKE_MPI)
+    buf = FakeArray(np.ones(3, dtype=np.float32))
+    assert comm.allreduce(buf) is buf and nccl.calls[-1][0] == "allReduce"
+    comm.broadcast_arrays([buf])
+    assert nccl.calls[-1][0] == "bcast"
+    assert not comm.alone_runs_locally and pbp.distributed.base.Local().alone_runs_locally
+
+
+def test_a_dead_peer_is_noticed_within_a_few_sums_not_at_the_epochs_end():
+    """Sums that never finish (a peer died): once MAX_QUEUED are queued, the next allreduce
+    waits for the oldest with the deadline and aborts NCCL and the job."""
+    from portable_bp.distributed.nccl import MAX_QUEUED, NCCL
+
+    FAKE_MPI, FakeArray, FakeWorld, fake_cupy, fake_nccl = nccl_fakes()
+    nccl, world = fake_nccl(), FakeWorld(rank=0, size=2)
+    comm = NCCL(world, timeout=0.05, cupy=fake_cupy(done=False), nccl=nccl, _mpi=FAKE_MPI)
+    buf = FakeArray(np.ones(3, dtype=np.float32))
+    for _ in range(MAX_QUEUED):
+        comm.allreduce(buf)  # queued: returns at once
+    with pytest.raises(SystemExit):
+        comm.allreduce(buf)
+    assert ("abort",) in nccl.calls and world.calls[-1] == ("Abort", 1)
+
+
+def test_finished_sums_never_wait():
+    from portable_bp.distributed.nccl import MAX_QUEUED, NCCL
+
+    FAKE_MPI, FakeArray, FakeWorld, fake_cupy, fake_nccl = nccl_fakes()
+    comm = NCCL(FakeWorld(rank=0, size=2), timeout=0.05, cupy=fake_cupy(), nccl=fake_nccl(), _mpi=FAKE_MPI)
+    for _ in range(3 * MAX_QUEUED):
+        comm.allreduce(FakeArray(np.ones(2, dtype=np.float32)))
+    comm.wait()
+
+
+def test_a_communicator_that_does_not_run_alone_locally_gets_the_data_parallel_executor_with_one_rank():
+    """A one-GPU NCCL fit goes through the data-parallel executor and so through NCCL."""
+    from portable_bp.distributed.base import Communicator
+    from portable_bp.distributed.executor import DataParallel
+
+    seen = []
+
+    class Alone(Communicator):
+        alone_runs_locally = False
+
+        def allreduce(self, buffer, backend=None):
+            seen.append(buffer.shape)
+            return buffer
+
+    X, y = np.random.default_rng(0).standard_normal((20, 3)), np.arange(20) % 2
+    for comm, calls in ((Communicator(), 0), (Alone(), 2 * 2)):
+        seen.clear()
+        net = pbp.Network([3, 4, 2], loss="cross_entropy", seed=0)
+        net.fit(X, y, epochs=2, batch_size=10, comm=comm)
+        assert len(seen) == calls
+    executor = Alone().executor(net, pbp.optim.SGD(0.1))
+    assert isinstance(executor, DataParallel)

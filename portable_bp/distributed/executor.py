@@ -212,7 +212,7 @@ def data_parallel(net, optimizer, comm, deterministic: int | None = None, name: 
     eager; op by op otherwise (captured halves for CUDA graphs: see the module's note)."""
     from ..train.executors import chosen, executor_for
 
-    if comm.size == 1 and not deterministic:
+    if comm.size == 1 and comm.alone_runs_locally and not deterministic:
         return executor_for(net, optimizer, name=name)
     eager = (name or chosen(net)) == "eager" or net.backend.compile is None
     return (DataParallel if eager else DataParallelCompiled)(net, optimizer, comm, deterministic)

@@ -101,7 +101,7 @@ class Run:
         """One process: the backend's executor (or Eager). Many ranks, or fixed pieces
         (``deterministic``): the communicator's data-parallel one."""
         plan = self.plan
-        if plan.comm.size == 1 and not plan.deterministic:
+        if plan.comm.size == 1 and plan.comm.alone_runs_locally and not plan.deterministic:
             return Eager(self.net, plan.optimizer) if eager else executor_for(self.net, plan.optimizer)
         return plan.comm.executor(self.net, plan.optimizer, deterministic=plan.deterministic,
                                   name="eager" if eager else None)
