@@ -306,3 +306,29 @@ def test_a_communicator_that_does_not_run_alone_locally_gets_the_data_parallel_e
         assert len(seen) == calls
     executor = Alone().executor(net, pbp.optim.SGD(0.1))
     assert isinstance(executor, DataParallel)
+
+
+# -- the GPU tests' own logic, run here under the stand-in capture on NumPy ---------------------------
+@pytest.fixture
+def numpy_with_standin_capture(monkeypatch):
+    """The NumPy backend preferring a captured executor whose graph replays the body."""
+    from test_executors import StandInCapture
+
+    backend = pbp.backends.get("numpy")
+    monkeypatch.setattr(backend, "capture", StandInCapture())
+    monkeypatch.setattr(backend, "executors", ("graph",))
+    return backend
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("optimizer, recordings", [("adam", 1), ("momentum", 2)])
+def test_the_gpu_tests_counts_and_tolerances_hold_under_a_stand_in(numpy_with_standin_capture, optimizer,
+                                                                   recordings):
+    """tests/test_gpu.py's captured-vs-eager-vs-float64 test and its forced-failure test, on
+    NumPy: the expected recording and replay counts and the tolerances are right, so on a
+    GPU only a real difference can fail them."""
+    import test_gpu
+
+    for dtype in ("float64", "float32"):
+        test_gpu.test_captured_equals_eager_equals_numpy_float64("numpy", dtype, optimizer, recordings)
+    test_gpu.test_a_capture_that_cannot_be_made_falls_back_and_the_next_fit_captures("numpy")
