@@ -34,8 +34,21 @@ def typed(xp: Any, value: float, like: Any) -> Any:
     the same array every call), or the Python number on a namespace that keeps them."""
     if id(xp) in _PYTHON_SCALARS:
         return value
-    device = array_api_compat.device(like)
-    key = (id(xp), value, like.dtype, _hashable(device))
+    device = getattr(like, "device", None)  # the standard's attribute: cheaper than asking compat
+    if device is None:
+        device = array_api_compat.device(like)
+    key = (id(xp), value, like.dtype, device)
+    try:
+        return _MADE[key]
+    except KeyError:
+        made = _MADE[key] = xp.asarray(value, dtype=like.dtype, device=device)
+        return made
+    except TypeError:  # a device object that cannot be hashed: by its repr
+        return _made_for_unhashable(xp, value, like, device)
+
+
+def _made_for_unhashable(xp: Any, value: float, like: Any, device: Any) -> Any:
+    key = (id(xp), value, like.dtype, repr(device))
     made = _MADE.get(key)
     if made is None:
         made = _MADE[key] = xp.asarray(value, dtype=like.dtype, device=device)
@@ -45,11 +58,3 @@ def typed(xp: Any, value: float, like: Any) -> Any:
 def made_count() -> int:
     """How many typed scalars exist (what the tests read: calls after the first make none)."""
     return len(_MADE)
-
-
-def _hashable(device: Any) -> Any:
-    try:
-        hash(device)
-    except TypeError:
-        return repr(device)
-    return device
