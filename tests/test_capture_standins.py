@@ -332,3 +332,18 @@ def test_the_gpu_tests_counts_and_tolerances_hold_under_a_stand_in(numpy_with_st
     for dtype in ("float64", "float32"):
         test_gpu.test_captured_equals_eager_equals_numpy_float64("numpy", dtype, optimizer, recordings)
     test_gpu.test_a_capture_that_cannot_be_made_falls_back_and_the_next_fit_captures("numpy")
+
+
+def test_a_capture_whose_ops_cannot_be_prepared_falls_back_naming_what_is_missing(captured_with):
+    """CuPy's capture prepares Ops with cuBLAS called directly: no libcublas is a warning
+    naming it and an eager fit, not an error out of fit."""
+    class NoCublas(ReplayCapture):
+        def prepare_ops(self, ops):
+            raise OSError("libcublas not found: tried libcublas.so.12, libcublas.so.13")
+
+    _, eager = fitted()
+    capture = captured_with(NoCublas())
+    with pytest.warns(RuntimeWarning, match="preparing the capture failed: OSError: libcublas not found"):
+        net, fallback = fitted()
+    assert max_diff(eager, fallback) == 0.0 and capture.recorded == 0
+    net.backend.executor_failures.clear()

@@ -70,9 +70,13 @@ class Captured(Eager):
     def __init__(self, net, optimizer, ops=None, capture=None):
         super().__init__(net, optimizer, ops)
         self.capture = capture or net.backend.capture
+        self._unusable = None  # why this capture cannot be used (fit then runs eagerly)
         prepare = getattr(self.capture, "prepare_ops", None)
         if prepare is not None:  # products the capture can record (CuPy: cuBLAS called directly)
-            self.ops = prepare(self.ops)
+            try:
+                self.ops = prepare(self.ops)
+            except Exception as exc:  # noqa: BLE001 - no libcublas, a handle refused: eager instead
+                self._unusable = f"preparing the capture failed: {type(exc).__name__}: {exc}"
         self.device, self.dtype = net.backend.device, net.array_dtype
         self._recording = None
         self._key = None
@@ -131,6 +135,8 @@ class Captured(Eager):
                 tuple(id(a) for a in arrays))
 
     def epoch(self, params, state, count, data, order, batch_size, lr):
+        if self._unusable is not None:
+            raise ExecutorFailed(self._unusable)
         n = data[0].shape[0]
         steps = n // batch_size
         if steps < 2:  # nothing to replay
