@@ -13,6 +13,8 @@ import portable_bp as pbp
 from portable_bp import scalars
 from portable_bp.train import loop
 from portable_bp.train.captured import Captured
+from portable_bp.train.eager import Eager
+from portable_bp.transforms import NO_TRANSFORMS
 
 
 class ReplayCapture:
@@ -43,7 +45,9 @@ class ReplayCapture:
 def captured_with(monkeypatch):
     def use(capture):
         monkeypatch.setattr(loop, "executor_for",
-                            lambda net, opt, ops=None, name=None: Captured(net, opt, ops, capture=capture))
+                            lambda net, opt, ops=None, name=None, transforms=NO_TRANSFORMS, **_:
+                            Eager(net, opt, ops, transforms) if name == "eager" else
+                            Captured(net, opt, ops, transforms, capture=capture))
         return capture
     return use
 
@@ -287,7 +291,8 @@ def test_finished_sums_never_wait():
 def test_a_communicator_that_does_not_run_alone_locally_gets_the_data_parallel_executor_with_one_rank():
     """A one-GPU NCCL fit goes through the data-parallel executor and so through NCCL."""
     from portable_bp.distributed.base import Communicator
-    from portable_bp.distributed.executor import DataParallel
+    from portable_bp.train.data_parallel import DataParallel
+    from portable_bp.train.executors import executor_for
 
     seen = []
 
@@ -304,8 +309,8 @@ def test_a_communicator_that_does_not_run_alone_locally_gets_the_data_parallel_e
         net = pbp.Network([3, 4, 2], loss="cross_entropy", seed=0)
         net.fit(X, y, epochs=2, batch_size=10, comm=comm)
         assert len(seen) == calls
-    executor = Alone().executor(net, pbp.optim.SGD(0.1))
-    assert isinstance(executor, DataParallel)
+    assert isinstance(executor_for(net, pbp.optim.SGD(0.1), comm=Alone()), DataParallel)
+    assert not isinstance(executor_for(net, pbp.optim.SGD(0.1), comm=Communicator()), DataParallel)
 
 
 # -- the GPU tests' own logic, run here under the stand-in capture on NumPy ---------------------------
