@@ -52,10 +52,11 @@ def captured_with(monkeypatch):
     return use
 
 
-def fitted(spec="numpy", epochs=3, optimizer="adam", dtype="float64"):
+def fitted(spec="numpy", epochs=3, optimizer="adam", dtype="float64", dropout=0.0):
     rng = np.random.default_rng(0)
     X, y, w = rng.standard_normal((53, 5)), rng.integers(0, 3, 53), rng.random(53)
-    net = pbp.Network([5, 8, 3], activation="relu", loss="cross_entropy", backend=spec, dtype=dtype, seed=0)
+    net = pbp.Network([5, 8, 3], activation="relu", loss="cross_entropy", backend=spec, dtype=dtype, seed=0,
+                      dropout=dropout)
     net.fit(X, y, epochs=epochs, batch_size=10, optimizer=optimizer, sample_weight=w)
     return net, [np.asarray(net.backend.to_numpy(a), dtype=np.float64) for p in net.params for a in p]
 
@@ -92,13 +93,18 @@ def test_a_replay_that_computes_something_else_is_refused(captured_with):
     net.backend.executor_failures.clear()
 
 
-def test_the_first_replay_is_checked_once_per_recording(captured_with, monkeypatch):
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_first_replay_is_checked_once_per_recording(captured_with, monkeypatch, dropout):
+    """With dropout too: the eager step it is checked against draws the same masks (the
+    same step counter) as the replayed one."""
     proofs = []
     real = Captured._prove
     monkeypatch.setattr(Captured, "_prove", lambda self, *a: proofs.append(1) or real(self, *a))
+    _, eager = fitted(epochs=4, dropout=dropout)
     capture = captured_with(ReplayCapture())
-    fitted(epochs=4)
+    net, graph = fitted(epochs=4, dropout=dropout)
     assert capture.recorded == 1 and len(proofs) == 1 and capture.replays == 4 * 4
+    assert max_diff(eager, graph) == 0.0 and net.backend.executor_failures == {}
 
 
 @pytest.mark.backends("torch", "numpy", "array_api_strict")
