@@ -358,3 +358,24 @@ def test_a_capture_whose_ops_cannot_be_prepared_falls_back_naming_what_is_missin
         net, fallback = fitted()
     assert max_diff(eager, fallback) == 0.0 and capture.recorded == 0
     net.backend.executor_failures.clear()
+
+
+@pytest.mark.backends("numpy", "torch", "array_api_strict")
+def test_clip_value_makes_no_array_per_step_and_clamps_like_torch(xp_spec, monkeypatch):
+    """clip_value's bounds are typed scalars: array-api-compat's clip made both bounds into
+    new arrays (and assigned through a boolean mask, a host sync on a GPU) at every step.
+    The clamp itself is torch.nn.utils.clip_grad_value_'s."""
+    calls = []
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((40, 4)) * 50, rng.integers(0, 3, 40)
+    net = pbp.Network([4, 6, 3], activation="relu", loss="cross_entropy", backend=xp_spec, seed=0)
+    real = net.xp.clip
+    monkeypatch.setattr(net.xp, "clip", lambda *a, **k: calls.append(1) or real(*a, **k))
+    net.fit(X, y, epochs=2, batch_size=8, clip_value=0.05, lr=0.1)
+    assert calls == []
+    g = net.xp.asarray(np.array([-1.0, -0.01, 0.0, 0.02, 3.0, np.nan]))
+    from portable_bp.ops import DenseGrad
+    from portable_bp.transforms import ClipValue
+
+    dW, _ = ClipValue(0.02).layer(net.ops, DenseGrad.of_arrays(g, g), None, None).arrays
+    np.testing.assert_array_equal(np.asarray(net.backend.to_numpy(dW)), [-0.02, -0.01, 0.0, 0.02, 0.02, np.nan])
