@@ -343,6 +343,7 @@ def test_the_gpu_tests_counts_and_tolerances_hold_under_a_stand_in(numpy_with_st
     for dtype in ("float64", "float32"):
         test_gpu.test_captured_equals_eager_equals_numpy_float64("numpy", dtype, optimizer, recordings)
     test_gpu.test_a_capture_that_cannot_be_made_falls_back_and_the_next_fit_captures("numpy")
+    test_gpu.test_dropout_is_captured_too("numpy")
 
 
 def test_a_capture_whose_ops_cannot_be_prepared_falls_back_naming_what_is_missing(captured_with):

@@ -139,13 +139,13 @@ def counted(spec, fail=False):
         backend.capture = real
 
 
-def demanding_fit(spec, dtype, executor="auto", optimizer="adam"):
+def demanding_fit(spec, dtype, executor="auto", optimizer="adam", dropout=0.0):
     """An lr schedule, Adam (or momentum), shuffling, sample weights, a ragged last batch:
     (loss history, parameters as float64 host arrays, the network)."""
     rng = np.random.default_rng(11)
     X, y, w = rng.standard_normal((N, 12)), rng.integers(0, 4, N), rng.random(N) + 0.5
     net = pbp.Network([12, 32, 32, 4], activation="relu", loss="cross_entropy", backend=spec, dtype=dtype,
-                      seed=12)
+                      seed=12, dropout=dropout)
     net.executor = executor
     schedule = pbp.optim.StepLR(0.01, 2, 0.5)
     opt = pbp.optim.Adam(schedule) if optimizer == "adam" else pbp.optim.SGD(schedule, momentum=0.9)
@@ -176,6 +176,18 @@ def test_captured_equals_eager_equals_numpy_float64(spec, dtype, optimizer, reco
     assert capture.recorded == recordings and capture.replays == EPOCHS * (N // BATCH - 1)
     assert_close((loss, params), eager, RTOL[dtype])
     assert_close((loss, params), reference, RTOL[dtype])
+
+
+@pytest.mark.parametrize("spec", CAPTURED)
+def test_dropout_is_captured_too(spec):
+    """Dropout's masks come from a counter-based generator keyed on the step counter, which
+    the recorded step reads from the device: its keys must be made without a host copy
+    inside the capture (a Python int turned into a device array per call is one)."""
+    eager = demanding_fit(spec, "float64", "eager", dropout=0.25)[:2]
+    with counted(spec) as capture:
+        loss, params, net = demanding_fit(spec, "float64", dropout=0.25)
+    assert net.backend.executor_failures == {} and capture.recorded == 1
+    assert_close((loss, params), eager, RTOL["float64"])
 
 
 @pytest.mark.parametrize("spec", CAPTURED)
