@@ -130,7 +130,8 @@ class Captured(Eager):
         xp, (arrays, loss) = self.xp, expected
         got = _arrays(params, state) + [rec.loss_sum]
         want = arrays + [loss]
-        gap = max(float(xp.max(xp.abs(a - b))) / (float(xp.max(xp.abs(b))) + 1e-30) for a, b in zip(got, want))
+        gaps = [xp.max(xp.abs(a - b)) / (xp.max(xp.abs(b)) + 1e-30) for a, b in zip(got, want)]
+        gap = float(xp.max(xp.stack(gaps)))
         if not gap <= REPLAY_RTOL["float32" if self.dtype == xp.float32 else "float64"]:  # NaN fails too
             raise ExecutorFailed(f"the first replay of the recorded step differs from the eager step "
                                  f"(largest relative difference {gap:.3g})")
