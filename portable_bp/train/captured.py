@@ -73,8 +73,8 @@ class Captured(Eager):
 
     name = "graph"
 
-    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, capture=None):
-        super().__init__(net, optimizer, ops, transforms)
+    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, offset=0, capture=None):
+        super().__init__(net, optimizer, ops, transforms, offset)
         self.capture = capture or net.backend.capture
         self._unusable = None  # why this capture cannot be used (fit then runs eagerly)
         prepare = getattr(self.capture, "prepare_ops", None)
@@ -95,7 +95,7 @@ class Captured(Eager):
             X, Z, w = gather(self.ops, data, rec.order, rec.start, size)
             one = xp.reshape(rec.counter, (1,))
             hyper = {**fixed, **{k: xp.reshape(xp.take(v, one), ()) for k, v in rec.values.items()}}
-            ctx = step.Context(X, Z, w, rec.base + rec.counter, self.seed)
+            ctx = step.Context.of(X, Z, w, rec.base + rec.counter, self.seed)
             new_params, new_state, loss = step.train_step(self.spec, self.ops, self.optimizer, params,
                                                           state, ctx, hyper, self.transforms)
             rec.start += size
@@ -164,7 +164,7 @@ class Captured(Eager):
             self._recording, self._key = self._record(params, state, data, batch_size, fixed, varying,
                                                       order is not None, steps), key
         rec = self._recording
-        rec.begin_epoch(self.xp, order, varying, first=1, base=wrap32(count))
+        rec.begin_epoch(self.xp, order, varying, first=1, base=wrap32(self.offset + count))
         expected = None if rec.proven else self._eager_second_step(params, state, count, data, order,
                                                                   batch_size, lr)
         try:
