@@ -286,7 +286,7 @@ def test_fuzz_checkpoint(folder, saved, seed):
     path = folder / "ck"
     ck = outcome(checkpoint._read, path, data, named=repr(str(path)))
     if ck is not None:
-        assert set(ck) == {"config", "epochs_trained", "backend", "optimizer", "params", "slots"}
+        assert set(ck) == {"config", "epochs_trained", "steps_trained", "backend", "optimizer", "params", "slots"}
         for W, b in ck["params"]:
             assert W.dtype == np.float32 and b.dtype == np.float32
 
