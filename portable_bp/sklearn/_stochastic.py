@@ -53,12 +53,16 @@ def fit(est, net, X, Y, sw, incremental):
     train, val = _split(est, net, X, Y, sw)
     batch_size = _batch_size(est.batch_size, train.n)
     order = np.arange(train.n, dtype=int)
+    diverged = False
     try:
         est.n_iter_ = 0
         for _ in range(est.max_iter):
             if est.shuffle:
                 order = shuffle_order(order, est._random_state)
-            loss = _epoch(est, net, opt, train, order if est.shuffle else None, batch_size)
+            try:
+                loss = np.nan if diverged else _epoch(est, net, opt, train, order if est.shuffle else None, batch_size)
+            except TrainingDiverged as exc:
+                loss, diverged = _diverged(est, net, exc), True
             if _after_epoch(est, net, opt, val, loss, train.n) or incremental:
                 break
             if est.n_iter_ == est.max_iter:
@@ -67,13 +71,29 @@ def fit(est, net, X, Y, sw, incremental):
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.", stacklevel=3)
     if est.early_stopping:
-        net.set_params(est._best_params)
+        net.set_params(est._best_params, check_finite=False)  # NaN ones fail fit's final check
+
+
+def _diverged(est, net, exc) -> float:
+    """A non-finite loss: scikit-learn's ValueError, or with ``early_stopping`` what
+    scikit-learn 1.9 does: train on with non-finite weights (every later epoch's loss NaN,
+    its validation score that of NaN outputs), then restore the best weights. The network
+    is given NaN weights so that the scores are those; the epoch's loss is NaN."""
+    if not est.early_stopping:
+        raise ValueError(NON_FINITE) from exc
+    warnings.warn(f"{exc}. With early_stopping, training goes on to max_iter with non-finite "
+                  f"weights (NaN loss and validation scores), and the best weights are restored.",
+                  RuntimeWarning, stacklevel=4)
+    xp = net.xp
+    net.set_params([(xp.full_like(W, xp.nan), xp.full_like(b, xp.nan)) for W, b in net.params],
+                   check_finite=False)
+    return np.nan
 
 
 def _after_epoch(est, net, opt, val, loss, n) -> bool:
     """scikit-learn's bookkeeping after an epoch; True to stop."""
     est.n_iter_ += 1
-    est.loss_ = loss
+    est.loss_ = loss = np.float64(loss)
     est.t_ += n
     est.loss_curve_.append(loss)
     if est.verbose:
@@ -187,8 +207,6 @@ def _fit_chunk(net, opt, X, Z, w, batch_size) -> float:
     try:
         history = net.fit(X, Z, epochs=1, batch_size=batch_size, shuffle=False, optimizer=opt,
                           sample_weight=w)
-    except TrainingDiverged as exc:
-        raise ValueError(NON_FINITE) from exc
     finally:
         opt.end(net)
     return history.history["loss"][0]
