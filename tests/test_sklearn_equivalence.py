@@ -121,8 +121,11 @@ def test_partial_fit_sequence(kind):
         assert_same(ours, theirs)
 
 
-def test_warm_start_continues_like_scikit_learn():
-    ours, theirs = pair("multiclass", warm_start=True, max_iter=5)
+@pytest.mark.parametrize("params", [dict(max_iter=5), dict(solver="sgd", learning_rate="invscaling", power_t=0.25,
+                                                          max_iter=1)])
+def test_warm_start_continues_like_scikit_learn(params):
+    """The optimizer (and an invscaling rate, a function of t_) continues across fits."""
+    ours, theirs = pair("multiclass", warm_start=True, **params)
     for _ in range(3):
         ours.fit(X, TARGETS["multiclass"])
         theirs.fit(X, TARGETS["multiclass"])
@@ -256,3 +259,39 @@ def test_reported_numbers_have_scikit_learns_types(config):
     for name in ("loss_curve_", "validation_scores_"):
         a, b = getattr(ours, name, None), getattr(theirs, name, None)
         assert type(a) is type(b) and [type(v) for v in a or ()] == [type(v) for v in b or ()], name
+
+
+def test_adaptive_rate_runs_down_to_its_stop_as_scikit_learns():
+    """scikit-learn's test_adaptive_learning_rate, compared: the rate is divided by 5 at
+    each plateau until it is below 1e-6, then training stops."""
+    Xa, ya = np.array([[3.0, 2.0], [1.0, 6.0]]), np.array([1, 0])
+    params = dict(tol=0.5, max_iter=3000, solver="sgd", learning_rate="adaptive", random_state=1)
+    ours, theirs = MLPClassifier(**params).fit(Xa, ya), SkClassifier(**params).fit(Xa, ya)
+    assert ours.n_iter_ == theirs.n_iter_ < 3000
+    assert_same(ours, theirs, Xp=Xa)
+
+
+@pytest.mark.parametrize("n_labels", [2, 3])
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+def test_lbfgs_objective_gradient_is_the_finite_difference_one(activation, n_labels):
+    """scikit-learn's test_gradient on our L-BFGS objective (the loss with its L2 term, in
+    our parameter layout): the analytic gradient equals central differences."""
+    from portable_bp.sklearn import _data
+    from portable_bp.sklearn._solvers import Objective
+
+    rs = np.random.RandomState(42)
+    Xg, yg = rs.rand(5, 10), 1 + np.mod(np.arange(5) + 1, n_labels)
+    est = MLPClassifier(activation=activation, hidden_layer_sizes=10, solver="lbfgs", alpha=1e-5, max_iter=1,
+                        random_state=1).fit(Xg, yg)
+    net = est._network()
+    rows = _data.Rows(net, Xg)
+    Z = net.targets(est._net_targets(est._label_binarizer.transform(yg)), rows.n)
+    objective = Objective(net, rows, Z, None, est.alpha, 1)
+    theta = objective.pack(net.params)
+    _, grad = objective(theta)
+    eps, numeric = 1e-5, np.empty_like(theta)
+    for i in range(theta.size):
+        step = np.zeros_like(theta)
+        step[i] = eps
+        numeric[i] = (objective(theta + step)[0] - objective(theta - step)[0]) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
