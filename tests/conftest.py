@@ -13,7 +13,14 @@ drops them. A test narrows the fixture with markers, in the manner of SciPy's
 * ``@pytest.mark.dtypes("float64")``: only these dtypes;
 * ``@pytest.mark.requires("mutable")``: only backends with a capability: ``mutable``
   (arrays written in place), ``compiles`` (a jit), ``overrides`` (Ops overrides beyond the
-  reference), ``gpu``, ``cpu``.
+  reference), ``gpu``, ``cpu``;
+* ``@pytest.mark.cases(predicate, reason="...")``: only the parameter combinations the
+  predicate accepts (it is called with the test's parameters it names, ``xp_case`` or
+  ``xp_spec`` among them), for a combination that would repeat what another shows.
+
+A case these markers rule out is not generated at all (dropped at collection, as if never
+parametrized), so the suite never collects cases that can only skip; the skips left are
+backends that cannot run here, with the probe's reason.
 
 ``xp_spec`` is the same over specs alone (for tests that pick dtypes themselves).
 
@@ -24,6 +31,7 @@ drops them. A test narrows the fixture with markers, in the manner of SciPy's
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import numpy as np
 import pytest
@@ -54,7 +62,8 @@ CAPABILITIES = {
 
 
 def pytest_configure(config):
-    for line in ("backends(*specs): run only on these backend specs",
+    for line in ("cases(predicate, reason): generate only the parameter combinations the predicate accepts",
+                 "backends(*specs): run only on these backend specs",
                  "skip_backends(*specs, reason): do not run on these backend specs (or spec-dtype cases)",
                  "dtypes(*names): run only in these dtypes",
                  "requires(*capabilities): run only on backends with these capabilities "
@@ -100,6 +109,12 @@ class Case:
         return f"{self.spec}-{self.dtype}"
 
 
+def runs(spec) -> bool:
+    """Whether backend ``spec`` can run here (what a ``cases`` predicate checks before it
+    asks the backend anything; the cases of one that cannot run skip with the reason)."""
+    return probe(spec)[0]
+
+
 def _marks(spec):
     """The gpu marker for GPU specs, and a skip with the probe's reason where it cannot run."""
     ok, reason = probe(spec)
@@ -114,37 +129,58 @@ def spec_cases(specs_=None):
     return [pytest.param(spec, marks=_marks(spec), id=spec) for spec in (specs_ or [s for s, _ in SPECS])]
 
 
-def _narrowed(request, spec, dtype=None):
-    """Skip this case when a marker on the test excludes it."""
-    node = request.node
+def _ruled_out(node, spec, dtype=None) -> bool:
+    """Whether a marker on the test excludes this backend spec (and dtype)."""
     only = [s for m in node.iter_markers("backends") for s in m.args]
     if only and spec not in only:
-        pytest.skip(f"runs on {', '.join(only)} only")
+        return True
     for m in node.iter_markers("skip_backends"):
         if spec in m.args or (dtype is not None and f"{spec}-{dtype}" in m.args):
-            pytest.skip(m.kwargs.get("reason", f"not for {spec}"))
+            return True
     dtypes = [d for m in node.iter_markers("dtypes") for d in m.args]
     if dtype is not None and dtypes and dtype not in dtypes:
-        pytest.skip(f"runs in {', '.join(dtypes)} only")
-    for m in node.iter_markers("requires"):
-        for cap in m.args:
-            if not CAPABILITIES[cap](get(spec)):
-                pytest.skip(f"backend {spec} lacks {cap}")
+        return True
+    caps = [cap for m in node.iter_markers("requires") for cap in m.args]
+    # a backend that cannot run here cannot be asked: its cases skip with the probe's reason
+    return bool(caps) and probe(spec)[0] and not all(CAPABILITIES[cap](get(spec)) for cap in caps)
+
+
+def _generated(item) -> bool:
+    """Whether the markers of the item's test let this parameter combination exist."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    case, spec = params.get("xp_case"), params.get("xp_spec")
+    if case is not None and _ruled_out(item, case.spec, case.dtype):
+        return False
+    if spec is not None and _ruled_out(item, spec):
+        return False
+    for mark in item.iter_markers("cases"):
+        predicate = mark.args[0]
+        names = inspect.signature(predicate).parameters
+        if not predicate(**{name: params[name] for name in names}):
+            return False
+    return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector, name, obj):
+    """A test function's cases without those its markers rule out (see the module
+    docstring): they are never collected, so never reported as skipped or deselected."""
+    result = yield
+    if isinstance(result, list):
+        return [item for item in result if not isinstance(item, pytest.Function) or _generated(item)]
+    return result
 
 
 @pytest.fixture(params=[pytest.param(Case(spec, dtype), marks=_marks(spec), id=f"{spec}-{dtype}")
                         for spec, _ in SPECS for dtype in DTYPES])
 def xp_case(request) -> Case:
-    """Every backend x dtype, narrowed by the test's markers."""
-    case = request.param
-    _narrowed(request, case.spec, case.dtype)
-    return case
+    """Every backend x dtype the test's markers leave."""
+    return request.param
 
 
 @pytest.fixture(params=spec_cases())
 def xp_spec(request) -> str:
-    """Every backend spec, narrowed by the test's markers (``dtypes`` does not apply)."""
-    _narrowed(request, request.param)
+    """Every backend spec the test's markers leave (``dtypes`` does not apply)."""
     return request.param
 
 
