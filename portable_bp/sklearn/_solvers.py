@@ -28,7 +28,11 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .. import step
-from ..optim import Optimizer, layer_state
+from ..ops import DenseGrad, Ops
+from ..optim import Optimizer
+from ..transforms import L2, squared_norm
+
+HOST_OPS = Ops(np)  # the reference primitives on the host, for L-BFGS's float64 vectors
 
 
 class SklearnOptimizer(Optimizer):
@@ -79,14 +83,11 @@ class SklearnOptimizer(Optimizer):
                 layer["l2"] = tuple(ops_sum(a) for a in layer["l2"])
         return state
 
-    def end(self, net) -> None:
-        """Keep the state the fit call left (``net.optimizer_state``, set to None before
-        the call: still None means it took no step and published nothing)."""
-        if net.optimizer_state is None:
-            return
-        _, saved = net.optimizer_state
-        self.state = layer_state(self, saved["slots"], net.n_layers)
-        self.steps += saved["step"]
+    def keep(self, state, steps: int, net) -> None:
+        """Keep the state a pass over a chunk left, and its ``steps``: the next pass (and
+        the next ``partial_fit``) continues from them."""
+        self.state = list(state)
+        self.steps += steps
         self.backend, self.dtype = net.backend, net.dtype
 
     def take_l2(self) -> float:
@@ -127,23 +128,19 @@ class SklearnOptimizer(Optimizer):
         return clone
 
     def _gradient(self, grad, param, ops, decay):
-        """(Δᵀ A + decay * W, Σ_rows Δ): the batch's gradients with scikit-learn's L2 on W.
-        The product is accumulated into the scaled copy of W (``subtract_product`` with
-        alpha = -1: one BLAS gemm with beta = 1 where the backend has one), instead of
-        three arrays (product, scaled W, sum)."""
+        """(Δᵀ A + decay * W, Σ_rows Δ): the batch's gradients with scikit-learn's L2 on W,
+        by the primitive the library's own L2 uses (``Ops.l2_grads``, E16)."""
         if not self.alpha:
             return ops.dense_grads(grad)
-        dW = ops.subtract_product(param[0] * decay, grad.delta, grad.inputs, -1.0)
-        return dW, ops.xp.sum(grad.delta, axis=0)
+        return ops.l2_grads(grad, param[0], decay)
 
     def _l2(self, state, param, ops, l2) -> dict:
-        """The new "l2" slot: its W part plus ``l2 * sum(W**2)`` of the weights before the step."""
+        """The new "l2" slot: its W part plus ``l2 * ‖W‖²`` of the weights before the step
+        (``transforms.squared_norm``, as the library's L2 penalty)."""
         if not self.alpha:
             return {}
-        xp, W = ops.xp, param[0]
-        flat = xp.reshape(W, (-1,))
         acc, other = state["l2"]
-        return {"l2": (acc + l2 * xp.vecdot(flat, flat), other)}
+        return {"l2": (acc + l2 * squared_norm(ops.xp, param[0]), other)}
 
     # -- scikit-learn's schedule hooks -----------------------------------------------------
     def iteration_ends(self, time_step: int) -> None:
@@ -277,7 +274,10 @@ class Objective:
         return chunks
 
     def pack(self, params) -> np.ndarray:
-        to_np = self.net.backend.to_numpy
+        """Every W then every b as one float64 vector (device arrays read back; host ones as they are)."""
+        def to_np(a):
+            return a if isinstance(a, np.ndarray) else self.net.backend.to_numpy(a)
+
         arrays = [to_np(W) for W, _ in params] + [to_np(b) for _, b in params]
         return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
@@ -291,23 +291,29 @@ class Objective:
         return list(zip(arrays[:L], arrays[L:]))
 
     def __call__(self, x):
+        """The loss and gradient at ``x``, the L2 term (E16) by the library's own
+        :class:`~portable_bp.transforms.L2`, on the host in float64."""
         params = self.unpack(x)
         self.net.set_params(params, check_finite=False)
         loss, grads = self._data_loss_and_grads()
-        sq = sum(float(np.dot(W.ravel(), W.ravel())) for W, _ in params)
-        loss = loss / self.loss_divisor + 0.5 * self.alpha * sq / self.total
-        g = self.pack(grads)
-        g[:sum(math.prod(s) for s in self.shapes[:len(params)])] += (
-            self.alpha / self.total) * np.concatenate([W.ravel() for W, _ in params])
-        return loss, g
+        ops, l2 = HOST_OPS, L2(self.alpha)
+        loss = loss / self.loss_divisor + float(l2.penalty(ops, params, None)) / self.total
+        ctx = step.Context(None, None, batch_weight=self.total)
+        grads = [l2.layer(ops, DenseGrad.of_arrays(np.asarray(dW, dtype=np.float64), np.asarray(db, dtype=np.float64)),
+                          param, ctx).arrays for (dW, db), param in zip(self.host(grads), params)]
+        return loss, self.pack(grads)
+
+    def host(self, grads) -> list:
+        to_np = self.net.backend.to_numpy
+        return [(to_np(dW), to_np(db)) for dW, db in grads]
 
     def _data_loss_and_grads(self):
         """The weighted mean loss over every row and its gradients, chunk by chunk."""
         net, loss, grads = self.net, 0.0, None
         for s, e, w, weight, w_total in self._chunks:
             with net.backend.activate():
-                total, g = step.loss_and_grads(net.spec, net.ops, net.params, self.rows.take(slice(s, e)),
-                                               self.Z[s:e, ...], w)
+                total, g = step.loss_and_grads(net.spec, net.ops, net.params,
+                                               step.Context(self.rows.take(slice(s, e)), self.Z[s:e, ...], w))
             part = float(total) / w_total
             share = weight / self.total
             loss += part * share

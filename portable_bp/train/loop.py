@@ -16,9 +16,10 @@ import warnings
 
 from ..distributed.sync import one_sided_errors_abort
 from ..optim import learning_rate
+from ..transforms import regularization
 from .callbacks import History, ProgressBar
 from .divergence import TrainingDiverged, locate
-from .executors import Eager, ExecutorFailed, executor_for
+from .executors import ExecutorFailed, executor_for
 from .inference import metrics
 from .setup import Plan, prepare, user_callbacks
 from .state import Snapshots, TrainState
@@ -69,7 +70,7 @@ class Run:
         try:
             params, state, count, total = self.executor.epoch(s.params, s.state, s.count, self.data,
                                                               order, self.batch_size, lr)
-            done = TrainState(params, state, count, epoch + 1)
+            done = TrainState(params, state, count, epoch + 1, s.offset)
             loss = float(self.net.ops.finite_or_nan(total, done.arrays())) / self.plan.total_weight
             if not math.isfinite(loss):
                 locate(self, epoch)  # leaves the network at the last finite state and raises
@@ -98,13 +99,12 @@ class Run:
         self.executor = self.executor_for(eager=True)
 
     def executor_for(self, eager: bool):
-        """One process: the backend's executor (or Eager). Many ranks, or fixed pieces
-        (``deterministic``): the communicator's data-parallel one."""
+        """The executor of this fit (:func:`~portable_bp.train.executors.executor_for`), or
+        its eager form after a compiled or captured one failed."""
         plan = self.plan
-        if plan.comm.size == 1 and not plan.deterministic:
-            return Eager(self.net, plan.optimizer) if eager else executor_for(self.net, plan.optimizer)
-        return plan.comm.executor(self.net, plan.optimizer, deterministic=plan.deterministic,
-                                  name="eager" if eager else None)
+        return executor_for(self.net, plan.optimizer, comm=plan.comm, deterministic=plan.deterministic,
+                            name="eager" if eager else None, transforms=plan.transforms,
+                            offset=plan.start.offset)
 
     def logs(self, epoch: int, started: float) -> dict:
         logs = {"loss": self.train_epoch(epoch)}
@@ -126,14 +126,16 @@ def _stop_requested(callbacks, net, epoch, logs, comm) -> bool:
 
 def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
         validation_data=None, validation_batch_size=None, progress=False, callbacks=(),
-        checkpoint=None, resume=False, sample_weight=None, comm=None, deterministic=None) -> History:
+        checkpoint=None, resume=False, sample_weight=None, comm=None, deterministic=None, l2=None,
+        clip_norm=None, clip_value=None) -> History:
     """Train ``net`` by gradient descent (E12) and return a :class:`History`.
 
     batch_size: None for full-batch gradient descent, 1 for single-sample SGD, k for
-    mini-batches. optimizer: ``"sgd"`` (the default), ``"momentum"``, ``"nesterov"``,
-    ``"adam"`` (with ``lr``, a float or a schedule ``epoch -> lr``) or an object from
-    :mod:`portable_bp.optim`. Each call starts a fresh optimizer state unless ``resume=True``
-    finds ``checkpoint``.
+    mini-batches. optimizer: a name of :func:`portable_bp.optim.optimizer_names` (default
+    ``"sgd"``; with ``lr``, a float or a schedule ``epoch -> lr``) or an optimizer object.
+    Each call starts a fresh optimizer state unless ``resume=True`` finds ``checkpoint``.
+    l2 (scikit-learn's alpha), clip_value, clip_norm (PyTorch's): see
+    :func:`portable_bp.transforms.regularization`.
 
     checkpoint: a path saved (atomically) at the end of every epoch. resume: continue from
     ``checkpoint`` when it exists (parameters, optimizer state, epoch count); ``epochs`` is
@@ -150,9 +152,8 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     losses are.
 
     Everything is checked before the first step: a fit that raises then leaves the network
-    unchanged. Shuffling gathers each batch's rows and integer labels stay labels, so beyond
-    the data, fit holds a batch's worth of arrays and two copies of the parameters and
-    optimizer state (the starts of this epoch and the previous one, on the device).
+    unchanged. Beyond the data, fit holds a batch's worth of arrays and two copies of the
+    parameters and optimizer state (the starts of this epoch and the previous one).
 
     A NaN/inf loss raises :class:`TrainingDiverged` naming the epoch and batch; the network
     keeps the last parameters and optimizer state whose loss was finite. An interrupt
@@ -170,15 +171,14 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     any number of ranks (K times the communication).
     """
     with net.backend.activate():
-        hooks = user_callbacks(callbacks)
-        plan = None
+        hooks, plan = user_callbacks(callbacks), None
         try:
             plan = prepare(net, X, Z, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                            shuffle=shuffle, validation_data=validation_data,
                            validation_batch_size=validation_batch_size,
                            progress_bar=ProgressBar if progress else None, callbacks=hooks,
-                           checkpoint=checkpoint, resume=resume, sample_weight=sample_weight,
-                           comm=comm, deterministic=deterministic)
+                           checkpoint=checkpoint, resume=resume, sample_weight=sample_weight, comm=comm,
+                           deterministic=deterministic, transforms=regularization(l2, clip_value, clip_norm))
             with one_sided_errors_abort(plan.comm, collective=(TrainingDiverged,)):
                 return _train(net, plan)
         finally:  # however fit ends, every callback closes, last
@@ -187,11 +187,10 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
 
 
 def _train(net, plan: Plan) -> History:
-    before = (net.params, net.epochs_trained, net.optimizer_state, net.seed, net.init, net.sigma)
+    before = net.training_state()
     history, run = History(), None
     try:
-        for key, value in plan.restored.items():
-            setattr(net, key, value)
+        net.restore_state(**plan.restored)
         for cb in plan.callbacks:
             cb.on_train_begin(net)
         run = Run(net, plan)
@@ -202,8 +201,7 @@ def _train(net, plan: Plan) -> History:
                 break
     except BaseException:
         if run is None or run.state is plan.start:  # no step taken: leave the network as it was
-            net.set_params(before[0], copy=False, check_finite=False)
-            net.epochs_trained, net.optimizer_state, net.seed, net.init, net.sigma = before[1:]
+            net.restore_state(**before)
         raise
     if plan.restored and plan.start.epoch == plan.stop:  # a resumed run that was already done
         plan.start.publish(net, plan.optimizer)

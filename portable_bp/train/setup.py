@@ -15,6 +15,7 @@ from typing import Any
 
 from .._validate import integer
 from ..optim import get_optimizer, layer_state, optimizer_from_config
+from ..transforms import NO_TRANSFORMS, Chain
 from .callbacks import Callback, Checkpoint, as_callback
 from .inference import check_batch_size
 from .state import TrainState
@@ -39,6 +40,7 @@ class Plan:
     restored: dict = field(default_factory=dict)  # seed, init, sigma of a resumed checkpoint
     comm: Any = None  # the communicator (portable_bp.distributed); Local for one process
     deterministic: int | None = None  # K fixed pieces per global batch, or None
+    transforms: Chain = NO_TRANSFORMS  # the gradient transforms (L2, clipping)
 
 
 def metric_names(net, validation) -> list[str]:
@@ -121,12 +123,13 @@ def _start(net, optimizer, lr, epochs, checkpoint, resume, comm):
                 warnings.warn(f"resuming from {path!r} with optimizer {_config(opt)} instead of the "
                               f"saved {saved['config']}; the saved optimizer state is kept",
                               UserWarning, stacklevel=7)
-            start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"])
+            offset = max(0, saved["steps_trained"] - saved["step"])
+            start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"], offset)
             restored = {k: saved[k] for k in ("seed", "init", "sigma")}
             return opt, start, max(epochs, start.epoch), restored
     opt = get_optimizer("sgd" if optimizer is None else optimizer, lr)
     params = net.params
-    start = TrainState(params, opt.init(params), 0, net.epochs_trained)
+    start = TrainState(params, opt.init(params), 0, net.epochs_trained, net.steps_trained)
     return opt, start, start.epoch + epochs if not resume else max(epochs, start.epoch), {}
 
 
@@ -147,15 +150,16 @@ def _same_start(net, comm, start, restored):
                                                         restored.get("seed", net.seed))
     if seed != restored.get("seed", net.seed):
         restored = {**restored, "seed": seed}
-    return TrainState(params, state, count, epoch), restored
+    return TrainState(params, state, count, epoch, start.offset), restored
 
 
-def _fingerprint(net, data, total_weight, size, epochs, shuffle, deterministic, opt) -> dict:
+def _fingerprint(net, data, total_weight, size, epochs, shuffle, deterministic, opt, transforms) -> dict:
     """What every rank must have alike: the data (shapes and a sum) and the settings."""
     X, Z, _ = data
     return {"samples": X.shape[0], "X sum": float(net.xp.sum(X)), "Z shape": tuple(Z.shape),
             "total weight": float(total_weight), "batch_size": size, "epochs": epochs,
-            "shuffle": bool(shuffle), "deterministic": deterministic, "optimizer": _config(opt)}
+            "shuffle": bool(shuffle), "deterministic": deterministic, "optimizer": _config(opt),
+            "transforms": transforms.config(), "dropout": list(net.dropout), "steps trained": net.steps_trained}
 
 
 def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_size, callbacks,
@@ -187,7 +191,7 @@ def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_si
 
 def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation_data,
             validation_batch_size, progress_bar, callbacks, checkpoint, resume, sample_weight,
-            comm=None, deterministic=None) -> Plan:
+            comm=None, deterministic=None, transforms=NO_TRANSFORMS) -> Plan:
     """Every argument of ``fit`` checked, nothing changed (see the module docstring).
 
     With many ranks (``comm``) a check that fails on one rank fails on every rank, the
@@ -203,9 +207,9 @@ def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation
                                                                resume, comm))
     if comm.size > 1:
         check_same(comm, "data or settings", _fingerprint(net, data, total_weight, size, epochs, shuffle,
-                                                          deterministic, opt))
+                                                          deterministic, opt, transforms))
         start, restored = _same_start(net, comm, start, restored)
     if progress_bar is not None and comm.rank == 0:
         hooks.append(progress_bar(start.epoch, stop))
     return Plan(data, total_weight, size, validation, val_size, opt, start, stop, bool(shuffle),
-                hooks, restored, comm, deterministic)
+                hooks, restored, comm, deterministic, transforms)
