@@ -253,10 +253,10 @@ class _MemoryCap:
         except (OSError, AttributeError):  # not glibc
             pass
         # what stays is not JAX's: do not drop its caches again until it grows past that
-        self.limit = max(self.floor, self.rss_mb() + 200)
+        self.limit = max(self.floor, self.rss_mb() + 100)
 
 
-_memory_cap = _MemoryCap(limit_mb=800)
+_memory_cap = _MemoryCap(limit_mb=700)
 
 
 @pytest.fixture(autouse=True)
