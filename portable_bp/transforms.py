@@ -159,6 +159,8 @@ class Chain:
     def apply(self, ops: Ops, grads: Iterable, params: Any, ctx: Any) -> Iterable:
         """The transformed stream: lazy while every transform works layer by layer (the
         stream itself when the chain is empty)."""
+        if not self.transforms:
+            return grads
         for t in self.transforms:
             grads = t.every_layer(ops, list(grads), params, ctx) if t.needs_every_layer else \
                 _each_layer(t, ops, grads, params, ctx)
@@ -166,6 +168,8 @@ class Chain:
 
     def penalized(self, ops: Ops, total: Any, params: Any, ctx: Any) -> Any:
         """``total`` (a batch's summed loss) plus every transform's penalty."""
+        if not self.transforms:
+            return total
         for t in self.transforms:
             extra = t.penalty(ops, params, ctx)
             if extra is not None:

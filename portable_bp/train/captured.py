@@ -82,7 +82,7 @@ class Captured(Eager):
             X, Z, w = gather(self.ops, data, rec.order, rec.start, size)
             one = xp.reshape(rec.counter, (1,))
             hyper = {**fixed, **{k: xp.reshape(xp.take(v, one), ()) for k, v in rec.values.items()}}
-            ctx = step.Context(X, Z, w, rec.base + rec.counter, self.seed)
+            ctx = step.Context.of(X, Z, w, rec.base + rec.counter, self.seed)
             new_params, new_state, loss = step.train_step(self.spec, self.ops, self.optimizer, params,
                                                           state, ctx, hyper, self.transforms)
             rec.start += size

@@ -76,7 +76,7 @@ def _gathered_step(spec, ops, optimizer, transforms, seed, params, state, data, 
     """:func:`gather` and the step as one pure function (what :class:`Compiled` compiles);
     ``count`` (the step counter, wrapped to 32 bits) is an argument, not a constant."""
     X, Z, w = gather(ops, data, order, start, size)
-    ctx = step.Context(X, Z, w, count, seed)
+    ctx = step.Context.of(X, Z, w, count, seed)
     return step.train_step(spec, ops, optimizer, params, state, ctx, hyper, transforms)
 
 
@@ -131,7 +131,7 @@ def _scanned_epoch(xp, loop, spec, ops, optimizer, transforms, seed, params, sta
         params, state, total = carry
         index, per_step = xs
         X, Z, w = gather(ops, data, order, index * size, size)
-        ctx = step.Context(X, Z, w, first + index, seed)
+        ctx = step.Context.of(X, Z, w, first + index, seed)
         params, state, loss = step.train_step(spec, ops, optimizer, params, state, ctx,
                                               {**fixed, **per_step}, transforms)
         return (params, state, total + loss), None
