@@ -26,6 +26,7 @@ from typing import Any
 
 from ._validate import number
 from .ops import DenseGrad, Ops
+from .scalars import typed
 
 
 def batch_weight(xp: Any, ctx: Any) -> Any:
@@ -100,7 +101,13 @@ class ClipValue(Transform):
         self.value = number(value, "clip_value", lo_open=True)
 
     def layer(self, ops, grad, param, ctx):
-        return DenseGrad.of_arrays(*(ops.xp.clip(g, -self.value, self.value) for g in ops.dense_grads(grad)))
+        """min(max(g, −value), value) with typed scalars: the Array API ``clip`` of
+        array-api-compat makes both bounds into new device arrays and assigns through a
+        boolean mask at every call on NumPy and CuPy (a host sync on a GPU, refused inside a
+        capture); NaN stays NaN either way."""
+        xp = ops.xp
+        return DenseGrad.of_arrays(*(xp.minimum(xp.maximum(g, typed(xp, -self.value, g)), typed(xp, self.value, g))
+                                     for g in ops.dense_grads(grad)))
 
     def config(self):
         return {"name": self.name, "value": self.value}
@@ -159,6 +166,8 @@ class Chain:
     def apply(self, ops: Ops, grads: Iterable, params: Any, ctx: Any) -> Iterable:
         """The transformed stream: lazy while every transform works layer by layer (the
         stream itself when the chain is empty)."""
+        if not self.transforms:
+            return grads
         for t in self.transforms:
             grads = t.every_layer(ops, list(grads), params, ctx) if t.needs_every_layer else \
                 _each_layer(t, ops, grads, params, ctx)
@@ -166,6 +175,8 @@ class Chain:
 
     def penalized(self, ops: Ops, total: Any, params: Any, ctx: Any) -> Any:
         """``total`` (a batch's summed loss) plus every transform's penalty."""
+        if not self.transforms:
+            return total
         for t in self.transforms:
             extra = t.penalty(ops, params, ctx)
             if extra is not None:

@@ -60,7 +60,7 @@ class Eager:
         (params, state, the batch's summed loss). ``count`` is the step counter: it keys
         the step's random numbers and the optimizer's scalars."""
         X, Z, w = gather(self.ops, data, order, start, stop - start)
-        ctx = step.Context(X, Z, w, self.offset + count, self.seed)
+        ctx = step.Context.of(X, Z, w, self.offset + count, self.seed)
         return step.train_step(self.spec, self.ops, self.optimizer, params, state, ctx,
                                self.optimizer.hyperparams(count, lr), self.transforms)
 

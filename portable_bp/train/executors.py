@@ -76,7 +76,7 @@ def _gathered_step(spec, ops, optimizer, transforms, seed, params, state, data, 
     """:func:`gather` and the step as one pure function (what :class:`Compiled` compiles);
     ``count`` (the step counter, wrapped to 32 bits) is an argument, not a constant."""
     X, Z, w = gather(ops, data, order, start, size)
-    ctx = step.Context(X, Z, w, count, seed)
+    ctx = step.Context.of(X, Z, w, count, seed)
     return step.train_step(spec, ops, optimizer, params, state, ctx, hyper, transforms)
 
 
@@ -131,7 +131,7 @@ def _scanned_epoch(xp, loop, spec, ops, optimizer, transforms, seed, params, sta
         params, state, total = carry
         index, per_step = xs
         X, Z, w = gather(ops, data, order, index * size, size)
-        ctx = step.Context(X, Z, w, first + index, seed)
+        ctx = step.Context.of(X, Z, w, first + index, seed)
         params, state, loss = step.train_step(spec, ops, optimizer, params, state, ctx,
                                               {**fixed, **per_step}, transforms)
         return (params, state, total + loss), None
@@ -171,12 +171,12 @@ def chosen(net) -> str:
 def executor_for(net, optimizer, *, comm=None, deterministic: int | None = None, name: str | None = None,
                  transforms=NO_TRANSFORMS, ops=None, offset: int = 0) -> Eager:
     """The executor of a fit, chosen here and only here. One process (``comm`` None or of
-    size 1) without ``deterministic`` pieces: the one called ``name`` (default:
-    :func:`chosen`). Otherwise the data-parallel one (every global batch split over the
-    ranks of ``comm``, or into K fixed pieces, which must be the same arithmetic for any
-    world size): its compiled halves where the backend compiles and the chosen executor is
+    size 1, unless it asks to communicate alone: NCCL) without ``deterministic`` pieces: the
+    one called ``name`` (default: :func:`chosen`). Otherwise the data-parallel one (every
+    global batch split over the ranks of ``comm``, or into K fixed pieces, which must be the
+    same arithmetic for any world size): its compiled halves where the backend compiles and the chosen executor is
     not eager, op by op otherwise (captured halves for CUDA graphs: see docs/scaling.md)."""
-    if (comm is None or comm.size == 1) and not deterministic:
+    if (comm is None or (comm.size == 1 and comm.alone_runs_locally)) and not deterministic:
         return EXECUTORS[name or chosen(net)](net, optimizer, ops, transforms, offset)
     from .data_parallel import DataParallel, DataParallelCompiled
 
