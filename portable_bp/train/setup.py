@@ -15,6 +15,7 @@ from typing import Any
 
 from .._validate import integer
 from ..optim import get_optimizer, layer_state, optimizer_from_config
+from ..transforms import NO_TRANSFORMS, Chain
 from .callbacks import Callback, Checkpoint, as_callback
 from .inference import check_batch_size
 from .state import TrainState
@@ -39,6 +40,7 @@ class Plan:
     restored: dict = field(default_factory=dict)  # seed, init, sigma of a resumed checkpoint
     comm: Any = None  # the communicator (portable_bp.distributed); Local for one process
     deterministic: int | None = None  # K fixed pieces per global batch, or None
+    transforms: Chain = NO_TRANSFORMS  # the gradient transforms (L2, clipping)
 
 
 def metric_names(net, validation) -> list[str]:
@@ -150,12 +152,13 @@ def _same_start(net, comm, start, restored):
     return TrainState(params, state, count, epoch), restored
 
 
-def _fingerprint(net, data, total_weight, size, epochs, shuffle, deterministic, opt) -> dict:
+def _fingerprint(net, data, total_weight, size, epochs, shuffle, deterministic, opt, transforms) -> dict:
     """What every rank must have alike: the data (shapes and a sum) and the settings."""
     X, Z, _ = data
     return {"samples": X.shape[0], "X sum": float(net.xp.sum(X)), "Z shape": tuple(Z.shape),
             "total weight": float(total_weight), "batch_size": size, "epochs": epochs,
-            "shuffle": bool(shuffle), "deterministic": deterministic, "optimizer": _config(opt)}
+            "shuffle": bool(shuffle), "deterministic": deterministic, "optimizer": _config(opt),
+            "transforms": transforms.config(), "dropout": list(net.dropout)}
 
 
 def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_size, callbacks,
@@ -187,7 +190,7 @@ def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_si
 
 def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation_data,
             validation_batch_size, progress_bar, callbacks, checkpoint, resume, sample_weight,
-            comm=None, deterministic=None) -> Plan:
+            comm=None, deterministic=None, transforms=NO_TRANSFORMS) -> Plan:
     """Every argument of ``fit`` checked, nothing changed (see the module docstring).
 
     With many ranks (``comm``) a check that fails on one rank fails on every rank, the
@@ -203,9 +206,9 @@ def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation
                                                                resume, comm))
     if comm.size > 1:
         check_same(comm, "data or settings", _fingerprint(net, data, total_weight, size, epochs, shuffle,
-                                                          deterministic, opt))
+                                                          deterministic, opt, transforms))
         start, restored = _same_start(net, comm, start, restored)
     if progress_bar is not None and comm.rank == 0:
         hooks.append(progress_bar(start.epoch, stop))
     return Plan(data, total_weight, size, validation, val_size, opt, start, stop, bool(shuffle),
-                hooks, restored, comm, deterministic)
+                hooks, restored, comm, deterministic, transforms)
