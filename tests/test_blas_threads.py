@@ -160,3 +160,24 @@ def test_the_real_library_runs_a_small_product_on_one_thread_and_gets_its_count_
         assert get_threads() == 2
     finally:
         set_threads(before)
+
+
+def test_the_contention_benchmark_times_both_searches_and_reports_ratios():
+    """benchmarks/blas_contention.py (a program, not a timed test): one search of each kind
+    runs and scores, the contenders differ only in what they say, and the summary divides by
+    portable_bp's time round by round."""
+    pytest.importorskip("sklearn")
+    from benchmarks import blas_contention as bench
+
+    for which in ("portable_bp", "scikit-learn"):
+        result = bench.grid_search(which, hidden=4, epochs=1)
+        assert result["wall"] > 0 and result["cpu"] > 0 and 0 < result["best_score"] <= 1
+    names = [name for name, _, _ in bench.contenders(one_thread=True)]
+    assert names[0] == bench.OURS and len(set(names)) == 5
+    assert dict((n, env) for n, _, env in bench.contenders(False))[f"{bench.OURS}, off"] == {
+        numpy_blas.SERIAL_PRODUCTS_ENV: "0"}
+    times = {bench.OURS: [{"wall": 2.0, "cpu": 1.0}, {"wall": 4.0, "cpu": 1.0}],
+             "scikit-learn": [{"wall": 10.0, "cpu": 3.0}, {"wall": 4.0, "cpu": 2.0}]}
+    summary = bench.summarize({"times": times})
+    sk = summary["scikit-learn"]
+    assert sk["ratio_range"] == [1.0, 5.0] and sk["ratio_to_ours_median"] == 3.0 and sk["wall_median"] == 7.0
