@@ -181,3 +181,26 @@ def test_the_contention_benchmark_times_both_searches_and_reports_ratios():
     summary = bench.summarize({"times": times})
     sk = summary["scikit-learn"]
     assert sk["ratio_range"] == [1.0, 5.0] and sk["ratio_to_ours_median"] == 3.0 and sk["wall_median"] == 7.0
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # JAX's warning: the child runs no JAX
+def test_a_child_forked_during_a_small_product_gets_the_thread_count_back():
+    """The product runs in the parent's other thread, not in the forked child: the child puts
+    the count back and can run products of its own (a fresh lock)."""
+    import os
+
+    lib = FakeLibrary(4)
+    serial = numpy_blas.SerialProducts(lib.get, lib.set, below=1000)
+    inside, release = threading.Event(), threading.Event()
+    worker = threading.Thread(target=serial.call, args=(lambda: (inside.set(), release.wait(10)),))
+    worker.start()
+    assert inside.wait(10) and lib.threads == 1
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 when the count came back and a product runs
+        ok = lib.threads == 4 and serial.call(lib.get) == 1 and lib.threads == 4
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    worker.join(10)
+    assert os.WEXITSTATUS(status) == 0 and lib.threads == 4

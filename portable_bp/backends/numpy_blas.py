@@ -23,6 +23,7 @@ import ctypes
 import glob
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -104,6 +105,16 @@ class SerialProducts:
         self._lock = threading.Lock()
         self._inside = 0
         self._saved = 1
+        _LIVE.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child only the forking thread lives on: a product another thread was
+        running is not running there, so its lowered thread count is put back now, and the
+        lock (perhaps held by a thread that is gone) is a new one."""
+        self._lock = threading.Lock()
+        if self._inside and self._saved > 1:
+            self._set(self._saved)
+        self._inside = 0
 
     def is_small(self, m: int, n: int, k: int) -> bool:
         """Whether an (m x k) by (k x n) product runs on one thread."""
@@ -130,6 +141,18 @@ class SerialProducts:
         if a.ndim == 2 == b.ndim and self.is_small(a.shape[0], b.shape[1], a.shape[1]):
             return self.call(np.matmul, a, b)
         return a @ b
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for serial in list(_LIVE):
+        serial._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _thread_functions(path: str):
