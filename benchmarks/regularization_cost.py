@@ -33,7 +33,7 @@ def contender(cfg, dtype, backend, net_kw, fit_kw):
     """A closure that trains one epoch of ``cfg`` with these settings."""
     X, Y = C.make_data(cfg, dtype)
     params = C.init_params(cfg, dtype)
-    net = pbp.Network(list(cfg.sizes), activation=cfg.activation, output_activation=cfg.output,
+    net = pbp.Network(list(cfg.sizes), activation=cfg.activation, output_activation=cfg.output_activation,
                       loss=cfg.loss, backend=backend, dtype=dtype, seed=0, params=params, **net_kw)
     X, Y = net.features(X), net.targets(Y, X.shape[0])
 
