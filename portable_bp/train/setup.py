@@ -123,12 +123,13 @@ def _start(net, optimizer, lr, epochs, checkpoint, resume, comm):
                 warnings.warn(f"resuming from {path!r} with optimizer {_config(opt)} instead of the "
                               f"saved {saved['config']}; the saved optimizer state is kept",
                               UserWarning, stacklevel=7)
-            start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"])
+            offset = max(0, saved["steps_trained"] - saved["step"])
+            start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"], offset)
             restored = {k: saved[k] for k in ("seed", "init", "sigma")}
             return opt, start, max(epochs, start.epoch), restored
     opt = get_optimizer("sgd" if optimizer is None else optimizer, lr)
     params = net.params
-    start = TrainState(params, opt.init(params), 0, net.epochs_trained)
+    start = TrainState(params, opt.init(params), 0, net.epochs_trained, net.steps_trained)
     return opt, start, start.epoch + epochs if not resume else max(epochs, start.epoch), {}
 
 
@@ -149,7 +150,7 @@ def _same_start(net, comm, start, restored):
                                                         restored.get("seed", net.seed))
     if seed != restored.get("seed", net.seed):
         restored = {**restored, "seed": seed}
-    return TrainState(params, state, count, epoch), restored
+    return TrainState(params, state, count, epoch, start.offset), restored
 
 
 def _fingerprint(net, data, total_weight, size, epochs, shuffle, deterministic, opt, transforms) -> dict:
@@ -158,7 +159,7 @@ def _fingerprint(net, data, total_weight, size, epochs, shuffle, deterministic, 
     return {"samples": X.shape[0], "X sum": float(net.xp.sum(X)), "Z shape": tuple(Z.shape),
             "total weight": float(total_weight), "batch_size": size, "epochs": epochs,
             "shuffle": bool(shuffle), "deterministic": deterministic, "optimizer": _config(opt),
-            "transforms": transforms.config(), "dropout": list(net.dropout)}
+            "transforms": transforms.config(), "dropout": list(net.dropout), "steps trained": net.steps_trained}
 
 
 def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_size, callbacks,
