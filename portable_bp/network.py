@@ -75,16 +75,29 @@ class Network:
         #: what the step needs to know: each layer's activation and the loss
         self.spec = step.Spec((hidden,) * (len(self.sizes) - 2) + (output,), loss_fn)
         self._dt = self.backend.dtype(dtype)  # ValueError for unknown names
-        if params is None:
-            weights = initial_weights(self.sizes, self.init, self.sigma, self.backend.rng(self.seed))
-            zeros = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device) for n in self.sizes[1:]]
-            params = list(zip(weights, zeros))
-        self._params = self.validate_params(params, copy=False)
+        self._params = self._initial_params(params)
         self._ops = self.backend.ops
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
         self.optimizer_state = None   # (optimizer, {"step": n, "slots": ...}) after fit()
         self.compiled: dict = {}      # compiled programs (JAX) by purpose, reused across calls
         self.executor = "auto"        # how fit runs the step: see portable_bp.train.executors
+
+    def _initial_params(self, params) -> list:
+        """Drawn parameters, or copies of the given ones (the network owns its arrays:
+        training never writes into the caller's). One that cannot fit in memory is a
+        MemoryError naming it, before anything is allocated."""
+        itemsize = 8 if self.dtype == "float64" else 4
+        for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            _inputs.check_fits(f"the weights W{l} ({n_out} x {n_in}, {self.dtype})", (n_out, n_in), itemsize,
+                               self.backend)
+        if params is not None:
+            return self.validate_params(params, copy=True)
+        try:
+            weights = initial_weights(self.sizes, self.init, self.sigma, self.backend.rng(self.seed))
+            zeros = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device) for n in self.sizes[1:]]
+        except MemoryError as exc:
+            raise _inputs.memory_error(f"the initial parameters of {'-'.join(map(str, self.sizes))}", exc) from None
+        return self.validate_params(list(zip(weights, zeros)), copy=False)
 
     # -- description -------------------------------------------------------------------
     def config(self) -> dict:

@@ -113,7 +113,8 @@ class NCCL(MPI):
         return out
 
     def wait(self) -> None:
-        """Poll the stream until the queued sums are done; past ``timeout`` seconds, abort."""
+        """Poll the stream until the queued sums are done; past ``timeout`` seconds, abort.
+        Then a pending SIGINT/SIGTERM on any rank stops every rank (:meth:`MPI.agree_on_stop`)."""
         stream = self._cp.cuda.get_current_stream()
         deadline = time.monotonic() + self.timeout if self.timeout > 0 else None
         while not stream.done:
@@ -124,6 +125,7 @@ class NCCL(MPI):
                 self.abort(f"the GPU's queued NCCL sums did not finish in {self.timeout:g} s: another "
                            f"rank has died or is stuck (PORTABLE_BP_COMM_TIMEOUT sets this limit)", 1)
             time.sleep(1e-4)
+        self.agree_on_stop()  # NCCL's sums carry no signal votes: the ranks agree once per epoch
 
     def abort(self, message: str, code: int = 1, detail: str = "") -> None:
         """End NCCL (so that no kernel waits on a dead peer), then every rank."""

@@ -14,6 +14,8 @@ import math
 import time
 import warnings
 
+from .. import stopping
+from ..distributed.base import Local
 from ..distributed.sync import one_sided_errors_abort
 from ..optim import learning_rate
 from .callbacks import History, ProgressBar
@@ -172,14 +174,16 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     with net.backend.activate():
         hooks = user_callbacks(callbacks)
         plan = None
-        try:
-            plan = prepare(net, X, Z, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                           shuffle=shuffle, validation_data=validation_data,
-                           validation_batch_size=validation_batch_size,
-                           progress_bar=ProgressBar if progress else None, callbacks=hooks,
-                           checkpoint=checkpoint, resume=resume, sample_weight=sample_weight,
-                           comm=comm, deterministic=deterministic)
-            with one_sided_errors_abort(plan.comm, collective=(TrainingDiverged,)):
+        ranks = Local() if comm is None else comm
+        try:  # with many ranks: the checks too, since the others wait in each check's sum
+            with one_sided_errors_abort(ranks, collective=(TrainingDiverged,)), \
+                    stopping.agreed_between_ranks(ranks.size > 1):
+                plan = prepare(net, X, Z, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                               shuffle=shuffle, validation_data=validation_data,
+                               validation_batch_size=validation_batch_size,
+                               progress_bar=ProgressBar if progress else None, callbacks=hooks,
+                               checkpoint=checkpoint, resume=resume, sample_weight=sample_weight,
+                               comm=comm, deterministic=deterministic)
                 return _train(net, plan)
         finally:  # however fit ends, every callback closes, last
             for cb in plan.callbacks if plan is not None else hooks:

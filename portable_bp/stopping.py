@@ -1,0 +1,186 @@
+"""Signals as data: SIGINT and SIGTERM become "stop after this step", and the exit statuses.
+
+A cluster scheduler sends SIGTERM (Slurm, then SIGKILL after a grace period); a user
+presses Ctrl-C. Raising an exception wherever the signal lands loses work in two ways:
+with many ranks, the one that raises leaves the others waiting in a sum (so the job had
+to be aborted), and after training a raise in the held-out evaluation or the final save
+lost the model. So, while :func:`deferred` is active, the handler only *records* the
+signal; it is honoured where stopping is safe:
+
+* with many ranks, at the next sum over the ranks (``Communicator.allreduce``: every
+  step, and each check before training): every rank learns there that some rank was
+  signalled (:func:`agree`) and raises the same :class:`Interrupted` at the same step,
+  so nobody waits and nothing is aborted;
+* after training, when the command has written what it has (:func:`raise_pending`).
+
+Outside :func:`deferred` (one process while it trains: the network goes back to the end
+of the last completed epoch, see ``fit``) the handler raises at once, as Python's own
+SIGINT handler does. A second signal while one is pending raises at once too: a user
+who presses Ctrl-C twice means it.
+
+The exit statuses of the ``portable-bp`` command are defined here, once: 0 done,
+:data:`EXIT_FAILED` (training diverged), :data:`EXIT_USAGE` (bad input, a file or
+environment problem, memory), 128 + the signal's number for an interrupt (130 for
+SIGINT, 143 for SIGTERM, as a shell reports a process killed by it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 128 + int(signal.SIGINT)   # 130
+EXIT_TERMINATED = 128 + int(signal.SIGTERM)   # 143
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) honoured: training stops. ``agreed`` is True when every rank
+    raised it at the same step (so no rank is left waiting)."""
+
+    signum = signal.SIGINT
+    status = EXIT_INTERRUPTED
+
+    def __init__(self, *args, agreed: bool = False):
+        super().__init__(*args)
+        self.agreed = agreed
+
+
+class Terminated(Interrupted):
+    """SIGTERM honoured (a scheduler's "stop now"): training stops as on Ctrl-C."""
+
+    signum = signal.SIGTERM
+    status = EXIT_TERMINATED
+
+
+def for_signal(signum: int, agreed: bool = False) -> Interrupted:
+    return (Terminated if signum == signal.SIGTERM else Interrupted)(agreed=agreed)
+
+
+def exit_status(exc: BaseException) -> int:
+    """The command's exit status for an exception that ends it (see the module docstring)."""
+    from .train.divergence import TrainingDiverged
+
+    if isinstance(exc, Interrupted):
+        return exc.status
+    if isinstance(exc, KeyboardInterrupt):  # Python's own handler, or a caller's raise
+        return EXIT_INTERRUPTED
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
+    if isinstance(exc, TrainingDiverged):
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+class _Requests:
+    """The process's recorded signals: the first pending one, and how deep in
+    :func:`deferred` the main thread is."""
+
+    def __init__(self):
+        self.pending: int | None = None
+        self.deferring = 0
+
+
+_requests = _Requests()
+
+
+def _handler(signum, frame):
+    if _requests.deferring and _requests.pending is None:
+        _requests.pending = signum  # honoured at the next sum over the ranks, or after the writes
+        return
+    _requests.pending = None
+    raise for_signal(signum)
+
+
+def pending() -> int | None:
+    """The signal recorded and not yet honoured, or None."""
+    return _requests.pending
+
+
+def clear() -> None:
+    _requests.pending = None
+
+
+def raise_pending() -> None:
+    """Raise the recorded signal's :class:`Interrupted` (and forget it), if there is one."""
+    signum = _requests.pending
+    if signum is not None:
+        _requests.pending = None
+        raise for_signal(signum)
+
+
+def flags() -> list[float]:
+    """This process's vote for a sum over the ranks: [SIGINT pending, SIGTERM pending]."""
+    signum = _requests.pending
+    return [float(signum == signal.SIGINT), float(signum == signal.SIGTERM)]
+
+
+def agree(summed) -> None:
+    """After the ranks summed their :func:`flags`: raise the same agreed
+    :class:`Interrupted` on every rank when any rank was signalled (SIGTERM wins: the
+    scheduler's kill follows it)."""
+    if summed[0] or summed[1]:
+        _requests.pending = None
+        raise for_signal(signal.SIGTERM if summed[1] else signal.SIGINT, agreed=True)
+
+
+@contextlib.contextmanager
+def handled():
+    """SIGINT and SIGTERM go to this module's handler meanwhile (main thread only: Python
+    runs handlers there; elsewhere this does nothing). The previous handlers come back
+    after, and what was recorded and not honoured is forgotten."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _requests.pending = None
+
+
+@contextlib.contextmanager
+def deferred(active: bool = True):
+    """Meanwhile (when ``active``) a first SIGINT or SIGTERM is recorded, not raised."""
+    if not active:
+        yield
+        return
+    _requests.deferring += 1
+    try:
+        yield
+    finally:
+        _requests.deferring -= 1
+
+
+def handles_signals() -> bool:
+    """Whether this module's handler is installed for both signals (``handled`` is active)."""
+    return all(signal.getsignal(s) is _handler for s in SIGNALS)
+
+
+@contextlib.contextmanager
+def agreed_between_ranks(active: bool):
+    """Around what many ranks do together (``fit`` with a communicator of several): a
+    signal is recorded and honoured at the next sum, on every rank. Where SIGINT still has
+    Python's own handler (a script run under ``mpiexec``), this module's takes its place
+    meanwhile, so that Ctrl-C raises the same KeyboardInterrupt (:class:`Interrupted`) on
+    every rank at one step instead of on one rank at any point; other handlers (the
+    caller's, or SIGTERM's default: the process ends) are left as they are."""
+    if not active:
+        yield
+        return
+    previous = None
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        previous = signal.signal(signal.SIGINT, _handler)
+    try:
+        with deferred():
+            yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
