@@ -45,7 +45,7 @@ def checksum(array, backend=None) -> str:
 
     host = np.ascontiguousarray(to_host(array, backend) if not isinstance(array, np.ndarray) else array)
     digest = hashlib.sha256(f"{host.dtype.str}{host.shape}".encode())
-    digest.update(memoryview(host).cast("B"))
+    digest.update(host.reshape(-1).view(np.uint8).data)
     return digest.hexdigest()[:16]
 
 

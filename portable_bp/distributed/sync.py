@@ -18,16 +18,6 @@ import traceback
 from .. import stopping
 from .staging import host_zeros
 
-
-def _builtin_kind(error) -> str:
-    """The name of the nearest builtin exception class of ``error`` (ValueError for a
-    library's ValueError subclass): what the other ranks can raise without importing it."""
-    for cls in type(error).__mro__:
-        if getattr(builtins, cls.__name__, None) is cls and issubclass(cls, Exception):
-            return cls.__name__
-    return "RuntimeError"
-
-
 EVERY_RANK = "raised_on_every_rank"
 """The attribute set (True) on an error that every rank raises at the same point: the job
 then ends on its own, with no abort."""
@@ -48,7 +38,8 @@ def _raise_everywhere(comm, error, failed: list[int]):
     if error is not None:
         raise on_every_rank(error)
     if kind == "KeyboardInterrupt":  # a rank interrupted for good (a second signal)
-        raise on_every_rank(stopping.Interrupted(f"rank {first} of {comm.size} was interrupted"))
+        kind_of = stopping.Terminated if name == "Terminated" else stopping.Interrupted
+        raise on_every_rank(kind_of(f"rank {first} of {comm.size} was interrupted"))
     raise on_every_rank(getattr(builtins, kind)(f"rank {first} of {comm.size}: {name}: {text}"))
 
 
