@@ -50,8 +50,9 @@ class Network:
     sigma : float
         Standard deviation for ``init="normal"``.
     params : list of (W, b), optional
-        Starting parameters instead of drawn ones (checked as :meth:`set_params` checks
-        them; nothing is drawn, so loading a checkpoint holds no second set of weights).
+        Starting parameters instead of drawn ones (checked and copied as :meth:`set_params`
+        does: training never writes into the caller's arrays; nothing is drawn, so loading
+        a checkpoint holds no second set of weights).
     """
 
     def __init__(self, sizes, *, activation="sigmoid", output_activation=None, loss="mse",

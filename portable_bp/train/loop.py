@@ -167,7 +167,11 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     every step, so the result is one process's (to rounding). Parameters start as rank 0's;
     only rank 0 shows progress and writes checkpoints; a callback's stop is rank 0's.
     Divergence is raised on every rank at once; any other exception on one rank ends the
-    whole job (MPI abort), since the others wait for it. deterministic: K splits every
+    whole job (MPI abort), since the others wait for it. Ranks whose network, settings or
+    data differ (a checksum of X, Z and the weights) are refused before the first step, on
+    every rank, naming the first difference. A SIGINT (and a SIGTERM where the caller
+    installed :mod:`portable_bp.stopping`'s handler, as the command does) on any rank
+    raises the same KeyboardInterrupt on every rank at the next step, with no abort. deterministic: K splits every
     global batch into K fixed pieces summed in a fixed order: bit-identical results for
     any number of ranks (K times the communication).
     """
