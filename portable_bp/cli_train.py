@@ -305,11 +305,29 @@ def _written(args, net, history, source, comm):
         together(comm, lambda: _write_outputs(args, net, history, source) if comm.rank == 0 else None)
 
 
+def _fit(args, net, data, opt, history, source, comm):
+    """``net.fit``; when it raises after training began, the outputs are written first."""
+    from . import stopping
+    from .train import TrainingDiverged
+
+    try:
+        with stopping.immediate(comm.size == 1):  # ...but stops one process's training at once
+            net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
+                    optimizer=opt, validation_data=(data.X_test, data.y_test), progress=not args.quiet,
+                    callbacks=[history], checkpoint=args.checkpoint, resume=args.resume, comm=comm)
+    except (KeyboardInterrupt, TrainingDiverged, Exception) as exc:
+        # an interrupt or a divergence: the last completed (or finite) epoch; another error
+        # after an epoch completed (a full disk under --checkpoint): what was trained
+        if isinstance(exc, (KeyboardInterrupt, TrainingDiverged)) or history.epochs:
+            _written(args, net, history, source, comm)
+        raise
+
+
 def _train(args, backend, comm):
     from . import stopping
     from .distributed.sync import together
     from .optim import get_optimizer
-    from .train import History, TrainingDiverged
+    from .train import History
 
     together(comm, lambda: check_outputs(args) if comm.rank == 0 else None)  # only rank 0 writes
     data, loss, source, n_features = together(comm, lambda: _load(args))
@@ -318,17 +336,8 @@ def _train(args, backend, comm):
     if not args.quiet:
         _describe(args, net, data, opt, source, n_features, comm)
     history, t0 = History(), time.perf_counter()
-    try:
-        net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
-                optimizer=opt, validation_data=(data.X_test, data.y_test), progress=not args.quiet,
-                callbacks=[history], checkpoint=args.checkpoint, resume=args.resume, comm=comm)
-    except (KeyboardInterrupt, TrainingDiverged, Exception) as exc:
-        # an interrupt or a divergence: the last completed (or finite) epoch; another error
-        # after an epoch completed (a full disk under --checkpoint): what was trained
-        if isinstance(exc, (KeyboardInterrupt, TrainingDiverged)) or history.epochs:
-            _written(args, net, history, source, comm)
-        raise
-    with stopping.deferred():  # the evaluation and the saves finish; a signal is honoured after
+    with stopping.deferred():  # from here, a signal waits for the writes...
+        _fit(args, net, data, opt, history, source, comm)
         net.backend.synchronize()
         elapsed = time.perf_counter() - t0
         metrics = held_out_metrics(net, data) if comm.rank == 0 else None  # the others print nothing

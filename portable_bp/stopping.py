@@ -70,7 +70,7 @@ def exit_status(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):  # Python's own handler, or a caller's raise
         return EXIT_INTERRUPTED
     if isinstance(exc, SystemExit):
-        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
+        return EXIT_OK if exc.code is None else exc.code if isinstance(exc.code, int) else EXIT_FAILED
     if isinstance(exc, TrainingDiverged):
         return EXIT_FAILED
     return EXIT_USAGE
@@ -156,6 +156,22 @@ def deferred(active: bool = True):
         yield
     finally:
         _requests.deferring -= 1
+
+
+@contextlib.contextmanager
+def immediate(active: bool = True):
+    """Meanwhile (when ``active``) a signal raises where it lands, even inside
+    :func:`deferred` (one process's training: ``fit`` then leaves the network at the last
+    completed epoch); one recorded before is raised on entry."""
+    if not active:
+        yield
+        return
+    saved, _requests.deferring = _requests.deferring, 0
+    try:
+        raise_pending()
+        yield
+    finally:
+        _requests.deferring = saved
 
 
 def handles_signals() -> bool:

@@ -258,3 +258,18 @@ def test_mpi_reads_the_checked_variable(monkeypatch):
         MPI(FakeWorld(), _mpi=FAKE_MPI)
     with pytest.raises(ValueError, match="timeout must be"):
         MPI(FakeWorld(), timeout=-1, _mpi=FAKE_MPI)
+
+
+def test_one_process_training_stops_at_once_even_when_writes_are_deferred():
+    """The command defers signals from training on, but one process's training is stopped
+    where the signal lands (fit then keeps the last completed epoch); one recorded just
+    before training starts is raised as it starts."""
+    with stopping.handled(), stopping.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(stopping.Terminated):
+            with stopping.immediate():
+                pass
+        with stopping.immediate(), pytest.raises(stopping.Interrupted):
+            os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # deferred again
+        assert stopping.pending() == signal.SIGINT
