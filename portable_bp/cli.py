@@ -136,7 +136,8 @@ def main(argv=None) -> int:
         return _run(args)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, stopping.Terminated)
-        sys.stderr.write(f"{PROG}: {'terminated' if terminated else 'interrupted'}\n")
+        why = f" ({exc})" if str(exc) else ""  # with many processes: which were signalled
+        sys.stderr.write(f"{PROG}: {'terminated' if terminated else 'interrupted'}{why}\n")
         return stopping.exit_status(exc)
     except (TrainingDiverged, ValueError, TypeError, OSError, ImportError, MemoryError,
             BackendUnavailable) as exc:

@@ -113,19 +113,30 @@ def raise_pending() -> None:
         raise for_signal(signum)
 
 
-def flags() -> list[float]:
-    """This process's vote for a sum over the ranks: [SIGINT pending, SIGTERM pending]."""
+def flags(rank: int = 0, size: int = 1) -> list[float]:
+    """This process's vote for a sum over the ``size`` ranks: 1 (SIGINT) or 2 (SIGTERM)
+    pending in its own slot ``rank``, 0 elsewhere, so the sum says who was signalled."""
+    votes = [0.0] * size
     signum = _requests.pending
-    return [float(signum == signal.SIGINT), float(signum == signal.SIGTERM)]
+    if signum is not None:
+        votes[rank] = 2.0 if signum == signal.SIGTERM else 1.0
+    return votes
 
 
 def agree(summed) -> None:
     """After the ranks summed their :func:`flags`: raise the same agreed
     :class:`Interrupted` on every rank when any rank was signalled (SIGTERM wins: the
-    scheduler's kill follows it)."""
-    if summed[0] or summed[1]:
-        _requests.pending = None
-        raise for_signal(signal.SIGTERM if summed[1] else signal.SIGINT, agreed=True)
+    scheduler's kill follows it), naming the ranks that were."""
+    signalled = [r for r, v in enumerate(summed) if v]
+    if not signalled:
+        return
+    _requests.pending = None
+    signum = signal.SIGTERM if any(v >= 2 for v in summed) else signal.SIGINT
+    ranks = ", ".join(map(str, signalled))
+    error = for_signal(signum, agreed=True)
+    error.args = (f"{signal.Signals(signum).name} to rank{'s' if len(signalled) > 1 else ''} {ranks} "
+                  f"of {len(summed)}",)
+    raise error
 
 
 @contextlib.contextmanager

@@ -79,13 +79,18 @@ def test_a_deferred_signal_is_recorded_and_a_second_one_raises():
 
 def test_agreed_votes_raise_the_same_interrupt_and_sigterm_wins():
     with stopping.handled():
+        assert stopping.flags(1, 3) == [0.0, 0.0, 0.0]
         stopping.agree([0.0, 0.0])  # nobody signalled: nothing happens
         with pytest.raises(stopping.Terminated) as raised:
-            stopping.agree([1.0, 1.0])
-        assert raised.value.agreed
+            stopping.agree([1.0, 2.0, 0.0])
+        assert raised.value.agreed and str(raised.value) == "SIGTERM to ranks 0, 1 of 3"
         with pytest.raises(stopping.Interrupted) as raised:
-            stopping.agree([2.0, 0.0])
-        assert type(raised.value) is stopping.Interrupted
+            stopping.agree([0.0, 1.0])
+        assert type(raised.value) is stopping.Interrupted and str(raised.value) == "SIGINT to rank 1 of 2"
+        with stopping.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stopping.flags(1, 3) == [0.0, 2.0, 0.0]
+            stopping.clear()
 
 
 @pytest.mark.parametrize("exc,status", [

@@ -145,7 +145,7 @@ class MPI(Communicator):
         if self.size == 1:
             return buffer
         mpi = self._mpi
-        votes = host_values(stopping.flags())
+        votes = host_values(stopping.flags(self.rank, self.size))
         request = self.world.Iallreduce(mpi.IN_PLACE, votes, mpi.SUM)
         if self.cuda_aware and backend is not None and backend.is_gpu:
             backend.synchronize()  # MPI reads device memory outside the library's stream
@@ -163,7 +163,7 @@ class MPI(Communicator):
         """One sum of the ranks' pending signals alone (where no buffer is summed: the end
         of an NCCL epoch), raising as :meth:`allreduce` does."""
         if self.size > 1:
-            votes = host_values(stopping.flags())
+            votes = host_values(stopping.flags(self.rank, self.size))
             self._call("allreduce", self.world.Allreduce, self._mpi.IN_PLACE, votes, self._mpi.SUM)
             stopping.agree(votes)
 
