@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -137,6 +138,36 @@ def agree(summed) -> None:
     error.args = (f"{signal.Signals(signum).name} to rank{'s' if len(signalled) > 1 else ''} {ranks} "
                   f"of {len(summed)}",)
     raise error
+
+
+class Ballots:
+    """When a communicator's sums carry the ranks' :func:`flags` (a vote is a second, tiny
+    sum beside the buffer's: cheap, not free): at the first sum, then every ``interval``
+    sums, an interval rank 0 proposes at each vote (its ``flags`` slot ``size``: the sum
+    then holds rank 0's number on every rank) so that votes come about every ``period``
+    seconds: every step for a step of 0.1 s or more, every thousandth for a step of 0.1 ms.
+    Every rank makes the same sums in the same order, so every rank votes at the same ones."""
+
+    def __init__(self, period: float = 0.1, most: int = 1000):
+        self.period, self.most = period, most
+        self._left, self._calls, self._since = 1, 0, time.monotonic()
+
+    def due(self) -> bool:
+        """Called once per sum: whether this one carries a vote."""
+        self._left -= 1
+        self._calls += 1
+        return self._left <= 0
+
+    def votes(self, rank: int, size: int) -> list[float]:
+        """This rank's ballot: :func:`flags` and, from rank 0, the next interval."""
+        per_sum = (time.monotonic() - self._since) / max(self._calls, 1)
+        proposal = max(1, min(self.most, int(self.period / per_sum))) if per_sum > 0 else self.most
+        return flags(rank, size) + [float(proposal) if rank == 0 else 0.0]
+
+    def counted(self, summed) -> None:
+        """After the sum: the next vote's interval, then :func:`agree` on the signals."""
+        self._left, self._calls, self._since = max(1, int(summed[-1])), 0, time.monotonic()
+        agree(summed[:-1])
 
 
 @contextlib.contextmanager

@@ -278,3 +278,37 @@ def test_one_process_training_stops_at_once_even_when_writes_are_deferred():
             os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)  # deferred again
         assert stopping.pending() == signal.SIGINT
+
+
+def test_ballots_vote_at_the_first_sum_then_at_rank_0s_interval():
+    """Every rank votes at the same sums: the first, then every k-th, k being rank 0's
+    proposal (about 0.1 s of sums, 1 to 1000), carried in the vote itself."""
+    ballots = stopping.Ballots(period=0.1, most=1000)
+    assert ballots.due()
+    ballot = ballots.votes(0, 2)
+    assert ballot[:2] == [0.0, 0.0] and 1 <= ballot[2] <= 1000
+    assert stopping.Ballots().votes(1, 2)[2] == 0.0  # only rank 0 proposes
+    ballots.counted([0.0, 0.0, 3.0])
+    assert [ballots.due() for _ in range(3)] == [False, False, True]
+    slow = stopping.Ballots(period=0.0)  # sums slower than the period: a vote at every one
+    slow.due()
+    assert slow.votes(0, 1)[1] == 1.0
+
+
+def test_mpi_sums_carry_a_signal_to_every_rank_as_one_agreed_stop():
+    """A SIGTERM pending on this rank (rank 1 of 2): the sum completes, then the same
+    agreed Terminated is raised, naming the rank (the fake world doubles every sum)."""
+    from test_distributed_units import FAKE_MPI, FakeWorld
+
+    from portable_bp.distributed import MPI
+
+    comm = MPI(FakeWorld(rank=1, size=2, local_rank=1), timeout=0, _mpi=FAKE_MPI)
+    buf = np.ones(3)
+    with stopping.handled(), stopping.deferred():
+        assert comm.allreduce(buf) is buf  # nothing pending: a plain sum (rank 0 of the fake
+        # world proposes 0, so the next sum votes again)
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(stopping.Terminated) as raised:
+            comm.allreduce(buf)
+        assert raised.value.agreed and str(raised.value) == "SIGTERM to rank 1 of 2"
+        assert buf.tolist() == [4.0, 4.0, 4.0] and stopping.pending() is None

@@ -13,11 +13,12 @@ longer than ``timeout`` seconds (``PORTABLE_BP_COMM_TIMEOUT``, default 600) prin
 one and aborts the job. mpi4py releases the GIL while MPI waits, so the watchdog thread
 runs, and mpi4py asks for ``MPI_THREAD_MULTIPLE``, so it may call ``MPI_Abort``.
 
-Signals are not errors: every sum (:meth:`MPI.allreduce`) carries, beside the buffer, a
+Signals are not errors: the sums (:meth:`MPI.allreduce`) carry, beside the buffer, a
 second tiny sum of each rank's pending SIGINT/SIGTERM (:mod:`portable_bp.stopping`),
-started before the buffer's and finished after it, so it costs no extra wait. When any
-rank was signalled, every rank raises the same interrupt after that sum: the ranks stop
-at the same step, and nobody is aborted.
+started before the buffer's and finished after it: every step's, or every k-th step's for
+steps much shorter than 0.1 s (:class:`~portable_bp.stopping.Ballots`), so a signal is
+honoured within about 0.1 s plus a step. When any rank was signalled, every rank raises
+the same interrupt after that sum: the ranks stop at the same step, nobody is aborted.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class MPI(Communicator):
             cuda_aware = os.environ.get("PORTABLE_BP_MPI_CUDA_AWARE", "") not in ("", "0")
         self.timeout, self.cuda_aware = float(timeout), bool(cuda_aware)
         self._watchdog = Watchdog(self.timeout, self.abort) if self.size > 1 and self.timeout > 0 else None
+        self._ballots = stopping.Ballots()
 
     def _local_rank(self) -> int:
         """This rank among those sharing its machine's memory (MPI-3's split by type)."""
@@ -145,8 +147,10 @@ class MPI(Communicator):
         if self.size == 1:
             return buffer
         mpi = self._mpi
-        votes = host_values(stopping.flags(self.rank, self.size))
-        request = self.world.Iallreduce(mpi.IN_PLACE, votes, mpi.SUM)
+        votes, request = None, None
+        if self._ballots.due():
+            votes = host_values(self._ballots.votes(self.rank, self.size))
+            request = self.world.Iallreduce(mpi.IN_PLACE, votes, mpi.SUM)
         if self.cuda_aware and backend is not None and backend.is_gpu:
             backend.synchronize()  # MPI reads device memory outside the library's stream
             self._call("allreduce", self.world.Allreduce, mpi.IN_PLACE, buffer, mpi.SUM)
@@ -155,8 +159,9 @@ class MPI(Communicator):
             host = to_host(buffer, backend)
             self._call("allreduce", self.world.Allreduce, mpi.IN_PLACE, host, mpi.SUM)
             out = buffer if host is buffer else from_host(host, buffer, backend)
-        self._call("allreduce", request.Wait)
-        stopping.agree(votes)
+        if request is not None:
+            self._call("allreduce", request.Wait)
+            self._ballots.counted(votes)
         return out
 
     def agree_on_stop(self) -> None:

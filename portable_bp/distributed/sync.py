@@ -56,7 +56,7 @@ def together(comm, fn):
     """``fn()`` on every rank; when it raises on any rank (an interrupt or exit included),
     an error is raised on every rank (so that none goes on to a collective the others never
     reach, nor leaves them waiting in this one). A signal pending on any rank is honoured
-    here too, on every rank (the flags' sum is a sum over the ranks)."""
+    here too, on every rank (the flags' sum carries the ranks' votes)."""
     if comm.size == 1:
         return fn()
     result, error = None, None
@@ -66,12 +66,14 @@ def together(comm, fn):
         if getattr(exc, "agreed", False):  # already raised on every rank, at a sum inside fn
             raise
         error = exc
-    flags = host_zeros(comm.size)
+    flags = host_zeros(2 * comm.size)  # errors, then the ranks' pending signals
     flags[comm.rank] = error is not None
+    flags[comm.size:] = stopping.flags(comm.rank, comm.size)
     flags = comm.allreduce(flags)
     failed = [r for r in range(comm.size) if flags[r]]
     if failed:
         _raise_everywhere(comm, error, failed)
+    stopping.agree(list(flags[comm.size:]))
     return result
 
 
