@@ -78,13 +78,13 @@ def cmd_gradcheck(args, backend):
           f"loss {net.loss}, float64 on {backend.spec}, {args.samples} samples (seed {args.seed})")
     print(f"max relative error: {error:.3e} (threshold {GRADCHECK_THRESHOLD:g}): "
           f"{'PASS' if ok else 'FAIL'}")
-    return 0 if ok else 1
+    return stopping.EXIT_OK if ok else stopping.EXIT_FAILED
 
 
 def cmd_explain(args, backend):
     """Walk through the derivation's 3-4-2 example and check the library against E3/E5."""
     worst = explain_seed_network(backend, args.seed)
-    return 0 if worst <= EXPLAIN_TOLERANCE else 1
+    return stopping.EXIT_OK if worst <= EXPLAIN_TOLERANCE else stopping.EXIT_FAILED
 
 
 def cmd_bench(rest):

@@ -19,7 +19,7 @@ SIGINT handler does. A second signal while one is pending raises at once too: a 
 who presses Ctrl-C twice means it.
 
 The exit statuses of the ``portable-bp`` command are defined here, once: 0 done,
-:data:`EXIT_FAILED` (training diverged), :data:`EXIT_USAGE` (bad input, a file or
+:data:`EXIT_FAILED` (training diverged, a check failed), :data:`EXIT_USAGE` (bad input, a file or
 environment problem, memory), 128 + the signal's number for an interrupt (130 for
 SIGINT, 143 for SIGTERM, as a shell reports a process killed by it).
 """
