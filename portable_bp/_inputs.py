@@ -8,6 +8,7 @@ never silently copied. Checks run with the backend's namespace, once per public 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -204,9 +205,10 @@ def labels(backend, y, n_classes: int, what: str = "Z"):
 
 
 # -- memory ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def memory_limit() -> int | None:
     """The bytes of memory this process may use at most: the machine's physical memory,
-    or its control group's limit (a container, a batch job) when that is lower."""
+    or its control group's limit (a container, a batch job) when that is lower (read once)."""
     limits = []
     try:
         limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
