@@ -19,10 +19,16 @@ LEAKY_SLOPE = 0.01
 
 
 class Activation(NamedTuple):
+    """One row of the table: adding an activation is adding a row (the default initial
+    weights and the Ops check's probes come from here)."""
+
     name: str
     forward: Callable   # (xp, u) -> a
     backward: Callable  # (xp, a, g) -> g ⊙ f'(u), with a = f(u)
     output_only: bool = False
+    #: the initial weights that suit it as a hidden activation (portable_bp.init): He for
+    #: the rectifiers, Glorot/Xavier for the saturating and linear ones
+    default_init: str = "xavier"
 
 
 def sigmoid(xp, u):
@@ -116,12 +122,17 @@ def exp_backward(xp, a, g):
 ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation("sigmoid", sigmoid, sigmoid_backward),
     "tanh": Activation("tanh", tanh, tanh_backward),
-    "relu": Activation("relu", relu, relu_backward),
-    "leaky_relu": Activation("leaky_relu", leaky_relu, leaky_relu_backward),
+    "relu": Activation("relu", relu, relu_backward, default_init="he"),
+    "leaky_relu": Activation("leaky_relu", leaky_relu, leaky_relu_backward, default_init="he"),
     "identity": Activation("identity", identity, identity_backward),
     "softmax": Activation("softmax", softmax, softmax_backward, output_only=True),
     "exp": Activation("exp", exp, exp_backward, output_only=True),
 }
+
+
+def hidden_activations() -> list[Activation]:
+    """Every activation a hidden layer may use, in table order."""
+    return [a for a in ACTIVATIONS.values() if not a.output_only]
 
 
 def get_activation(name: str, *, output: bool, what: str = "activation") -> Activation:

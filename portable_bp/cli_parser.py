@@ -18,7 +18,7 @@ from .backends import DTYPES
 from .cli_train import DATASETS, PROG
 from .distributed.launch import CHOICES as DISTRIBUTED
 from .losses import LOSSES
-from .optim import DEFAULT_LR, OPTIMIZERS
+from .optim import default_lrs, optimizer_names
 
 HIDDEN_ACTIVATIONS = tuple(name for name, act in ACTIVATIONS.items() if not act.output_only)
 OUTPUT_ACTIVATIONS = tuple(ACTIVATIONS)
@@ -165,10 +165,10 @@ def _add_train(sub):
     _add_network_args(t, [64], "relu")
     t.add_argument("--loss", choices=LOSS_NAMES, default=None,
                    help="default: cross_entropy for integer class labels, mse for continuous targets")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum",
+    t.add_argument("--optimizer", choices=optimizer_names(), default="momentum",
                    help="default: momentum (SGD with momentum 0.9)")
     t.add_argument("--lr", type=_positive_float, default=None,
-                   help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+                   help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in default_lrs().items()) + ")")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="L2",
                    help="L2 penalty added to the gradient (default: 0)")
     t.add_argument("--epochs", type=_positive_int, default=30, help="default: 30")

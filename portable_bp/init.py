@@ -10,10 +10,6 @@ import math
 
 INITS = ("normal", "xavier", "he")
 
-# The default that trains best for each hidden activation: He for the rectifiers,
-# Glorot/Xavier for the saturating and linear ones.
-DEFAULT_INIT = {"relu": "he", "leaky_relu": "he", "sigmoid": "xavier", "tanh": "xavier",
-                "identity": "xavier"}
 
 
 def init_scale(init: str, n_in: int, n_out: int, sigma: float) -> float:

@@ -16,9 +16,10 @@ from ._validate import choice, integer, number
 from .activations import get_activation
 from .backends import Backend
 from .backends import get as get_backend
-from .init import DEFAULT_INIT, INITS, initial_weights
+from .init import INITS, initial_weights
 from .losses import get_loss
 from .ops import Ops
+from .transforms import regularization
 
 
 class Network:
@@ -53,11 +54,20 @@ class Network:
         Starting parameters instead of drawn ones (checked and copied as :meth:`set_params`
         does: training never writes into the caller's arrays; nothing is drawn, so loading
         a checkpoint holds no second set of weights).
+    dropout : float or list of float, optional
+        Inverted dropout on the hidden layers while training (E14): each hidden unit is
+        zeroed with probability ``dropout`` and the kept ones scaled by 1/(1 − dropout), so
+        ``forward``, ``predict`` and ``evaluate`` use every unit unscaled. One rate for every
+        hidden layer, or one per hidden layer; each in [0, 1). The masks come from a
+        counter-based generator keyed by ``seed``, the step count and the layer: the same
+        on every backend and executor, and again after a resume.
     """
 
     def __init__(self, sizes, *, activation="sigmoid", output_activation=None, loss="mse",
-                 backend="numpy", dtype="float32", seed=None, init=None, sigma=0.1, params=None):
+                 backend="numpy", dtype="float32", seed=None, init=None, sigma=0.1, params=None,
+                 dropout=0.0):
         self.sizes = _check_sizes(sizes)
+        self.dropout = _check_dropout(dropout, len(self.sizes) - 2)
         loss_fn = get_loss(loss)
         hidden = get_activation(activation, output=False, what="activation")
         if output_activation is None:
@@ -67,14 +77,15 @@ class Network:
             raise ValueError(f"loss={loss!r} needs output_activation={loss_fn.fused_output!r}, "
                              f"got {output_activation!r}")
         self.loss, self.activation, self.output_activation = loss, activation, output_activation
-        self.init = choice(DEFAULT_INIT[activation] if init is None else init, "init", INITS)
+        self.init = choice(hidden.default_init if init is None else init, "init", INITS)
         self.sigma = number(sigma, "sigma", lo_open=True)
         self.seed = integer(int.from_bytes(os.urandom(4), "little") if seed is None else seed, "seed")
         self.backend: Backend = get_backend(backend)
         self.dtype = dtype
         self.xp = self.backend.xp
         #: what the step needs to know: each layer's activation and the loss
-        self.spec = step.Spec((hidden,) * (len(self.sizes) - 2) + (output,), loss_fn)
+        self.spec = step.Spec((hidden,) * (len(self.sizes) - 2) + (output,), loss_fn,
+                              self.dropout if any(self.dropout) else ())
         self._dt = self.backend.dtype(dtype)  # ValueError for unknown names
         self._params = self._initial_params(params)
         self._ops = self.backend.ops
@@ -105,12 +116,14 @@ class Network:
         """The constructor arguments that rebuild this architecture (checkpoints store it)."""
         return dict(sizes=list(self.sizes), activation=self.activation,
                     output_activation=self.output_activation, loss=self.loss,
-                    dtype=self.dtype, seed=self.seed, init=self.init, sigma=self.sigma)
+                    dtype=self.dtype, seed=self.seed, init=self.init, sigma=self.sigma,
+                    dropout=list(self.dropout))
 
     def __repr__(self) -> str:
+        dropout = f", dropout={list(self.dropout)}" if any(self.dropout) else ""
         return (f"Network({list(self.sizes)}, activation={self.activation!r}, "
                 f"output_activation={self.output_activation!r}, loss={self.loss!r}, "
-                f"backend={self.backend.spec!r}, dtype={self.dtype!r})")
+                f"backend={self.backend.spec!r}, dtype={self.dtype!r}{dropout})")
 
     @property
     def n_layers(self) -> int:
@@ -222,15 +235,25 @@ class Network:
         with self.backend.activate():
             return step.outputs(self.spec, self._ops, self._params, self.features(X))
 
-    def loss_and_grads(self, X, Z, sample_weight=None):
+    def loss_and_grads(self, X, Z, sample_weight=None, *, l2=None, training_step=None):
         """The batch loss as a Python float and (dW, db) per layer, shaped like ``params``;
-        with ``sample_weight`` the loss is Σ w_i ℓ_i / Σ w_i."""
+        with ``sample_weight`` the loss is Σ w_i ℓ_i / Σ w_i. ``l2`` adds fit's L2 term (E16)
+        to both; ``training_step`` computes them as training step number ``training_step``
+        would, with that step's dropout masks (by default none: evaluation mode)."""
         with self.backend.activate():
             X = self.features(X)
             w = None if sample_weight is None else self.sample_weights(sample_weight, X.shape[0])
-            total, grads = step.loss_and_grads(self.spec, self._ops, self._params, X,
-                                               self.targets(Z, X.shape[0]), w)
+            total, grads = step.loss_and_grads(self.spec, self._ops, self._params,
+                                               self.step_context(X, self.targets(Z, X.shape[0]), w, training_step),
+                                               regularization(l2))
             return float(total) / (X.shape[0] if w is None else float(self.xp.sum(w))), grads
+
+    def step_context(self, X, Z, w=None, training_step=None) -> step.Context:
+        """The step's context for a batch already checked and moved: the network's seed and
+        the step counter ``training_step`` (dropout on), or evaluation mode (no dropout)."""
+        if training_step is None:
+            return step.Context(X, Z, w, 0, self.seed, training=False)
+        return step.Context(X, Z, w, integer(training_step, "training_step"), self.seed)
 
     def fit(self, X, Z, **kwargs) -> Any:
         """Train by gradient descent (E12); see :func:`portable_bp.train.fit`."""
@@ -266,6 +289,23 @@ def load(path, backend=None, *, max_bytes=None) -> Network:
     pass that optimizer again to ``fit``. ``max_bytes`` bounds what is read (default
     ``PORTABLE_BP_MAX_BYTES``, else 4 GiB): a larger file is a ValueError."""
     return checkpoint.read_network(path, Network, backend, max_bytes)
+
+
+def _check_dropout(dropout, n_hidden: int) -> tuple[float, ...]:
+    """One rate in [0, 1) per hidden layer, from one rate or a list of them; a ValueError
+    naming the value otherwise (a rate for the output layer included)."""
+    if isinstance(dropout, (list, tuple)):
+        if len(dropout) != n_hidden:
+            raise ValueError(f"dropout must be one rate or one per hidden layer ({n_hidden}); got {len(dropout)} "
+                             f"rates {list(dropout)} (the output layer takes no dropout)")
+        rates = list(dropout)
+    else:
+        rates = [dropout] * n_hidden
+        if n_hidden == 0:
+            number(dropout, "dropout", hi=1.0)
+            if dropout:
+                raise ValueError(f"dropout={dropout!r} needs a hidden layer: the output layer takes no dropout")
+    return tuple(number(r, "dropout", hi=1.0) for r in rates)
 
 
 def _check_sizes(sizes) -> tuple:

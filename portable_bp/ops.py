@@ -13,7 +13,8 @@ returns: whether it wrote in place is the Ops' business.
 
 Which arguments an override may write into is part of the contract: the optimizer
 primitives (:meth:`Ops.sgd_dense`, :meth:`Ops.subtract_product`,
-:meth:`Ops.subtract_colsum`, :meth:`Ops.sgd`, :meth:`Ops.momentum`, :meth:`Ops.adam`) may
+:meth:`Ops.subtract_colsum`, :meth:`Ops.sgd`, :meth:`Ops.decay`, :meth:`Ops.momentum`,
+:meth:`Ops.adam`, :meth:`Ops.rmsprop`) may
 update the parameter and slot arrays they are given and may consume the gradient (``G``, or
 a DenseGrad's ``delta``: the step's own temporaries, which it reads no more); every other
 argument of every primitive is read-only.
@@ -27,15 +28,16 @@ from typing import Any
 
 import array_api_compat
 
+from . import counter_rng
 from .activations import Activation
 from .losses import Loss
 
 Array = Any  # an array of whatever Array API namespace the Ops was made for
 
 # The primitives, in the order the step uses them; the override check walks this list.
-PRIMITIVES = ("rows", "affine", "affine_activation", "activation", "output_loss", "output_delta",
-              "backprop_delta", "dense_grads", "sgd_dense", "subtract_product", "subtract_colsum",
-              "sgd", "momentum", "adam", "extremes", "finite_or_nan")
+PRIMITIVES = ("rows", "affine", "affine_activation", "dropout_mask", "dropout", "activation", "output_loss",
+              "output_delta", "backprop_delta", "dense_grads", "l2_grads", "sgd_dense", "subtract_product",
+              "subtract_colsum", "sgd", "decay", "momentum", "adam", "rmsprop", "extremes", "finite_or_nan")
 
 
 class DenseGrad:
@@ -105,6 +107,23 @@ class Ops:
         """E7: f(A Wᵀ + b)."""
         return f.forward(self.xp, self.affine(A, W, b))
 
+    # -- dropout (E14, E15) ------------------------------------------------------------
+    def dropout_mask(self, seed: int, count: Any, layer: int, first_row: Any, like: Array, rate: float) -> Array:
+        """E14's S(l) = M(l) / (1 − p) for activations shaped, typed and placed like
+        ``like``: 1/(1 − rate) where a unit is kept, 0 where dropped, drawn by the
+        counter-based generator (:mod:`portable_bp.counter_rng`), so the same (seed, step
+        counter, layer, rows) gives the same mask on every backend."""
+        xp, device = self.xp, array_api_compat.device(like)
+        key = counter_rng.stream(xp, seed, count, layer, device)
+        bits = counter_rng.uniform_bits(xp, key, first_row, tuple(like.shape), device)
+        keep = bits >= counter_rng.keep_threshold(rate)
+        return xp.astype(keep, like.dtype) * (1.0 / (1.0 - rate))
+
+    def dropout(self, A: Array, S: Array) -> Array:
+        """A ⊙ S: E14 on a hidden layer's activations, E15 on its Δ (neither written into:
+        the activations before dropout are what f' is written from)."""
+        return A * S
+
     def activation(self, U: Array, f: Activation) -> Array:
         """f(U): the output layer's activation when no loss is computed (prediction)."""
         return f.forward(self.xp, U)
@@ -136,6 +155,13 @@ class Ops:
             return g.arrays
         return g.delta.T @ g.inputs, self.xp.sum(g.delta, axis=0)
 
+    def l2_grads(self, g: DenseGrad, W: Array, c: Any) -> tuple[Array, Array]:
+        """E16's gradient: (Δᵀ A + c·W, Σ_rows Δ), the product accumulated into c·W (one
+        multiply-accumulate where the backend has one) when the gradient is still factors."""
+        if g.arrays is not None:
+            return g.arrays[0] + c * W, g.arrays[1]
+        return self.subtract_product(c * W, g.delta, g.inputs, -1.0), self.xp.sum(g.delta, axis=0)
+
     # -- updates (E12 and the optimizers) --------------------------------------------------
     def sgd_dense(self, W: Array, b: Array, g: DenseGrad, lr: float) -> tuple[Array, Array]:
         """E12 for one dense layer from E10's factors: (W − lr·Δᵀ A, b − lr·Σ_rows Δ)."""
@@ -156,6 +182,10 @@ class Ops:
         """E12: P − lr·G."""
         return P - lr * G
 
+    def decay(self, P: Array, factor: float) -> Array:
+        """P · factor: decoupled weight decay (AdamW's P ← P − lr·λ·P, factor 1 − lr·λ)."""
+        return P * factor
+
     def momentum(self, P: Array, G: Array, V: Array, lr: float, mu: float,
                  nesterov: bool) -> tuple[Array, Array]:
         """SGD with momentum, PyTorch's convention: V ← mu·V + G, then P steps along V, or
@@ -170,6 +200,24 @@ class Ops:
         M = b1 * M + (1 - b1) * G
         V = b2 * V + (1 - b2) * (G * G)
         return P - step_size * (M / (self.xp.sqrt(V) + eps_hat)), M, V
+
+    def rmsprop(self, P: Array, G: Array, S: Array, M: Array, B: Array, lr: float, alpha: float, eps: float,
+                mu: float, centered: bool) -> tuple[Array, Array, Array, Array]:
+        """RMSprop as PyTorch defines it: S ← αS + (1−α)G²; with ``centered`` M ← αM + (1−α)G
+        and the denominator √(S − M²) + eps, else √S + eps; with momentum mu,
+        B ← mu·B + G/denominator and P ← P − lr·B, else P ← P − lr·G/denominator.
+        Returns (P, S, M, B); M and B pass through unchanged when unused."""
+        xp = self.xp
+        S = alpha * S + (1 - alpha) * (G * G)
+        if centered:
+            M = alpha * M + (1 - alpha) * G
+            denominator = xp.sqrt(S - M * M) + eps
+        else:
+            denominator = xp.sqrt(S) + eps
+        if mu:
+            B = mu * B + G / denominator
+            return P - lr * B, S, M, B
+        return P - lr * (G / denominator), S, M, B
 
     # -- the epoch's check -------------------------------------------------------------
     def extremes(self, arrays: Sequence[Array]) -> Array:
@@ -220,6 +268,10 @@ class InPlaceOps(Ops):
     def sgd(self, P, G, lr):
         G *= lr
         P -= G
+        return P
+
+    def decay(self, P, factor):
+        P *= factor
         return P
 
     def momentum(self, P, G, V, lr, mu, nesterov):

@@ -27,12 +27,31 @@ from typing import Any
 from ._validate import integer, number
 from .ops import DenseGrad, Ops
 
+#: every optimizer class that can be named (``fit(optimizer="adamw")``, the CLI, checkpoints),
+#: by its ``name``: a subclass with a ``name`` and a ``default_lr`` registers itself
+REGISTRY: dict[str, type[Optimizer]] = {}
+
 
 class Optimizer:
-    """The optimizer protocol, with defaults: ``hyperparams`` passes the learning rate on."""
+    """The optimizer protocol, with defaults: ``hyperparams`` passes the learning rate on.
+
+    A subclass that sets ``name`` and ``default_lr`` is registered under that name (and
+    under each of its ``presets``: other names for configurations of it, as ``momentum``
+    is SGD with momentum 0.9); its ``config()`` (constructor arguments as JSON) is what
+    checkpoints store and :func:`optimizer_from_config` rebuilds it from."""
 
     name = "custom"
     slots: tuple[str, ...] = ()
+    #: the learning rate the optimizer gets by name when none is given (also the CLI's)
+    default_lr: float | None = None
+    #: other names for configurations of this class: name -> (constructor arguments, lr)
+    presets: dict[str, tuple[dict, float]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in vars(cls) and cls.default_lr is not None:
+            for name in (cls.name, *cls.presets):
+                REGISTRY[name] = cls
 
     def __init__(self, lr: Any = None):
         self.lr = lr
@@ -82,6 +101,8 @@ class SGD(Optimizer):
     step along v, or g + momentum·v for Nesterov) and L2 weight decay (g ← g + wd·W)."""
 
     name = "sgd"
+    default_lr = 0.1
+    presets = {"momentum": ({"momentum": 0.9}, 0.05), "nesterov": ({"momentum": 0.9, "nesterov": True}, 0.05)}
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr if callable(lr) else number(lr, "lr", lo_open=True))
@@ -128,6 +149,7 @@ class Adam(Optimizer):
 
     name = "adam"
     slots = ("m", "v")
+    default_lr = 1e-3
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(lr if callable(lr) else number(lr, "lr", lo_open=True))
@@ -154,6 +176,64 @@ class Adam(Optimizer):
                  for p, g, m, v in zip(param, grads, state["m"], state["v"])]
         return (moved[0][0], moved[1][0]), {"m": (moved[0][1], moved[1][1]),
                                             "v": (moved[0][2], moved[1][2])}
+
+
+class AdamW(Adam):
+    """AdamW as PyTorch defines it (Loshchilov & Hutter, 2019): the weight decay is
+    decoupled from the gradient, P ← P·(1 − lr·weight_decay) before Adam's step, on every
+    parameter (biases too, as ``torch.optim.AdamW(model.parameters())``)."""
+
+    name = "adamw"
+    default_lr = 1e-3
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, betas, eps, weight_decay)
+
+    def hyperparams(self, step, lr):
+        return {**super().hyperparams(step, lr), "keep": 1.0 - lr * self.weight_decay}
+
+    def update(self, grad, state, param, *, ops, step_size, eps_hat, keep):
+        param = tuple(ops.decay(p, keep) for p in param) if self.weight_decay else param
+        moved = [ops.adam(p, g, m, v, step_size, eps_hat, *self.betas)
+                 for p, g, m, v in zip(param, ops.dense_grads(grad), state["m"], state["v"])]
+        return (moved[0][0], moved[1][0]), {"m": (moved[0][1], moved[1][1]),
+                                            "v": (moved[0][2], moved[1][2])}
+
+
+class RMSprop(Optimizer):
+    """RMSprop as PyTorch defines it (``torch.optim.RMSprop``): a running mean of squared
+    gradients (smoothing ``alpha``), optionally ``centered`` (divided by the variance's
+    root instead), with optional ``momentum`` and L2 ``weight_decay`` added to the gradient."""
+
+    name = "rmsprop"
+    default_lr = 1e-3
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        super().__init__(lr if callable(lr) else number(lr, "lr", lo_open=True))
+        self.alpha = number(alpha, "alpha", hi=1.0)
+        self.eps = number(eps, "eps", lo_open=True)
+        self.weight_decay = number(weight_decay, "weight_decay")
+        self.momentum = number(momentum, "momentum", hi=1.0)
+        self.centered = bool(centered)
+        self.slots = ("square_avg",) + (("grad_avg",) if self.centered else ()) + \
+            (("momentum_buffer",) if self.momentum else ())
+
+    def config(self) -> dict:
+        return dict(name=self.name, lr=_schedule_config(self.lr), alpha=self.alpha, eps=self.eps,
+                    weight_decay=self.weight_decay, momentum=self.momentum, centered=self.centered)
+
+    def update(self, grad, state, param, *, ops, lr):
+        grads = _with_weight_decay(ops.dense_grads(grad), param, self.weight_decay)
+        unused = (None, None)
+        moved = [ops.rmsprop(p, g, s, m, b, lr, self.alpha, self.eps, self.momentum, self.centered)
+                 for p, g, s, m, b in zip(param, grads, state["square_avg"], state.get("grad_avg", unused),
+                                          state.get("momentum_buffer", unused))]
+        new = {"square_avg": (moved[0][1], moved[1][1])}
+        if self.centered:
+            new["grad_avg"] = (moved[0][2], moved[1][2])
+        if self.momentum:
+            new["momentum_buffer"] = (moved[0][3], moved[1][3])
+        return (moved[0][0], moved[1][0]), new
 
 
 # -- optimizer state as checkpoints store it ----------------------------------------------
@@ -246,16 +326,32 @@ def learning_rate(optimizer, epoch: int):
 
 
 # -- names --------------------------------------------------------------------------------
-# The learning rate each named optimizer gets when none is given (also the command line's):
-# rates that train the bundled examples well on standardized inputs.
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3}
-OPTIMIZERS = tuple(DEFAULT_LR)
+def default_lr(name: str) -> float:
+    """The learning rate the optimizer called ``name`` gets when none is given: rates that
+    train the bundled examples well on standardized inputs."""
+    cls = REGISTRY[name]
+    rate = cls.presets[name][1] if name in cls.presets else cls.default_lr
+    assert rate is not None  # only classes with a default_lr register
+    return rate
+
+
+def optimizer_names() -> tuple[str, ...]:
+    """Every name :func:`get_optimizer` takes, in registration order."""
+    return tuple(REGISTRY)
+
+
+def default_lrs() -> dict[str, float]:
+    """{name: default learning rate} for every named optimizer (the CLI's help shows it)."""
+    return {name: default_lr(name) for name in REGISTRY}
+
+
 PROTOCOL = ("init", "hyperparams", "update")
 
 
-def get_optimizer(optimizer="sgd", lr=None, weight_decay=0.0):
-    """An optimizer object from a name (``sgd``, ``momentum``, ``nesterov``, ``adam``)
-    configured by ``lr`` and ``weight_decay``, or the object itself."""
+def get_optimizer(optimizer="sgd", lr=None, weight_decay=None):
+    """An optimizer object from a name (see :func:`optimizer_names`: ``sgd``, ``momentum``,
+    ``nesterov``, ``adam``, ``adamw``, ``rmsprop``) configured by ``lr`` and
+    ``weight_decay`` (None: the class's default), or the object itself."""
     if not isinstance(optimizer, str):
         missing = [m for m in PROTOCOL if not callable(getattr(optimizer, m, None))]
         if missing:
@@ -265,21 +361,21 @@ def get_optimizer(optimizer="sgd", lr=None, weight_decay=0.0):
         if lr is not None:
             raise ValueError("lr configures optimizers given by name; set it on the optimizer object instead")
         return optimizer
-    if optimizer not in DEFAULT_LR:
-        raise ValueError(f"optimizer must be one of {sorted(DEFAULT_LR)} or an optimizer object, got {optimizer!r}")
-    lr = DEFAULT_LR[optimizer] if lr is None else lr
-    if optimizer == "adam":
-        return Adam(lr, weight_decay=weight_decay)
-    return SGD(lr, momentum=0.0 if optimizer == "sgd" else 0.9, nesterov=optimizer == "nesterov",
-               weight_decay=weight_decay)
+    if optimizer not in REGISTRY:
+        raise ValueError(f"optimizer must be one of {sorted(REGISTRY)} or an optimizer object, got {optimizer!r}")
+    cls = REGISTRY[optimizer]
+    kwargs = dict(cls.presets[optimizer][0]) if optimizer in cls.presets else {}
+    if weight_decay is not None:
+        kwargs["weight_decay"] = weight_decay
+    return cls(default_lr(optimizer) if lr is None else lr, **kwargs)
 
 
 def optimizer_from_config(cfg: dict):
     """Rebuild an optimizer from ``opt.config()`` (as stored in checkpoints)."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
-    cls = {"sgd": SGD, "adam": Adam}.get(name)
-    if cls is None:
+    cls = REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None or name in cls.presets:
         raise ValueError(f"unknown optimizer {name!r} in config")
     cfg["lr"] = _schedule_from_config(cfg.get("lr"))
     if cfg["lr"] is None:

@@ -29,7 +29,8 @@ def test_train_help_shows_the_librarys_tables():
     with their default outputs, optimizers with their default learning rates."""
     from portable_bp.activations import ACTIVATIONS
     from portable_bp.losses import LOSSES
-    from portable_bp.optim import DEFAULT_LR
+    from portable_bp.optim import default_lrs
+    DEFAULT_LR = default_lrs()
 
     r = run_cli("train", "--help")
     assert r.returncode == 0, r.stderr
@@ -117,7 +118,8 @@ def test_train_regression_uses_the_librarys_defaults_and_prints_test_mse(tmp_pat
     """A continuous target: loss mse with the library's default output for it (identity) and
     the optimizer's default learning rate from the library's table."""
     from portable_bp.losses import LOSSES
-    from portable_bp.optim import DEFAULT_LR
+    from portable_bp.optim import default_lrs
+    DEFAULT_LR = default_lrs()
 
     r = run_cli("train", "--dataset", "sine", "--epochs", "5", "--backend", "numpy", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

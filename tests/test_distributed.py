@@ -17,8 +17,8 @@ from distributed_worker import data, network, run_case
 
 import portable_bp as pbp
 from portable_bp.distributed import Local
-from portable_bp.distributed.executor import DataParallel, DataParallelCompiled, part
-from portable_bp.train.executors import Eager
+from portable_bp.train.data_parallel import DataParallel, DataParallelCompiled, part
+from portable_bp.train.executors import Eager, executor_for
 
 RTOL = 1e-12  # float64: many ranks against one process
 
@@ -77,9 +77,9 @@ def test_deterministic_equals_the_plain_sum_to_rounding():
 def test_one_process_keeps_its_own_executor():
     """Local (the default) runs the backend's executor: today's behaviour, bit for bit."""
     net = network()
-    assert type(Local().executor(net, None)) is Eager
+    assert type(executor_for(net, None, comm=Local())) is Eager
     assert_bit_identical(run_case("adam", Local()), run_case("adam"))
-    assert type(Local().executor(net, None, deterministic=2)) is DataParallel
+    assert type(executor_for(net, None, comm=Local(), deterministic=2)) is DataParallel
 
 
 @pytest.mark.parametrize("spec", ["torch", "array_api_strict"])
@@ -101,7 +101,7 @@ def test_jax_runs_the_gradient_and_update_halves_compiled():
 
     def fit(comm):
         net = network(backend="jax")
-        executor = comm.executor(net, __import__("portable_bp").optim.get_optimizer("adam", 0.01))
+        executor = executor_for(net, __import__("portable_bp").optim.get_optimizer("adam", 0.01), comm=comm)
         assert isinstance(executor, DataParallelCompiled)
         kinds = {key[0] for key in net.compiled}
         assert {"data-parallel-gradients", "data-parallel-update"} <= kinds

@@ -11,7 +11,8 @@ import pytest
 import portable_bp as pbp
 from portable_bp.train import executors, loop
 from portable_bp.train.captured import Captured
-from portable_bp.train.executors import ExecutorFailed
+from portable_bp.train.executors import Eager, ExecutorFailed
+from portable_bp.transforms import NO_TRANSFORMS
 
 
 class StandInCapture:
@@ -40,7 +41,9 @@ def captured_with(monkeypatch):
     """Make fit use the Captured executor with a given stand-in capture."""
     def use(capture):
         monkeypatch.setattr(loop, "executor_for",
-                            lambda net, opt, ops=None, name=None: Captured(net, opt, ops, capture=capture))
+                            lambda net, opt, ops=None, name=None, transforms=NO_TRANSFORMS, **_:
+                            Eager(net, opt, ops, transforms) if name == "eager" else
+                            Captured(net, opt, ops, transforms, capture=capture))
         return capture
     return use
 

@@ -19,7 +19,9 @@ from train_helpers import (
 )
 
 import portable_bp as pbp
-from portable_bp.optim import DEFAULT_LR, OPTIMIZERS, SGD, Adam, Optimizer
+from portable_bp.optim import SGD, Adam, AdamW, Optimizer, RMSprop, default_lrs, optimizer_names
+
+DEFAULT_LR, OPTIMIZERS = default_lrs(), optimizer_names()
 
 
 def tanh_regressor(spec, seed=3, sizes=(3, 5, 2)):
@@ -126,11 +128,13 @@ def test_every_optimizer_equals_its_formulas(xp_case, fused, name):
 def test_named_optimizers_use_the_shared_default_learning_rates():
     """optimizer=NAME without lr is the optimizer object with DEFAULT_LR[NAME] (the table
     the command line shows too); no optimizer at all is "sgd"."""
-    assert DEFAULT_LR == {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3}
+    assert DEFAULT_LR == {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3, "adamw": 1e-3,
+                          "rmsprop": 1e-3}
     assert OPTIMIZERS == tuple(DEFAULT_LR)
     X, y = classification(20)
     objects = {"sgd": SGD(0.1), "momentum": SGD(0.05, momentum=0.9),
-               "nesterov": SGD(0.05, momentum=0.9, nesterov=True), "adam": Adam(1e-3)}
+               "nesterov": SGD(0.05, momentum=0.9, nesterov=True), "adam": Adam(1e-3),
+               "adamw": AdamW(1e-3), "rmsprop": RMSprop(1e-3)}
     for name in (*OPTIMIZERS, None):
         a = pbp.Network([3, 4, 3], loss="cross_entropy", dtype="float64", seed=2)
         b = pbp.Network([3, 4, 3], loss="cross_entropy", dtype="float64", seed=2)

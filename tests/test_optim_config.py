@@ -7,17 +7,19 @@ import numpy as np
 import pytest
 
 from portable_bp.optim import (
-    DEFAULT_LR,
-    OPTIMIZERS,
     SGD,
     Adam,
+    AdamW,
     CosineLR,
+    RMSprop,
     StepLR,
+    default_lrs,
     flat_slots,
     get_optimizer,
     layer_state,
     learning_rate,
     optimizer_from_config,
+    optimizer_names,
 )
 
 
@@ -75,11 +77,13 @@ def test_custom_schedule_cannot_be_rebuilt_from_config():
 # -- names -------------------------------------------------------------------------------------
 def test_names_and_their_default_learning_rates():
     """One table (shared with the command line) gives each name's default lr."""
-    assert OPTIMIZERS == ("sgd", "momentum", "nesterov", "adam")
-    assert DEFAULT_LR == {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3}
+    OPTIMIZERS, DEFAULT_LR = optimizer_names(), default_lrs()
+    assert OPTIMIZERS == ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+    assert DEFAULT_LR == {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3, "adamw": 1e-3,
+                          "rmsprop": 1e-3}
     for name in OPTIMIZERS:
         assert get_optimizer(name).lr == DEFAULT_LR[name]
-    sgd, m, n, a = (get_optimizer(name) for name in OPTIMIZERS)
+    sgd, m, n, a = (get_optimizer(name) for name in OPTIMIZERS[:4])
     assert (type(sgd), sgd.momentum, sgd.nesterov, sgd.slots) == (SGD, 0.0, False, ())
     assert (m.momentum, m.nesterov, m.slots) == (0.9, False, ("velocity",))
     assert (n.momentum, n.nesterov) == (0.9, True)
@@ -167,11 +171,15 @@ def test_layer_state_refuses_foreign_slots_and_wrong_counts():
     (lambda: StepLR(-0.1, step_size=2), ValueError, "lr"),
     (lambda: CosineLR(0.1, total_epochs=0), ValueError, "total_epochs"),
     (lambda: CosineLR(0.1, total_epochs=10, min_lr=-1), ValueError, "min_lr"),
-    (lambda: get_optimizer("rmsprop"), ValueError, "rmsprop"),
+    (lambda: get_optimizer("adagrad"), ValueError, "adagrad"),
     (lambda: get_optimizer(3), TypeError, "optimizer must be a name or an object"),
     (lambda: get_optimizer(SGD(0.1), lr=0.2), ValueError, "lr"),
     (lambda: get_optimizer("sgd", lr=-0.5), ValueError, "lr"),
-    (lambda: optimizer_from_config({"name": "rmsprop", "lr": 0.1}), ValueError, "rmsprop"),
+    (lambda: optimizer_from_config({"name": "adagrad", "lr": 0.1}), ValueError, "adagrad"),
+        (lambda: optimizer_from_config({"name": "momentum", "lr": 0.1}), ValueError, "momentum"),
+        (lambda: RMSprop(alpha=1.0), ValueError, "alpha"),
+        (lambda: RMSprop(momentum=-0.1), ValueError, "momentum"),
+        (lambda: AdamW(weight_decay=-0.01), ValueError, "weight_decay"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_arguments_name_the_problem(make, exc, words):
     with pytest.raises(exc, match=words):

@@ -22,7 +22,7 @@ import types
 
 import numpy as np
 
-from ..activations import ACTIVATIONS
+from ..activations import ACTIVATIONS, hidden_activations
 from ..losses import LOSSES
 from ..ops import DenseGrad, Ops
 
@@ -30,11 +30,11 @@ DTYPES = ("float32", "float64")
 TOLERANCE = {"float32": 1e-5, "float64": 1e-11}
 # primitives whose float32 results go through a matrix product (TF32 may round them)
 WITH_PRODUCT = {"affine", "affine_activation", "backprop_delta", "dense_grads", "sgd_dense",
-                "subtract_product"}
+                "subtract_product", "l2_grads"}
 # primitives that reference implementations build from others: checked after those, so a
 # faulty building block is replaced before the composite that calls it is judged
-COMPOSITE = {"affine_activation", "sgd_dense", "finite_or_nan"}
-HIDDEN = [ACTIVATIONS[name] for name in ("sigmoid", "tanh", "relu", "leaky_relu", "identity")]
+COMPOSITE = {"affine_activation", "sgd_dense", "finite_or_nan", "l2_grads"}
+HIDDEN = hidden_activations()
 
 
 class View:
@@ -203,6 +203,30 @@ def _cases(name, rng):
     elif name == "adam":
         for P, G, M, V in _update_cases(rng):
             yield (P, G, M, V, 0.01, 1e-8, 0.9, 0.999), (0, 1, 2, 3)
+    else:
+        yield from _regularization_cases(name, rng)
+
+
+def _regularization_cases(name, rng):
+    """Probes of the dropout, L2, decoupled-decay and RMSprop primitives."""
+    if name == "dropout_mask":
+        for seed, count, layer, first_row, shape, rate in ((7, 0, 0, 0, (5, 8), 0.5), (2**40, 3, 2, 6, (3, 300), 0.1),
+                                                            (0, 2**31 + 5, 1, 0, (64, 72), 0.9)):
+            yield (seed, count, layer, first_row, _normal(rng, shape), rate), ()
+    elif name == "dropout":
+        for P, G, _, _ in _update_cases(rng):
+            yield (P, G), ()
+    elif name == "l2_grads":
+        for W, D, A in _factor_cases(rng):
+            yield (Grad(D, A), W, 0.3), (0,)
+        yield (Grad(None, None, _normal(rng, (4, 3)), _normal(rng, 4)), _normal(rng, (4, 3)), 0.3), (0,)
+    elif name == "decay":
+        for P, _, _, _ in _update_cases(rng):
+            yield (P, 0.97), (0,)
+    elif name == "rmsprop":
+        for P, G, M, V in _update_cases(rng):
+            for mu, centered in ((0.0, False), (0.9, True)):
+                yield (P, G, V + 1.0 + M * M, M, G * 0.5, 0.01, 0.99, 1e-8, mu, centered), (0, 1, 2, 3, 4)
 
 
 def _build(arg, dtype, to_device):

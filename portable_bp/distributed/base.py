@@ -47,15 +47,6 @@ class Communicator:
         printing ``message`` and ``detail`` (a traceback). One process has nobody waiting:
         nothing to do, the caller's exception propagates."""
 
-    def executor(self, net, optimizer, deterministic: int | None = None, name: str | None = None):
-        """The executor of ``fit``: the backend's own for one process, else one that runs
-        the step on this rank's part of every global batch and sums gradients and loss over
-        the ranks (:class:`~portable_bp.distributed.executor.DataParallel`). ``name``
-        (``"eager"`` after a compiled executor failed) overrides the network's choice."""
-        from .executor import data_parallel
-
-        return data_parallel(net, optimizer, self, deterministic, name)
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
 

@@ -7,7 +7,8 @@ must therefore live on the device, at addresses fixed when the step was recorded
   update that made new arrays cannot be replayed);
 * the batch: the step gathers its own rows from the data and the epoch's order (a static
   buffer the order is copied into once per epoch) at a start index and step counter that
-  the recorded step itself advances;
+  the recorded step itself advances; the step count that keys the dropout masks is the
+  epoch's first count (a static buffer, set once per epoch) plus that counter;
 * the optimizer's scalars: those fixed for the epoch (SGD's lr) are constants of the
   recording (a new lr records again: once per epoch at most); those that change every step
   (Adam's bias corrections) are an array of one value per step, copied in once per epoch
@@ -25,7 +26,9 @@ falls back to eager.
 from __future__ import annotations
 
 from .. import step
+from ..counter_rng import wrap32
 from ..optim import hyperparams_over
+from ..transforms import NO_TRANSFORMS
 from .eager import Eager, ExecutorFailed, gather
 
 
@@ -37,13 +40,16 @@ class _Recording:
         self.order = xp.zeros(n, dtype=xp.int64, device=device) if shuffled else None
         self.start = xp.zeros((), dtype=xp.int64, device=device)
         self.counter = xp.zeros((), dtype=xp.int64, device=device)
+        self.base = xp.zeros((), dtype=xp.int64, device=device)
         self.loss_sum = xp.zeros((), dtype=dtype, device=device)
         self.values = {k: xp.zeros(steps, dtype=dtype, device=device) for k in varying_keys}
         self.size, self.graph = size, None
 
-    def begin_epoch(self, xp, order, varying, first):
-        """Point the recording at this epoch: its order, its per-step scalars, and the batch
-        after the ``first`` ones run eagerly."""
+    def begin_epoch(self, xp, order, varying, first, base):
+        """Point the recording at this epoch: its order, its per-step scalars, the batch
+        after the ``first`` ones run eagerly, and the step count ``base`` of its first batch
+        (wrapped to 32 bits: the counter-based generator keys on 32 bits)."""
+        self.base[...] = base
         if self.order is not None:
             self.order[...] = order
         for k, v in varying.items():
@@ -58,8 +64,8 @@ class Captured(Eager):
 
     name = "graph"
 
-    def __init__(self, net, optimizer, ops=None, capture=None):
-        super().__init__(net, optimizer, ops)
+    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, capture=None):
+        super().__init__(net, optimizer, ops, transforms)
         self.capture = capture or net.backend.capture
         prepare = getattr(self.capture, "prepare_ops", None)
         if prepare is not None:  # products the capture can record (CuPy: cuBLAS called directly)
@@ -76,8 +82,9 @@ class Captured(Eager):
             X, Z, w = gather(self.ops, data, rec.order, rec.start, size)
             one = xp.reshape(rec.counter, (1,))
             hyper = {**fixed, **{k: xp.reshape(xp.take(v, one), ()) for k, v in rec.values.items()}}
+            ctx = step.Context(X, Z, w, rec.base + rec.counter, self.seed)
             new_params, new_state, loss = step.train_step(self.spec, self.ops, self.optimizer, params,
-                                                          state, X, Z, hyper, w)
+                                                          state, ctx, hyper, self.transforms)
             rec.start += size
             rec.counter += 1
             rec.loss_sum += loss
@@ -121,7 +128,7 @@ class Captured(Eager):
             self._recording, self._key = self._record(params, state, data, batch_size, fixed, varying,
                                                       order is not None, steps), key
         rec = self._recording
-        rec.begin_epoch(self.xp, order, varying, first=1)
+        rec.begin_epoch(self.xp, order, varying, first=1, base=wrap32(count))
         for _ in range(steps - 1):
             rec.graph.replay()
         total = total + rec.loss_sum

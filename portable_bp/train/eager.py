@@ -4,6 +4,14 @@ gathering every executor shares (see :mod:`portable_bp.train.executors` for the 
 from __future__ import annotations
 
 from .. import step
+from ..transforms import NO_TRANSFORMS
+
+
+def optimizer_key(optimizer) -> str:
+    """What a compiled program depends on of ``optimizer``: its configuration without the
+    learning rate (an argument, not a constant), or its identity when it has none."""
+    config = optimizer.config() if hasattr(optimizer, "config") else None
+    return repr(sorted({k: v for k, v in (config or {"id": id(optimizer)}).items() if k != "lr"}.items()))
 
 
 class ExecutorFailed(RuntimeError):
@@ -33,20 +41,25 @@ def gather(ops, data, order, start, size):
 
 
 class Eager:
-    """The step called as it is, batch after batch."""
+    """The step called as it is, batch after batch. ``transforms`` (a
+    :class:`~portable_bp.transforms.Chain`) map the gradients before ``optimizer`` sees
+    them; the step's random key is the network's seed and the step count."""
 
     name = "eager"
 
-    def __init__(self, net, optimizer, ops=None):
-        self.xp, self.spec, self.optimizer = net.xp, net.spec, optimizer
+    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS):
+        self.xp, self.spec, self.optimizer, self.transforms = net.xp, net.spec, optimizer, transforms
         self.ops = net.ops if ops is None else ops
+        self.seed = net.seed
 
     def step(self, params, state, count, data, order, start, stop, lr):
         """One step on rows start:stop (of ``order``) of ``data`` (X, Z, weights or None):
-        (params, state, the batch's summed loss)."""
+        (params, state, the batch's summed loss). ``count`` is the step counter: it keys
+        the step's random numbers and the optimizer's scalars."""
         X, Z, w = gather(self.ops, data, order, start, stop - start)
-        return step.train_step(self.spec, self.ops, self.optimizer, params, state, X, Z,
-                               self.optimizer.hyperparams(count, lr), w)
+        ctx = step.Context(X, Z, w, count, self.seed)
+        return step.train_step(self.spec, self.ops, self.optimizer, params, state, ctx,
+                               self.optimizer.hyperparams(count, lr), self.transforms)
 
     def epoch(self, params, state, count, data, order, batch_size, lr):
         """Every batch of one epoch: (params, state, step count, summed loss on the device)."""

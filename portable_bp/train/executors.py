@@ -27,19 +27,14 @@ import functools
 import os
 
 from .. import step
+from ..counter_rng import wrap32
 from ..optim import hyperparams_over
+from ..transforms import NO_TRANSFORMS
 from .captured import Captured
-from .eager import Eager, ExecutorFailed, batches, gather
+from .eager import Eager, ExecutorFailed, batches, gather, optimizer_key
 
 __all__ = ["Eager", "Compiled", "Scanned", "Captured", "ExecutorFailed", "batches", "gather",
            "available", "chosen", "executor_for"]
-
-
-def optimizer_key(optimizer) -> str:
-    """What a compiled program depends on of ``optimizer``: its configuration without the
-    learning rate (an argument, not a constant), or its identity when it has none."""
-    config = optimizer.config() if hasattr(optimizer, "config") else None
-    return repr(sorted({k: v for k, v in (config or {"id": id(optimizer)}).items() if k != "lr"}.items()))
 
 
 class Compiled(Eager):
@@ -51,15 +46,17 @@ class Compiled(Eager):
 
     name = "jit"
 
-    def __init__(self, net, optimizer, ops=None):
-        super().__init__(net, optimizer, ops)
+    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS):
+        super().__init__(net, optimizer, ops, transforms)
         self.net = net
         self._config = optimizer_key(optimizer)
 
     def _compiled(self, kind, fn, static):
-        """The program of this ``kind`` ("step", "epoch") for this network, Ops and
-        optimizer configuration, compiled on first use and kept on the network."""
-        key = (kind, type(self.optimizer).__name__, self._config, id(self.ops))
+        """The program of this ``kind`` ("step", "epoch") for this network, Ops, optimizer
+        configuration, transforms and seed (the random key's), compiled on first use and
+        kept on the network."""
+        key = (kind, type(self.optimizer).__name__, self._config, id(self.ops), self.transforms.key(),
+               self.seed, self.spec)
         if key not in self.net.compiled:
             self.net.compiled[key] = self.net.backend.compile(fn, static_argnames=static)
         return self.net.compiled[key]
@@ -67,18 +64,20 @@ class Compiled(Eager):
     @functools.cached_property
     def _step_program(self):
         """The compiled step, looked up once per fit (a scanned epoch never asks for it)."""
-        return self._compiled("step", functools.partial(_gathered_step, self.spec, self.ops, self.optimizer),
-                              ("size",))
+        return self._compiled("step", functools.partial(_gathered_step, self.spec, self.ops, self.optimizer,
+                                                        self.transforms, self.seed), ("size",))
 
     def step(self, params, state, count, data, order, start, stop, lr):
-        return self._step_program(params, state, data, order, start, self.optimizer.hyperparams(count, lr),
-                                  size=stop - start)
+        return self._step_program(params, state, data, order, start, wrap32(count),
+                                  self.optimizer.hyperparams(count, lr), size=stop - start)
 
 
-def _gathered_step(spec, ops, optimizer, params, state, data, order, start, hyper, size):
-    """:func:`gather` and the step as one pure function (what :class:`Compiled` compiles)."""
+def _gathered_step(spec, ops, optimizer, transforms, seed, params, state, data, order, start, count, hyper, size):
+    """:func:`gather` and the step as one pure function (what :class:`Compiled` compiles);
+    ``count`` (the step counter, wrapped to 32 bits) is an argument, not a constant."""
     X, Z, w = gather(ops, data, order, start, size)
-    return step.train_step(spec, ops, optimizer, params, state, X, Z, hyper, w)
+    ctx = step.Context(X, Z, w, count, seed)
+    return step.train_step(spec, ops, optimizer, params, state, ctx, hyper, transforms)
 
 
 class Scanned(Compiled):
@@ -89,14 +88,14 @@ class Scanned(Compiled):
 
     name = "scan"
 
-    def __init__(self, net, optimizer, ops=None):
-        super().__init__(net, optimizer, ops)
+    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS):
+        super().__init__(net, optimizer, ops, transforms)
         self.dtype = net.array_dtype
 
     def _epoch_program(self, steps):
         return self._compiled("epoch", functools.partial(_scanned_epoch, self.xp, self.net.backend.loop,
-                                                         self.spec, self.ops, self.optimizer),
-                              ("size", "steps"))
+                                                         self.spec, self.ops, self.optimizer, self.transforms,
+                                                         self.seed), ("size", "steps"))
 
     def _hypers(self, count, steps, lr):
         """The epoch's step scalars: ({name: number} the same for every step,
@@ -112,8 +111,8 @@ class Scanned(Compiled):
         total = None
         if steps:
             fixed, varying = self._hypers(count, steps, lr)
-            params, state, total = self._epoch_program(steps)(params, state, data, order, fixed, varying,
-                                                              size=batch_size, steps=steps)
+            params, state, total = self._epoch_program(steps)(params, state, data, order, wrap32(count), fixed,
+                                                              varying, size=batch_size, steps=steps)
             count += steps
         if n % batch_size:
             params, state, loss = self.step(params, state, count, data, order, steps * batch_size, n, lr)
@@ -122,15 +121,18 @@ class Scanned(Compiled):
         return params, state, count, total
 
 
-def _scanned_epoch(xp, loop, spec, ops, optimizer, params, state, data, order, fixed, varying, size,
-                   steps):
-    """``steps`` batches of ``size`` rows as one loop: (params, state, summed loss)."""
+def _scanned_epoch(xp, loop, spec, ops, optimizer, transforms, seed, params, state, data, order, first, fixed,
+                   varying, size, steps):
+    """``steps`` batches of ``size`` rows as one loop: (params, state, summed loss). The
+    step counter is ``first`` (the epoch's first step, wrapped to 32 bits) plus the batch's
+    index, carried by the loop as the batch index is."""
     def body(carry, xs):
         params, state, total = carry
         index, per_step = xs
         X, Z, w = gather(ops, data, order, index * size, size)
-        params, state, loss = step.train_step(spec, ops, optimizer, params, state, X, Z,
-                                              {**fixed, **per_step}, w)
+        ctx = step.Context(X, Z, w, first + index, seed)
+        params, state, loss = step.train_step(spec, ops, optimizer, params, state, ctx,
+                                              {**fixed, **per_step}, transforms)
         return (params, state, total + loss), None
 
     zero = xp.zeros((), dtype=data[0].dtype)
@@ -165,6 +167,17 @@ def chosen(net) -> str:
     return name
 
 
-def executor_for(net, optimizer, ops=None, name=None) -> Eager:
-    """The executor called ``name`` (default: :func:`chosen`) for this fit."""
-    return EXECUTORS[name or chosen(net)](net, optimizer, ops)
+def executor_for(net, optimizer, *, comm=None, deterministic: int | None = None, name: str | None = None,
+                 transforms=NO_TRANSFORMS, ops=None) -> Eager:
+    """The executor of a fit, chosen here and only here. One process (``comm`` None or of
+    size 1) without ``deterministic`` pieces: the one called ``name`` (default:
+    :func:`chosen`). Otherwise the data-parallel one (every global batch split over the
+    ranks of ``comm``, or into K fixed pieces, which must be the same arithmetic for any
+    world size): its compiled halves where the backend compiles and the chosen executor is
+    not eager, op by op otherwise (captured halves for CUDA graphs: see docs/scaling.md)."""
+    if (comm is None or comm.size == 1) and not deterministic:
+        return EXECUTORS[name or chosen(net)](net, optimizer, ops, transforms)
+    from .data_parallel import DataParallel, DataParallelCompiled
+
+    eager = (name or chosen(net)) == "eager" or net.backend.compile is None
+    return (DataParallel if eager else DataParallelCompiled)(net, optimizer, comm, deterministic, ops, transforms)

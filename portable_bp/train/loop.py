@@ -18,9 +18,10 @@ from .. import stopping
 from ..distributed.base import Local
 from ..distributed.sync import one_sided_errors_abort
 from ..optim import learning_rate
+from ..transforms import regularization
 from .callbacks import History, ProgressBar
 from .divergence import TrainingDiverged, locate
-from .executors import Eager, ExecutorFailed, executor_for
+from .executors import ExecutorFailed, executor_for
 from .inference import metrics
 from .setup import Plan, prepare, user_callbacks
 from .state import Snapshots, TrainState
@@ -100,13 +101,11 @@ class Run:
         self.executor = self.executor_for(eager=True)
 
     def executor_for(self, eager: bool):
-        """One process: the backend's executor (or Eager). Many ranks, or fixed pieces
-        (``deterministic``): the communicator's data-parallel one."""
+        """The executor of this fit (:func:`~portable_bp.train.executors.executor_for`), or
+        its eager form after a compiled or captured one failed."""
         plan = self.plan
-        if plan.comm.size == 1 and not plan.deterministic:
-            return Eager(self.net, plan.optimizer) if eager else executor_for(self.net, plan.optimizer)
-        return plan.comm.executor(self.net, plan.optimizer, deterministic=plan.deterministic,
-                                  name="eager" if eager else None)
+        return executor_for(self.net, plan.optimizer, comm=plan.comm, deterministic=plan.deterministic,
+                            name="eager" if eager else None, transforms=plan.transforms)
 
     def logs(self, epoch: int, started: float) -> dict:
         logs = {"loss": self.train_epoch(epoch)}
@@ -128,7 +127,8 @@ def _stop_requested(callbacks, net, epoch, logs, comm) -> bool:
 
 def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
         validation_data=None, validation_batch_size=None, progress=False, callbacks=(),
-        checkpoint=None, resume=False, sample_weight=None, comm=None, deterministic=None) -> History:
+        checkpoint=None, resume=False, sample_weight=None, comm=None, deterministic=None, l2=None,
+        clip_norm=None, clip_value=None) -> History:
     """Train ``net`` by gradient descent (E12) and return a :class:`History`.
 
     batch_size: None for full-batch gradient descent, 1 for single-sample SGD, k for
@@ -150,6 +150,14 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     sample_weight: non-negative weights, one per sample: each batch's loss is then
     Σ w_i ℓ_i / Σ w_i (its gradient likewise), as scikit-learn's and PyTorch's weighted
     losses are.
+
+    Regularization (:mod:`portable_bp.transforms`): ``l2`` adds ½·l2·‖W‖²/m to each batch's
+    mean loss (scikit-learn's ``alpha``; biases excluded, m the batch's size or weight sum),
+    so each weight gradient gets l2·W/m; ``clip_value`` clamps every gradient element to
+    [−clip_value, clip_value]; ``clip_norm`` scales the gradients so that their global L2
+    norm over all layers is at most ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``; the
+    step then finishes backprop before updating, holding every layer's gradient at once).
+    They apply in that order. Dropout is the network's (``Network(dropout=...)``).
 
     Everything is checked before the first step: a fit that raises then leaves the network
     unchanged. Shuffling gathers each batch's rows and integer labels stay labels, so beyond
@@ -187,7 +195,8 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
                                validation_batch_size=validation_batch_size,
                                progress_bar=ProgressBar if progress else None, callbacks=hooks,
                                checkpoint=checkpoint, resume=resume, sample_weight=sample_weight,
-                               comm=comm, deterministic=deterministic)
+                               comm=comm, deterministic=deterministic,
+                               transforms=regularization(l2, clip_value, clip_norm))
                 return _train(net, plan)
         finally:  # however fit ends, every callback closes, last
             for cb in plan.callbacks if plan is not None else hooks:

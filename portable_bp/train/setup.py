@@ -15,6 +15,7 @@ from typing import Any
 
 from .._validate import integer
 from ..optim import get_optimizer, layer_state, optimizer_from_config
+from ..transforms import NO_TRANSFORMS, Chain
 from .callbacks import Callback, Checkpoint, as_callback
 from .inference import check_batch_size
 from .state import TrainState
@@ -39,6 +40,7 @@ class Plan:
     restored: dict = field(default_factory=dict)  # seed, init, sigma of a resumed checkpoint
     comm: Any = None  # the communicator (portable_bp.distributed); Local for one process
     deterministic: int | None = None  # K fixed pieces per global batch, or None
+    transforms: Chain = NO_TRANSFORMS  # the gradient transforms (L2, clipping)
 
 
 def metric_names(net, validation) -> list[str]:
@@ -159,7 +161,7 @@ def _optimizer_key(optimizer, lr):
     return _config(opt) or type(opt).__name__
 
 
-def _fingerprint(net, data, size, epochs, shuffle, deterministic, optimizer, lr, validation) -> dict:
+def _fingerprint(net, data, size, epochs, shuffle, deterministic, optimizer, lr, validation, transforms) -> dict:
     """What every rank must have alike, in the order a difference is reported: the
     architecture, dtype and backend, the optimizer and settings, then the data's shapes,
     dtypes and checksums (the same rows in the same order). Rank 0's seed and initial
@@ -169,7 +171,7 @@ def _fingerprint(net, data, size, epochs, shuffle, deterministic, optimizer, lr,
     arch = {k: v for k, v in net.config().items() if k not in ("seed", "init", "sigma")}
     found = {f"network {k}": v for k, v in arch.items()}
     found.update({"backend": net.backend.name, "optimizer": _optimizer_key(optimizer, lr),
-                  "batch_size": size, "epochs": epochs, "shuffle": bool(shuffle),
+                  "transforms": transforms.config(), "batch_size": size, "epochs": epochs, "shuffle": bool(shuffle),
                   "deterministic": deterministic})
     for name, a in zip(("X", "Z", "sample_weight"), data):
         found[f"{name} shape"] = None if a is None else tuple(a.shape)
@@ -210,7 +212,7 @@ def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_si
 
 def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation_data,
             validation_batch_size, progress_bar, callbacks, checkpoint, resume, sample_weight,
-            comm=None, deterministic=None) -> Plan:
+            comm=None, deterministic=None, transforms=NO_TRANSFORMS) -> Plan:
     """Every argument of ``fit`` checked, nothing changed (see the module docstring).
 
     With many ranks (``comm``) a check that fails on one rank fails on every rank, the
@@ -224,7 +226,7 @@ def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation
         sample_weight, comm, deterministic))
     if comm.size > 1:  # before any message whose size depends on the network or the data
         check_same(comm, "network, data or settings", _fingerprint(
-            net, data, size, epochs, shuffle, deterministic, optimizer, lr, validation))
+            net, data, size, epochs, shuffle, deterministic, optimizer, lr, validation, transforms))
     opt, start, stop, restored = together(comm, lambda: _start(net, optimizer, lr, epochs, checkpoint,
                                                                resume, comm))
     if comm.size > 1:
@@ -232,4 +234,4 @@ def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation
     if progress_bar is not None and comm.rank == 0:
         hooks.append(progress_bar(start.epoch, stop))
     return Plan(data, total_weight, size, validation, val_size, opt, start, stop, bool(shuffle),
-                hooks, restored, comm, deterministic)
+                hooks, restored, comm, deterministic, transforms)

@@ -9,7 +9,10 @@ the global batch's mean (m_r / M, or the part's share of the batch's weight), an
 them with the loss into ONE flat buffer. The communicator sums that buffer over the ranks;
 then :func:`portable_bp.step.apply_updates` updates every layer from the sum. Every rank
 takes the same number of steps (empty parts send zeros), so nobody waits forever, and
-every rank gets the same sum, so parameters stay equal without being sent again.
+every rank gets the same sum, so parameters stay equal without being sent again. The
+gradient transforms (L2, clipping) and their loss penalties run after the sum, on the
+whole batch's gradient; a part's dropout masks are its rows' masks in the whole batch
+(the context's ``first_row``), so many ranks draw what one process draws.
 
 ``deterministic=K`` splits every global batch into K fixed pieces instead of one part per
 rank; a rank fills the slots of its pieces in a buffer of K slots (zeros elsewhere), the
@@ -33,8 +36,10 @@ import functools
 import math
 
 from .. import step
+from ..counter_rng import wrap32
 from ..ops import DenseGrad
-from ..train.executors import Eager, gather, optimizer_key
+from ..transforms import NO_TRANSFORMS
+from .eager import Eager, gather, optimizer_key
 
 
 def part(start: int, stop: int, index: int, parts: int) -> tuple[int, int]:
@@ -64,14 +69,13 @@ def weight_share(ops, w_part, data, order, start, total):
     return xp.sum(w_part) / xp.where(batch > 0, batch, xp.ones_like(batch))
 
 
-def scaled_gradients(xp, spec, ops, params, data, order, lo, start, size, total):
+def scaled_gradients(xp, spec, ops, seed, params, data, order, lo, start, count, size, total):
     """The flat buffer of rows lo:lo+size (of ``order``) of the global batch
     start:start+total: each layer's dW then db, scaled so that the parts of a batch add up
     to its mean gradient, then the part's summed (or weighted) loss. A pure function: the
     eager executor calls it, the compiled one compiles it (``size`` and ``total`` static)."""
     X, Z, w = gather(ops, data, order, lo, size)
-    _, grads, loss = step.train_step(spec, ops, step.Gradients(), params, [None] * len(params),
-                                     X, Z, {}, w)
+    loss, grads = step.loss_and_grads(spec, ops, params, step.Context(X, Z, w, count, seed, lo - start))
     share = size / total if w is None else weight_share(ops, w, data, order, start, total)
     flat = [xp.reshape(g, (-1,)) * share for pair in grads for g in pair]
     return xp.concat(flat + [xp.reshape(loss, (1,))])
@@ -102,14 +106,27 @@ def unpack(xp, flat, shapes) -> tuple[list, object]:
     return grads, flat[at]
 
 
-def summed_update(xp, optimizer, ops, shapes, pieces, params, state, flat, hyper):
+def batch_weight(ops, data, order, start, total):
+    """The whole batch's weight sum (its size without sample weights), what L2 divides by:
+    every rank can compute it, it has every row's weight."""
+    if data[2] is None:
+        return total
+    xp = ops.xp
+    (w_batch,) = gather(ops, (data[2],), order, start, total)
+    weight = xp.sum(w_batch)
+    return xp.where(weight > 0, weight, xp.ones_like(weight))
+
+
+def summed_update(xp, optimizer, transforms, ops, shapes, pieces, params, state, flat, hyper, ctx):
     """The update half: (params, state, the global batch's summed loss) from the summed
-    buffer. A pure function, compiled as the second program on JAX. The optimizer may
-    consume the gradients (write into the buffer): it is this step's own."""
+    buffer, after the transforms (``ctx`` carries the step count and the batch's weight).
+    A pure function, compiled as the second program on JAX. The optimizer may consume the
+    gradients (write into the buffer): it is this step's own."""
     if pieces:
         flat = fixed_order_sum(xp, flat, pieces, buffer_length(shapes))
     grads, loss = unpack(xp, flat, shapes)
-    params, state = step.apply_updates(optimizer, ops, params, state, grads, hyper)
+    loss = transforms.penalized(ops, loss, params, ctx)                      # E16, once per batch
+    params, state = step.apply_updates(optimizer, ops, params, state, grads, hyper, ctx, transforms)
     return params, state, loss
 
 
@@ -119,8 +136,9 @@ class DataParallel(Eager):
 
     name = "data-parallel"
 
-    def __init__(self, net, optimizer, comm, deterministic: int | None = None, ops=None):
-        super().__init__(net, optimizer, ops)
+    def __init__(self, net, optimizer, comm, deterministic: int | None = None, ops=None,
+                 transforms=NO_TRANSFORMS):
+        super().__init__(net, optimizer, ops, transforms)
         self.comm, self.backend, self.pieces = comm, net.backend, deterministic
         self.shapes = layer_shapes(net.params)
         self.length = buffer_length(self.shapes)
@@ -130,42 +148,44 @@ class DataParallel(Eager):
     def step(self, params, state, count, data, order, start, stop, lr):
         """One global batch, rows start:stop: (params, state, the batch's summed loss),
         the same on every rank."""
-        flat = self.comm.allreduce(self.local_buffer(params, data, order, start, stop), self.backend)
-        return self.apply(params, state, flat, self.optimizer.hyperparams(count, lr))
+        flat = self.comm.allreduce(self.local_buffer(params, data, order, count, start, stop), self.backend)
+        weight = batch_weight(self.ops, data, order, start, stop - start) if self.transforms else None
+        ctx = step.Context(None, None, None, wrap32(count), wrap32(self.seed), 0, weight)
+        return self.apply(params, state, flat, self.optimizer.hyperparams(count, lr), ctx)
 
     def epoch(self, params, state, count, data, order, batch_size, lr):
         out = super().epoch(params, state, count, data, order, batch_size, lr)
         self.comm.wait()  # a dead peer becomes an error here, not a hang at the loss read
         return out
 
-    def local_buffer(self, params, data, order, start, stop):
+    def local_buffer(self, params, data, order, count, start, stop):
         """What this rank adds to the sum: its part's buffer, or (deterministic) K slots,
         its pieces' buffers in theirs and zeros in the others'."""
         rank, size = self.comm.rank, self.comm.size
         if not self.pieces:
             lo, hi = part(start, stop, rank, size)
-            return self.gradients(params, data, order, lo, hi, start, stop)
+            return self.gradients(params, data, order, count, lo, hi, start, stop)
         first, last = part(0, self.pieces, rank, size)
         slots = []
         for k in range(self.pieces):
             if first <= k < last:
                 lo, hi = part(start, stop, k, self.pieces)
-                piece = self.gradients(params, data, order, lo, hi, start, stop)
+                piece = self.gradients(params, data, order, count, lo, hi, start, stop)
                 slots.append(positive_zeros(self.xp, piece))
             else:
                 slots.append(self.zeros())
         return self.xp.concat(slots)
 
-    def gradients(self, params, data, order, lo, hi, start, stop):
+    def gradients(self, params, data, order, count, lo, hi, start, stop):
         """The buffer of rows lo:hi of the batch start:stop (zeros for no rows)."""
         if hi == lo:
             return self.zeros()
-        return scaled_gradients(self.xp, self.spec, self.ops, params, data, order, lo, start,
-                                hi - lo, stop - start)
+        return scaled_gradients(self.xp, self.spec, self.ops, self.seed, params, data, order, lo, start,
+                                wrap32(count), hi - lo, stop - start)
 
-    def apply(self, params, state, flat, hyper):
-        return summed_update(self.xp, self.optimizer, self.ops, self.shapes, self.pieces,
-                             params, state, flat, hyper)
+    def apply(self, params, state, flat, hyper, ctx):
+        return summed_update(self.xp, self.optimizer, self.transforms, self.ops, self.shapes, self.pieces,
+                             params, state, flat, hyper, ctx)
 
     def zeros(self):
         """A zero buffer (kept: it is only ever copied into a concatenation, or sent)."""
@@ -182,37 +202,24 @@ class DataParallelCompiled(DataParallel):
 
     name = "data-parallel-jit"
 
-    def __init__(self, net, optimizer, comm, deterministic=None, ops=None):
-        super().__init__(net, optimizer, comm, deterministic, ops)
-        grad_key = ("data-parallel-gradients", id(self.ops))
+    def __init__(self, net, optimizer, comm, deterministic=None, ops=None, transforms=NO_TRANSFORMS):
+        super().__init__(net, optimizer, comm, deterministic, ops, transforms)
+        grad_key = ("data-parallel-gradients", id(self.ops), self.seed, self.spec)
         update_key = ("data-parallel-update", type(optimizer).__name__, optimizer_key(optimizer),
-                      id(self.ops), tuple(self.shapes), deterministic)
+                      id(self.ops), tuple(self.shapes), deterministic, transforms.key())
         if grad_key not in net.compiled:
-            fn = functools.partial(scaled_gradients, self.xp, self.spec, self.ops)
+            fn = functools.partial(scaled_gradients, self.xp, self.spec, self.ops, self.seed)
             net.compiled[grad_key] = net.backend.compile(fn, static_argnames=("size", "total"))
         if update_key not in net.compiled:
-            fn = functools.partial(summed_update, self.xp, optimizer, self.ops, self.shapes, deterministic)
+            fn = functools.partial(summed_update, self.xp, optimizer, transforms, self.ops, self.shapes,
+                                   deterministic)
             net.compiled[update_key] = net.backend.compile(fn)
         self._gradients, self._update = net.compiled[grad_key], net.compiled[update_key]
 
-    def gradients(self, params, data, order, lo, hi, start, stop):
+    def gradients(self, params, data, order, count, lo, hi, start, stop):
         if hi == lo:
             return self.zeros()
-        return self._gradients(params, data, order, lo, start, size=hi - lo, total=stop - start)
+        return self._gradients(params, data, order, lo, start, wrap32(count), size=hi - lo, total=stop - start)
 
-    def apply(self, params, state, flat, hyper):
-        return self._update(params, state, flat, hyper)
-
-
-def data_parallel(net, optimizer, comm, deterministic: int | None = None, name: str | None = None):
-    """The executor for ``comm``: the backend's own for one process (unless
-    ``deterministic``, whose fixed pieces must be the same arithmetic for any world
-    size), else the data-parallel one: compiled halves where the backend compiles and the
-    network's executor (``name``, or ``net.executor`` / ``PORTABLE_BP_EXECUTOR``) is not
-    eager; op by op otherwise (captured halves for CUDA graphs: see the module's note)."""
-    from ..train.executors import chosen, executor_for
-
-    if comm.size == 1 and not deterministic:
-        return executor_for(net, optimizer, name=name)
-    eager = (name or chosen(net)) == "eager" or net.backend.compile is None
-    return (DataParallel if eager else DataParallelCompiled)(net, optimizer, comm, deterministic)
+    def apply(self, params, state, flat, hyper, ctx):
+        return self._update(params, state, flat, hyper, ctx)

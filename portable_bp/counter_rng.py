@@ -1,0 +1,86 @@
+"""Random numbers for the step, from a counter: the same bits on every backend.
+
+The Array API has no random numbers, and the libraries' own generators differ (and
+cannot be replayed inside a captured graph or a scanned epoch without carrying their
+state). The step's randomness (dropout masks) is therefore a pure function of integers:
+the network's seed, the step counter, the layer and each element's position, hashed by
+murmur3's 32-bit finalizer (``fmix32``). It is written on ``int32`` with exact integer
+operations only, so NumPy, CuPy, PyTorch, JAX and array-api-strict give the same bits:
+
+* multiplication wraps modulo 2³² (two's complement) on every library;
+* a logical right shift is an arithmetic shift followed by a mask (PyTorch has no
+  unsigned 32-bit shifts on the CPU; JAX without x64 has no int64);
+* constants above 2³¹ are written as their signed 32-bit values.
+
+The same (seed, counter, layer, row) gives the same mask however the step runs: eagerly,
+compiled, scanned (the counter is carried), replayed from a CUDA graph (the counter lives
+on the device), resumed from a checkpoint (the counter is saved) or replayed after a
+divergence; and one process or many, since a rank's part of a batch hashes its rows'
+positions in the whole batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Array = Any
+
+_C1 = 0x85EBCA6B - (1 << 32)  # murmur3 fmix32's multipliers, as signed 32-bit integers
+_C2 = 0xC2B2AE35 - (1 << 32)
+_GOLDEN = 0x9E3779B9 - (1 << 32)  # an odd constant: multiplying by it permutes the integers mod 2³²
+BITS = 24  # a uniform draw is 24 bits: exact in float32, and compared as an integer
+
+
+def wrap32(value: int) -> int:
+    """A Python integer reduced modulo 2³² to the signed 32-bit range."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _shift_right(h: Array, s: int) -> Array:
+    """The logical right shift of an int32 array: arithmetic shift, then the high bits cleared."""
+    return (h >> s) & ((1 << (32 - s)) - 1)
+
+
+def fmix32(h: Array) -> Array:
+    """murmur3's finalizer on int32 (wrapping): every input bit flips each output bit with
+    probability about ½, and it is a bijection, so distinct counters never collide."""
+    h = h ^ _shift_right(h, 16)
+    h = h * _C1
+    h = h ^ _shift_right(h, 13)
+    h = h * _C2
+    return h ^ _shift_right(h, 16)
+
+
+def as_int32(xp: Any, value: Any, device: Any) -> Array:
+    """A one-element int32 array from a Python integer (wrapped to 32 bits) or an integer
+    array of any width (a traced scan index, a device counter), on ``device``. One element,
+    not 0-d: NumPy turns 0-d results into scalars, whose multiplication warns on the
+    wrap-around the hash relies on."""
+    if isinstance(value, int):
+        return xp.asarray([wrap32(value)], dtype=xp.int32, device=device)
+    return xp.reshape(xp.astype(value, xp.int32), (1,))
+
+
+def stream(xp: Any, seed: int, count: Any, layer: int, device: Any) -> Array:
+    """The one-element int32 key of one (seed, step counter, layer): three chained hashes, so that
+    neighbouring counters or layers give unrelated streams."""
+    key = fmix32(as_int32(xp, seed, device))
+    key = fmix32(key ^ as_int32(xp, count, device))
+    return fmix32(key ^ as_int32(xp, layer + 1, device))
+
+
+def uniform_bits(xp: Any, key: Array, first_row: Any, shape: tuple[int, int], device: Any) -> Array:
+    """A (rows, units) int32 array of uniform integers in [0, 2²⁴): element (r, j) hashes its
+    position ((first_row + r)·units + j) in the whole batch with ``key``."""
+    rows, units = shape
+    r = xp.reshape(xp.arange(rows, dtype=xp.int32, device=device) + as_int32(xp, first_row, device), (-1, 1))
+    j = xp.reshape(xp.arange(units, dtype=xp.int32, device=device), (1, -1))
+    index = r * units + j
+    return _shift_right(fmix32(index * _GOLDEN + key), 32 - BITS)
+
+
+def keep_threshold(rate: float) -> int:
+    """The integer a 24-bit draw must reach to keep a unit: P(keep) = 1 − rate, to 2⁻²⁴."""
+    return round(rate * (1 << BITS))
+
