@@ -219,6 +219,10 @@ def _mismatch(what):
         fit = {"optimizer": "adam"}
     elif what == "batch size":
         fit = {"batch_size": 17}
+    elif what == "l2":
+        fit = {"l2": 1e-4}
+    elif what == "dropout":
+        net = {"dropout": 0.5}
     elif what == "labels":
         y = y.copy()
         y[0] = (y[0] + 1) % 3
@@ -235,6 +239,8 @@ def _mismatch(what):
     ("dtype", "network dtype: 'float64' on rank 0, 'float32' here"),
     ("optimizer", "optimizer: "),
     ("batch size", "batch_size: 16 on rank 0, 17 here"),
+    ("l2", "transforms: "),
+    ("dropout", "network dropout: [0.0] on rank 0, [0.5] here"),
     ("labels", "Z checksum"),
     ("row order", "X checksum"),
     ("weights", "sample_weight checksum"),
