@@ -179,9 +179,10 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     data differ (a checksum of X, Z and the weights) are refused before the first step, on
     every rank, naming the first difference. A SIGINT (and a SIGTERM where the caller
     installed :mod:`portable_bp.stopping`'s handler, as the command does) on any rank
-    raises the same KeyboardInterrupt on every rank at the next step, with no abort. deterministic: K splits every
-    global batch into K fixed pieces summed in a fixed order: bit-identical results for
-    any number of ranks (K times the communication).
+    raises the same KeyboardInterrupt on every rank at one step (within about 0.1 s or a
+    step), with no abort. deterministic: K splits every global batch into K fixed pieces
+    summed in a fixed order: bit-identical results for any number of ranks (K times the
+    communication).
     """
     with net.backend.activate():
         hooks = user_callbacks(callbacks)
