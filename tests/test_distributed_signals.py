@@ -155,3 +155,40 @@ def test_ranks_started_with_different_arguments_fail_within_seconds_naming_the_d
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "rank 1's network, data or settings differ from rank 0's: " in lines[0] and named in lines[0]
     assert time.monotonic() - t0 < 30
+
+
+SCRIPT = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
+import numpy as np
+import portable_bp as pbp
+from portable_bp.distributed import MPI
+comm = MPI()
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((200, 4)), rng.integers(0, 3, 200)
+net = pbp.Network([4, 8, 3], loss="cross_entropy", seed=0)
+def started(net, epoch, logs):
+    if comm.rank == 0 and epoch == 0:
+        open("started", "w").close()
+try:
+    net.fit(X, y, epochs=100000, batch_size=16, callbacks=[started], comm=comm)
+except KeyboardInterrupt as exc:
+    print(f"rank {comm.rank}: {type(exc).__name__} at epoch {net.epochs_trained}, step "
+          f"{net.optimizer_state[1]['step']}", flush=True)
+"""
+
+
+def test_ctrl_c_in_a_script_is_one_keyboard_interrupt_on_every_rank(tmp_path):
+    """``fit(comm=MPI())`` in a script: Ctrl-C at mpiexec raises KeyboardInterrupt on every
+    rank at the same step, which the script catches (both networks at the same completed
+    epoch); before, each rank aborted the job."""
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-c", SCRIPT], cwd=tmp_path,
+                            env=_env(PORTABLE_BP_COMM_TIMEOUT="60"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(proc, tmp_path / "started")
+    proc.send_signal(signal.SIGINT)
+    rc, out, err, _ = finish(proc)
+    assert rc == 0, (out, err)
+    lines = sorted(x for x in out.splitlines() if x.startswith("rank "))
+    assert len(lines) == 2 and lines[0][len("rank 0"):] == lines[1][len("rank 1"):], out
+    assert "Interrupted at epoch" in lines[0] and "abort" not in err.lower()
