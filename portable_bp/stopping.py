@@ -59,6 +59,8 @@ class Terminated(Interrupted):
 
 
 def for_signal(signum: int, agreed: bool = False) -> Interrupted:
+    """The exception that honours ``signum``: :class:`Terminated` for SIGTERM, else
+    :class:`Interrupted`."""
     return (Terminated if signum == signal.SIGTERM else Interrupted)(agreed=agreed)
 
 
@@ -88,6 +90,7 @@ _requests = _Requests()
 
 
 def _handler(signum, frame):
+    """Record the first signal while deferring; raise otherwise (a second one included)."""
     if _requests.deferring and _requests.pending is None:
         _requests.pending = signum  # honoured at the next sum over the ranks, or after the writes
         return
@@ -101,6 +104,7 @@ def pending() -> int | None:
 
 
 def clear() -> None:
+    """Forget a recorded signal (a test's, or one a caller has dealt with itself)."""
     _requests.pending = None
 
 
@@ -212,11 +216,6 @@ def immediate(active: bool = True):
         yield
     finally:
         _requests.deferring = saved
-
-
-def handles_signals() -> bool:
-    """Whether this module's handler is installed for both signals (``handled`` is active)."""
-    return all(signal.getsignal(s) is _handler for s in SIGNALS)
 
 
 @contextlib.contextmanager
