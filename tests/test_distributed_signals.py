@@ -18,6 +18,7 @@ import sys
 import time
 
 import pytest
+from cli_helpers import full_disk
 from test_distributed_mpi import MPIEXEC, _env
 
 import portable_bp as pbp
@@ -155,6 +156,21 @@ def test_ranks_started_with_different_arguments_fail_within_seconds_naming_the_d
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "rank 1's network, data or settings differ from rank 0's: " in lines[0] and named in lines[0]
     assert time.monotonic() - t0 < 30
+
+
+def test_a_full_disk_under_rank_0s_checkpoint_is_an_error_on_every_rank_after_save(tmp_path):
+    """The checkpoint fails on rank 0 only: before, rank 0's OSError aborted the job and
+    nothing was saved; now every rank ends with it (exit 2, one line naming the file),
+    after rank 0 wrote --save."""
+    with full_disk(tmp_path / "full") as full:
+        proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "portable_bp", *TRAIN, "--epochs", "3",
+                               "--checkpoint", str(full / "ck.npz"), "--save", "m.npz"], cwd=tmp_path,
+                              env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("portable-bp:")]
+    assert lines == [f"portable-bp: error: {full / 'ck.npz'}: No space left on device"], proc.stderr
+    assert "abort" not in proc.stderr.lower()
+    assert pbp.load(tmp_path / "m.npz").epochs_trained == 1
 
 
 SCRIPT = """

@@ -11,11 +11,10 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 
 import numpy as np
 import pytest
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, full_disk, run_cli
 from train_helpers import classification
 
 import portable_bp as pbp
@@ -116,29 +115,14 @@ def test_a_write_that_fills_the_disk_names_the_file(tmp_path):
 
 
 @pytest.fixture
-def full_disk(tmp_path):
-    """A 64 KiB tmpfs, already full (root only: mounting needs it)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                      capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        with open(mnt / "filler", "wb") as f:
-            try:
-                f.write(b"\0" * (1 << 20))
-            except OSError:
-                pass
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+def full(tmp_path):
+    with full_disk(tmp_path / "full") as folder:
+        yield folder
 
 
-def test_checkpoint_on_a_full_disk_names_the_file_and_still_writes_save(tmp_path, full_disk):
+def test_checkpoint_on_a_full_disk_names_the_file_and_still_writes_save(tmp_path, full):
     """Before: '[Errno 28] No space left on device', exit 2, and --save never written."""
-    ck = full_disk / "ck.npz"
+    ck = full / "ck.npz"
     r = run_cli(*TRAIN, "--checkpoint", str(ck), "--save", "m.npz", cwd=tmp_path)
     line = assert_one_line_error(r, "No space left on device")
     assert str(ck) in line
