@@ -295,14 +295,28 @@ def _load(args):
     return prepare(X, y, loss, args.seed, args.test_size, source), loss, source, X.shape[1]
 
 
-def _written(args, net, history, source, comm):
-    """The outputs written by rank 0, while the other ranks wait (an error writing them,
-    a full disk, is then raised on every rank); a signal meanwhile is kept for later."""
+def _on_rank_0(comm, fn):
+    """``fn()`` on rank 0 while the other ranks wait (an error there, a full disk, is then
+    raised on every rank); a signal meanwhile is kept for later."""
     from . import stopping
     from .distributed.sync import together
 
     with stopping.deferred():
-        together(comm, lambda: _write_outputs(args, net, history, source) if comm.rank == 0 else None)
+        together(comm, lambda: fn() if comm.rank == 0 else None)
+
+
+def _written(args, net, history, source, comm):
+    """The outputs, written by rank 0 (:func:`_on_rank_0`)."""
+    _on_rank_0(comm, lambda: _write_outputs(args, net, history, source))
+
+
+def _finish(args, net, data, history, source, elapsed, comm):
+    """Rank 0's end of a run: the held-out metric, the outputs, the summary line."""
+    metrics = held_out_metrics(net, data)
+    _write_outputs(args, net, history, source)
+    ranks = f" x {comm.size} processes" if comm.size > 1 else ""
+    print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | "
+          f"backend: {net.backend.spec}{ranks}")
 
 
 def _fit(args, net, data, opt, history, source, comm):
@@ -340,12 +354,7 @@ def _train(args, backend, comm):
         _fit(args, net, data, opt, history, source, comm)
         net.backend.synchronize()
         elapsed = time.perf_counter() - t0
-        metrics = held_out_metrics(net, data) if comm.rank == 0 else None  # the others print nothing
-        _written(args, net, history, source, comm)
-        if comm.rank == 0:
-            ranks = f" x {comm.size} processes" if comm.size > 1 else ""
-            print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | "
-                  f"backend: {backend.spec}{ranks}")
+        _on_rank_0(comm, lambda: _finish(args, net, data, history, source, elapsed, comm))
     stopping.raise_pending()
     return stopping.EXIT_OK
 
