@@ -175,12 +175,13 @@ class Ballots:
 @contextlib.contextmanager
 def handled():
     """SIGINT and SIGTERM go to this module's handler meanwhile (main thread only: Python
-    runs handlers there; elsewhere this does nothing). The previous handlers come back
-    after, and what was recorded and not honoured is forgotten."""
+    runs handlers there; elsewhere this does nothing), except one the process was started
+    ignoring (a background job's SIGINT stays ignored, as for any command). The previous
+    handlers come back after, and what was recorded and not honoured is forgotten."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    previous = {s: signal.signal(s, _handler) for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:

@@ -296,3 +296,15 @@ def test_mpi_sums_carry_a_signal_to_every_rank_as_one_agreed_stop():
             comm.allreduce(buf)
         assert raised.value.agreed and str(raised.value) == "SIGTERM to rank 1 of 2"
         assert buf.tolist() == [4.0, 4.0, 4.0] and stopping.pending() is None
+
+
+def test_a_signal_the_process_ignores_stays_ignored():
+    """A background job starts with SIGINT ignored: the command keeps it so."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stopping.handled():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
