@@ -111,10 +111,9 @@ def read_network(path, make, backend=None, max_bytes=None):
         what = "bad parameters" if "params" in str(exc) else "the saved network config is invalid"
         raise ValueError(f"{_name(path)}: {what}: {exc}") from None
     saved = _saved_run(ck, path, net)
-    net.set_params(saved["params"], copy=False)
-    net.epochs_trained = saved["epochs_trained"]
+    net.restore_state(params=saved["params"], epochs_trained=saved["epochs_trained"])
     if saved["slots"] is not None:
-        net.optimizer_state = (saved["optimizer"], {"step": saved["step"], "slots": saved["slots"]})
+        net.restore_state(optimizer_state=(saved["optimizer"], {"step": saved["step"], "slots": saved["slots"]}))
     return net
 
 

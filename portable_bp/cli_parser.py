@@ -53,6 +53,7 @@ _positive_int = _typed(int, lambda v: integer(v, "value", minimum=1), "a positiv
 _positive_float = _typed(float, lambda v: number(v, "value", lo_open=True), "a positive number")
 _non_negative_float = _typed(float, lambda v: number(v, "value"), "a number >= 0")
 _seed = _typed(int, lambda v: integer(v, "value"), "a non-negative integer")
+_rate = _typed(float, lambda v: number(v, "value", hi=1.0), "a rate in [0, 1)")
 
 
 def _batch_size(text):
@@ -169,8 +170,19 @@ def _add_train(sub):
                    help="default: momentum (SGD with momentum 0.9)")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in default_lrs().items()) + ")")
-    t.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="L2",
-                   help="L2 penalty added to the gradient (default: 0)")
+    t.add_argument("--weight-decay", type=_non_negative_float, default=None, metavar="WD",
+                   help="the optimizer's weight decay: added to the gradient by sgd, momentum, nesterov, "
+                        "adam and rmsprop, decoupled by adamw (default: 0; adamw 0.01)")
+    t.add_argument("--dropout", type=_rate, nargs="+", default=[0.0], metavar="P",
+                   help="dropout rate of the hidden layers while training: one for all, or one per "
+                        "hidden layer (default: 0)")
+    t.add_argument("--l2", type=_non_negative_float, default=0.0, metavar="ALPHA",
+                   help="L2 regularization: 0.5*ALPHA*||W||^2/m added to each batch's loss, biases "
+                        "excluded (scikit-learn's alpha; default: 0)")
+    t.add_argument("--clip-norm", type=_positive_float, default=None, metavar="MAX",
+                   help="scale the gradients so that their global L2 norm is at most MAX")
+    t.add_argument("--clip-value", type=_positive_float, default=None, metavar="MAX",
+                   help="clamp every gradient element to [-MAX, MAX]")
     t.add_argument("--epochs", type=_positive_int, default=30, help="default: 30")
     t.add_argument("--batch-size", type=_batch_size, default=32, metavar="N",
                    help="mini-batch size, or 'full' for full-batch gradient descent (default: 32)")

@@ -208,7 +208,8 @@ def _network(args, data, loss, backend):
 
     return Network([data.X_train.shape[1], *args.hidden, data.n_out], activation=args.activation,
                    output_activation=args.output_activation, loss=loss, backend=backend,
-                   dtype=args.dtype, seed=args.seed)
+                   dtype=args.dtype, seed=args.seed,
+                   dropout=args.dropout[0] if len(args.dropout) == 1 else args.dropout)
 
 
 def _describe(args, net, data, opt, source, n_features, comm):
@@ -220,7 +221,17 @@ def _describe(args, net, data, opt, source, n_features, comm):
           f"{n_features} features, {data.n_out} {kind}")
     print(f"network {'-'.join(map(str, net.sizes))} {net.activation}/{net.output_activation}, loss "
           f"{net.loss}, {args.optimizer} lr={opt.lr:g}, batch {bs}, {args.epochs} epochs, "
-          f"{args.dtype} on {net.backend.spec}")
+          f"{args.dtype} on {net.backend.spec}{_regularization_text(args)}")
+
+
+def _regularization_text(args) -> str:
+    """The regularization asked for, as the description line's tail ('' for none)."""
+    parts = [f"dropout {'/'.join(f'{p:g}' for p in args.dropout)}" if any(args.dropout) else "",
+             f"l2 {args.l2:g}" if args.l2 else "",
+             f"clip-value {args.clip_value:g}" if args.clip_value is not None else "",
+             f"clip-norm {args.clip_norm:g}" if args.clip_norm is not None else ""]
+    parts = [p for p in parts if p]
+    return f", {', '.join(parts)}" if parts else ""
 
 
 def _communicator(args, backend):
@@ -328,7 +339,8 @@ def _fit(args, net, data, opt, history, source, comm):
         with stopping.immediate(comm.size == 1):  # ...but stops one process's training at once
             net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
                     optimizer=opt, validation_data=(data.X_test, data.y_test), progress=not args.quiet,
-                    callbacks=[history], checkpoint=args.checkpoint, resume=args.resume, comm=comm)
+                    callbacks=[history], checkpoint=args.checkpoint, resume=args.resume, comm=comm,
+                    l2=args.l2, clip_norm=args.clip_norm, clip_value=args.clip_value)
     except (KeyboardInterrupt, TrainingDiverged, Exception) as exc:
         # an interrupt or a divergence: the last completed (or finite) epoch; another error
         # after an epoch completed (a full disk under --checkpoint): what was trained

@@ -26,28 +26,33 @@ def _sigmoid(u):
     return 1.0 / (1.0 + math.exp(-u))
 
 
-def seed_network_by_loops(W1, b1, W2, b2, x, z):
+def seed_network_by_loops(W1, b1, W2, b2, x, z, s=None, alpha=0.0):
     """The 3-4-2 network of the derivation for one sample, with plain Python loops over
-    nested lists: E1 forward, E2 loss, E3 output-layer and E5 hidden-layer gradients.
+    nested lists: E1 forward, E2 loss, E3 output-layer and E5 hidden-layer gradients; with
+    a dropout mask ``s`` on the hidden layer (E14: y_i s_i goes up, E15: s_i comes down)
+    and L2 ``alpha`` (E16: ½α Σ W² added to L, α W to each weight gradient).
 
     Independent of the library's matrix code; returns a dict of nested lists.
     """
     n_in, n_hid, n_out = len(x), len(b1), len(b2)
+    s = [1.0] * n_hid if s is None else list(s)
     u1 = [sum(W1[i][j] * x[j] for j in range(n_in)) + b1[i] for i in range(n_hid)]
     y = [_sigmoid(u) for u in u1]
-    u2 = [sum(W2[k][i] * y[i] for i in range(n_hid)) + b2[k] for k in range(n_out)]
+    yd = [y[i] * s[i] for i in range(n_hid)]                # E14: what the output layer sees
+    u2 = [sum(W2[k][i] * yd[i] for i in range(n_hid)) + b2[k] for k in range(n_out)]
     h = [_sigmoid(u) for u in u2]
-    loss = 0.5 * sum((h[k] - z[k]) ** 2 for k in range(n_out))
+    squares = sum(w * w for W in (W1, W2) for row in W for w in row)
+    loss = 0.5 * sum((h[k] - z[k]) ** 2 for k in range(n_out)) + 0.5 * alpha * squares
     fp1 = [_sigmoid(u) * (1.0 - _sigmoid(u)) for u in u1]   # f'(u(1)_i)
     fp2 = [_sigmoid(u) * (1.0 - _sigmoid(u)) for u in u2]   # f'(u(2)_k)
     # E3: dL/dW(2)_ij = (f(u(2)_i) - z_i) f'(u(2)_i) y_j ; dL/db(2)_i likewise without y_j
-    dW2 = [[(h[i] - z[i]) * fp2[i] * y[j] for j in range(n_hid)] for i in range(n_out)]
+    dW2 = [[(h[i] - z[i]) * fp2[i] * yd[j] + alpha * W2[i][j] for j in range(n_hid)] for i in range(n_out)]
     db2 = [(h[i] - z[i]) * fp2[i] for i in range(n_out)]
     # E5: dL/dW(1)_ij = sum_k (f(u(2)_k) - z_k) f'(u(2)_k) W(2)_ki f'(u(1)_i) x_j
-    db1 = [sum((h[k] - z[k]) * fp2[k] * W2[k][i] * fp1[i] for k in range(n_out))
+    db1 = [sum((h[k] - z[k]) * fp2[k] * W2[k][i] * s[i] * fp1[i] for k in range(n_out))
            for i in range(n_hid)]
-    dW1 = [[sum((h[k] - z[k]) * fp2[k] * W2[k][i] * fp1[i] * x[j] for k in range(n_out))
-            for j in range(n_in)] for i in range(n_hid)]
+    dW1 = [[sum((h[k] - z[k]) * fp2[k] * W2[k][i] * s[i] * fp1[i] * x[j] for k in range(n_out))
+            + alpha * W1[i][j] for j in range(n_in)] for i in range(n_hid)]
     return {"u1": u1, "y": y, "u2": u2, "h": h, "loss": loss, "delta2": db2, "delta1": db1,
             "dW2": dW2, "db2": db2, "dW1": dW1, "db1": db1}
 
@@ -78,7 +83,8 @@ def explain_seed_network(backend="numpy", seed=0, out=print):
     (W1, b1), (W2, b2) = [(to_host(W), to_host(b)) for W, b in net.params]
     with be.activate():  # the library's own forward pass (E7): A(0) = x, A(1) = y, U(2)
         X = net.features(x[None, :])
-        As, u2 = step.forward(net.spec, net.ops, net.params, X)
+        fwd = step.forward(net.spec, net.ops, net.params, X)
+        As, u2 = fwd.inputs, fwd.U
         u1 = net.ops.affine(X, *net.params[0])  # U(1), which the forward pass applies f to
         h = net.ops.activation(u2, net.spec.output)
     loss, grads = net.loss_and_grads(x[None, :], z[None, :])
@@ -125,4 +131,29 @@ def explain_seed_network(backend="numpy", seed=0, out=print):
     out("Check: the same quantities by the element-wise formulas E1, E3 and E5, with Python loops:")
     out(f"  max |library - loops| over u, y, h, L, δ, dW, db = {worst:.3e} "
         f"(tolerance {EXPLAIN_TOLERANCE:g}): {verdict}")
+    return max(worst, explain_regularized(net, x, z, show, out))
+
+
+def explain_regularized(net, x, z, show, out, rate=0.5, alpha=0.1) -> float:
+    """The same sample through the same weights with dropout ``rate`` on the hidden layer
+    (the mask of training step 0) and L2 ``alpha``: the library's loss and gradients against
+    the loops with that mask; returns the max difference."""
+    be = net.backend
+    cfg = {k: v for k, v in net.config().items() if k not in ("sizes", "dropout")}
+    dropped = Network(net.sizes, backend=be, params=net.params, dropout=rate, **cfg)
+    like = be.xp.zeros((1, net.sizes[1]), dtype=net.array_dtype, device=be.device)
+    s = be.to_numpy(dropped.ops.dropout_mask(dropped.seed, 0, 0, 0, like, rate))[0]
+    loss, grads = dropped.loss_and_grads(x[None, :], z[None, :], l2=alpha, training_step=0)
+    (dW1, db1), (dW2, db2) = [(be.to_numpy(dW), be.to_numpy(db)) for dW, db in grads]
+    (W1, b1), (W2, b2) = [(be.to_numpy(W).tolist(), be.to_numpy(b).tolist()) for W, b in net.params]
+    ref = seed_network_by_loops(W1, b1, W2, b2, x.tolist(), z.tolist(), s.tolist(), alpha)
+    out(f"With dropout p = {rate:g} on the hidden layer (the mask of training step 0) and L2 α = {alpha:g}:")
+    show("s = M / (1 - p)  (E14)", s)
+    out(f"  L + ½α‖W‖² = {loss:.10f}  (E16)")
+    show("δ(1) = W(2)^T δ(2) ⊙ s ⊙ f'(u(1))  (E15)", db1)
+    show("dL/dW(1) = δ(1) x^T + α W(1)  (E16)", dW1)
+    lib = {"loss": loss, "dW1": dW1, "db1": db1, "dW2": dW2, "db2": db2}
+    worst = max(float(np.max(np.abs(np.asarray(lib[k], dtype=np.float64) - np.asarray(ref[k])))) for k in lib)
+    verdict = "OK" if worst <= EXPLAIN_TOLERANCE else "MISMATCH"
+    out(f"  max |library - loops| over L, dW, db = {worst:.3e} (tolerance {EXPLAIN_TOLERANCE:g}): {verdict}")
     return worst

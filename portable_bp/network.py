@@ -207,6 +207,37 @@ class Network:
             arr = self.backend.copy(arr)  # row-major: a transposed W would make every pass strided
         return arr
 
+    # -- training state: written here only --------------------------------------------------
+    _UNSET: Any = object()
+
+    def training_state(self) -> dict:
+        """What training changes besides nothing else: parameters, epochs trained,
+        optimizer state and the run's identity (seed, init, sigma), as keyword arguments of
+        :meth:`restore_state` (fit takes it before training, to put back on a failure)."""
+        return dict(params=self.params, epochs_trained=self.epochs_trained, optimizer_state=self.optimizer_state,
+                    seed=self.seed, init=self.init, sigma=self.sigma)
+
+    def restore_state(self, *, params=_UNSET, epochs_trained=_UNSET, optimizer_state=_UNSET, seed=_UNSET,
+                      init=_UNSET, sigma=_UNSET) -> None:
+        """Set what training and checkpoints hand the network (each only when given):
+        ``params`` adopted as they are (already checked and on this backend: training's own
+        arrays, or a checkpoint's validated ones), the epoch count, ``optimizer_state``
+        (``(optimizer, {"step": n, "slots": ...})`` or None) and a resumed run's seed, init
+        and sigma. The one way the trainer, checkpoints and the scikit-learn adapter write a
+        network's fields."""
+        if params is not self._UNSET:
+            self.set_params(params, copy=False, check_finite=False)
+        if epochs_trained is not self._UNSET:
+            self.epochs_trained = integer(epochs_trained, "epochs_trained")
+        if optimizer_state is not self._UNSET:
+            self.optimizer_state = optimizer_state
+        if seed is not self._UNSET:
+            self.seed = integer(seed, "seed")
+        if init is not self._UNSET:
+            self.init = choice(init, "init", INITS)
+        if sigma is not self._UNSET:
+            self.sigma = number(sigma, "sigma", lo_open=True)
+
     def to(self, backend=None, dtype=None) -> Network:
         """The same network with copied parameters on another backend and/or dtype."""
         cfg = self.config()
@@ -214,7 +245,7 @@ class Network:
             cfg["dtype"] = dtype
         net = Network(cfg.pop("sizes"), backend=backend or self.backend, **cfg)
         net.set_params([(self.backend.to_numpy(W), self.backend.to_numpy(b)) for W, b in self.params])
-        net.epochs_trained = self.epochs_trained
+        net.restore_state(epochs_trained=self.epochs_trained)
         return net
 
     # -- computation ---------------------------------------------------------------------

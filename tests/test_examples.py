@@ -81,3 +81,13 @@ def test_gpu_training_without_a_gpu_says_why():
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "cupy" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_regularization_prints_the_four_settings():
+    """examples/regularization.py: a row per setting with a held-out accuracy that learned
+    something (10 classes: chance is 0.1), on a short run."""
+    r = run_example("regularization.py", "--seeds", "2", "--epochs", "6", "--train", "200")
+    assert r.returncode == 0, r.stderr
+    for setting in ("none", "L2", "dropout", "L2 + dropout"):
+        row = next(line for line in r.stdout.splitlines() if line.startswith(setting + " "))
+        assert float(row.split()[-4]) > 0.3, row

@@ -38,7 +38,7 @@ BAD_FIT = {
     "batch-negative": (dict(batch_size=-4), ValueError, "batch_size"),
     "batch-float": (dict(batch_size=2.5), ValueError, "batch_size"),
     "batch-bool": (dict(batch_size=True), ValueError, "batch_size"),
-    "optimizer-name": (dict(optimizer="rmsprop"), ValueError, "rmsprop"),
+    "optimizer-name": (dict(optimizer="adagrad"), ValueError, "adagrad"),
     "optimizer-type": (dict(optimizer=3), TypeError, "optimizer"),
     "lr-with-object": (dict(optimizer=SGD(0.1), lr=0.1), ValueError, "lr"),
     "lr-negative": (dict(optimizer="sgd", lr=-0.1), ValueError, "lr"),

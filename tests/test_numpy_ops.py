@@ -177,9 +177,9 @@ def test_plain_sgd_step_makes_no_weight_gradient_array():
     peaks = {}
     for ops in (net.backend.ops, net.backend.reference_ops):
         params = [(W.copy(), b.copy()) for W, b in net.params]
-        step.train_step(net.spec, ops, SGD(0.1), params, [{}, {}], X, y, {"lr": 0.1})  # warm-up
+        step.train_step(net.spec, ops, SGD(0.1), params, [{}, {}], step.Context(X, y), {"lr": 0.1})  # warm-up
         tracemalloc.start()
-        step.train_step(net.spec, ops, SGD(0.1), params, [{}, {}], X, y, {"lr": 0.1})
+        step.train_step(net.spec, ops, SGD(0.1), params, [{}, {}], step.Context(X, y), {"lr": 0.1})
         peaks[ops is net.backend.ops] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     gradient = 400 * 300 * 4

@@ -132,7 +132,7 @@ def probes(name, rng):
                     A, _ = Ops(np).output_loss(U, Z, f, loss)
                     yield (U, A, Z, f, loss, 1.0 / U.shape[0]), ()
                     yield (U, A, Z, f, loss, (w / w.sum())[:, None]), ()  # w_i/Σw per row
-        elif name in ("sgd", "momentum", "adam"):
+        elif name in ("sgd", "momentum", "adam", "decay", "rmsprop", "dropout"):
             for shape in ((m, n_in), (n_out,)):
                 P, G, M = normal(rng, *shape), normal(rng, *shape), normal(rng, *shape)
                 V = np.abs(normal(rng, *shape))
@@ -140,8 +140,19 @@ def probes(name, rng):
                     yield (P, G, 0.3), (0, 1)
                 elif name == "momentum":
                     yield from (((P, G, M, 0.3, 0.9, nesterov), (0, 1, 2)) for nesterov in (False, True))
+                elif name == "decay":
+                    yield (P, 0.97), (0,)
+                elif name == "dropout":
+                    yield (P, G), ()
+                elif name == "rmsprop":  # PyTorch's: plain, and centered with momentum
+                    yield (P, G, V + 1.0 + M * M, M, G * 0.5, 0.01, 0.99, 1e-8, 0.0, False), (0, 1, 2, 3, 4)
+                    yield (P, G, V + 1.0 + M * M, M, G * 0.5, 0.01, 0.9, 1e-8, 0.8, True), (0, 1, 2, 3, 4)
                 else:
                     yield (P, G, M, V, 0.01, 1e-8, 0.9, 0.999), (0, 1, 2, 3)
+        elif name == "dropout_mask":  # the counter-based generator: integers, then a float mask
+            yield (7, 2**33 + m, 1, 3, normal(rng, m, n_out), 0.25), ()
+        elif name == "l2_grads":  # E16's gradient, accumulated into c·W
+            yield (Grad(normal(rng, m, n_out), normal(rng, m, n_in)), normal(rng, n_out, n_in), 0.3), (0,)
 
 
 def build(case, arg, bases):

@@ -306,8 +306,8 @@ class Objective:
         net, loss, grads = self.net, 0.0, None
         for s, e, w, weight, w_total in self._chunks:
             with net.backend.activate():
-                total, g = step.loss_and_grads(net.spec, net.ops, net.params, self.rows.take(slice(s, e)),
-                                               self.Z[s:e, ...], w)
+                total, g = step.loss_and_grads(net.spec, net.ops, net.params,
+                                               step.Context(self.rows.take(slice(s, e)), self.Z[s:e, ...], w))
             part = float(total) / w_total
             share = weight / self.total
             loss += part * share

@@ -183,7 +183,7 @@ def _epoch(est, net, opt, train, order, batch_size) -> float:
 
 def _fit_chunk(net, opt, X, Z, w, batch_size) -> float:
     """One Network.fit epoch over a chunk, continuing the optimizer's state; its mean loss."""
-    net.optimizer_state = None
+    net.restore_state(optimizer_state=None)
     try:
         history = net.fit(X, Z, epochs=1, batch_size=batch_size, shuffle=False, optimizer=opt,
                           sample_weight=w)

@@ -205,11 +205,10 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
 
 
 def _train(net, plan: Plan) -> History:
-    before = (net.params, net.epochs_trained, net.optimizer_state, net.seed, net.init, net.sigma)
+    before = net.training_state()
     history, run = History(), None
     try:
-        for key, value in plan.restored.items():
-            setattr(net, key, value)
+        net.restore_state(**plan.restored)
         for cb in plan.callbacks:
             cb.on_train_begin(net)
         run = Run(net, plan)
@@ -220,8 +219,7 @@ def _train(net, plan: Plan) -> History:
                 break
     except BaseException:
         if run is None or run.state is plan.start:  # no step taken: leave the network as it was
-            net.set_params(before[0], copy=False, check_finite=False)
-            net.epochs_trained, net.optimizer_state, net.seed, net.init, net.sigma = before[1:]
+            net.restore_state(**before)
         raise
     if plan.restored and plan.start.epoch == plan.stop:  # a resumed run that was already done
         plan.start.publish(net, plan.optimizer)

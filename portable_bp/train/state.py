@@ -44,9 +44,8 @@ class TrainState:
     def publish(self, net, optimizer) -> None:
         """Hand the state to the network: parameters (adopted, already checked finite),
         optimizer state as checkpoints store it, and the epochs completed."""
-        net.set_params(self.params, copy=False, check_finite=False)
-        net.optimizer_state = (optimizer, {"step": self.count, "slots": flat_slots(self.state)})
-        net.epochs_trained = self.epoch
+        net.restore_state(params=self.params, epochs_trained=self.epoch,
+                          optimizer_state=(optimizer, {"step": self.count, "slots": flat_slots(self.state)}))
 
 
 class Snapshots:
