@@ -25,9 +25,9 @@ from typing import Any
 
 Array = Any
 
-_C1 = 0x85EBCA6B - (1 << 32)  # murmur3 fmix32's multipliers, as signed 32-bit integers
-_C2 = 0xC2B2AE35 - (1 << 32)
-_GOLDEN = 0x9E3779B9 - (1 << 32)  # an odd constant: multiplying by it permutes the integers mod 2³²
+C1 = 0x85EBCA6B - (1 << 32)  # murmur3 fmix32's multipliers, as signed 32-bit integers
+C2 = 0xC2B2AE35 - (1 << 32)
+GOLDEN = 0x9E3779B9 - (1 << 32)  # an odd constant: multiplying by it permutes the integers mod 2³²
 BITS = 24  # a uniform draw is 24 bits: exact in float32, and compared as an integer
 
 
@@ -46,9 +46,9 @@ def fmix32(h: Array) -> Array:
     """murmur3's finalizer on int32 (wrapping): every input bit flips each output bit with
     probability about ½, and it is a bijection, so distinct counters never collide."""
     h = h ^ _shift_right(h, 16)
-    h = h * _C1
+    h = h * C1
     h = h ^ _shift_right(h, 13)
-    h = h * _C2
+    h = h * C2
     return h ^ _shift_right(h, 16)
 
 
@@ -77,7 +77,7 @@ def uniform_bits(xp: Any, key: Array, first_row: Any, shape: tuple[int, int], de
     r = xp.reshape(xp.arange(rows, dtype=xp.int32, device=device) + as_int32(xp, first_row, device), (-1, 1))
     j = xp.reshape(xp.arange(units, dtype=xp.int32, device=device), (1, -1))
     index = r * units + j
-    return _shift_right(fmix32(index * _GOLDEN + key), 32 - BITS)
+    return _shift_right(fmix32(index * GOLDEN + key), 32 - BITS)
 
 
 def keep_threshold(rate: float) -> int:

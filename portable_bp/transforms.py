@@ -39,6 +39,12 @@ def batch_weight(xp: Any, ctx: Any) -> Any:
     return xp.where(total > 0, total, xp.ones_like(total))
 
 
+def squared_norm(xp: Any, W: Any) -> Any:
+    """‖W‖², one pass over W (a dot product of its flattened self), on W's device."""
+    flat = xp.reshape(W, (-1,))
+    return xp.vecdot(flat, flat)
+
+
 class Transform:
     """A gradient transform; the defaults change nothing."""
 
@@ -78,9 +84,7 @@ class L2(Transform):
         return DenseGrad.of_arrays(*ops.l2_grads(grad, param[0], c))      # E16: ∇W + α·W/m
 
     def penalty(self, ops, params, ctx):
-        xp = ops.xp
-        total = sum(xp.vecdot(xp.reshape(W, (-1,)), xp.reshape(W, (-1,))) for W, _ in params)
-        return (0.5 * self.alpha) * total                                  # E16: ½α‖W‖²
+        return (0.5 * self.alpha) * sum(squared_norm(ops.xp, W) for W, _ in params)  # E16: ½α‖W‖²
 
     def config(self):
         return {"name": self.name, "alpha": self.alpha}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import counter_rng
 from ..activations import LEAKY_SLOPE
 from ..ops import InPlaceOps
 from . import numpy_blas
@@ -101,6 +102,24 @@ class NumpyOps(InPlaceOps):
         D *= scale
         return D
 
+    def dropout_mask(self, seed, count, layer, first_row, like, rate):
+        """E14's mask exactly as the reference draws it (:mod:`counter_rng`), the hash's
+        passes written into one int32 buffer (``out=``: no temporary per operation) and the
+        comparison straight into the float mask."""
+        rows, units = like.shape
+        key = counter_rng.stream(np, seed, count, layer, None)
+        h = np.arange(rows, dtype=np.int32)
+        h += counter_rng.as_int32(np, first_row, None)
+        h *= np.int32(units)
+        h = np.add(h[:, None], self._constant(np.arange, units, np.int32))
+        h *= np.int32(counter_rng.GOLDEN)
+        h += key
+        _fmix32_in_place(h, np.empty_like(h))
+        np.right_shift(h, 32 - counter_rng.BITS, out=h)
+        np.bitwise_and(h, (1 << counter_rng.BITS) - 1, out=h)
+        mask = np.greater_equal(h, counter_rng.keep_threshold(rate))
+        return np.multiply(mask, like.dtype.type(1.0 / (1.0 - rate)), dtype=like.dtype)
+
     def output_loss(self, U, Z, f, loss, weights=None):
         """Softmax and the summed cross-entropy for class labels as ``losses`` computes them
         (same operations, same order), with exp and the division in place; E2's halved
@@ -118,6 +137,16 @@ class NumpyOps(InPlaceOps):
         row_sums = np.add.reduce(s, axis=-1, keepdims=True)
         s /= row_sums
         return s, np.add.reduce(np.log(row_sums), axis=None) - picked
+
+
+def _fmix32_in_place(h, t):
+    """counter_rng.fmix32 written into ``h`` (int32, wrapping), ``t`` a scratch buffer."""
+    for shift, multiplier in ((16, counter_rng.C1), (13, counter_rng.C2), (16, None)):
+        np.right_shift(h, shift, out=t)
+        np.bitwise_and(t, (1 << (32 - shift)) - 1, out=t)
+        np.bitwise_xor(h, t, out=h)
+        if multiplier is not None:
+            h *= np.int32(multiplier)
 
 
 def _relu(ops, U):

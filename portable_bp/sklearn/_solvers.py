@@ -28,7 +28,11 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .. import step
+from ..ops import DenseGrad, Ops
 from ..optim import Optimizer, layer_state
+from ..transforms import L2, squared_norm
+
+HOST_OPS = Ops(np)  # the reference primitives on the host, for L-BFGS's float64 vectors
 
 
 class SklearnOptimizer(Optimizer):
@@ -127,23 +131,19 @@ class SklearnOptimizer(Optimizer):
         return clone
 
     def _gradient(self, grad, param, ops, decay):
-        """(Δᵀ A + decay * W, Σ_rows Δ): the batch's gradients with scikit-learn's L2 on W.
-        The product is accumulated into the scaled copy of W (``subtract_product`` with
-        alpha = -1: one BLAS gemm with beta = 1 where the backend has one), instead of
-        three arrays (product, scaled W, sum)."""
+        """(Δᵀ A + decay * W, Σ_rows Δ): the batch's gradients with scikit-learn's L2 on W,
+        by the primitive the library's own L2 uses (``Ops.l2_grads``, E16)."""
         if not self.alpha:
             return ops.dense_grads(grad)
-        dW = ops.subtract_product(param[0] * decay, grad.delta, grad.inputs, -1.0)
-        return dW, ops.xp.sum(grad.delta, axis=0)
+        return ops.l2_grads(grad, param[0], decay)
 
     def _l2(self, state, param, ops, l2) -> dict:
-        """The new "l2" slot: its W part plus ``l2 * sum(W**2)`` of the weights before the step."""
+        """The new "l2" slot: its W part plus ``l2 * ‖W‖²`` of the weights before the step
+        (``transforms.squared_norm``, as the library's L2 penalty)."""
         if not self.alpha:
             return {}
-        xp, W = ops.xp, param[0]
-        flat = xp.reshape(W, (-1,))
         acc, other = state["l2"]
-        return {"l2": (acc + l2 * xp.vecdot(flat, flat), other)}
+        return {"l2": (acc + l2 * squared_norm(ops.xp, param[0]), other)}
 
     # -- scikit-learn's schedule hooks -----------------------------------------------------
     def iteration_ends(self, time_step: int) -> None:
@@ -278,7 +278,7 @@ class Objective:
 
     def pack(self, params) -> np.ndarray:
         to_np = self.net.backend.to_numpy
-        arrays = [to_np(W) for W, _ in params] + [to_np(b) for _, b in params]
+        arrays = [to_np(W) for W, _ in params] + [to_np(b) for _, b in params]  # host arrays pass as they are
         return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
     def unpack(self, x) -> list:
@@ -291,15 +291,21 @@ class Objective:
         return list(zip(arrays[:L], arrays[L:]))
 
     def __call__(self, x):
+        """The loss and gradient at ``x``, the L2 term (E16) by the library's own
+        :class:`~portable_bp.transforms.L2`, on the host in float64."""
         params = self.unpack(x)
         self.net.set_params(params, check_finite=False)
         loss, grads = self._data_loss_and_grads()
-        sq = sum(float(np.dot(W.ravel(), W.ravel())) for W, _ in params)
-        loss = loss / self.loss_divisor + 0.5 * self.alpha * sq / self.total
-        g = self.pack(grads)
-        g[:sum(math.prod(s) for s in self.shapes[:len(params)])] += (
-            self.alpha / self.total) * np.concatenate([W.ravel() for W, _ in params])
-        return loss, g
+        ops, l2 = HOST_OPS, L2(self.alpha)
+        loss = loss / self.loss_divisor + float(l2.penalty(ops, params, None)) / self.total
+        ctx = step.Context(None, None, batch_weight=self.total)
+        grads = [l2.layer(ops, DenseGrad.of_arrays(np.asarray(dW, dtype=np.float64), np.asarray(db, dtype=np.float64)),
+                          param, ctx).arrays for (dW, db), param in zip(self.host(grads), params)]
+        return loss, self.pack(grads)
+
+    def host(self, grads) -> list:
+        to_np = self.net.backend.to_numpy
+        return [(to_np(dW), to_np(db)) for dW, db in grads]
 
     def _data_loss_and_grads(self):
         """The weighted mean loss over every row and its gradients, chunk by chunk."""
