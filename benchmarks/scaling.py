@@ -97,10 +97,12 @@ def _per_rank_mean(comm, value: float) -> float:
 
 def worker_train(args, comm) -> dict:
     """Warm-up epoch, then ``rounds`` timed epochs: samples/s and communication share."""
+    from portable_bp.train.executors import executor_for
+
     from . import configs as C
 
     net, data, opt = _setup(args, comm)
-    executor = comm.executor(net, opt)
+    executor = executor_for(net, opt, comm=comm)
     in_sum = [0.0]
     _timed_allreduce(comm, in_sum)
     params, state, count = net.params, opt.init(net.params), 0

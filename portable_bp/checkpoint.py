@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -90,8 +91,8 @@ def _host_contents(net):
                                     f"expected {shapes[i]}")
         optimizer = {"config": config, "step": int(state["step"]), "slots": counts}
     meta = {"format": FORMAT, "version": VERSION, "config": net.config(),
-            "epochs_trained": int(net.epochs_trained), "backend": net.backend.spec,
-            "optimizer": optimizer}
+            "epochs_trained": int(net.epochs_trained), "steps_trained": int(net.steps_trained),
+            "backend": net.backend.spec, "optimizer": optimizer}
     return arrays, meta
 
 
@@ -111,7 +112,8 @@ def read_network(path, make, backend=None, max_bytes=None):
         what = "bad parameters" if "params" in str(exc) else "the saved network config is invalid"
         raise ValueError(f"{_name(path)}: {what}: {exc}") from None
     saved = _saved_run(ck, path, net)
-    net.restore_state(params=saved["params"], epochs_trained=saved["epochs_trained"])
+    net.restore_state(params=saved["params"], epochs_trained=saved["epochs_trained"],
+                      steps_trained=ck["steps_trained"])
     if saved["slots"] is not None:
         net.restore_state(optimizer_state=(saved["optimizer"], {"step": saved["step"], "slots": saved["slots"]}))
     return net
@@ -131,6 +133,10 @@ def read_run(path, net) -> dict:
         if saved[key] != mine[key]:
             raise ValueError(f"{_name(path)} holds a network with {key}={saved[key]!r}, but this "
                              f"network has {key}={mine[key]!r}; resume needs the same architecture")
+    if saved.get("dropout", []) != mine["dropout"] and any(saved.get("dropout", []) + mine["dropout"]):
+        warnings.warn(f"resuming from {_name(path)} with dropout {mine['dropout']} instead of the saved "
+                      f"{saved.get('dropout', [])}: the masks and the trajectory differ from the saved run's",
+                      UserWarning, stacklevel=5)
     run = _saved_run(ck, path, net)
     run.update(seed=saved["seed"], init=saved["init"], sigma=saved["sigma"])
     return run
@@ -146,7 +152,8 @@ def _saved_run(ck, path, net) -> dict:
         params = net.validate_params(ck["params"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{_name(path)}: bad parameters: {exc}") from None
-    run = {"params": params, "epochs_trained": ck["epochs_trained"], "config": None,
+    run = {"params": params, "epochs_trained": ck["epochs_trained"], "steps_trained": ck["steps_trained"],
+           "config": None,
            "optimizer": None, "slots": None, "step": 0}
     if ck["optimizer"] is None:
         return run
@@ -242,6 +249,8 @@ def _parse_meta(arr, name) -> dict:
     _need(meta["config"], "seed", int, name)
     _need(meta["config"], "sigma", (int, float), name)
     _need(meta, "epochs_trained", int, name, nonneg=True)
+    if "steps_trained" in meta:  # files before dropout's counter have none: their optimizer step stands in
+        _need(meta, "steps_trained", int, name, nonneg=True)
     opt = meta.get("optimizer")
     if opt is not None:
         if not isinstance(opt, dict) or not isinstance(opt.get("slots"), dict) or not (
@@ -284,5 +293,7 @@ def _contents(npz, meta, name) -> dict:
                 raise ValueError(f"{name}: optimizer slot {slot!r} has {count} arrays, expected "
                                  f"one per parameter ({len(shapes)})")
             slots[slot] = [array(f"opt__{slot}__{i}", shape) for i, (_, shape) in enumerate(shapes)]
+    step = meta["optimizer"]["step"] if meta["optimizer"] is not None else 0
     return {"config": cfg, "epochs_trained": meta["epochs_trained"], "backend": meta.get("backend"),
+            "steps_trained": meta.get("steps_trained", step),
             "optimizer": meta["optimizer"], "params": list(zip(flat[0::2], flat[1::2])), "slots": slots}

@@ -52,29 +52,41 @@ def fmix32(h: Array) -> Array:
     return h ^ _shift_right(h, 16)
 
 
-def as_int32(xp: Any, value: Any, device: Any) -> Array:
-    """A one-element int32 array from a Python integer (wrapped to 32 bits) or an integer
-    array of any width (a traced scan index, a device counter), on ``device``. One element,
-    not 0-d: NumPy turns 0-d results into scalars, whose multiplication warns on the
-    wrap-around the hash relies on."""
-    if isinstance(value, int):
-        return xp.asarray([wrap32(value)], dtype=xp.int32, device=device)
+def fmix32_int(h: int) -> int:
+    """:func:`fmix32` on a Python integer (unsigned arithmetic masked to 32 bits), wrapped
+    to the signed range: the keys' scalar part is hashed on the host, so that no host
+    integer becomes a device array inside a captured graph."""
+    h &= 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return wrap32(h ^ (h >> 16))
+
+
+def as_int32(xp: Any, value: Any) -> Array:
+    """An integer array of any width (a traced scan index, a device counter) as a
+    one-element int32 array. One element, not 0-d: NumPy turns 0-d results into scalars,
+    whose multiplication warns on the wrap-around the hash relies on."""
     return xp.reshape(xp.astype(value, xp.int32), (1,))
 
 
-def stream(xp: Any, seed: int, count: Any, layer: int, device: Any) -> Array:
-    """The one-element int32 key of one (seed, step counter, layer): three chained hashes, so that
-    neighbouring counters or layers give unrelated streams."""
-    key = fmix32(as_int32(xp, seed, device))
-    key = fmix32(key ^ as_int32(xp, count, device))
-    return fmix32(key ^ as_int32(xp, layer + 1, device))
+def stream(xp: Any, seed: int, count: Any, layer: int) -> Any:
+    """The int32 key of one (seed, step counter, layer): three chained hashes, so that
+    neighbouring counters or layers give unrelated streams. A Python int when ``count`` is
+    one; a one-element int32 array when it is an array (traced or on the device)."""
+    key = fmix32_int(wrap32(seed))
+    if isinstance(count, int):
+        return fmix32_int(fmix32_int(key ^ wrap32(count)) ^ (layer + 1))
+    return fmix32(fmix32(as_int32(xp, count) ^ key) ^ (layer + 1))
 
 
-def uniform_bits(xp: Any, key: Array, first_row: Any, shape: tuple[int, int], device: Any) -> Array:
+def uniform_bits(xp: Any, key: Any, first_row: Any, shape: tuple[int, int], device: Any) -> Array:
     """A (rows, units) int32 array of uniform integers in [0, 2²⁴): element (r, j) hashes its
     position ((first_row + r)·units + j) in the whole batch with ``key``."""
     rows, units = shape
-    r = xp.reshape(xp.arange(rows, dtype=xp.int32, device=device) + as_int32(xp, first_row, device), (-1, 1))
+    first = wrap32(first_row) if isinstance(first_row, int) else as_int32(xp, first_row)
+    r = xp.reshape(xp.arange(rows, dtype=xp.int32, device=device) + first, (-1, 1))
     j = xp.reshape(xp.arange(units, dtype=xp.int32, device=device), (1, -1))
     index = r * units + j
     return _shift_right(fmix32(index * GOLDEN + key), 32 - BITS)

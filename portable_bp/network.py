@@ -90,6 +90,7 @@ class Network:
         self._params = self._initial_params(params)
         self._ops = self.backend.ops
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
+        self.steps_trained = 0        # steps of every fit so far: keys the next fit's dropout masks
         self.optimizer_state = None   # (optimizer, {"step": n, "slots": ...}) after fit()
         self.compiled: dict = {}      # compiled programs (JAX) by purpose, reused across calls
         self.executor = "auto"        # how fit runs the step: see portable_bp.train.executors
@@ -211,32 +212,33 @@ class Network:
     _UNSET: Any = object()
 
     def training_state(self) -> dict:
-        """What training changes besides nothing else: parameters, epochs trained,
-        optimizer state and the run's identity (seed, init, sigma), as keyword arguments of
-        :meth:`restore_state` (fit takes it before training, to put back on a failure)."""
-        return dict(params=self.params, epochs_trained=self.epochs_trained, optimizer_state=self.optimizer_state,
-                    seed=self.seed, init=self.init, sigma=self.sigma)
+        """What training changes: parameters, epochs and steps trained, optimizer state and
+        the run's identity (seed, init, sigma), as keyword arguments of :meth:`restore_state`
+        (fit takes it before training, to put back on a failure)."""
+        return dict(params=self.params, epochs_trained=self.epochs_trained, steps_trained=self.steps_trained,
+                    optimizer_state=self.optimizer_state, seed=self.seed, init=self.init, sigma=self.sigma)
 
-    def restore_state(self, *, params=_UNSET, epochs_trained=_UNSET, optimizer_state=_UNSET, seed=_UNSET,
-                      init=_UNSET, sigma=_UNSET) -> None:
+    def restore_state(self, *, params=_UNSET, epochs_trained=_UNSET, steps_trained=_UNSET, optimizer_state=_UNSET,
+                      seed=_UNSET, init=_UNSET, sigma=_UNSET) -> None:
         """Set what training and checkpoints hand the network (each only when given):
         ``params`` adopted as they are (already checked and on this backend: training's own
-        arrays, or a checkpoint's validated ones), the epoch count, ``optimizer_state``
-        (``(optimizer, {"step": n, "slots": ...})`` or None) and a resumed run's seed, init
-        and sigma. The one way the trainer, checkpoints and the scikit-learn adapter write a
-        network's fields."""
+        arrays, or a checkpoint's validated ones), the epoch and step counts,
+        ``optimizer_state`` (``(optimizer, {"step": n, "slots": ...})`` or None) and a
+        resumed run's seed, init and sigma. Everything is checked before anything is set.
+        The one way the trainer, checkpoints and the scikit-learn adapter write a network's
+        fields."""
+        given = {k: v for k, v in dict(epochs_trained=epochs_trained, steps_trained=steps_trained,
+                                       optimizer_state=optimizer_state, seed=seed, init=init,
+                                       sigma=sigma).items() if v is not self._UNSET}
+        checks = {"epochs_trained": lambda v: integer(v, "epochs_trained"),
+                  "steps_trained": lambda v: integer(v, "steps_trained"), "seed": lambda v: integer(v, "seed"),
+                  "init": lambda v: choice(v, "init", INITS), "sigma": lambda v: number(v, "sigma", lo_open=True),
+                  "optimizer_state": lambda v: v}
+        checked = {k: checks[k](v) for k, v in given.items()}
         if params is not self._UNSET:
-            self.set_params(params, copy=False, check_finite=False)
-        if epochs_trained is not self._UNSET:
-            self.epochs_trained = integer(epochs_trained, "epochs_trained")
-        if optimizer_state is not self._UNSET:
-            self.optimizer_state = optimizer_state
-        if seed is not self._UNSET:
-            self.seed = integer(seed, "seed")
-        if init is not self._UNSET:
-            self.init = choice(init, "init", INITS)
-        if sigma is not self._UNSET:
-            self.sigma = number(sigma, "sigma", lo_open=True)
+            self.set_params(params, copy=False, check_finite=False)  # checks shapes first, assigns last
+        for key, value in checked.items():
+            setattr(self, key, value)
 
     def to(self, backend=None, dtype=None) -> Network:
         """The same network with copied parameters on another backend and/or dtype."""
@@ -245,7 +247,7 @@ class Network:
             cfg["dtype"] = dtype
         net = Network(cfg.pop("sizes"), backend=backend or self.backend, **cfg)
         net.set_params([(self.backend.to_numpy(W), self.backend.to_numpy(b)) for W, b in self.params])
-        net.restore_state(epochs_trained=self.epochs_trained)
+        net.restore_state(epochs_trained=self.epochs_trained, steps_trained=self.steps_trained)
         return net
 
     # -- computation ---------------------------------------------------------------------

@@ -114,7 +114,7 @@ class Ops:
         counter-based generator (:mod:`portable_bp.counter_rng`), so the same (seed, step
         counter, layer, rows) gives the same mask on every backend."""
         xp, device = self.xp, array_api_compat.device(like)
-        key = counter_rng.stream(xp, seed, count, layer, device)
+        key = counter_rng.stream(xp, seed, count, layer)
         bits = counter_rng.uniform_bits(xp, key, first_row, tuple(like.shape), device)
         keep = bits >= counter_rng.keep_threshold(rate)
         return xp.astype(keep, like.dtype) * (1.0 / (1.0 - rate))
@@ -273,6 +273,26 @@ class InPlaceOps(Ops):
     def decay(self, P, factor):
         P *= factor
         return P
+
+    def rmsprop(self, P, G, S, M, B, lr, alpha, eps, mu, centered):
+        S *= alpha
+        S += (1 - alpha) * (G * G)
+        if centered:
+            M *= alpha
+            M += (1 - alpha) * G
+            denominator = self.xp.sqrt(S - M * M)
+        else:
+            denominator = self.xp.sqrt(S)
+        denominator += eps
+        if mu:
+            B *= mu
+            B += G / denominator
+            P -= lr * B
+        else:
+            G /= denominator
+            G *= lr
+            P -= G
+        return P, S, M, B
 
     def momentum(self, P, G, V, lr, mu, nesterov):
         V *= mu

@@ -206,7 +206,7 @@ class RMSprop(Optimizer):
     root instead), with optional ``momentum`` and L2 ``weight_decay`` added to the gradient."""
 
     name = "rmsprop"
-    default_lr = 1e-3
+    default_lr = 1e-2
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
         super().__init__(lr if callable(lr) else number(lr, "lr", lo_open=True))

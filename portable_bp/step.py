@@ -73,39 +73,50 @@ class Context(NamedTuple):
     batch_weight: Any = None
     training: bool = True
 
+    @classmethod
+    def of(cls, X: Array, Z: Array, weights: Array | None, count: Any, seed: int) -> Context:
+        """A training step's context (the executors' per-step constructor: NamedTuple's
+        keyword handling costs a microsecond a step on the tiniest networks)."""
+        return tuple.__new__(cls, (X, Z, weights, count, seed, 0, None, True))
+
 
 class Forward(NamedTuple):
     """E7 through the hidden layers: ``inputs`` are A(0) = X .. A(L-1) as the next layer
     takes them (after dropout, E14), ``outputs`` the hidden layers' f(U(l)) before it (f'
-    is written from them), ``masks`` each hidden layer's S(l) or None, ``U`` the output
-    layer's U(L)."""
+    is written from them), ``masks`` each hidden layer's S(l) or None (both None without
+    dropout: the outputs are the inputs), ``U`` the output layer's U(L)."""
 
     inputs: list
-    outputs: list
-    masks: list
+    outputs: list | None
+    masks: list | None
     U: Array
 
 
-def dropout_mask(spec: Spec, ops: Ops, ctx: Context | None, l: int, like: Array) -> Array | None:
-    """S(l) for hidden layer ``l`` (E14), or None: not training, or rate 0."""
-    rate = spec.dropout[l] if spec.dropout else 0.0
-    if ctx is None or not ctx.training or not rate:
-        return None
-    return ops.dropout_mask(ctx.seed, ctx.count, l, ctx.first_row, like, rate)
+def dropout_mask(spec: Spec, ops: Ops, ctx: Any, l: int, like: Array) -> Array | None:
+    """S(l) for hidden layer ``l`` (E14), or None where its rate is 0."""
+    rate = spec.dropout[l]
+    return ops.dropout_mask(ctx.seed, ctx.count, l, ctx.first_row, like, rate) if rate else None
 
 
 def forward(spec: Spec, ops: Ops, params: Params, X: Array, ctx: Context | None = None) -> Forward:
     """E7 through every layer, with dropout (E14) on the hidden layers when training
-    (``ctx`` given): what backprop needs, and the output layer's U(L) (its activation
-    belongs with the loss, E2)."""
-    inputs, outputs, masks, last = [X], [], [], len(params) - 1
+    (``ctx`` given, and training): what backprop needs, and the output layer's U(L) (its
+    activation belongs with the loss, E2). Without dropout the hidden layers' outputs are
+    the next layers' inputs, and ``outputs``/``masks`` are None."""
+    dropping = bool(spec.dropout) and ctx is not None and ctx.training
+    inputs, last = [X], len(params) - 1
+    outputs: list = []
+    masks: list = []
     for l in range(last):
         A = ops.affine_activation(inputs[l], *params[l], spec.activations[l])   # E7: A(l) = f(A(l-1) W(l)ᵀ + b(l))
-        S = dropout_mask(spec, ops, ctx, l, A)                                   # E14: S(l) = M(l) / (1 − p_l)
-        outputs.append(A)
-        masks.append(S)
-        inputs.append(A if S is None else ops.dropout(A, S))                    # E14: A(l) ⊙ S(l)
-    return Forward(inputs, outputs, masks, ops.affine(inputs[last], *params[last]))  # E7 at the output: U(L)
+        if dropping:
+            S = dropout_mask(spec, ops, ctx, l, A)                               # E14: S(l) = M(l) / (1 − p_l)
+            outputs.append(A)
+            masks.append(S)
+            A = A if S is None else ops.dropout(A, S)                           # E14: A(l) ⊙ S(l)
+        inputs.append(A)
+    U = ops.affine(inputs[last], *params[last])                                 # E7 at the output: U(L)
+    return tuple.__new__(Forward, (inputs, outputs if dropping else None, masks if dropping else None, U))
 
 
 def outputs(spec: Spec, ops: Ops, params: Params, X: Array) -> Array:
@@ -134,9 +145,11 @@ def backprop(spec: Spec, ops: Ops, params: Params, fwd: Forward, delta: Array) -
     once the Δ below it has been computed from W(l) as it was, so the consumer may update
     W(l) in place. Each layer's input, activation and mask are let go as it passes."""
     for l in range(len(params) - 1, -1, -1):
-        grad = DenseGrad(delta, fwd.inputs.pop())  # E10: ∇W = Δᵀ A(l-1), ∇b = Σ_rows Δ
+        A_prev = fwd.inputs.pop()
+        grad = DenseGrad(delta, A_prev)                                       # E10: ∇W = Δᵀ A(l-1), ∇b = Σ_rows Δ
         if l:
-            A, S = fwd.outputs.pop(), fwd.masks.pop()
+            A, S = (A_prev, None) if fwd.outputs is None or fwd.masks is None else (fwd.outputs.pop(),
+                                                                                   fwd.masks.pop())
             delta = ops.backprop_delta(delta, params[l][0], A, spec.activations[l - 1])   # E9
             if S is not None:
                 delta = ops.dropout(delta, S)                                          # E15: Δ(l) ⊙ S(l)

@@ -157,7 +157,10 @@ class Chain:
         return any(t.needs_every_layer for t in self.transforms)
 
     def apply(self, ops: Ops, grads: Iterable, params: Any, ctx: Any) -> Iterable:
-        """The transformed stream: lazy while every transform works layer by layer."""
+        """The transformed stream: lazy while every transform works layer by layer (the
+        stream itself when the chain is empty)."""
+        if not self.transforms:
+            return grads
         for t in self.transforms:
             grads = t.every_layer(ops, list(grads), params, ctx) if t.needs_every_layer else \
                 _each_layer(t, ops, grads, params, ctx)
@@ -165,6 +168,8 @@ class Chain:
 
     def penalized(self, ops: Ops, total: Any, params: Any, ctx: Any) -> Any:
         """``total`` (a batch's summed loss) plus every transform's penalty."""
+        if not self.transforms:
+            return total
         for t in self.transforms:
             extra = t.penalty(ops, params, ctx)
             if extra is not None:
@@ -186,7 +191,14 @@ def regularization(l2: float | None = None, clip_value: float | None = None,
                    clip_norm: float | None = None) -> Chain:
     """The chain ``fit`` builds from its arguments, in the order the gradient meets them:
     L2 first (it is part of the loss), then value clipping, then norm clipping (as in
-    PyTorch, where the penalty is in the loss and clipping runs after ``backward``)."""
+    PyTorch, where the penalty is in the loss and clipping runs after ``backward``).
+
+    ``l2`` adds ½·l2·‖W‖²/m to each batch's mean loss (scikit-learn's ``alpha``; biases
+    excluded, m the batch's size or weight sum), so each weight gradient gets l2·W/m;
+    ``clip_value`` clamps every gradient element to [−clip_value, clip_value];
+    ``clip_norm`` scales the gradients so that their global L2 norm over all layers is at
+    most ``clip_norm`` (the step then finishes backprop before updating, holding every
+    layer's gradient at once). Dropout is the network's (``Network(dropout=...)``)."""
     chain: list[Transform] = []
     if l2 is not None and number(l2, "l2") > 0:
         chain.append(L2(l2))

@@ -41,9 +41,11 @@ def test_the_same_seed_draws_the_same_mask_on_every_backend(spec):
         mask = backend.to_numpy(backend.ops.dropout_mask(seed, count, layer, first_row, like, 0.4))
         kept = reference_bits(seed, count, layer, first_row, 7, 9) >= counter_rng.keep_threshold(0.4)
         np.testing.assert_array_equal(mask, kept / 0.6)
-        key = counter_rng.stream(xp, seed, count, layer, backend.device)
-        bits = backend.to_numpy(counter_rng.uniform_bits(xp, key, first_row, (7, 9), backend.device))
-        np.testing.assert_array_equal(bits, reference_bits(seed, count, layer, first_row, 7, 9))
+        on_device = backend.asarray(np.asarray(count, dtype=np.int64) % 2**32)  # a device counter (int64)
+        for c, row in ((count, first_row), (on_device, backend.asarray(np.asarray(first_row)))):
+            key = counter_rng.stream(xp, seed, c, layer)
+            bits = backend.to_numpy(counter_rng.uniform_bits(xp, key, row, (7, 9), backend.device))
+            np.testing.assert_array_equal(bits, reference_bits(seed, count, layer, first_row, 7, 9))
 
 
 def data(n=45, seed=0):
@@ -51,14 +53,14 @@ def data(n=45, seed=0):
     return rng.standard_normal((n, 5)), rng.integers(0, 3, n), rng.random(n) + 0.1
 
 
-def trained(spec="numpy", executor="auto", epochs=3, optimizer="adam", weights=False, **fit):
+def trained(spec="numpy", executor="auto", epochs=3, optimizer="adam", weights=False, lr=0.01, **fit):
     """A dropout network fitted on 45 rows in batches of 8 (a ragged last batch), shuffled."""
     X, y, w = data()
     net = pbp.Network([5, 16, 12, 3], activation="relu", loss="cross_entropy", dtype="float64", seed=7,
                       dropout=[0.3, 0.2], backend=spec)
     net.executor = executor
     fit = {"l2": 0.01, "clip_norm": 1.0, **fit}
-    history = net.fit(X, y, epochs=epochs, batch_size=8, optimizer=optimizer, lr=0.01,
+    history = net.fit(X, y, epochs=epochs, batch_size=8, optimizer=optimizer, lr=lr,
                       sample_weight=w if weights else None, **fit)
     return net, history
 
@@ -204,3 +206,59 @@ def test_new_optimizers_round_trip_through_checkpoints(name, tmp_path):
     saved_opt, state = back.optimizer_state
     assert type(saved_opt) is type(opt) and saved_opt.config() == opt.config()
     assert set(state["slots"]) == set(opt.slots)
+
+
+def test_a_second_fit_draws_new_masks_and_its_resume_continues_them(tmp_path, monkeypatch):
+    """fit(epochs=1) twice is not the same mask sequence twice: the network's steps so far
+    key the next fit's masks (as PyTorch's generator moves on); the count is saved, so a
+    resumed second fit equals an uninterrupted one."""
+    X, y, _ = data()
+    make = dict(activation="relu", loss="cross_entropy", dtype="float64", seed=7, dropout=0.5)
+    net = pbp.Network([5, 16, 3], **make)
+    drawn, original = [], net.ops.dropout_mask
+
+    def spy(seed, count, *args):
+        drawn.append(np.array(original(seed, count, *args)))
+        return drawn[-1]
+
+    monkeypatch.setattr(net.ops, "dropout_mask", spy)
+    net.fit(X, y, epochs=1, batch_size=45)
+    assert net.steps_trained == 1
+    net.fit(X, y, epochs=1, batch_size=45)
+    assert net.steps_trained == 2 and len(drawn) == 2
+    assert not np.array_equal(drawn[0], drawn[1])  # both fits' step 0, other masks
+    monkeypatch.undo()
+    # a second fit resumed from its checkpoint continues its masks
+    whole = pbp.Network([5, 16, 3], **make)
+    whole.fit(X, y, epochs=2, batch_size=8)
+    whole.fit(X, y, epochs=2, batch_size=8, optimizer="adam", lr=0.01)
+    part = pbp.Network([5, 16, 3], **make)
+    part.fit(X, y, epochs=2, batch_size=8)
+    path = str(tmp_path / "ck.npz")
+    part.fit(X, y, epochs=1, batch_size=8, optimizer="adam", lr=0.01, checkpoint=path)
+    again = pbp.load(path)
+    again.fit(X, y, epochs=4, batch_size=8, checkpoint=path, resume=True)
+    assert again.steps_trained == whole.steps_trained
+    assert all(np.array_equal(a, b) for a, b in zip(params_of(again), params_of(whole)))
+
+
+def test_resuming_with_another_dropout_warns(tmp_path):
+    X, y, _ = data()
+    path = str(tmp_path / "ck.npz")
+    pbp.Network([5, 16, 3], loss="cross_entropy", seed=7, dropout=0.5).fit(X, y, epochs=1, checkpoint=path)
+    with pytest.warns(UserWarning, match=r"with dropout \[0.0\] instead of the saved \[0.5\]"):
+        pbp.Network([5, 16, 3], loss="cross_entropy", seed=7).fit(X, y, epochs=2, checkpoint=path, resume=True)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "rmsprop", "rmsprop-centered"])
+def test_new_optimizers_are_captured_in_place(optimizer, captured_with, monkeypatch):  # noqa: F811
+    """AdamW and RMSprop update in place, so a captured step replays them (no fallback)."""
+    opt = {"adamw": lambda: pbp.optim.AdamW(0.01),
+           "rmsprop": lambda: pbp.optim.RMSprop(0.01),
+           "rmsprop-centered": lambda: pbp.optim.RMSprop(0.01, momentum=0.5, centered=True)}[optimizer]
+    capture = captured_with(StandInCapture())
+    net, _ = trained("numpy", "eager", optimizer=opt(), lr=None)
+    assert capture.replays > 0 and not net.backend.executor_failures
+    monkeypatch.undo()
+    want, _ = trained("numpy", "eager", optimizer=opt(), lr=None)
+    assert_close(net, want)

@@ -42,8 +42,8 @@ def captured_with(monkeypatch):
     def use(capture):
         monkeypatch.setattr(loop, "executor_for",
                             lambda net, opt, ops=None, name=None, transforms=NO_TRANSFORMS, **_:
-                            Eager(net, opt, ops, transforms) if name == "eager" else
-                            Captured(net, opt, ops, transforms, capture=capture))
+                            Eager(net, opt, ops, transforms, _.get("offset", 0)) if name == "eager" else
+                            Captured(net, opt, ops, transforms, _.get("offset", 0), capture=capture))
         return capture
     return use
 

@@ -80,7 +80,7 @@ def test_names_and_their_default_learning_rates():
     OPTIMIZERS, DEFAULT_LR = optimizer_names(), default_lrs()
     assert OPTIMIZERS == ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
     assert DEFAULT_LR == {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3, "adamw": 1e-3,
-                          "rmsprop": 1e-3}
+                          "rmsprop": 1e-2}
     for name in OPTIMIZERS:
         assert get_optimizer(name).lr == DEFAULT_LR[name]
     sgd, m, n, a = (get_optimizer(name) for name in OPTIMIZERS[:4])

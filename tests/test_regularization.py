@@ -115,7 +115,7 @@ def test_clip_norm_equals_torch_clip_grad_norm(max_norm):
 @pytest.mark.parametrize("clip", [dict(clip_norm=0.1), dict(clip_value=0.01), dict(l2=0.2),
                                   dict(l2=0.2, clip_value=0.05, clip_norm=0.1)])
 def test_a_clipped_or_regularized_fit_equals_pytorch_step_for_step(clip):
-    """SGD with momentum for 3 epochs of 4 batches (48 steps on 4 batches of 3), unshuffled:
+    """SGD with momentum for 3 epochs of 4 batches of 3 (12 steps), unshuffled:
     the same parameters as PyTorch's loss + L2, backward, clip_grad_value_, clip_grad_norm_, step."""
     X, y = data()
     net = pbp.Network([4, 6, 3], activation="relu", loss="cross_entropy", dtype="float64", seed=1)
@@ -196,3 +196,20 @@ def test_bad_regularization_is_refused_before_the_first_step(kwargs, words):
         net.fit(X, y, epochs=1, **kwargs)
     assert all(np.array_equal(a, np.asarray(W)) for a, (W, _) in zip(before, net.params))
     assert net.epochs_trained == 0 and net.optimizer_state is None
+
+
+@pytest.mark.parametrize("backend", ["torch", "array_api_strict"])
+def test_sklearn_lbfgs_with_alpha_on_other_backends_equals_scikit_learn(backend):
+    """L-BFGS's objective adds the library's L2 on the host: device gradients are read back
+    once, host ones used as they are (on any backend)."""
+    from sklearn.neural_network import MLPClassifier as Theirs
+
+    from portable_bp.sklearn import MLPClassifier
+
+    X, y = data(n=40)
+    kw = dict(hidden_layer_sizes=(5,), solver="lbfgs", alpha=0.3, max_iter=30, random_state=0)
+    ours = MLPClassifier(backend=backend, dtype="float64", **kw).fit(X, y)
+    theirs = Theirs(**kw).fit(X, y)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-7)
+    for a, b in zip(ours.coefs_, theirs.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)

@@ -256,7 +256,7 @@ def test_verbose_prints_scikit_learns_lines(capsys):
 
 
 def test_keyboard_interrupt_stops_with_scikit_learns_warning(monkeypatch):
-    real, calls = _stochastic._fit_chunk, []
+    real, calls = _stochastic.CheckedRun.epoch, []
 
     def interrupted(*args):
         calls.append(1)
@@ -264,7 +264,7 @@ def test_keyboard_interrupt_stops_with_scikit_learns_warning(monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(_stochastic, "_fit_chunk", interrupted)
+    monkeypatch.setattr(_stochastic.CheckedRun, "epoch", interrupted)
     with pytest.warns(UserWarning, match="Training interrupted by user"):
         clf = small(MLPClassifier, max_iter=10).fit(X, Y3)
     assert clf.n_iter_ == 2 and np.isfinite(clf.predict_proba(X)).all()

@@ -107,9 +107,9 @@ class NumpyOps(InPlaceOps):
         passes written into one int32 buffer (``out=``: no temporary per operation) and the
         comparison straight into the float mask."""
         rows, units = like.shape
-        key = counter_rng.stream(np, seed, count, layer, None)
+        key = counter_rng.stream(np, seed, count, layer)
         h = np.arange(rows, dtype=np.int32)
-        h += counter_rng.as_int32(np, first_row, None)
+        h += counter_rng.wrap32(first_row) if isinstance(first_row, int) else counter_rng.as_int32(np, first_row)
         h *= np.int32(units)
         h = np.add(h[:, None], self._constant(np.arange, units, np.int32))
         h *= np.int32(counter_rng.GOLDEN)

@@ -29,7 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .. import step
 from ..ops import DenseGrad, Ops
-from ..optim import Optimizer, layer_state
+from ..optim import Optimizer
 from ..transforms import L2, squared_norm
 
 HOST_OPS = Ops(np)  # the reference primitives on the host, for L-BFGS's float64 vectors
@@ -83,14 +83,11 @@ class SklearnOptimizer(Optimizer):
                 layer["l2"] = tuple(ops_sum(a) for a in layer["l2"])
         return state
 
-    def end(self, net) -> None:
-        """Keep the state the fit call left (``net.optimizer_state``, set to None before
-        the call: still None means it took no step and published nothing)."""
-        if net.optimizer_state is None:
-            return
-        _, saved = net.optimizer_state
-        self.state = layer_state(self, saved["slots"], net.n_layers)
-        self.steps += saved["step"]
+    def keep(self, state, steps: int, net) -> None:
+        """Keep the state a pass over a chunk left, and its ``steps``: the next pass (and
+        the next ``partial_fit``) continues from them."""
+        self.state = list(state)
+        self.steps += steps
         self.backend, self.dtype = net.backend, net.dtype
 
     def take_l2(self) -> float:
@@ -277,8 +274,11 @@ class Objective:
         return chunks
 
     def pack(self, params) -> np.ndarray:
-        to_np = self.net.backend.to_numpy
-        arrays = [to_np(W) for W, _ in params] + [to_np(b) for _, b in params]  # host arrays pass as they are
+        """Every W then every b as one float64 vector (device arrays read back; host ones as they are)."""
+        def to_np(a):
+            return a if isinstance(a, np.ndarray) else self.net.backend.to_numpy(a)
+
+        arrays = [to_np(W) for W, _ in params] + [to_np(b) for _, b in params]
         return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
     def unpack(self, x) -> list:
@@ -332,7 +332,7 @@ def fit_lbfgs(est, net, rows, Z, w, loss_divisor):
         objective, objective.pack(net.params), method="L-BFGS-B", jac=True,
         options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol})
     est.n_iter_ = _lbfgs_iterations(result, est.max_iter)
-    est.loss_ = float(result.fun)
+    est.loss_ = np.float64(result.fun)
     net.set_params(objective.unpack(result.x), check_finite=False)
 
 

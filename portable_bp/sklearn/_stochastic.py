@@ -6,9 +6,11 @@ with ``early_stopping``, on the validation score of a held-out split (stratified
 single-output classifiers, best parameters restored), its learning-rate schedules and its
 ConvergenceWarning.
 
-Each epoch hands the network its rows in the shuffled order, a chunk at a time (at most
-``CHUNK_ROWS`` rows of dense X, one batch of sparse X), to ``Network.fit(epochs=1,
-shuffle=False)`` with a scikit-learn optimizer whose state outlives the call. Sample
+Each epoch hands its rows in the shuffled order, a chunk at a time (at most
+``CHUNK_ROWS`` rows of dense X, one batch of sparse X), to the pre-checked entry point
+(:class:`~portable_bp.train.checked.CheckedRun`: fit's executor and step, without fit's
+per-call checks; the data were checked once per fit) with a scikit-learn optimizer whose
+state outlives the call. Sample
 weights are rescaled within each batch to sum to the batch's size: the gradient (each row
 weighted by w_i / sum of the batch's w) is unchanged, and the chunk's mean loss becomes
 scikit-learn's average of the batches' weighted means.
@@ -16,6 +18,7 @@ scikit-learn's average of the batches' weighted means.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -24,6 +27,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from ..train import TrainingDiverged
+from ..train.checked import CheckedRun
+from ..train.state import TrainState
 from . import _data
 from ._solvers import make_optimizer
 
@@ -50,15 +55,21 @@ def fit(est, net, X, Y, sw, incremental):
     opt.set_alpha(est.alpha)
     if est.early_stopping and incremental:
         raise ValueError("partial_fit does not support early_stopping=True")
-    train, val = _split(est, net, X, Y, sw)
+    train, val = _split(est, net, X, Y, sw)  # the data, checked and moved once per fit
+    run = CheckedRun(net, opt)
     batch_size = _batch_size(est.batch_size, train.n)
     order = np.arange(train.n, dtype=int)
+    diverged = False
     try:
         est.n_iter_ = 0
         for _ in range(est.max_iter):
             if est.shuffle:
                 order = shuffle_order(order, est._random_state)
-            loss = _epoch(est, net, opt, train, order if est.shuffle else None, batch_size)
+            try:
+                loss = np.nan if diverged else _epoch(est, net, opt, run, train, order if est.shuffle else None,
+                                                      batch_size)
+            except TrainingDiverged as exc:
+                loss, diverged = _diverged(est, net, exc), True
             if _after_epoch(est, net, opt, val, loss, train.n) or incremental:
                 break
             if est.n_iter_ == est.max_iter:
@@ -67,13 +78,29 @@ def fit(est, net, X, Y, sw, incremental):
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.", stacklevel=3)
     if est.early_stopping:
-        net.set_params(est._best_params)
+        net.set_params(est._best_params, check_finite=False)  # NaN ones fail fit's final check
+
+
+def _diverged(est, net, exc) -> float:
+    """A non-finite loss: scikit-learn's ValueError, or with ``early_stopping`` what
+    scikit-learn 1.9 does: train on with non-finite weights (every later epoch's loss NaN,
+    its validation score that of NaN outputs), then restore the best weights. The network
+    is given NaN weights so that the scores are those; the epoch's loss is NaN."""
+    if not est.early_stopping:
+        raise ValueError(NON_FINITE) from exc
+    warnings.warn(f"training diverged ({exc}); with early_stopping, as in scikit-learn, it goes on to "
+                  f"max_iter with non-finite weights (NaN losses and validation scores) and the best "
+                  f"weights are restored", RuntimeWarning, stacklevel=4)
+    xp = net.xp
+    net.set_params([(xp.full_like(W, xp.nan), xp.full_like(b, xp.nan)) for W, b in net.params],
+                   check_finite=False)
+    return np.nan
 
 
 def _after_epoch(est, net, opt, val, loss, n) -> bool:
     """scikit-learn's bookkeeping after an epoch; True to stop."""
     est.n_iter_ += 1
-    est.loss_ = loss
+    est.loss_ = loss = np.float64(loss)
     est.t_ += n
     est.loss_curve_.append(loss)
     if est.verbose:
@@ -162,33 +189,29 @@ def _batches(w, order, n, batch_size):
     return sizes, sums, w * np.repeat(scale, sizes)
 
 
-def _epoch(est, net, opt, train, order, batch_size) -> float:
-    """One epoch in chunks of whole batches; scikit-learn's ``loss_`` for it."""
+def _epoch(est, net, opt, run, train, order, batch_size) -> float:
+    """One epoch in chunks of whole batches through the pre-checked entry point
+    (:class:`~portable_bp.train.checked.CheckedRun`); scikit-learn's ``loss_`` for it."""
     sizes, sums, w = _batches(train.w, order, train.n, batch_size)
     chunk = batch_size if train.rows.sparse else batch_size * max(1, _data.CHUNK_ROWS // batch_size)
     data_loss, reg = 0.0, 0.0
+    params, state = net.params, opt.init(net.params)
     for s in range(0, train.n, chunk):
         e = min(s + chunk, train.n)
         first, last = s // batch_size, -(-e // batch_size)
         if w is not None and not w[s:e].any():
             continue  # only zero weights: no step (scikit-learn divides by zero here)
         rows = slice(s, e) if order is None else order[s:e]
+        weights = None if w is None else net.backend.asarray(w[s:e], net.dtype)
+        data = (train.rows.take(rows), _data.take_device(net, train.Z, rows), weights)
         opt.begin(sizes[first:last], sums[first:last])
-        data_loss += (e - s) * _fit_chunk(net, opt, train.rows.take(rows),
-                                          _data.take_device(net, train.Z, rows),
-                                          None if w is None else w[s:e], batch_size)
+        params, state, steps, total = run.epoch(params, state, data, batch_size, opt.lr)
+        loss = float(net.ops.finite_or_nan(total, TrainState(params, state, 0, 0).arrays()))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"the loss became {loss} in epoch {est.n_iter_ + 1}")
+        opt.keep(state, steps, net)
+        net.restore_state(params=params, steps_trained=net.steps_trained + steps)
+        data_loss += (e - s) * loss / (e - s if w is None else float(w[s:e].sum()))
         reg += opt.take_l2()
+        state = opt.state
     return (data_loss / est._loss_divisor() + reg) / train.n
-
-
-def _fit_chunk(net, opt, X, Z, w, batch_size) -> float:
-    """One Network.fit epoch over a chunk, continuing the optimizer's state; its mean loss."""
-    net.restore_state(optimizer_state=None)
-    try:
-        history = net.fit(X, Z, epochs=1, batch_size=batch_size, shuffle=False, optimizer=opt,
-                          sample_weight=w)
-    except TrainingDiverged as exc:
-        raise ValueError(NON_FINITE) from exc
-    finally:
-        opt.end(net)
-    return history.history["loss"][0]

@@ -64,8 +64,8 @@ class Captured(Eager):
 
     name = "graph"
 
-    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, capture=None):
-        super().__init__(net, optimizer, ops, transforms)
+    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, offset=0, capture=None):
+        super().__init__(net, optimizer, ops, transforms, offset)
         self.capture = capture or net.backend.capture
         prepare = getattr(self.capture, "prepare_ops", None)
         if prepare is not None:  # products the capture can record (CuPy: cuBLAS called directly)
@@ -82,7 +82,7 @@ class Captured(Eager):
             X, Z, w = gather(self.ops, data, rec.order, rec.start, size)
             one = xp.reshape(rec.counter, (1,))
             hyper = {**fixed, **{k: xp.reshape(xp.take(v, one), ()) for k, v in rec.values.items()}}
-            ctx = step.Context(X, Z, w, rec.base + rec.counter, self.seed)
+            ctx = step.Context.of(X, Z, w, rec.base + rec.counter, self.seed)
             new_params, new_state, loss = step.train_step(self.spec, self.ops, self.optimizer, params,
                                                           state, ctx, hyper, self.transforms)
             rec.start += size
@@ -128,7 +128,7 @@ class Captured(Eager):
             self._recording, self._key = self._record(params, state, data, batch_size, fixed, varying,
                                                       order is not None, steps), key
         rec = self._recording
-        rec.begin_epoch(self.xp, order, varying, first=1, base=wrap32(count))
+        rec.begin_epoch(self.xp, order, varying, first=1, base=wrap32(self.offset + count))
         for _ in range(steps - 1):
             rec.graph.replay()
         total = total + rec.loss_sum

@@ -3,8 +3,8 @@
 Every rank holds the whole dataset and draws the same batch order, so every rank knows
 every global batch. It takes its own part of each (``numpy.array_split``'s split: parts
 differ by at most a row, and a part may be empty), computes that part's gradients and
-summed loss by the code that trains (:func:`portable_bp.step.train_step` with
-:class:`~portable_bp.step.Gradients`), scales the gradients so that the parts add up to
+summed loss by the code that trains (:func:`portable_bp.step.loss_and_grads`, the step's
+own backprop), scales the gradients so that the parts add up to
 the global batch's mean (m_r / M, or the part's share of the batch's weight), and packs
 them with the loss into ONE flat buffer. The communicator sums that buffer over the ranks;
 then :func:`portable_bp.step.apply_updates` updates every layer from the sum. Every rank
@@ -137,8 +137,8 @@ class DataParallel(Eager):
     name = "data-parallel"
 
     def __init__(self, net, optimizer, comm, deterministic: int | None = None, ops=None,
-                 transforms=NO_TRANSFORMS):
-        super().__init__(net, optimizer, ops, transforms)
+                 transforms=NO_TRANSFORMS, offset=0):
+        super().__init__(net, optimizer, ops, transforms, offset)
         self.comm, self.backend, self.pieces = comm, net.backend, deterministic
         self.shapes = layer_shapes(net.params)
         self.length = buffer_length(self.shapes)
@@ -150,7 +150,7 @@ class DataParallel(Eager):
         the same on every rank."""
         flat = self.comm.allreduce(self.local_buffer(params, data, order, count, start, stop), self.backend)
         weight = batch_weight(self.ops, data, order, start, stop - start) if self.transforms else None
-        ctx = step.Context(None, None, None, wrap32(count), wrap32(self.seed), 0, weight)
+        ctx = step.Context(None, None, None, wrap32(self.offset + count), wrap32(self.seed), 0, weight)
         return self.apply(params, state, flat, self.optimizer.hyperparams(count, lr), ctx)
 
     def epoch(self, params, state, count, data, order, batch_size, lr):
@@ -181,7 +181,7 @@ class DataParallel(Eager):
         if hi == lo:
             return self.zeros()
         return scaled_gradients(self.xp, self.spec, self.ops, self.seed, params, data, order, lo, start,
-                                wrap32(count), hi - lo, stop - start)
+                                wrap32(self.offset + count), hi - lo, stop - start)
 
     def apply(self, params, state, flat, hyper, ctx):
         return summed_update(self.xp, self.optimizer, self.transforms, self.ops, self.shapes, self.pieces,
@@ -202,8 +202,8 @@ class DataParallelCompiled(DataParallel):
 
     name = "data-parallel-jit"
 
-    def __init__(self, net, optimizer, comm, deterministic=None, ops=None, transforms=NO_TRANSFORMS):
-        super().__init__(net, optimizer, comm, deterministic, ops, transforms)
+    def __init__(self, net, optimizer, comm, deterministic=None, ops=None, transforms=NO_TRANSFORMS, offset=0):
+        super().__init__(net, optimizer, comm, deterministic, ops, transforms, offset)
         grad_key = ("data-parallel-gradients", id(self.ops), self.seed, self.spec)
         update_key = ("data-parallel-update", type(optimizer).__name__, optimizer_key(optimizer),
                       id(self.ops), tuple(self.shapes), deterministic, transforms.key())
@@ -219,7 +219,8 @@ class DataParallelCompiled(DataParallel):
     def gradients(self, params, data, order, count, lo, hi, start, stop):
         if hi == lo:
             return self.zeros()
-        return self._gradients(params, data, order, lo, start, wrap32(count), size=hi - lo, total=stop - start)
+        return self._gradients(params, data, order, lo, start, wrap32(self.offset + count), size=hi - lo,
+                               total=stop - start)
 
     def apply(self, params, state, flat, hyper, ctx):
         return self._update(params, state, flat, hyper, ctx)

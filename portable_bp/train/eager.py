@@ -47,17 +47,20 @@ class Eager:
 
     name = "eager"
 
-    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS):
+    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, offset=0):
         self.xp, self.spec, self.optimizer, self.transforms = net.xp, net.spec, optimizer, transforms
         self.ops = net.ops if ops is None else ops
         self.seed = net.seed
+        #: steps the network took before this fit's optimizer count 0 (earlier fits): the
+        #: random numbers are keyed by offset + count, so a second fit draws new masks
+        self.offset = offset
 
     def step(self, params, state, count, data, order, start, stop, lr):
         """One step on rows start:stop (of ``order``) of ``data`` (X, Z, weights or None):
         (params, state, the batch's summed loss). ``count`` is the step counter: it keys
         the step's random numbers and the optimizer's scalars."""
         X, Z, w = gather(self.ops, data, order, start, stop - start)
-        ctx = step.Context(X, Z, w, count, self.seed)
+        ctx = step.Context.of(X, Z, w, self.offset + count, self.seed)
         return step.train_step(self.spec, self.ops, self.optimizer, params, state, ctx,
                                self.optimizer.hyperparams(count, lr), self.transforms)
 

@@ -46,8 +46,8 @@ class Compiled(Eager):
 
     name = "jit"
 
-    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS):
-        super().__init__(net, optimizer, ops, transforms)
+    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, offset=0):
+        super().__init__(net, optimizer, ops, transforms, offset)
         self.net = net
         self._config = optimizer_key(optimizer)
 
@@ -68,7 +68,7 @@ class Compiled(Eager):
                                                         self.transforms, self.seed), ("size",))
 
     def step(self, params, state, count, data, order, start, stop, lr):
-        return self._step_program(params, state, data, order, start, wrap32(count),
+        return self._step_program(params, state, data, order, start, wrap32(self.offset + count),
                                   self.optimizer.hyperparams(count, lr), size=stop - start)
 
 
@@ -76,7 +76,7 @@ def _gathered_step(spec, ops, optimizer, transforms, seed, params, state, data, 
     """:func:`gather` and the step as one pure function (what :class:`Compiled` compiles);
     ``count`` (the step counter, wrapped to 32 bits) is an argument, not a constant."""
     X, Z, w = gather(ops, data, order, start, size)
-    ctx = step.Context(X, Z, w, count, seed)
+    ctx = step.Context.of(X, Z, w, count, seed)
     return step.train_step(spec, ops, optimizer, params, state, ctx, hyper, transforms)
 
 
@@ -88,8 +88,8 @@ class Scanned(Compiled):
 
     name = "scan"
 
-    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS):
-        super().__init__(net, optimizer, ops, transforms)
+    def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, offset=0):
+        super().__init__(net, optimizer, ops, transforms, offset)
         self.dtype = net.array_dtype
 
     def _epoch_program(self, steps):
@@ -111,8 +111,9 @@ class Scanned(Compiled):
         total = None
         if steps:
             fixed, varying = self._hypers(count, steps, lr)
-            params, state, total = self._epoch_program(steps)(params, state, data, order, wrap32(count), fixed,
-                                                              varying, size=batch_size, steps=steps)
+            first = wrap32(self.offset + count)  # the random numbers' step counter
+            params, state, total = self._epoch_program(steps)(params, state, data, order, first, fixed, varying,
+                                                              size=batch_size, steps=steps)
             count += steps
         if n % batch_size:
             params, state, loss = self.step(params, state, count, data, order, steps * batch_size, n, lr)
@@ -130,7 +131,7 @@ def _scanned_epoch(xp, loop, spec, ops, optimizer, transforms, seed, params, sta
         params, state, total = carry
         index, per_step = xs
         X, Z, w = gather(ops, data, order, index * size, size)
-        ctx = step.Context(X, Z, w, first + index, seed)
+        ctx = step.Context.of(X, Z, w, first + index, seed)
         params, state, loss = step.train_step(spec, ops, optimizer, params, state, ctx,
                                               {**fixed, **per_step}, transforms)
         return (params, state, total + loss), None
@@ -168,7 +169,7 @@ def chosen(net) -> str:
 
 
 def executor_for(net, optimizer, *, comm=None, deterministic: int | None = None, name: str | None = None,
-                 transforms=NO_TRANSFORMS, ops=None) -> Eager:
+                 transforms=NO_TRANSFORMS, ops=None, offset: int = 0) -> Eager:
     """The executor of a fit, chosen here and only here. One process (``comm`` None or of
     size 1) without ``deterministic`` pieces: the one called ``name`` (default:
     :func:`chosen`). Otherwise the data-parallel one (every global batch split over the
@@ -176,8 +177,9 @@ def executor_for(net, optimizer, *, comm=None, deterministic: int | None = None,
     world size): its compiled halves where the backend compiles and the chosen executor is
     not eager, op by op otherwise (captured halves for CUDA graphs: see docs/scaling.md)."""
     if (comm is None or comm.size == 1) and not deterministic:
-        return EXECUTORS[name or chosen(net)](net, optimizer, ops, transforms)
+        return EXECUTORS[name or chosen(net)](net, optimizer, ops, transforms, offset)
     from .data_parallel import DataParallel, DataParallelCompiled
 
     eager = (name or chosen(net)) == "eager" or net.backend.compile is None
-    return (DataParallel if eager else DataParallelCompiled)(net, optimizer, comm, deterministic, ops, transforms)
+    return (DataParallel if eager else DataParallelCompiled)(net, optimizer, comm, deterministic, ops, transforms,
+                                                             offset)

@@ -72,7 +72,7 @@ class Run:
         try:
             params, state, count, total = self.executor.epoch(s.params, s.state, s.count, self.data,
                                                               order, self.batch_size, lr)
-            done = TrainState(params, state, count, epoch + 1)
+            done = TrainState(params, state, count, epoch + 1, s.offset)
             loss = float(self.net.ops.finite_or_nan(total, done.arrays())) / self.plan.total_weight
             if not math.isfinite(loss):
                 locate(self, epoch)  # leaves the network at the last finite state and raises
@@ -105,7 +105,8 @@ class Run:
         its eager form after a compiled or captured one failed."""
         plan = self.plan
         return executor_for(self.net, plan.optimizer, comm=plan.comm, deterministic=plan.deterministic,
-                            name="eager" if eager else None, transforms=plan.transforms)
+                            name="eager" if eager else None, transforms=plan.transforms,
+                            offset=plan.start.offset)
 
     def logs(self, epoch: int, started: float) -> dict:
         logs = {"loss": self.train_epoch(epoch)}
@@ -132,10 +133,11 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     """Train ``net`` by gradient descent (E12) and return a :class:`History`.
 
     batch_size: None for full-batch gradient descent, 1 for single-sample SGD, k for
-    mini-batches. optimizer: ``"sgd"`` (the default), ``"momentum"``, ``"nesterov"``,
-    ``"adam"`` (with ``lr``, a float or a schedule ``epoch -> lr``) or an object from
-    :mod:`portable_bp.optim`. Each call starts a fresh optimizer state unless ``resume=True``
-    finds ``checkpoint``.
+    mini-batches. optimizer: a name of :func:`portable_bp.optim.optimizer_names` (default
+    ``"sgd"``; with ``lr``, a float or a schedule ``epoch -> lr``) or an optimizer object.
+    Each call starts a fresh optimizer state unless ``resume=True`` finds ``checkpoint``.
+    l2 (scikit-learn's alpha), clip_value, clip_norm (PyTorch's): see
+    :func:`portable_bp.transforms.regularization`.
 
     checkpoint: a path saved (atomically) at the end of every epoch. resume: continue from
     ``checkpoint`` when it exists (parameters, optimizer state, epoch count); ``epochs`` is
@@ -151,18 +153,9 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     Σ w_i ℓ_i / Σ w_i (its gradient likewise), as scikit-learn's and PyTorch's weighted
     losses are.
 
-    Regularization (:mod:`portable_bp.transforms`): ``l2`` adds ½·l2·‖W‖²/m to each batch's
-    mean loss (scikit-learn's ``alpha``; biases excluded, m the batch's size or weight sum),
-    so each weight gradient gets l2·W/m; ``clip_value`` clamps every gradient element to
-    [−clip_value, clip_value]; ``clip_norm`` scales the gradients so that their global L2
-    norm over all layers is at most ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``; the
-    step then finishes backprop before updating, holding every layer's gradient at once).
-    They apply in that order. Dropout is the network's (``Network(dropout=...)``).
-
     Everything is checked before the first step: a fit that raises then leaves the network
-    unchanged. Shuffling gathers each batch's rows and integer labels stay labels, so beyond
-    the data, fit holds a batch's worth of arrays and two copies of the parameters and
-    optimizer state (the starts of this epoch and the previous one, on the device).
+    unchanged. Beyond the data, fit holds a batch's worth of arrays and two copies of the
+    parameters and optimizer state (the starts of this epoch and the previous one).
 
     A NaN/inf loss raises :class:`TrainingDiverged` naming the epoch and batch; the network
     keeps the last parameters and optimizer state whose loss was finite. An interrupt

@@ -123,12 +123,13 @@ def _start(net, optimizer, lr, epochs, checkpoint, resume, comm):
                 warnings.warn(f"resuming from {path!r} with optimizer {_config(opt)} instead of the "
                               f"saved {saved['config']}; the saved optimizer state is kept",
                               UserWarning, stacklevel=7)
-            start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"])
+            offset = max(0, saved["steps_trained"] - saved["step"])
+            start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"], offset)
             restored = {k: saved[k] for k in ("seed", "init", "sigma")}
             return opt, start, max(epochs, start.epoch), restored
     opt = get_optimizer("sgd" if optimizer is None else optimizer, lr)
     params = net.params
-    start = TrainState(params, opt.init(params), 0, net.epochs_trained)
+    start = TrainState(params, opt.init(params), 0, net.epochs_trained, net.steps_trained)
     return opt, start, start.epoch + epochs if not resume else max(epochs, start.epoch), {}
 
 
@@ -149,7 +150,7 @@ def _same_start(net, comm, start, restored):
                                                         restored.get("seed", net.seed))
     if seed != restored.get("seed", net.seed):
         restored = {**restored, "seed": seed}
-    return TrainState(params, state, count, epoch), restored
+    return TrainState(params, state, count, epoch, start.offset), restored
 
 
 def _optimizer_key(optimizer, lr):
@@ -172,7 +173,7 @@ def _fingerprint(net, data, size, epochs, shuffle, deterministic, optimizer, lr,
     found = {f"network {k}": v for k, v in arch.items()}
     found.update({"backend": net.backend.name, "optimizer": _optimizer_key(optimizer, lr),
                   "transforms": transforms.config(), "batch_size": size, "epochs": epochs, "shuffle": bool(shuffle),
-                  "deterministic": deterministic})
+                  "deterministic": deterministic, "steps trained": net.steps_trained})
     for name, a in zip(("X", "Z", "sample_weight"), data):
         found[f"{name} shape"] = None if a is None else tuple(a.shape)
         found[f"{name} dtype"] = None if a is None else str(a.dtype)

@@ -16,12 +16,15 @@ from ..optim import flat_slots
 
 
 class TrainState:
-    """Parameters, per-layer optimizer state and step count of one fit."""
+    """Parameters, per-layer optimizer state and step count of one fit; ``offset`` is how
+    many steps the network took before this fit's count 0 (in earlier fits): dropout masks
+    are keyed by offset + count, so each fit continues the network's stream of masks."""
 
-    __slots__ = ("params", "state", "count", "epoch")
+    __slots__ = ("params", "state", "count", "epoch", "offset")
 
-    def __init__(self, params, state, count, epoch):
+    def __init__(self, params, state, count, epoch, offset=0):
         self.params, self.state, self.count, self.epoch = list(params), list(state), count, epoch
+        self.offset = offset
 
     def arrays(self) -> list:
         """Every array: each W and b, then each optimizer slot."""
@@ -39,12 +42,12 @@ class TrainState:
         params = [(cp(W), cp(b)) for W, b in self.params]
         state = [{name: tuple(cp(a) for a in slot) for name, slot in (layer or {}).items()}
                  for layer in self.state]
-        return TrainState(params, state, self.count, self.epoch)
+        return TrainState(params, state, self.count, self.epoch, self.offset)
 
     def publish(self, net, optimizer) -> None:
         """Hand the state to the network: parameters (adopted, already checked finite),
         optimizer state as checkpoints store it, and the epochs completed."""
-        net.restore_state(params=self.params, epochs_trained=self.epoch,
+        net.restore_state(params=self.params, epochs_trained=self.epoch, steps_trained=self.offset + self.count,
                           optimizer_state=(optimizer, {"step": self.count, "slots": flat_slots(self.state)}))
 
 
@@ -70,4 +73,4 @@ class Snapshots:
 
 
 def _same(state: TrainState) -> TrainState:
-    return TrainState(state.params, state.state, state.count, state.epoch)
+    return TrainState(state.params, state.state, state.count, state.epoch, state.offset)
