@@ -1,77 +1,132 @@
 #!/usr/bin/env bash
-# The GPU check, for a lent GPU machine (run from the repository root, with .whl carried):
-#   installs the carried wheels; a smoke test of the GPU backends' Ops (every override's check)
-#   and executors (the captured CUDA-graph step against eager, on CuPy and torch:cuda);
-#   `pytest -m gpu`; three examples on --backend cupy; the GPU benchmark (B-D with the
-#   captured executors, the torch CUDA-graph step and the JAX scan epoch; E with TF32 and
-#   peak memory); a kernel-level profile of B and E; the scikit-learn estimator on the GPU.
-# Logs and JSON go to $OUT. Every stage has its own time limit, so one slow stage cannot eat
-# the others; the whole script stays under 6 minutes. Usage: OUT=/some/dir bash benchmarks/gpu_check.sh
+# The GPU check, for a lent GPU machine (minutes at a time), run from the repository root:
+#
+#   bash benchmarks/gpu_check.sh --prepare   # HERE, with internet: wheels the GPU image lacks into .whl/
+#   OUT=/some/dir bash benchmarks/gpu_check.sh            # THERE (carry .whl): the check itself
+#   OUT=/tmp/x bash benchmarks/gpu_check.sh --dry-run     # anywhere: the stages and limits, nothing run
+#
+# Correctness first (the stages a GPU answers that no CPU can), then speed, then the rest:
+#   1 setup        the carried wheels (array-api-compat, array-api-strict) installed, versions
+#   2 smoke        every GPU backend's Ops overrides and their check; executor failures
+#   3 correctness  tests/test_gpu.py: captured vs eager vs NumPy float64, counted replays,
+#                  the forced fallback, torch's sync-debug epoch, jax:gpu float32 precision
+#   4 speed        B and D, float32, 3 rounds: captured executors vs the torch CUDA-graph step,
+#                  the JAX scan epoch and the cuBLAS bound
+#   5 the rest     the other GPU-marked tests, a one-rank NCCL fit, E with TF32 and peak memory,
+#                  the scikit-learn estimator, the examples
+# Every stage has its own limit, cut further to what is left of BUDGET seconds (under 9
+# minutes in all), so one slow stage cannot eat the others. Logs and JSON go to $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu_check_out}
-mkdir -p "$OUT"
-LOG="$OUT/gpu_check.log"
-exec > >(tee -a "$LOG") 2>&1
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-start=$(date +%s)
-stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
+BUDGET=${GPU_CHECK_BUDGET:-530}
+MODE=${1:-run}
+WHEELS="array-api-compat array-api-strict"
 
-stage "setup"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-else
-  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ "$MODE" = "--prepare" ]; then
+  mkdir -p .whl && exec python3 -m pip download --no-deps --only-binary=:all: -d .whl $WHEELS
 fi
-date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv || true
-python3 -c "import sys, numpy, cupy, torch; print(sys.version.split()[0], 'numpy', numpy.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
+if [ "$MODE" != "run" ] && [ "$MODE" != "--dry-run" ]; then
+  echo "usage: gpu_check.sh [--prepare | --dry-run]" >&2; exit 2
+fi
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 XLA_PYTHON_CLIENT_PREALLOCATE=false OUT
+export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"  # this checkout, then the carried wheels
+start=$(date +%s)
+planned=0
 
-stage "smoke: each GPU backend's Ops (overrides, their check) and the captured step against eager"
-timeout 90 python3 - <<'PY'
-import numpy as np, portable_bp as pbp
+# stage NAME LIMIT: the function NAME under `timeout`, at most LIMIT seconds and never past
+# the budget; its output to $OUT/NAME.log, and its exit status and last lines here.
+stage() {
+  local name=$1 limit=$2 left
+  planned=$((planned + limit))
+  left=$((BUDGET - ($(date +%s) - start)))
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo; echo "=== [$(( $(date +%s) - start ))s] $name (limit ${limit}s)"
+  if [ "$MODE" = "--dry-run" ]; then declare -f "$name" | sed -n '3,$p' | sed '$d'; return 0; fi
+  if [ "$limit" -le 5 ]; then echo "skipped: the budget of ${BUDGET}s is spent"; return 0; fi
+  export -f "$name"
+  timeout --kill-after=5 "$limit" bash -c "$name" > "$OUT/$name.log" 2>&1
+  echo "exit $?"; tail -n 40 "$OUT/$name.log"
+}
+
+setup() {
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  else
+    echo "no .whl/ here: run 'bash benchmarks/gpu_check.sh --prepare' where there is internet, and carry .whl"
+  fi
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+  python3 - <<'PY'
+import sys
+print("python", sys.version.split()[0])
+for name in ("numpy", "array_api_compat", "array_api_strict", "cupy", "torch", "jax", "mpi4py"):
+    try:
+        print(name, __import__(name).__version__)
+    except Exception as exc:
+        print(name, "missing:", exc)
+PY
+}
+
+smoke() {
+  python3 - <<'PY'
+import portable_bp as pbp
 for row in pbp.backends.describe():
-    print(f"{row['spec']:<18} {'yes' if row['available'] else 'no ':<4} {row.get('hot_path') or '-':<28} {row.get('device_name') or row['reason']}")
+    print(f"{row['spec']:<18} {'yes' if row['available'] else 'no ':<4} {row.get('hot_path') or '-':<28} "
+          f"{row.get('device_name') or row['reason']}")
     for name, why in row["dropped"].items():
         print(f"   !!! override {name} refused: {why}")
-X = np.random.default_rng(0).standard_normal((130, 8)); y = np.arange(130) % 4
-for spec in ("cupy", "torch:cuda"):
-    if not pbp.backends.probe(spec)[0]:
-        continue
-    print(spec, "overrides:", pbp.backends.get(spec).ops.overrides())
-    for opt in ("sgd", "adam"):
-        got = {}
-        for executor in ("eager", "graph"):
-            net = pbp.Network([8, 16, 4], activation="relu", loss="cross_entropy", backend=spec,
-                              dtype="float32", seed=0)
-            net.executor = executor
-            net.fit(X, y, epochs=3, batch_size=16, optimizer=opt)
-            got[executor] = [net.backend.to_numpy(a) for p in net.params for a in p]
-        err = max(float(abs(a - b).max()) for a, b in zip(got["eager"], got["graph"]))
-        failures = pbp.backends.get(spec).executor_failures
-        print(f"{spec} {opt}: graph vs eager max |param diff| {err:.2e}; executor failures: {failures or 'none'}")
 PY
+}
 
-stage "pytest -m gpu"
-timeout 100 python3 -m pytest -q -m gpu -p no:cacheprovider -rfEs --junitxml="$OUT/pytest_gpu.xml" > "$OUT/pytest_gpu.log" 2>&1; tail -30 "$OUT/pytest_gpu.log"
+correctness() {
+  python3 -m pytest -q -p no:cacheprovider -rfEs tests/test_gpu.py --junitxml="$OUT/correctness.xml"
+}
 
-stage "examples on --backend cupy"
-timeout 20 python3 examples/xor.py --backend cupy | tail -2
-timeout 25 python3 examples/digits.py --backend cupy | tail -2
-timeout 30 python3 examples/gpu_training.py --backend cupy | tail -3
+speed() {
+  python3 -m benchmarks --device gpu --configs B,D --dtypes float32 --rounds 3 --no-memory \
+    --contenders cupy,torch,jax,bound --json "$OUT/gpu_bench_BD.json"
+}
 
-stage "GPU benchmark B-D (float32, interleaved rounds): captured executors, torch CUDA graph, JAX scan"
-timeout 130 python3 -m benchmarks --device gpu --configs B,C,D --rounds 3 --no-memory \
-  --contenders cupy,torch,jax,bound --json "$OUT/gpu_bench_BCD.json" 2>&1 | tail -40
+gpu_tests() {
+  python3 -m pytest -q -p no:cacheprovider -rfEs -m gpu --ignore=tests/test_gpu.py --junitxml="$OUT/gpu_tests.xml" tests
+}
 
-stage "GPU benchmark E (float32, TF32 child, peak memory)"
-timeout 110 python3 -m benchmarks --device gpu --configs E --rounds 3 --tf32 \
-  --contenders cupy,torch,bound --json "$OUT/gpu_bench_E.json" 2>&1 | tail -30
+nccl_one_rank() {
+  python3 - <<'PY'
+import numpy as np
+import portable_bp as pbp
+from portable_bp.distributed.nccl import NCCL
+comm = NCCL(timeout=20)
+X = np.random.default_rng(0).standard_normal((256, 8)); y = np.arange(256) % 4
+net = pbp.Network([8, 16, 4], activation="relu", loss="cross_entropy", backend=comm.backend_spec, seed=0)
+history = net.fit(X, y, epochs=2, batch_size=32, comm=comm)
+print(comm, "losses", history.history["loss"], "failures", net.backend.executor_failures or "none")
+PY
+}
 
-stage "GPU profile B and E: kernels per step, busy vs wall"
-timeout 45 python3 -m benchmarks.gpu_profile --configs B,E --top 12 \
-  --json "$OUT/gpu_profile.json" 2>&1 | grep -v '^USDT\|acc_events\|_warn_once'
+bench_E() {
+  python3 -m benchmarks --device gpu --configs E --rounds 3 --tf32 --contenders cupy,torch,bound \
+    --json "$OUT/gpu_bench_E.json"
+}
 
-stage "scikit-learn estimator on the GPU (short)"
-timeout 40 python3 -m benchmarks.sklearn_bench --device gpu --rounds 1 --json "$OUT/sklearn_gpu.json" 2>&1 | tail -8
+sklearn() {
+  python3 -m benchmarks.sklearn_bench --device gpu --rounds 1 --json "$OUT/sklearn_gpu.json"
+}
 
-stage "done"
+examples() {
+  python3 examples/xor.py --backend cupy | tail -2
+  python3 examples/digits.py --backend cupy | tail -2
+}
+
+stage setup 30
+stage smoke 40
+stage correctness 150
+stage speed 120
+stage gpu_tests 50
+stage nccl_one_rank 30
+stage bench_E 60
+stage sklearn 30
+stage examples 20
+echo; echo "=== [$(( $(date +%s) - start ))s] done (stage limits planned: ${planned}s, budget ${BUDGET}s)"

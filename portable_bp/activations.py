@@ -7,13 +7,17 @@ backward pass needs only the activations the forward pass keeps, not U. ``g`` is
 a temporary of the caller's (a fresh product or difference), so ``backward`` multiplies
 it in place: ``g *= ...`` writes into it on mutable backends and rebinds on JAX. Softmax
 is a whole-row function and exp (the Poisson output) overflows for large inputs: both are
-allowed only on the output layer.
+allowed only on the output layer. A constant that meets an array in a function of two
+arrays (``maximum``, ``minimum``) is a typed scalar (:func:`~portable_bp.scalars.typed`:
+made once per dtype and device); the operators take Python numbers as they are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import NamedTuple
+
+from .scalars import typed
 
 LEAKY_SLOPE = 0.01
 
@@ -37,7 +41,7 @@ def sigmoid(xp, u):
     Both exponents are <= 0, so nothing overflows, and both tails keep full relative
     precision; unlike a ``where`` over the two branches it runs without data-dependent
     branches (4x faster on large random arrays)."""
-    return xp.exp(xp.minimum(u, 0.0)) / (1.0 + xp.exp(-xp.abs(u)))
+    return xp.exp(xp.minimum(u, typed(xp, 0.0, u))) / (1.0 + xp.exp(-xp.abs(u)))
 
 
 def sigmoid_backward(xp, a, g):
@@ -57,7 +61,7 @@ def tanh_backward(xp, a, g):
 
 
 def relu(xp, u):
-    return xp.maximum(u, 0.0)
+    return xp.maximum(u, typed(xp, 0.0, u))
 
 
 def _positive(xp, a, dtype):

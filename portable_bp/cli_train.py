@@ -257,9 +257,8 @@ def _communicator(args, backend):
 def _rank_output(comm):
     """Only rank 0 prints. The others' output goes nowhere, and an error they share with
     rank 0 (``fit`` raises its errors on every rank) ends them with the exit status
-    ``main`` gives it, silently: rank 0 says it once."""
-    from .backends import BackendUnavailable
-    from .train import TrainingDiverged
+    ``main`` gives it (:func:`portable_bp.stopping.exit_status`), silently: rank 0 says it once."""
+    from . import stopping
 
     if comm.rank == 0:
         yield
@@ -268,19 +267,21 @@ def _rank_output(comm):
         warnings.simplefilter("ignore")
         try:
             yield
-        except KeyboardInterrupt as exc:
-            raise SystemExit(143 if type(exc).__name__ == "Terminated" else 130) from None
-        except TrainingDiverged:
-            raise SystemExit(1) from None
-        except (ValueError, TypeError, OSError, ImportError, BackendUnavailable):
-            raise SystemExit(2) from None
+        except SystemExit:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - rank 0 reports it
+            raise SystemExit(stopping.exit_status(exc)) from None
 
 
 def cmd_train(args, backend):
     """Train a network on a dataset or a file; print the test metric, time and backend.
     With ``--distributed``, every process started by the launcher runs this, with the same
-    data; rank 0 prints and writes the outputs."""
+    data; rank 0 prints and writes the outputs. A SIGINT or SIGTERM is honoured where it
+    loses nothing (:mod:`portable_bp.stopping`): with many processes every one of them
+    stops at the same step, and the outputs are written before the command exits 130/143."""
+    from . import stopping
     from .distributed import DistributedError
+    from .distributed.sync import one_sided_errors_abort
 
     if args.resume and not args.checkpoint:
         raise ValueError("--resume continues from --checkpoint FILE: give both")
@@ -288,49 +289,86 @@ def cmd_train(args, backend):
         comm, backend = _communicator(args, backend)
     except DistributedError as exc:
         sys.stderr.write(f"{PROG}: error: {' '.join(str(exc).split())}\n")
-        return 2
-    with _rank_output(comm):
+        return stopping.EXIT_USAGE
+    with _rank_output(comm), one_sided_errors_abort(comm), stopping.deferred(comm.size > 1):
         return _train(args, backend, comm)
 
 
 def _load(args):
     """(prepared data, loss, source, number of features) of the run."""
-    X, y, source = load_data(args)
+    try:
+        X, y, source = load_data(args)
+    except MemoryError as exc:
+        from ._inputs import memory_error
+
+        raise memory_error(f"loading {args.data or args.dataset}", exc) from None
     loss = args.loss or default_loss(y)
     return prepare(X, y, loss, args.seed, args.test_size, source), loss, source, X.shape[1]
 
 
-def _train(args, backend, comm):
+def _on_rank_0(comm, fn):
+    """``fn()`` on rank 0 while the other ranks wait (an error there, a full disk, is then
+    raised on every rank); a signal meanwhile is kept for later."""
+    from . import stopping
     from .distributed.sync import together
-    from .optim import get_optimizer
-    from .train import History, TrainingDiverged
 
-    together(comm, lambda: check_outputs(args) if comm.rank == 0 else None)  # only rank 0 writes
-    data, loss, source, n_features = together(comm, lambda: _load(args))
-    net = _network(args, data, loss, backend)
-    opt = get_optimizer(args.optimizer, args.lr, args.weight_decay)
-    if not args.quiet:
-        _describe(args, net, data, opt, source, n_features, comm)
-    history, t0 = History(), time.perf_counter()
-    try:
-        net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
-                optimizer=opt, validation_data=(data.X_test, data.y_test), progress=not args.quiet,
-                callbacks=[history], checkpoint=args.checkpoint, resume=args.resume, comm=comm,
-                l2=args.l2, clip_norm=args.clip_norm, clip_value=args.clip_value)
-    except (KeyboardInterrupt, TrainingDiverged):
-        if comm.rank == 0:
-            _write_outputs(args, net, history, source)  # the last completed (or finite) epoch
-        raise
-    net.backend.synchronize()
-    elapsed = time.perf_counter() - t0
-    if comm.rank != 0:  # the others' output goes nowhere (_rank_output): nothing more to do
-        return 0
+    with stopping.deferred():
+        together(comm, lambda: fn() if comm.rank == 0 else None)
+
+
+def _written(args, net, history, source, comm):
+    """The outputs, written by rank 0 (:func:`_on_rank_0`)."""
+    _on_rank_0(comm, lambda: _write_outputs(args, net, history, source))
+
+
+def _finish(args, net, data, history, source, elapsed, comm):
+    """Rank 0's end of a run: the held-out metric, the outputs, the summary line."""
     metrics = held_out_metrics(net, data)
     _write_outputs(args, net, history, source)
     ranks = f" x {comm.size} processes" if comm.size > 1 else ""
     print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | "
-          f"backend: {backend.spec}{ranks}")
-    return 0
+          f"backend: {net.backend.spec}{ranks}")
+
+
+def _fit(args, net, data, opt, history, source, comm):
+    """``net.fit``; when it raises after training began, the outputs are written first."""
+    from . import stopping
+    from .train import TrainingDiverged
+
+    try:
+        with stopping.immediate(comm.size == 1):  # ...but stops one process's training at once
+            net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
+                    optimizer=opt, validation_data=(data.X_test, data.y_test), progress=not args.quiet,
+                    callbacks=[history], checkpoint=args.checkpoint, resume=args.resume, comm=comm,
+                    l2=args.l2, clip_norm=args.clip_norm, clip_value=args.clip_value)
+    except (KeyboardInterrupt, TrainingDiverged, Exception) as exc:
+        # an interrupt or a divergence: the last completed (or finite) epoch; another error
+        # after an epoch completed (a full disk under --checkpoint): what was trained
+        if isinstance(exc, (KeyboardInterrupt, TrainingDiverged)) or history.epochs:
+            _written(args, net, history, source, comm)
+        raise
+
+
+def _train(args, backend, comm):
+    from . import stopping
+    from .distributed.sync import together
+    from .optim import get_optimizer
+    from .train import History
+
+    together(comm, lambda: check_outputs(args) if comm.rank == 0 else None)  # only rank 0 writes
+    data, loss, source, n_features = together(comm, lambda: _load(args))
+    net = together(comm, lambda: _network(args, data, loss, backend))
+    opt = get_optimizer(args.optimizer, args.lr, args.weight_decay)
+    if not args.quiet:
+        _describe(args, net, data, opt, source, n_features, comm)
+    history, t0 = History(), time.perf_counter()
+    with stopping.deferred():  # from here, a signal waits for the writes...
+        _fit(args, net, data, opt, history, source, comm)
+        net.backend.synchronize()
+        elapsed = time.perf_counter() - t0
+        _on_rank_0(comm, lambda: _finish(args, net, data, history, source, elapsed, comm))
+    stopping.raise_pending()
+    return stopping.EXIT_OK
 
 
 def cmd_evaluate(args, backend):

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import array_api_compat
 
 from .activations import Activation, shifted_exp
+from .scalars import typed
 
 
 class Loss(NamedTuple):
@@ -97,7 +98,7 @@ def softmax_cross_entropy(xp, u, z, w=None):
 def binary_cross_entropy(xp, u, a, z, w=None):
     """Σ_i Σ_k -[z log a + (1-z) log(1-a)], with a = sigmoid(u), computed as
     softplus(u) - z u = max(u, 0) - z u + log(1 + exp(-|u|)), which never takes log(0)."""
-    return weighted_sum(xp, xp.maximum(u, 0.0) - z * u + xp.log1p(xp.exp(-xp.abs(u))), w)
+    return weighted_sum(xp, xp.maximum(u, typed(xp, 0.0, u)) - z * u + xp.log1p(xp.exp(-xp.abs(u))), w)
 
 
 def poisson(xp, u, a, z, w=None):

@@ -26,6 +26,7 @@ from typing import Any
 
 from ._validate import number
 from .ops import DenseGrad, Ops
+from .scalars import typed
 
 
 def batch_weight(xp: Any, ctx: Any) -> Any:
@@ -100,7 +101,13 @@ class ClipValue(Transform):
         self.value = number(value, "clip_value", lo_open=True)
 
     def layer(self, ops, grad, param, ctx):
-        return DenseGrad.of_arrays(*(ops.xp.clip(g, -self.value, self.value) for g in ops.dense_grads(grad)))
+        """min(max(g, −value), value) with typed scalars: the Array API ``clip`` of
+        array-api-compat makes both bounds into new device arrays and assigns through a
+        boolean mask at every call on NumPy and CuPy (a host sync on a GPU, refused inside a
+        capture); NaN stays NaN either way."""
+        xp = ops.xp
+        return DenseGrad.of_arrays(*(xp.minimum(xp.maximum(g, typed(xp, -self.value, g)), typed(xp, self.value, g))
+                                     for g in ops.dense_grads(grad)))
 
     def config(self):
         return {"name": self.name, "value": self.value}

@@ -13,29 +13,55 @@ drops them. A test narrows the fixture with markers, in the manner of SciPy's
 * ``@pytest.mark.dtypes("float64")``: only these dtypes;
 * ``@pytest.mark.requires("mutable")``: only backends with a capability: ``mutable``
   (arrays written in place), ``compiles`` (a jit), ``overrides`` (Ops overrides beyond the
-  reference), ``gpu``, ``cpu``.
+  reference), ``gpu``, ``cpu``;
+* ``@pytest.mark.cases(predicate, reason="...")``: only the parameter combinations the
+  predicate accepts (it is called with the test's parameters it names, ``xp_case`` or
+  ``xp_spec`` among them), for a combination that would repeat what another shows.
+
+A case these markers rule out is not generated at all (dropped at collection, as if never
+parametrized), so the suite never collects cases that can only skip; the skips left are
+backends that cannot run here, with the probe's reason.
 
 ``xp_spec`` is the same over specs alone (for tests that pick dtypes themselves).
 
 ``registered_backend`` registers a test backend for the length of one test and removes it
 (and its cached instances) afterwards.
+
+How the suite runs (pyproject.toml): on two pytest-xdist workers (``-n 2 --dist
+loadgroup``), each with one BLAS/OpenMP thread (its arrays are tiny; more threads only
+spin-wait for a core the other worker holds); tests marked ``mpi`` (they start ``mpiexec``
+ranks) all run on one worker, one at a time, so that at most 2 ranks run at once.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
+import inspect
+import os
+import sys
 
-import numpy as np
-import pytest
+# one thread per process: for the libraries not loaded yet (torch's OpenMP pool, whose
+# threads would only spin-wait for each other: 100x slower per op on a busy 2-core machine),
+# and for the subprocesses the tests start
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from portable_bp import backends as _backends
-from portable_bp.backends import DTYPES, get, probe, specs
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import threadpoolctl  # noqa: E402
 
+threadpoolctl.threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]))  # BLAS loaded before the line above
+
+from portable_bp import backends as _backends  # noqa: E402
+from portable_bp.backends import DTYPES, get, probe, specs  # noqa: E402
+
+if "torch" in sys.modules:  # loaded before this file (a plugin): its pool is already made
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+# Nothing here probes a backend at import: the xdist controller imports this file too, and
+# collects nothing (probing would load torch and jax there for nothing: 500 MB)
 SPECS = specs()  # (spec, on a GPU), from the registry
-if probe("torch")[0]:  # the suite's arrays are tiny: torch's OpenMP threads would only spin-wait
-    import torch  # for each other (100x slower per op on a busy 2-core machine)
-
-    torch.set_num_threads(1)
 GPU_SPECS = [spec for spec, gpu in SPECS if gpu]
 CPU_SPECS = [spec for spec, gpu in SPECS if not gpu]
 # relative tolerance when two computations of the same quantity are compared
@@ -54,7 +80,9 @@ CAPABILITIES = {
 
 
 def pytest_configure(config):
-    for line in ("backends(*specs): run only on these backend specs",
+    for line in ("cases(predicate, reason): generate only the parameter combinations the predicate accepts",
+                 "mpi: starts MPI ranks (mpiexec): every such test runs on the same xdist worker",
+                 "backends(*specs): run only on these backend specs",
                  "skip_backends(*specs, reason): do not run on these backend specs (or spec-dtype cases)",
                  "dtypes(*names): run only in these dtypes",
                  "requires(*capabilities): run only on backends with these capabilities "
@@ -100,6 +128,12 @@ class Case:
         return f"{self.spec}-{self.dtype}"
 
 
+def runs(spec) -> bool:
+    """Whether backend ``spec`` can run here (what a ``cases`` predicate checks before it
+    asks the backend anything; the cases of one that cannot run skip with the reason)."""
+    return probe(spec)[0]
+
+
 def _marks(spec):
     """The gpu marker for GPU specs, and a skip with the probe's reason where it cannot run."""
     ok, reason = probe(spec)
@@ -114,38 +148,121 @@ def spec_cases(specs_=None):
     return [pytest.param(spec, marks=_marks(spec), id=spec) for spec in (specs_ or [s for s, _ in SPECS])]
 
 
-def _narrowed(request, spec, dtype=None):
-    """Skip this case when a marker on the test excludes it."""
-    node = request.node
+def _ruled_out(node, spec, dtype=None) -> bool:
+    """Whether a marker on the test excludes this backend spec (and dtype)."""
     only = [s for m in node.iter_markers("backends") for s in m.args]
     if only and spec not in only:
-        pytest.skip(f"runs on {', '.join(only)} only")
+        return True
     for m in node.iter_markers("skip_backends"):
         if spec in m.args or (dtype is not None and f"{spec}-{dtype}" in m.args):
-            pytest.skip(m.kwargs.get("reason", f"not for {spec}"))
+            return True
     dtypes = [d for m in node.iter_markers("dtypes") for d in m.args]
     if dtype is not None and dtypes and dtype not in dtypes:
-        pytest.skip(f"runs in {', '.join(dtypes)} only")
-    for m in node.iter_markers("requires"):
-        for cap in m.args:
-            if not CAPABILITIES[cap](get(spec)):
-                pytest.skip(f"backend {spec} lacks {cap}")
+        return True
+    caps = [cap for m in node.iter_markers("requires") for cap in m.args]
+    # a backend that cannot run here cannot be asked: its cases skip with the probe's reason
+    return bool(caps) and probe(spec)[0] and not all(CAPABILITIES[cap](get(spec)) for cap in caps)
 
 
-@pytest.fixture(params=[pytest.param(Case(spec, dtype), marks=_marks(spec), id=f"{spec}-{dtype}")
-                        for spec, _ in SPECS for dtype in DTYPES])
+def _generated(item) -> bool:
+    """Whether the markers of the item's test let this parameter combination exist."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    case, spec = params.get("xp_case"), params.get("xp_spec")
+    if case is not None and _ruled_out(item, case.spec, case.dtype):
+        return False
+    if spec is not None and _ruled_out(item, spec):
+        return False
+    for mark in item.iter_markers("cases"):
+        predicate = mark.args[0]
+        names = inspect.signature(predicate).parameters
+        if not predicate(**{name: params[name] for name in names}):
+            return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    """The ``mpi`` tests first: one worker runs them one after another (a minute of
+    ``mpiexec`` runs and waits) while the other starts on the rest, rather than the suite
+    ending on them. Every worker sorts the same way, as xdist requires."""
+    items.sort(key=lambda item: item.get_closest_marker("mpi") is None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector, name, obj):
+    """A test function's cases without those its markers rule out (see the module
+    docstring): they are never collected, so never reported as skipped or deselected.
+    ``mpi`` tests join one xdist group: one worker runs them one after another, so the
+    suite never starts more than one mpiexec (2 ranks) at a time."""
+    result = yield
+    if not isinstance(result, list):
+        return result
+    kept = [item for item in result if not isinstance(item, pytest.Function) or _generated(item)]
+    for item in kept:
+        if isinstance(item, pytest.Function) and item.get_closest_marker("mpi"):
+            item.add_marker(pytest.mark.xdist_group("mpi"))
+    return kept
+
+
+def pytest_generate_tests(metafunc):
+    """``xp_case`` over every backend x dtype and ``xp_spec`` over every spec, made at
+    collection (in the workers) rather than when this file is imported."""
+    if "xp_case" in metafunc.fixturenames:
+        metafunc.parametrize("xp_case", [pytest.param(Case(spec, dtype), marks=_marks(spec), id=f"{spec}-{dtype}")
+                                         for spec, _ in SPECS for dtype in DTYPES], indirect=True)
+    if "xp_spec" in metafunc.fixturenames:
+        metafunc.parametrize("xp_spec", spec_cases(), indirect=True)
+
+
+@pytest.fixture
 def xp_case(request) -> Case:
-    """Every backend x dtype, narrowed by the test's markers."""
-    case = request.param
-    _narrowed(request, case.spec, case.dtype)
-    return case
-
-
-@pytest.fixture(params=spec_cases())
-def xp_spec(request) -> str:
-    """Every backend spec, narrowed by the test's markers (``dtypes`` does not apply)."""
-    _narrowed(request, request.param)
+    """Every backend x dtype the test's markers leave (parametrized by pytest_generate_tests)."""
     return request.param
+
+
+@pytest.fixture
+def xp_spec(request) -> str:
+    """Every backend spec the test's markers leave (``dtypes`` does not apply)."""
+    return request.param
+
+
+class _MemoryCap:
+    """Keeps a test process near ``limit_mb`` of resident memory. JAX keeps every program it
+    compiled (a few MB each; a JAX case of test_ops compiles dozens: one process grew to
+    1.5 GB over test_ops.py), and glibc keeps freed memory: past the limit, after a test,
+    JAX's caches are dropped and the freed memory is handed back (one /proc read per test;
+    the drop costs a recompile of what the next test needs)."""
+
+    def __init__(self, limit_mb: float):
+        self.limit = self.floor = limit_mb
+
+    @staticmethod
+    def rss_mb() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, ValueError, IndexError):  # not Linux: nothing to watch
+            return 0.0
+
+    def after_test(self) -> None:
+        if self.rss_mb() <= self.limit or "jax" not in sys.modules:
+            return
+        sys.modules["jax"].clear_caches()
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+        # what stays is not JAX's: do not drop its caches again until it grows past that
+        self.limit = max(self.floor, self.rss_mb() + 100)
+
+
+_memory_cap = _MemoryCap(limit_mb=700)
+
+
+@pytest.fixture(autouse=True)
+def _bounded_memory():
+    yield
+    _memory_cap.after_test()
 
 
 @pytest.fixture

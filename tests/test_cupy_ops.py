@@ -110,7 +110,8 @@ def test_correct_stand_ins_pass_every_primitive():
     ops = checked(cupy_ops(), np.asarray, np.asarray)
     assert ops.dropped == {}
     assert ops.overrides() == ["affine", "affine_activation", "output_loss", "output_delta", "backprop_delta",
-                               "dense_grads", "subtract_product", "subtract_colsum", "sgd", "momentum", "adam"]
+                               "dense_grads", "subtract_product", "subtract_colsum", "sgd", "decay", "momentum",
+                               "adam", "rmsprop"]
 
 
 class WrongColumn(Kernels):

@@ -26,6 +26,7 @@ _NEXT_TO_PYTHON = os.path.join(os.path.dirname(sys.executable), "mpiexec")
 MPIEXEC = _NEXT_TO_PYTHON if os.path.exists(_NEXT_TO_PYTHON) else shutil.which("mpiexec")
 
 pytestmark = [
+    pytest.mark.mpi,
     pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
                        reason='mpi4py is not installed: pip install "portable_bp[mpi]"'),
     pytest.mark.skipif(MPIEXEC is None, reason='no mpiexec on PATH: pip install "portable_bp[mpi]"'),

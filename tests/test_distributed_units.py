@@ -110,6 +110,11 @@ class FakeWorld:
         self.calls.append(("Allreduce", send, recv.__array_interface__["data"][0], op))
         recv *= 2
 
+    def Iallreduce(self, send, recv, op):
+        """The signal votes' sum (started before the buffer's, finished after it)."""
+        recv *= 2
+        return types.SimpleNamespace(Wait=lambda: None)
+
     def Bcast(self, buf, root):
         self.calls.append(("Bcast", root))
         buf[...] = 7
@@ -183,10 +188,23 @@ def fake_cupy(gpus=2, done=True):
         def __exit__(self, *exc):
             return False
 
+    events = []
+
+    class Event:  # a sum's event: done as the stream is
+        def __init__(self, **kwargs):
+            events.append(self)
+
+        def record(self, on):
+            self.stream = on
+
+        @property
+        def done(self):
+            return self.stream.done
+
     stream = types.SimpleNamespace(ptr=77, done=done)
     cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: gpus),
-                                 Device=Device, get_current_stream=lambda: stream)
-    return types.SimpleNamespace(cuda=cuda, entered=entered, stream=stream)
+                                 Device=Device, get_current_stream=lambda: stream, Event=Event)
+    return types.SimpleNamespace(cuda=cuda, entered=entered, stream=stream, events=events)
 
 
 def fake_nccl():
@@ -240,7 +258,7 @@ def test_nccl_refuses_what_it_cannot_sum():
         comm.allreduce(FakeArray(np.ones(2), device=1))
     with pytest.raises(TypeError, match="float16"):
         comm.allreduce(FakeArray(np.ones(2, dtype=np.float16)))
-    with pytest.raises(DistributedError, match="3 process.*this machine has 2"):
+    with pytest.raises(DistributedError, match="3 process.*this machine shows 2"):
         NCCL(FakeWorld(rank=2, size=3, local_rank=2), timeout=0, cupy=fake_cupy(2), nccl=fake_nccl(),
              _mpi=FAKE_MPI)
 

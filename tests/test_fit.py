@@ -78,13 +78,13 @@ def classifier_loop(optimizer):
 @FUSED
 @pytest.mark.parametrize("batch_size,updates_per_epoch", [(None, 1), (1, 10), (4, 3), (10, 1), (50, 1)],
                          ids=["full", "single-sample", "ragged-mini", "k=n", "k>n"])
+@pytest.mark.cases(lambda xp_case, batch_size: xp_case.spec != "jax" or batch_size not in (1, 10, 50),
+                   reason="jax compiles a program per batch shape (seconds each): the full and ragged "
+                          "cases run its compiled step; these repeat the same code")
 def test_fit_equals_the_hand_written_loop_in_every_batch_mode(xp_case, fused, batch_size, updates_per_epoch):
     """None: one full-batch update per epoch; 1: one per sample; 4 on 10 samples: 4+4+2;
     a batch larger than the data is the full batch. Parameters agree to 1e-9 relative,
     the per-epoch losses to 1e-10, and the step count is the number of updates."""
-    if xp_case.spec == "jax" and batch_size in (1, 10, 50):
-        pytest.skip("jax compiles a program per batch shape (seconds each): the full and ragged "
-                    "cases run its compiled step; these repeat the same code")
     X, Z = regression(10)
     net = use_ops(tanh_regressor(xp_case.spec), fused)
     start = host_params(net)
@@ -110,12 +110,12 @@ def test_full_batch_first_loss_is_the_initial_loss():
 @pytest.mark.dtypes("float64")
 @FUSED
 @pytest.mark.parametrize("name", list(OPTIMIZER_CASES))
+@pytest.mark.cases(lambda xp_case, name: xp_case.spec != "jax" or name == "adam+wd",
+                   reason="jax compiles per optimizer (seconds): it runs the reference Ops, whose "
+                          "formulas the eager reference-ops cases test; adam+wd here, adam below")
 def test_every_optimizer_equals_its_formulas(xp_case, fused, name):
     """Per-layer updates inside the step give the same trajectory as the textbook formula
     applied to all gradients at once (E9 uses each W from before its update)."""
-    if xp_case.spec == "jax" and name != "adam+wd":
-        pytest.skip("jax compiles per optimizer (seconds): it runs the reference Ops, whose "
-                    "formulas the eager reference-ops cases test; adam+wd here, adam below")
     X, y = classification(10)
     net = use_ops(classifier(xp_case.spec), fused)
     h = net.fit(X, y, epochs=3, batch_size=4, optimizer=OPTIMIZER_CASES[name][0](), shuffle=False)
@@ -160,11 +160,10 @@ def test_shuffle_is_seeded_and_matters():
 
 @pytest.mark.dtypes("float64")
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.skip_backends("jax", reason="jax: its shuffled trajectory is compared with NumPy's (adam) below")
 def test_shuffled_fit_equals_the_loop_in_the_documented_order(xp_case, optimizer):
     """Shuffled batches (7 + 7 + 6 rows) are the rows of one seeded host permutation per
     epoch, gathered on the device: the same trajectory as the loop over that order."""
-    if xp_case.spec == "jax":
-        pytest.skip("jax: its shuffled trajectory is compared with NumPy's (adam) below")
     X, Z = regression(20)
     net = tanh_regressor(xp_case.spec, seed=4)
     h = net.fit(X, Z, epochs=3, batch_size=7, optimizer=optimizer, lr=0.05, shuffle=True)
@@ -228,12 +227,12 @@ def _classifier_run(spec, optimizer, fused):
 
 @FUSED
 @pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
+@pytest.mark.cases(lambda xp_spec, optimizer: xp_spec != "jax" or optimizer == "adam",
+                   reason="jax compiles per optimizer (seconds): its sgd step is compared with the "
+                          "loop above; nesterov is the reference Ops' formula, tested eagerly")
 def test_trajectory_is_the_same_on_every_backend(xp_spec, optimizer, fused):
     """float64, shuffled, with validation: parameters, optimizer state and every logged
     metric agree with NumPy's to 1e-9 relative, with the overrides on or off."""
-    if xp_spec == "jax" and optimizer != "adam":
-        pytest.skip("jax compiles per optimizer (seconds): its sgd step is compared with the "
-                    "loop above; nesterov is the reference Ops' formula, tested eagerly")
     p_ref, h_ref, m_ref = _numpy_run(optimizer)
     p, h, m = _classifier_run(xp_spec, optimizer, fused)
     assert max_rel_diff(p, p_ref) < 1e-9

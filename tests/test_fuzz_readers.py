@@ -39,6 +39,10 @@ FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
 PEAK_LIMIT = 48 << 20  # bytes traced during one read of a file of at most a few kilobytes
 
 
+# one worker runs the module under its address-space cap (and makes its fixtures once)
+pytestmark = pytest.mark.xdist_group("fuzz_readers")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def capped_address_space():
     """Cap this process's address space at its current size plus 1 GiB for the module."""
@@ -286,7 +290,7 @@ def test_fuzz_checkpoint(folder, saved, seed):
     path = folder / "ck"
     ck = outcome(checkpoint._read, path, data, named=repr(str(path)))
     if ck is not None:
-        assert set(ck) == {"config", "epochs_trained", "backend", "optimizer", "params", "slots"}
+        assert set(ck) == {"config", "epochs_trained", "steps_trained", "backend", "optimizer", "params", "slots"}
         for W, b in ck["params"]:
             assert W.dtype == np.float32 and b.dtype == np.float32
 

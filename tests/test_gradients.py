@@ -30,9 +30,10 @@ def with_biases(net, seed):
 @pytest.mark.dtypes("float64")  # gradcheck works on a float64 copy: a float32 case repeats it
 @pytest.mark.parametrize("depth,hidden", DEPTH_HIDDEN, ids=[f"depth{d}-{h}" for d, h in DEPTH_HIDDEN])
 @pytest.mark.parametrize("loss,output", LOSS_OUTPUTS, ids=[f"{l}-{o}" for l, o in LOSS_OUTPUTS])
+@pytest.mark.cases(lambda xp_case, depth, hidden, loss, output: not xp_case.spec.startswith("jax") or (
+    (depth, hidden) == (2, "tanh") and (loss, output) in JAX_LOSSES), reason=JAX_REPEATS)
 def test_gradcheck_every_activation_and_loss(xp_case, depth, hidden, loss, output):
-    if xp_case.spec.startswith("jax") and ((depth, hidden) != (2, "tanh") or (loss, output) not in JAX_LOSSES):
-        pytest.skip(JAX_REPEATS)  # array_api_strict runs the same reference Ops at every depth
+    # jax: array_api_strict runs the same reference Ops at every depth
     sizes = [2] + [3] * (depth - 1) + [2]  # small: differences cost 4 losses per parameter
     net = pbp.Network(sizes, activation=hidden, output_activation=output, loss=loss,
                       backend=xp_case.spec, dtype="float64", seed=depth)
@@ -107,10 +108,9 @@ def torch_loss_and_grads(torch, net, X, Z):
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize("loss,output", LOSS_OUTPUTS, ids=[f"{l}-{o}" for l, o in LOSS_OUTPUTS])
 @pytest.mark.skip_backends("jax-float32", reason=JAX_REPEATS)
+@pytest.mark.cases(lambda xp_case, hidden: not xp_case.spec.startswith("jax") or hidden == "tanh", reason=JAX_REPEATS)
 def test_matches_pytorch_autograd(xp_case, hidden, loss, output):
     torch = pytest.importorskip("torch")
-    if xp_case.spec.startswith("jax") and hidden != "tanh":
-        pytest.skip(JAX_REPEATS)
     net = pbp.Network([5, 7, 6, 4], activation=hidden, output_activation=output, loss=loss,
                       backend=xp_case.spec, dtype=xp_case.dtype, seed=3)
     X, Z = make_data(9, 5, 4, loss, seed=4)
@@ -124,9 +124,8 @@ def test_matches_pytorch_autograd(xp_case, hidden, loss, output):
 
 # -- every backend against NumPy ---------------------------------------------------------------
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.cases(lambda xp_case, loss: not xp_case.spec.startswith("jax") or loss != "mse", reason=JAX_REPEATS)
 def test_backends_agree_with_numpy(xp_case, loss):
-    if xp_case.spec.startswith("jax") and loss == "mse":
-        pytest.skip(JAX_REPEATS)
     X, Z = make_data(16, 8, 3, loss)
     ref = pbp.Network([8, 10, 3], activation="relu", loss=loss, backend="numpy", dtype=xp_case.dtype, seed=5)
     net = ref.to(xp_case.spec)

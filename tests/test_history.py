@@ -5,16 +5,16 @@ import math
 import numpy as np
 import pytest
 from conftest import assert_close
-from train_helpers import classification, only_float64_on_jax
+from train_helpers import ONLY_FLOAT64_ON_JAX, classification
 
 import portable_bp as pbp
 from portable_bp.train import History
 
 
+@pytest.mark.skip_backends("jax-float32", reason=ONLY_FLOAT64_ON_JAX)
 def test_history_and_epoch_count(xp_case):
     """Every epoch logs loss, val_loss, val_accuracy and time as Python floats; the last
     validation metrics are the final network's; a second fit continues the count."""
-    only_float64_on_jax(xp_case)
     X, y = classification(20)
     Xv, yv = classification(20, seed=2)
     net = pbp.Network([3, 5, 3], activation="tanh", loss="cross_entropy", backend=xp_case.spec,

@@ -15,7 +15,8 @@ from _hostile import GiB, bounded, deflate_zeros, npy_header, npz_entries, raw_z
 import portable_bp as pb
 from portable_bp import checkpoint
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX only: setrlimit, FIFOs, mode bits")
+pytestmark = [pytest.mark.skipif(os.name != "posix", reason="POSIX only: setrlimit, FIFOs, mode bits"),
+              pytest.mark.xdist_group("hostile_checkpoints")]  # one worker makes the module's 4 GB of zeros
 
 
 @pytest.fixture

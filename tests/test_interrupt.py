@@ -35,12 +35,12 @@ class States(Callback):
 
 @pytest.mark.dtypes("float64")
 @pytest.mark.parametrize("batch_in_epoch", [0, 2], ids=["first-batch", "mid-epoch"])
+@pytest.mark.cases(lambda xp_case, batch_in_epoch: xp_case.spec != "jax" or batch_in_epoch != 0,
+                   reason="jax compiles per network (seconds): its mid-epoch case runs the same path")
 def test_an_interrupt_leaves_the_end_of_the_last_completed_epoch(xp_case, monkeypatch, batch_in_epoch):
     """Interrupted in epoch 2: the network holds exactly what it held at the end of epoch 1
     (parameters, Adam's moments, step count 6, epochs_trained 2), and a History passed in
     keeps the two completed epochs."""
-    if xp_case.spec == "jax" and batch_in_epoch == 0:
-        pytest.skip("jax compiles per network (seconds): its mid-epoch case runs the same path")
     X, y = classification(N)
     net, states, history = classifier(xp_case.spec), States(), History()
     fail_at_step(monkeypatch, 2 * STEPS_PER_EPOCH + batch_in_epoch + 1)
@@ -53,12 +53,12 @@ def test_an_interrupt_leaves_the_end_of_the_last_completed_epoch(xp_case, monkey
 
 @pytest.mark.dtypes("float64")
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.cases(lambda xp_case, optimizer: xp_case.spec == "numpy" or optimizer == "adam",
+                   reason="every optimizer's state on NumPy; adam's (two slots) on the other backends")
 def test_saving_after_an_interrupt_and_resuming_equals_the_uninterrupted_run(xp_case, monkeypatch,
                                                                              tmp_path, optimizer):
     """Interrupted mid-epoch 2, saved, resumed by a new network (another seed: the
     checkpoint's orders the batches) with the saved optimizer: bit for bit the 4-epoch run."""
-    if xp_case.spec != "numpy" and optimizer != "adam":
-        pytest.skip("every optimizer's state on NumPy; adam's (two slots) on the other backends")
     X, y = classification(N)
     step_by_step(monkeypatch)  # the interrupted run steps: so do the others (bit for bit)
     straight = classifier(xp_case.spec)

@@ -4,18 +4,18 @@ batch gradient descent, and regression with the default (identity) output for ms
 import numpy as np
 import pytest
 from conftest import to_np
-from train_helpers import only_float64_on_jax
+from train_helpers import ONLY_FLOAT64_ON_JAX
 
 import portable_bp as pbp
 
 
 @pytest.mark.parametrize("problem", ["blobs", "moons"])
+@pytest.mark.skip_backends("jax-float32", reason=ONLY_FLOAT64_ON_JAX)
+@pytest.mark.cases(lambda xp_case, problem: xp_case.spec != "jax" or problem != "moons",
+                   reason="jax compiles per network (seconds): blobs shows it learns; its steps equal "
+                          "NumPy's to 1e-9 (test_fit)")
 def test_learns_small_problems(xp_case, problem):
     """Adam on blobs and moons reaches > 90% held-out accuracy on every backend and dtype."""
-    only_float64_on_jax(xp_case)
-    if xp_case.spec == "jax" and problem == "moons":
-        pytest.skip("jax compiles per network (seconds): blobs shows it learns; its steps equal "
-                    "NumPy's to 1e-9 (test_fit)")
     if problem == "blobs":
         X, y = pbp.datasets.blobs(300, centers=3, seed=0)
         sizes, act, epochs, lr = [2, 16, 3], "relu", 15, 0.01

@@ -12,7 +12,7 @@ the same trajectory.
 
 import numpy as np
 import pytest
-from conftest import assert_close, make_data, to_np
+from conftest import assert_close, make_data, runs, to_np
 
 import portable_bp as pbp
 from portable_bp.activations import ACTIVATIONS
@@ -207,10 +207,10 @@ def test_every_primitive_has_probes_here():
 
 
 @pytest.mark.parametrize("name", PRIMITIVES)
+@pytest.mark.cases(lambda xp_case, name: not runs(xp_case.spec) or name in xp_case.ops.overrides(),
+                   reason="the backend computes it by the reference itself")  # JAX: rows, extremes; ...
 def test_override_equals_the_reference_and_keeps_read_only_arguments(xp_case, name):
     ops = xp_case.ops
-    if name not in ops.overrides():  # JAX: rows, extremes; torch, strict: the in-place updates
-        pytest.skip(f"{xp_case.spec} computes {name} by the reference itself")
     scale = 1.0
     if xp_case.dtype == "float32" and name in PRODUCTS:  # TF32 products (CuPy) are rounder
         scale = max(1.0, ops.matmul_float32_tolerance / Ops.matmul_float32_tolerance)
@@ -240,13 +240,13 @@ def test_reference_writes_into_no_argument_and_keeps_the_dtype(xp_case, name):
 
 
 @pytest.mark.parametrize("name", ["sgd_dense", "subtract_product", "subtract_colsum", "sgd", "momentum", "adam"])
+@pytest.mark.cases(lambda xp_case: not runs(xp_case.spec) or isinstance(xp_case.ops, InPlaceOps),
+                   reason="the backend runs the functional reference Ops")
 def test_in_place_ops_keep_the_parameter_buffers(xp_case, name):
     """InPlaceOps and its subclasses (NumPy, torch, CuPy, array-api-strict) write each
     update into the parameter they are given and return that array: the network's
     parameters keep their memory (the functional reference is checked above to write none)."""
     ops = xp_case.ops
-    if not isinstance(ops, InPlaceOps):
-        pytest.skip(f"{xp_case.spec} runs the functional reference Ops")
     args, _ = next(probes(name, np.random.default_rng(1)))
     bases = []
     device_args = [build(xp_case, a, bases) for a in args]
@@ -312,12 +312,12 @@ TRAJECTORIES = [("sgd", "cross_entropy"), ("momentum", "binary_cross_entropy"), 
 
 @pytest.mark.dtypes("float64")  # float32 trajectories part by rounding; float64 shows the same path
 @pytest.mark.parametrize("optimizer,loss", TRAJECTORIES, ids=[o for o, _ in TRAJECTORIES])
+@pytest.mark.cases(lambda xp_case, optimizer: not xp_case.spec.startswith("jax") or optimizer == "adam",
+                   reason="jax overrides only rows and extremes: one optimizer shows its switch (each compiles anew)")
 def test_reference_ops_train_along_the_same_trajectory(xp_case, optimizer, loss):
     """Three epochs of shuffled mini-batches with the backend's Ops and with
     ``fused_kernels = False`` (the reference): the same losses and parameters to 1e-12 and 1e-10
     (as the first test of the kernels had it; the brief asks 1e-9)."""
-    if xp_case.spec.startswith("jax") and optimizer != "adam":
-        pytest.skip("jax overrides only rows and extremes: one optimizer shows its switch (each compiles anew)")
     net = pbp.Network([6, 12, 9, 3], activation="tanh", loss=loss, backend=xp_case.spec,
                       dtype="float64", seed=2)
     ref = net.to(xp_case.spec)

@@ -78,13 +78,12 @@ def run_ours(opt, case, ops, params, factors):
 @pytest.mark.parametrize("which", ["ops", "reference_ops"])
 @pytest.mark.parametrize("torch_name,case", CASES, ids=[f"{t}-{c}" for t, c in CASES])
 @pytest.mark.skip_backends("jax-float32", reason=JAX_REPEATS)
+@pytest.mark.cases(lambda xp_case, case: not xp_case.spec.startswith("jax") or case in JAX_CASES, reason=JAX_REPEATS)
 def test_optimizer_matches_torch_optim(xp_case, which, torch_name, case):
     torch = pytest.importorskip("torch")
     ops = getattr(xp_case, which)
     if which == "reference_ops" and type(xp_case.ops) is Ops:
         pytest.skip(f"{xp_case.spec}'s Ops are the reference: the 'ops' case covers it")
-    if xp_case.spec.startswith("jax") and case not in JAX_CASES:
-        pytest.skip(JAX_REPEATS)
     kwargs = (SGD_CASES if torch_name == "SGD" else ADAM_CASES)[case]
     params, factors = sequences(1 if torch_name == "SGD" else 2)
     want = torch_reference(torch, torch_name, kwargs, params, factors)

@@ -17,6 +17,7 @@ pytest.importorskip("sklearn")
 from portable_bp.backends import probe  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.xdist_group("sklearn_dispatch")  # one worker runs the child (cpu_results) once
 
 CHILD = r'''
 import json, sys, warnings

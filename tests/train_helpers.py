@@ -15,7 +15,6 @@ import re
 import warnings
 
 import numpy as np
-import pytest
 from conftest import assert_close, to_np
 
 import portable_bp as pbp
@@ -224,12 +223,8 @@ def where_diverged(exc):
 
 
 # -- JAX -----------------------------------------------------------------------------------------------
-def only_float64_on_jax(case, reason="jax compiles per dtype and its float32 step is the same code "
-                                      "as its float64 one, tested"):
-    """Skip the jax float32 case of an ``xp_case`` test that would only repeat a path
-    (conftest has no per-backend dtype marker)."""
-    if case.spec == "jax" and case.dtype == "float32":
-        pytest.skip(reason)
+# why a test leaves out the jax float32 case (``skip_backends("jax-float32", reason=...)``)
+ONLY_FLOAT64_ON_JAX = "jax compiles per dtype and its float32 step is the same code as its float64 one, tested"
 
 
 # -- checkpoints ------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class CupyCapture:
     def __init__(self, cupy, device, ops_factory, tf32=False):
         self.cupy, self.device, self._factory, self.tf32 = cupy, device, ops_factory, tf32
         self._ops = None
+        self._capture = None  # (stream, pool), made by the first recording
 
     def prepare_ops(self, ops):
         """The recorded step's Ops: the backend's kernels with every product through cuBLAS
@@ -60,14 +61,21 @@ class CupyCapture:
     def warmup(self):
         return contextlib.nullcontext()
 
+    def _stream_and_pool(self):
+        """The capture's stream and CuPy's stream-ordered pool, made once and inside this
+        device's context: a stream belongs to the device current when it is made, and
+        ``MemoryAsyncPool`` sets itself up on every visible GPU."""
+        if self._capture is None:
+            with self.device:
+                self._capture = self.cupy.cuda.Stream(non_blocking=True), self.cupy.cuda.MemoryAsyncPool()
+        return self._capture
+
     def record(self, body):
-        cupy = self.cupy
-        stream = cupy.cuda.Stream(non_blocking=True)
-        pool = cupy.cuda.MemoryAsyncPool()
-        with self.device, cupy.cuda.using_allocator(pool.malloc), stream:
+        stream, pool = self._stream_and_pool()
+        with self.device, self.cupy.cuda.using_allocator(pool.malloc), stream:
             stream.begin_capture()
             try:
                 body()
             finally:
                 graph = stream.end_capture()
-        return _Graph(cupy, graph, (stream, pool))
+        return _Graph(self.cupy, graph, (stream, pool))

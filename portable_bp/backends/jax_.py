@@ -6,12 +6,17 @@ as a pure function of arrays, is compiled with ``jax.jit`` (``Backend.compile``)
 epoch runs as one program looping over its batches with ``lax.scan`` (``Backend.loop``).
 
 float64 needs JAX's ``jax_enable_x64`` flag; it is switched on when a float64 network is made.
+Every compiled program is traced with float32 matrix products at full precision
+(``MATMUL_PRECISION``): on NVIDIA GPUs JAX's default is TF32, whose ~1e-3 relative error
+would part jax:gpu's float32 trajectory from NumPy's, CuPy's and torch's.
 """
 
+import functools
 import math
 
 import numpy as np
 
+from ..scalars import keep_python_scalars
 from ._base import Backend, BackendUnavailable
 from .jax_ops import JaxOps
 
@@ -19,6 +24,9 @@ from .jax_ops import JaxOps
 # around it: the epoch's loop is then unrolled, so there are fewer iterations.
 UNROLL = 8
 UNROLL_MAX_ELEMENTS = 65536
+# float32 matrix products in full float32: JAX's default on NVIDIA GPUs is TF32 (~1e-3
+# relative), where NumPy, CuPy and torch compute float32 products in float32
+MATMUL_PRECISION = "highest"
 
 
 def make(device=None) -> Backend:
@@ -50,16 +58,26 @@ def make(device=None) -> Backend:
         size = sum(math.prod(a.shape) for a in jax.tree.leaves(carry))
         return jax.lax.scan(body, carry, xs, unroll=UNROLL if size <= UNROLL_MAX_ELEMENTS else 1)
 
+    def compile(fn, **kwargs):
+        """``jax.jit`` of ``fn`` traced at ``MATMUL_PRECISION`` (read when a product is
+        traced; the user's own JAX code keeps its default)."""
+        @functools.wraps(fn)
+        def precise(*args, **kw):
+            with jax.default_matmul_precision(MATMUL_PRECISION):
+                return fn(*args, **kw)
+        return jax.jit(precise, **kwargs)
+
     zero = jax.device_put(0.0, dev)  # made once: a transfer per call cost more than the wait
 
     def synchronize():
         (zero + 0).block_until_ready()
 
+    keep_python_scalars(jnp)  # the compiled step folds them in; a cached 0-d array could be a tracer
     spec = "jax" if device is None else f"jax:{device}"
     return Backend(
         name="jax", xp=jnp, device=dev, spec=spec, mutable=False,
         is_gpu=dev.platform == "gpu", ops=JaxOps(jnp, jax),
-        compile=jax.jit, loop=loop, executors=("scan", "jit"),
+        compile=compile, loop=loop, executors=("scan", "jit"),
         _to_numpy=lambda a: np.asarray(a),
         _owns=owns, _synchronize=synchronize, _enable_float64=enable_float64,
         info={"version": jax.__version__, "device_name": str(dev)},

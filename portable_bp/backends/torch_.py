@@ -42,15 +42,21 @@ class TorchOps(InPlaceOps):
 class TorchCapture:
     """CUDA graphs through ``torch.cuda``: the step before recording runs on a side stream
     (as PyTorch asks, so that lazy initialisations and allocator warm-up stay out of the
-    graph), and every recording of this backend shares one memory pool."""
+    graph), the recording on a capture stream of this backend's own device (not
+    ``torch.cuda.graph``'s process-wide default, made on whichever GPU was current when it
+    was first asked for), and every recording of this backend shares one memory pool. Both
+    streams are made once."""
 
     def __init__(self, torch, device):
         self.torch, self.device, self.pool = torch, device, None
+        self._side = self._capture = None
 
     @contextlib.contextmanager
     def warmup(self):
         cuda = self.torch.cuda
-        side = cuda.Stream(device=self.device)
+        if self._side is None:
+            self._side = cuda.Stream(device=self.device)
+        side = self._side
         side.wait_stream(cuda.current_stream(self.device))
         with cuda.stream(side):
             yield
@@ -60,8 +66,10 @@ class TorchCapture:
         cuda = self.torch.cuda
         if self.pool is None:
             self.pool = cuda.graph_pool_handle()
+        if self._capture is None:
+            self._capture = cuda.Stream(device=self.device)
         graph = cuda.CUDAGraph()
-        with cuda.device(self.device), cuda.graph(graph, pool=self.pool):
+        with cuda.device(self.device), cuda.graph(graph, pool=self.pool, stream=self._capture):
             body()
         return graph
 

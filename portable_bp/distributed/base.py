@@ -15,6 +15,9 @@ class Communicator:
     The defaults are those of one process: every collective is the identity."""
 
     rank, size, local_rank = 0, 1, 0
+    #: with one rank, fit runs the backend's own executor, as without a communicator; a
+    #: transport whose single-rank path is worth running (NCCL) says False
+    alone_runs_locally = True
 
     def allreduce(self, buffer, backend=None):
         """The element-wise sum of ``buffer`` (a flat array) over every rank, in place where

@@ -17,7 +17,12 @@ each batch saw), the learning-rate schedules, ``tol``/``n_iter_no_change`` on th
 loss or the validation score (``early_stopping``: its split, stratified for single-output
 classifiers, best parameters restored), ``ConvergenceWarning``, ``partial_fit``,
 ``warm_start``, and its validation and messages. In float64 the fitted attributes agree with
-scikit-learn's to rounding (tests/test_sklearn_equivalence.py).
+scikit-learn's to rounding (tests/test_sklearn_equivalence.py), and scikit-learn's own
+``test_mlp.py`` passes against these estimators but for the three tests that read its
+private members (tests/test_sklearn_upstream.py runs it with the import swapped).
+``coefs_`` and ``intercepts_`` are plain lists of NumPy arrays as in scikit-learn (replace
+an element, write into one or assign new lists: the next predict or fit uses them), and
+``set_params`` (``activation`` included) takes effect at the next predict or fit.
 
 Where it differs, knowingly:
 
@@ -30,11 +35,14 @@ Where it differs, knowingly:
   ``loss_`` differs only for saturated outputs.
 * A mini-batch whose sample weights are all zero takes no step (scikit-learn divides by
   zero and ends with NaN weights). A non-finite loss raises scikit-learn's "Solver produced
-  non-finite parameter weights" ValueError at once, not after the last epoch.
+  non-finite parameter weights" ValueError at once, not after the last epoch. With
+  ``early_stopping`` the fit goes on, as scikit-learn's does, to ``max_iter`` with NaN
+  losses and validation scores and restores the best weights (and says so in a
+  RuntimeWarning where scikit-learn's are NumPy's overflow warnings).
 * ``MLPRegressor(solver="lbfgs")`` has no ``partial_fit`` (scikit-learn's regressor exposes
   one that runs a whole L-BFGS fit; its classifier has none, as here).
-* ``coefs_`` and ``intercepts_`` are read from the network: NumPy views on the numpy
-  backend, copies from a GPU; assign them to change the weights.
+* ``hidden_layer_sizes`` holding a non-integer (``(10.5,)``, ``(True,)``) raises a
+  TypeError naming it (scikit-learn's TypeError comes from deep inside NumPy).
 * ``loss="poisson"`` refuses negative targets (scikit-learn trains to NaN).
 """
 

@@ -1,13 +1,15 @@
 """The estimators' shared base: fitting scikit-learn's way on a portable_bp Network.
 
-The fitted model is a :class:`~portable_bp.Network` on the chosen backend (``_net``); it
-is the one copy of the parameters while the estimator lives. ``coefs_`` and
-``intercepts_`` read it in scikit-learn's orientation, (n_in, n_out) per layer, as NumPy
-arrays (views of the network's own arrays on the numpy backend, copies from a GPU);
-assigning them writes the network. Pickling stores NumPy arrays only (parameters,
-optimizer state, best parameters) and the network's configuration; the network is rebuilt
-on first use, on the backend it was trained on, or on NumPy (with a warning) where that
-backend cannot run.
+``coefs_`` and ``intercepts_`` are scikit-learn's plain lists of NumPy arrays, (n_in,
+n_out) weights and biases per layer, and they are the truth: replacing an element, writing
+into one or assigning the lists takes effect at the next predict or fit, as in
+scikit-learn. The :class:`~portable_bp.Network` that computes (``_net``, on the chosen
+backend) is built from them and kept while it still is what they, ``activation`` and
+``out_activation_`` say (see :mod:`._weights`); a fit hands its result back out as new
+lists (views of the network's arrays on the numpy backend, host copies elsewhere).
+Pickling stores NumPy arrays only (those lists, optimizer state, best parameters); the
+network is rebuilt on first use, on the backend it was trained on, or on NumPy (with a
+warning) where that backend cannot run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from ..backends import BackendUnavailable
 from ..backends import get as get_backend
 from ..network import Network
-from . import _data, _stochastic
+from . import _data, _stochastic, _weights
 from ._params import ACTIVATIONS, CONSTRAINTS, LOSSES, STOCHASTIC_SOLVERS, hidden_sizes
 from ._solvers import fit_lbfgs, host_array
 
@@ -42,94 +44,97 @@ class BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share; not to be used directly."""
 
     _parameter_constraints: dict = dict(CONSTRAINTS)
-    # fitted state (set by fit, or by unpickling: then the network is rebuilt on first use)
-    _net_config: Any
-    _params_host: Any
+    # fitted state besides scikit-learn's attributes: the network coefs_ and intercepts_
+    # were handed out of or built into (None after unpickling: rebuilt on first use)
     _best_params: Any
 
     # -- the fitted network --------------------------------------------------------------
-    def __sklearn_is_fitted__(self) -> bool:
-        return self.__dict__.get("_net") is not None or self.__dict__.get("_params_host") is not None
-
     def _network(self, backend=None, dtype=None) -> Network:
-        """The fitted network, on ``backend`` and in ``dtype`` when given (moved there if
-        it lives elsewhere), else where it is; rebuilt from the host after unpickling."""
-        net = self.__dict__.get("_net")
-        if net is not None and backend in (None, net.backend) and dtype in (None, net.dtype):
+        """The network that predicts and trains: the cached one while it still is what
+        ``coefs_``, ``intercepts_``, ``activation`` and ``out_activation_`` say (and on
+        ``backend``, in ``dtype``, when given), else one built from them anew (so that
+        ``mlp.coefs_[0] = W`` or ``set_params(activation="tanh")`` take effect at the next
+        predict or fit, as in scikit-learn, which reads them at every call)."""
+        net, handout = self.__dict__.get("_net"), self.__dict__.get("_handout")
+        if net is None or handout is None or not handout.current(self.coefs_, self.intercepts_):
+            return self._rebuild(None, backend, dtype)
+        if ((net.activation, net.output_activation) == self._functions()
+                and backend in (None, net.backend) and dtype in (None, net.dtype)):
             return net
-        src = None if net is None else net.backend
-        params = self._host_pairs()
-        config = dict(self._net_config if net is None else net.config())
-        if dtype is not None:
-            config["dtype"] = dtype
-        new = Network(config.pop("sizes"), backend=backend or self._stored_backend(), **config)
-        new.set_params([(np.ascontiguousarray(W), b) for W, b in params])
+        return self._rebuild(net, backend, dtype)
+
+    def _functions(self) -> tuple[str, str]:
+        """portable_bp's names of the hidden and output activations the estimator says."""
+        return ACTIVATIONS[self.activation], ACTIVATIONS[self.out_activation_]
+
+    def _rebuild(self, source, backend, dtype) -> Network:
+        """A network with the estimator's activations on ``backend`` in ``dtype`` (by
+        default where and as the cached one was), its parameters those of ``source`` (a
+        network still in step with the lists: on the same device, adopted as they are)
+        or else read from ``coefs_`` and ``intercepts_``."""
+        old = self.__dict__.get("_net")
+        backend = backend or (old.backend if old is not None else self._stored_backend())
+        dtype = dtype or (old.dtype if old is not None else _weights.list_dtype(self.coefs_))
+        if source is None:
+            params = _weights.network_params(self.coefs_, self.intercepts_, dtype)
+        elif source.backend is backend and source.dtype == dtype:
+            params = source.params
+        else:
+            params = [(host_array(source.backend, W), host_array(source.backend, b)) for W, b in source.params]
+        hidden, output = self._functions()
+        new = Network(_weights.layer_units(params), activation=hidden, output_activation=output,
+                      loss=LOSSES[self.out_activation_], backend=backend, dtype=dtype, seed=0, params=params)
+        self._move_state(old, new)
+        self._net, self._handout = new, _weights.Handout(self.coefs_, self.intercepts_, new)
+        return new
+
+    def _move_state(self, old, new) -> None:
+        """Carry the best parameters (early stopping) and the optimizer state to the new
+        network's backend and dtype (from the host after unpickling)."""
+        if old is not None and old.backend is new.backend and old.dtype == new.dtype:
+            return
+        src = None if old is None else old.backend
         if getattr(self, "_best_params", None) is not None:
             self._best_params = [(new.backend.asarray(host_array(src, W), new.dtype),
                                   new.backend.asarray(host_array(src, b), new.dtype)) for W, b in self._best_params]
         if getattr(self, "_optimizer", None) is not None:
             self._optimizer.move_to(new.backend, new.dtype)
-        self._net, self._params_host, self._net_config = new, None, None
-        return new
+
+    def _publish(self, net) -> None:
+        """``coefs_`` and ``intercepts_`` from the network a fit left (views of its arrays on
+        the numpy backend, host copies elsewhere), and that network as the cached one."""
+        self.coefs_, self.intercepts_ = _weights.hand_out(net)
+        self._net, self._handout = net, _weights.Handout(self.coefs_, self.intercepts_, net)
 
     def _stored_backend(self):
-        """The backend a pickled estimator was trained on, or NumPy where it cannot run."""
+        """The backend the estimator was trained on (or, before any fit, its ``backend``),
+        or NumPy where that cannot run (an estimator unpickled elsewhere)."""
+        spec = getattr(self, "_backend_spec", None) or self.backend
         try:
-            return get_backend(self._backend_spec)
+            return get_backend(spec)
         except BackendUnavailable as exc:
-            warnings.warn(f"{type(self).__name__} was trained on backend {self._backend_spec!r}, "
+            warnings.warn(f"{type(self).__name__} was trained on backend {spec!r}, "
                           f"which cannot run here ({exc.reason}); it runs on numpy instead",
-                          UserWarning, stacklevel=4)
+                          UserWarning, stacklevel=5)
             return get_backend("numpy")
-
-    def _host_pairs(self) -> list:
-        """(W (n_out, n_in), b) per layer as NumPy arrays."""
-        net = self.__dict__.get("_net")
-        if net is None:
-            return list(self._params_host or ())
-        return [(net.backend.to_numpy(W), net.backend.to_numpy(b)) for W, b in net.params]
-
-    @property
-    def coefs_(self) -> list:
-        """Weight matrices, (n_in, n_out) per layer, as NumPy arrays."""
-        if not self.__sklearn_is_fitted__():
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute 'coefs_'")
-        return [W.T for W, _ in self._host_pairs()]
-
-    @coefs_.setter
-    def coefs_(self, coefs):
-        net = self._network()
-        net.set_params([(np.ascontiguousarray(_data.to_host(c).T), b) for c, (_, b) in zip(coefs, net.params)])
-
-    @property
-    def intercepts_(self) -> list:
-        """Bias vectors, one per layer, as NumPy arrays."""
-        if not self.__sklearn_is_fitted__():
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute 'intercepts_'")
-        return [b for _, b in self._host_pairs()]
-
-    @intercepts_.setter
-    def intercepts_(self, intercepts):
-        net = self._network()
-        net.set_params([(W, _data.to_host(b)) for (W, _), b in zip(net.params, intercepts)])
 
     # -- pickling: NumPy arrays only ---------------------------------------------------------
     def __getstate__(self):
+        """``coefs_`` and ``intercepts_`` are NumPy arrays already; the best parameters and
+        the optimizer state are read back to the host; the network is rebuilt on first use."""
         state = dict(super().__getstate__())
         net = state.pop("_net", None)
-        if net is not None:
-            state["_params_host"] = [(np.array(W), np.array(b)) for W, b in self._host_pairs()]
-            state["_net_config"] = net.config()
-            if state.get("_best_params") is not None:
-                state["_best_params"] = [(np.array(net.backend.to_numpy(W)), np.array(net.backend.to_numpy(b)))
-                                         for W, b in state["_best_params"]]
+        state.pop("_handout", None)
+        if net is not None and state.get("_best_params") is not None:
+            state["_best_params"] = [(np.array(net.backend.to_numpy(W)), np.array(net.backend.to_numpy(b)))
+                                     for W, b in state["_best_params"]]
         if state.get("_optimizer") is not None:
             state["_optimizer"] = state["_optimizer"].on_host()
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self._net = None
+        self._net, self._handout = None, None
 
     # -- fitting ----------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -146,7 +151,7 @@ class BaseMLP(BaseEstimator):
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
         hidden = hidden_sizes(self.hidden_layer_sizes)
-        first_pass = not self.__sklearn_is_fitted__() or (not self.warm_start and not incremental)
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         place = _data.place_of(X)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         sw = self._sample_weight(sample_weight, X)
@@ -166,13 +171,17 @@ class BaseMLP(BaseEstimator):
         else:
             rows = _data.Rows(net, X, self._sparse_rows())
             fit_lbfgs(self, net, rows, net.targets(self._net_targets(Y), rows.n), sw, self._loss_divisor())
+        self._publish(net)
         if not _finite(net):
             raise ValueError(_stochastic.NON_FINITE)
         return self
 
     def _layer_units(self) -> list:
-        pairs = self._network().params
-        return [int(pairs[0][0].shape[1])] + [int(W.shape[0]) for W, _ in pairs]
+        """The layer sizes ``coefs_`` holds."""
+        shapes = [np.shape(c) for c in self.coefs_]
+        if not shapes or any(len(shape) != 2 for shape in shapes):
+            raise ValueError(f"coefs_ must hold one (n_in, n_out) array per layer, got shapes {shapes}")
+        return [int(shapes[0][0])] + [int(shape[1]) for shape in shapes]
 
     def _sample_weight(self, sample_weight, X):
         """scikit-learn's validation of sample_weight, as a host float64 array (or None)."""
@@ -190,7 +199,8 @@ class BaseMLP(BaseEstimator):
                       output_activation=ACTIVATIONS[self.out_activation_],
                       loss=LOSSES[self.out_activation_], backend=backend, dtype=dtype, seed=0,
                       params=self._glorot(layer_units, dtype))
-        self._net, self._params_host, self._optimizer = net, None, None
+        self._publish(net)
+        self._optimizer = None
         self._best_params = _stochastic._copy_params(net)
         if self.solver in STOCHASTIC_SOLVERS:
             self.loss_curve_ = []

@@ -71,8 +71,15 @@ PARAMS_DOC = """
 
 
 def hidden_sizes(hidden_layer_sizes) -> list[int]:
-    """``hidden_layer_sizes`` as a list of ints (an int is one hidden layer)."""
+    """``hidden_layer_sizes`` as a list of ints (an int is one hidden layer), refused as
+    scikit-learn refuses it: a ValueError for a size <= 0, a TypeError for a size that is
+    not an integer (``10.5``, ``2.9``, ``True``, ``"3"``: scikit-learn fails on them when
+    it allocates the layers; truncating them would train another architecture)."""
     sizes = list(hidden_layer_sizes) if hasattr(hidden_layer_sizes, "__iter__") else [hidden_layer_sizes]
-    if any(s <= 0 for s in sizes):
+    if any(isinstance(s, Real) and s <= 0 for s in sizes):
         raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
+    for size in sizes:
+        if isinstance(size, (bool, np.bool_)) or not isinstance(size, Integral):
+            raise TypeError(f"hidden_layer_sizes must hold integers (one per hidden layer), got "
+                            f"{size!r} in {hidden_layer_sizes!r}")
     return [int(s) for s in sizes]

@@ -332,7 +332,7 @@ def fit_lbfgs(est, net, rows, Z, w, loss_divisor):
         objective, objective.pack(net.params), method="L-BFGS-B", jac=True,
         options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol})
     est.n_iter_ = _lbfgs_iterations(result, est.max_iter)
-    est.loss_ = float(result.fun)
+    est.loss_ = np.float64(result.fun)
     net.set_params(objective.unpack(result.x), check_finite=False)
 
 

@@ -59,15 +59,17 @@ def fit(est, net, X, Y, sw, incremental):
     run = CheckedRun(net, opt)
     batch_size = _batch_size(est.batch_size, train.n)
     order = np.arange(train.n, dtype=int)
+    diverged = False
     try:
         est.n_iter_ = 0
         for _ in range(est.max_iter):
             if est.shuffle:
                 order = shuffle_order(order, est._random_state)
             try:
-                loss = _epoch(est, net, opt, run, train, order if est.shuffle else None, batch_size)
+                loss = np.nan if diverged else _epoch(est, net, opt, run, train, order if est.shuffle else None,
+                                                      batch_size)
             except TrainingDiverged as exc:
-                raise ValueError(NON_FINITE) from exc
+                loss, diverged = _diverged(est, net, exc), True
             if _after_epoch(est, net, opt, val, loss, train.n) or incremental:
                 break
             if est.n_iter_ == est.max_iter:
@@ -76,13 +78,29 @@ def fit(est, net, X, Y, sw, incremental):
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.", stacklevel=3)
     if est.early_stopping:
-        net.set_params(est._best_params)
+        net.set_params(est._best_params, check_finite=False)  # NaN ones fail fit's final check
+
+
+def _diverged(est, net, exc) -> float:
+    """A non-finite loss: scikit-learn's ValueError, or with ``early_stopping`` what
+    scikit-learn 1.9 does: train on with non-finite weights (every later epoch's loss NaN,
+    its validation score that of NaN outputs), then restore the best weights. The network
+    is given NaN weights so that the scores are those; the epoch's loss is NaN."""
+    if not est.early_stopping:
+        raise ValueError(NON_FINITE) from exc
+    warnings.warn(f"training diverged ({exc}); with early_stopping, as in scikit-learn, it goes on to "
+                  f"max_iter with non-finite weights (NaN losses and validation scores) and the best "
+                  f"weights are restored", RuntimeWarning, stacklevel=4)
+    xp = net.xp
+    net.set_params([(xp.full_like(W, xp.nan), xp.full_like(b, xp.nan)) for W, b in net.params],
+                   check_finite=False)
+    return np.nan
 
 
 def _after_epoch(est, net, opt, val, loss, n) -> bool:
     """scikit-learn's bookkeeping after an epoch; True to stop."""
     est.n_iter_ += 1
-    est.loss_ = loss
+    est.loss_ = loss = np.float64(loss)
     est.t_ += n
     est.loss_curve_.append(loss)
     if est.verbose:

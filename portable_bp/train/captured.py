@@ -19,8 +19,11 @@ The first batch runs eagerly (it is the warm-up the capture needs), the batches 
 replay, and a ragged last batch runs eagerly. The backend provides ``Backend.capture``:
 ``capture.warmup()`` (a context for that first, eager step: a side stream on CUDA) and
 ``capture.record(body) -> graph`` (``graph.replay()`` runs the recorded ``body``); anything
-failing while recording is :class:`~portable_bp.train.executors.ExecutorFailed`, and fit
-falls back to eager.
+failing while recording or replaying is :class:`~portable_bp.train.executors.ExecutorFailed`,
+and fit runs that epoch again eagerly (from the state it started from) and falls back to eager.
+The first replay of every recording is checked against the same batch run eagerly on copies
+(one extra step and one host read per recording): a recording that computes anything else
+is refused the same way, so a capture can be slower than hoped but never wrong.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ from ..counter_rng import wrap32
 from ..optim import hyperparams_over
 from ..transforms import NO_TRANSFORMS
 from .eager import Eager, ExecutorFailed, gather
+from .state import TrainState
+
+#: how far (relative to each array's largest magnitude) the first replay may be from the
+#: eager step it is checked against: cuBLAS may pick another algorithm inside a capture
+REPLAY_RTOL = {"float32": 1e-4, "float64": 1e-10}
 
 
 class _Recording:
@@ -44,6 +52,7 @@ class _Recording:
         self.loss_sum = xp.zeros((), dtype=dtype, device=device)
         self.values = {k: xp.zeros(steps, dtype=dtype, device=device) for k in varying_keys}
         self.size, self.graph = size, None
+        self.proven = False  # whether its first replay matched an eager step
 
     def begin_epoch(self, xp, order, varying, first, base):
         """Point the recording at this epoch: its order, its per-step scalars, the batch
@@ -67,9 +76,13 @@ class Captured(Eager):
     def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, offset=0, capture=None):
         super().__init__(net, optimizer, ops, transforms, offset)
         self.capture = capture or net.backend.capture
+        self._unusable = None  # why this capture cannot be used (fit then runs eagerly)
         prepare = getattr(self.capture, "prepare_ops", None)
         if prepare is not None:  # products the capture can record (CuPy: cuBLAS called directly)
-            self.ops = prepare(self.ops)
+            try:
+                self.ops = prepare(self.ops)
+            except Exception as exc:  # noqa: BLE001 - no libcublas, a handle refused: eager instead
+                self._unusable = f"preparing the capture failed: {type(exc).__name__}: {exc}"
         self.device, self.dtype = net.backend.device, net.array_dtype
         self._recording = None
         self._key = None
@@ -103,12 +116,35 @@ class Captured(Eager):
             raise ExecutorFailed(f"capturing the step failed: {type(exc).__name__}: {exc}") from exc
         return rec
 
+    def _eager_second_step(self, params, state, count, data, order, batch_size, lr):
+        """What the first replay must produce: the epoch's second batch run eagerly on
+        copies of the parameters and optimizer state (once per recording)."""
+        copy = TrainState(params, state, count, 0).copy(self.ops)
+        new_params, new_state, loss = super().step(copy.params, copy.state, count + 1, data, order,
+                                                   batch_size, 2 * batch_size, lr)
+        return _arrays(new_params, new_state), loss
+
+    def _prove(self, rec, params, state, expected):
+        """Compare the first replay with the eager step (one host read per recording); a
+        recording that computes something else is never used (fit falls back to eager)."""
+        xp, (arrays, loss) = self.xp, expected
+        got = _arrays(params, state) + [rec.loss_sum]
+        want = arrays + [loss]
+        gaps = [xp.max(xp.abs(a - b)) / (xp.max(xp.abs(b)) + 1e-30) for a, b in zip(got, want)]
+        gap = float(xp.max(xp.stack(gaps)))
+        if not gap <= REPLAY_RTOL["float32" if self.dtype == xp.float32 else "float64"]:  # NaN fails too
+            raise ExecutorFailed(f"the first replay of the recorded step differs from the eager step "
+                                 f"(largest relative difference {gap:.3g})")
+        rec.proven = True
+
     def _key_of(self, params, state, data, size, fixed, varying, shuffled):
         arrays = _arrays(params, state) + [d for d in data if d is not None]
         return (size, tuple(sorted(fixed.items())), tuple(sorted(varying)), shuffled,
                 tuple(id(a) for a in arrays))
 
     def epoch(self, params, state, count, data, order, batch_size, lr):
+        if self._unusable is not None:
+            raise ExecutorFailed(self._unusable)
         n = data[0].shape[0]
         steps = n // batch_size
         if steps < 2:  # nothing to replay
@@ -129,8 +165,17 @@ class Captured(Eager):
                                                       order is not None, steps), key
         rec = self._recording
         rec.begin_epoch(self.xp, order, varying, first=1, base=wrap32(self.offset + count))
-        for _ in range(steps - 1):
-            rec.graph.replay()
+        expected = None if rec.proven else self._eager_second_step(params, state, count, data, order,
+                                                                  batch_size, lr)
+        try:
+            for i in range(steps - 1):
+                rec.graph.replay()
+                if i == 0 and expected is not None:
+                    self._prove(rec, params, state, expected)
+        except ExecutorFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a replay that fails: the epoch again, eagerly
+            raise ExecutorFailed(f"replaying the recorded step failed: {type(exc).__name__}: {exc}") from exc
         total = total + rec.loss_sum
         count += steps
         if n % batch_size:

@@ -171,12 +171,12 @@ def chosen(net) -> str:
 def executor_for(net, optimizer, *, comm=None, deterministic: int | None = None, name: str | None = None,
                  transforms=NO_TRANSFORMS, ops=None, offset: int = 0) -> Eager:
     """The executor of a fit, chosen here and only here. One process (``comm`` None or of
-    size 1) without ``deterministic`` pieces: the one called ``name`` (default:
-    :func:`chosen`). Otherwise the data-parallel one (every global batch split over the
-    ranks of ``comm``, or into K fixed pieces, which must be the same arithmetic for any
-    world size): its compiled halves where the backend compiles and the chosen executor is
+    size 1, unless it asks to communicate alone: NCCL) without ``deterministic`` pieces: the
+    one called ``name`` (default: :func:`chosen`). Otherwise the data-parallel one (every
+    global batch split over the ranks of ``comm``, or into K fixed pieces, which must be the
+    same arithmetic for any world size): its compiled halves where the backend compiles and the chosen executor is
     not eager, op by op otherwise (captured halves for CUDA graphs: see docs/scaling.md)."""
-    if (comm is None or comm.size == 1) and not deterministic:
+    if (comm is None or (comm.size == 1 and comm.alone_runs_locally)) and not deterministic:
         return EXECUTORS[name or chosen(net)](net, optimizer, ops, transforms, offset)
     from .data_parallel import DataParallel, DataParallelCompiled
 
