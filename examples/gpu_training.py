@@ -6,9 +6,14 @@ device once, and then trained on in mini-batches; the clock is read only after
 call that started it. The first epoch includes one-time costs (kernel compilation, cuBLAS
 start-up) and is reported apart from the steady state.
 
-    python examples/gpu_training.py                      # CuPy on the first GPU
+    python examples/gpu_training.py                      # auto: CuPy on the first GPU, else NumPy
     python examples/gpu_training.py --backend torch:cuda
-    python examples/gpu_training.py --backend numpy --samples 2000 --epochs 1   # on a CPU
+    python examples/gpu_training.py --backend numpy      # on a CPU: the CPU sizes, about 0.8 accuracy
+
+The sizes default to the device: on a GPU 200,000 samples, hidden 1024-1024, batch 1024, 3
+epochs; on a CPU 20,000 samples, hidden 128-128, batch 128, 3 epochs (about 20 seconds on
+two cores). The classes overlap: the nearest true cluster centre classifies about 86% of
+the points right, which bounds what any model reaches.
 """
 
 import argparse
@@ -52,15 +57,22 @@ class EpochClock:
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
+SIZES = {  # (samples, hidden, batch size, epochs) by device
+    "gpu": (200_000, [1024, 1024], 1024, 3),
+    "cpu": (20_000, [128, 128], 128, 3),
+}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default="cupy", help="cupy, cupy:1, torch:cuda, jax:gpu, numpy, ... (default: cupy)")
-    p.add_argument("--samples", type=int, default=200_000)
+    p.add_argument("--backend", default="auto",
+                   help="auto, cupy, cupy:1, torch:cuda, jax:gpu, numpy, ... (default: auto, a GPU if one answers)")
+    p.add_argument("--samples", type=int, default=None, help="default 200,000 on a GPU, 20,000 on a CPU")
     p.add_argument("--features", type=int, default=256)
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--hidden", type=int, nargs="+", default=[1024, 1024])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--hidden", type=int, nargs="+", default=None, help="default 1024 1024 on a GPU, 128 128 on a CPU")
+    p.add_argument("--epochs", type=int, default=None, help="default 3")
+    p.add_argument("--batch-size", type=int, default=None, help="default 1024 on a GPU, 128 on a CPU")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -69,8 +81,13 @@ def main():
         backend = pbp.backends.get(args.backend)
     except (BackendUnavailable, ValueError) as exc:
         print(f"gpu_training.py: error: {' '.join(str(exc).split())} "
-              f"(on a CPU: --backend numpy --samples 2000)", file=sys.stderr)
+              f"(on a CPU: --backend numpy, with the CPU sizes by default)", file=sys.stderr)
         return 2
+    samples, hidden, batch_size, epochs = SIZES["gpu" if backend.is_gpu else "cpu"]
+    args.samples = samples if args.samples is None else args.samples
+    args.hidden = hidden if args.hidden is None else args.hidden
+    args.batch_size = batch_size if args.batch_size is None else args.batch_size
+    args.epochs = epochs if args.epochs is None else args.epochs
 
     X, y = make_data(args.samples + args.samples // 10, args.features, args.classes, args.seed)
     n = args.samples

@@ -2,7 +2,8 @@
 
 A problem no linear model solves: a 2-64-64-2 ReLU network trained with Adam separates the
 arms. The plot (--out, default spirals.png) shows the predicted class over the plane with
-the training and test points on top. Needs matplotlib (pip install "portable_bp[plot]").
+the training and test points on top. Needs matplotlib (pip install -e ".[plot]" in the
+checkout, or pip install matplotlib).
 
     python examples/spirals.py --backend numpy --out spirals.png
 """
@@ -47,7 +48,7 @@ def main():
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        sys.exit('spirals.py: error: the plot needs matplotlib: pip install "portable_bp[plot]"')
+        sys.exit('spirals.py: error: the plot needs matplotlib: pip install -e ".[plot]" in the checkout')
 
     X, y = datasets.spirals(n_samples=600, noise=0.05, seed=args.seed)
     X_train, X_test, y_train, y_test = datasets.train_test_split(X, y, test_size=0.2, seed=args.seed,

@@ -8,7 +8,9 @@ never silently copied. Checks run with the backend's namespace, once per public 
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -200,3 +202,42 @@ def labels(backend, y, n_classes: int, what: str = "Z"):
                          f"outputs; got values from {lo} to {hi}")
     index = xp.__array_namespace_info__().default_dtypes()["indexing"]
     return y if y.dtype == index else xp.astype(y, index)
+
+
+# -- memory ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def memory_limit() -> int | None:
+    """The bytes of memory this process may use at most: the machine's physical memory,
+    or its control group's limit (a container, a batch job) when that is lower (read once)."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < 1 << 60:
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def check_fits(what: str, shape: tuple, itemsize: int, backend) -> None:
+    """A MemoryError naming the array, its shape and the bytes it needs, when one array on
+    a CPU backend needs more than the machine has (:func:`memory_limit`): said before
+    anything is allocated, instead of a traceback from deep inside the array library."""
+    nbytes = math.prod(shape) * itemsize
+    limit = None if getattr(backend, "is_gpu", False) else memory_limit()
+    if limit is not None and nbytes > limit:
+        raise MemoryError(f"{what} of shape {tuple(shape)} needs {nbytes:,} bytes ({nbytes / 2**30:.1f} GiB), "
+                          f"more than this machine's memory ({limit / 2**30:.1f} GiB)")
+
+
+def memory_error(what: str, exc: MemoryError) -> MemoryError:
+    """``exc`` (the array library's own, e.g. NumPy's "Unable to allocate ...") as a
+    MemoryError that also names ``what`` was being allocated."""
+    text = " ".join(str(exc).split()) or "out of memory"
+    return MemoryError(f"{what}: {text}")

@@ -276,7 +276,7 @@ def _entry(npz, key, name, shape=None, dtype=None):
             raise ValueError(f"{name}: 'meta' holds {member.nbytes:,} bytes; metadata is never that large")
         if shape is not None and member.shape != shape:
             raise ValueError(f"{name}: array {key!r} has shape {member.shape}, expected {shape}")
-        if dtype is not None and member.dtype != np.dtype(dtype):
+        if dtype is not None and member.dtype.newbyteorder("=") != np.dtype(dtype):  # read byte-swapped
             raise ValueError(f"{name}: array {key!r} has dtype {member.dtype}, expected {dtype}")
         return member.read()
 

@@ -5,8 +5,10 @@ them; ``train`` and ``evaluate`` live in :mod:`.cli_train`, ``predict`` and ``ex
 :mod:`.cli_predict`). Problems the user can fix (a
 bad flag or value, a missing file, a backend that cannot run here) end the command with
 exit status 2 and one line on stderr, ``portable-bp: error: ...``, never a traceback; set
-``PORTABLE_BP_DEBUG=1`` to see the traceback instead. Ctrl-C exits with 130 and SIGTERM
-with 143, after ``train`` has written what it has.
+``PORTABLE_BP_DEBUG=1`` to see the traceback instead; running out of memory is such a
+problem too (one line naming the array and the bytes asked for). Ctrl-C exits with 130
+and SIGTERM with 143, after ``train`` has written what it has; a divergence exits with 1.
+The statuses and the signal handling live in :mod:`.stopping`.
 
 Host-side module (NumPy is allowed here).
 """
@@ -14,19 +16,17 @@ Host-side module (NumPy is allowed here).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import warnings
 
+from . import stopping
 from .cli_parser import BENCH_HELP, GRADCHECK_THRESHOLD, build_parser
 from .cli_predict import cmd_export, cmd_predict
 from .cli_train import PROG, cmd_evaluate, cmd_train
 from .explain import EXPLAIN_TOLERANCE, explain_seed_network
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, so that training stops as on Ctrl-C."""
+Terminated = stopping.Terminated  # SIGTERM, honoured as Ctrl-C is (the name the command had)
 
 
 def cmd_backends(args, backend=None):
@@ -80,13 +80,13 @@ def cmd_gradcheck(args, backend):
           f"loss {net.loss}, float64 on {backend.spec}, {args.samples} samples (seed {args.seed})")
     print(f"max relative error: {error:.3e} (threshold {GRADCHECK_THRESHOLD:g}): "
           f"{'PASS' if ok else 'FAIL'}")
-    return 0 if ok else 1
+    return stopping.EXIT_OK if ok else stopping.EXIT_FAILED
 
 
 def cmd_explain(args, backend):
     """Walk through the derivation's 3-4-2 example and check the library against E3/E5."""
     worst = explain_seed_network(backend, args.seed)
-    return 0 if worst <= EXPLAIN_TOLERANCE else 1
+    return stopping.EXIT_OK if worst <= EXPLAIN_TOLERANCE else stopping.EXIT_FAILED
 
 
 def cmd_bench(rest):
@@ -97,7 +97,7 @@ def cmd_bench(rest):
             return 0
         sys.stderr.write(f"{PROG}: error: bench runs from a source checkout of portable_bp: cd to "
                          f"the repository root (the folder holding benchmarks/) and run it again\n")
-        return 2
+        return stopping.EXIT_USAGE
     return subprocess.call([sys.executable, "-m", "benchmarks", *rest], cwd=os.getcwd())
 
 
@@ -114,24 +114,16 @@ def _one_line(exc):
     return " ".join(text.split())
 
 
-def _terminate(signum, frame):
-    raise Terminated()
-
-
 def _run(args):
-    """The command, with SIGTERM raising :class:`Terminated` meanwhile; NumPy's overflow
-    warnings of a diverging run are left to TrainingDiverged to report, once."""
+    """The command, with SIGINT and SIGTERM handled by :mod:`.stopping` meanwhile; NumPy's
+    overflow warnings of a diverging run are left to TrainingDiverged to report, once."""
     from .backends import get
 
     backend = get(args.backend) if hasattr(args, "backend") else None
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered",
-                                    RuntimeWarning)
-            return COMMANDS[args.command](args, backend)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with stopping.handled(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered",
+                                RuntimeWarning)
+        return COMMANDS[args.command](args, backend)
 
 
 def main(argv=None) -> int:
@@ -146,19 +138,16 @@ def main(argv=None) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated)
-        sys.stderr.write(f"{PROG}: {'terminated' if terminated else 'interrupted'}\n")
-        return 143 if terminated else 130
-    except TrainingDiverged as exc:
+        terminated = isinstance(exc, stopping.Terminated)
+        why = f" ({exc})" if str(exc) else ""  # with many processes: which were signalled
+        sys.stderr.write(f"{PROG}: {'terminated' if terminated else 'interrupted'}{why}\n")
+        return stopping.exit_status(exc)
+    except (TrainingDiverged, ValueError, TypeError, OSError, ImportError, MemoryError,
+            BackendUnavailable) as exc:
         if os.environ.get("PORTABLE_BP_DEBUG"):
             raise
         sys.stderr.write(f"{PROG}: error: {_one_line(exc)}\n")
-        return 1
-    except (ValueError, TypeError, OSError, ImportError, BackendUnavailable) as exc:
-        if os.environ.get("PORTABLE_BP_DEBUG"):
-            raise
-        sys.stderr.write(f"{PROG}: error: {_one_line(exc)}\n")
-        return 2
+        return stopping.exit_status(exc)
 
 
 if __name__ == "__main__":

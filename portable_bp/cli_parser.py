@@ -127,10 +127,12 @@ loss is E2's halved squared error; the MSE printed is the plain mean squared err
 
 Nothing trained is lost: --save, --plot and --checkpoint are checked before training, and
 on Ctrl-C (exit 130), SIGTERM (exit 143) or a divergence (exit 1) the model and plot of
-the last completed epoch are still written. --checkpoint saves after every epoch;
---resume continues from it (the same command line trains on to --epochs in total) and
-says where ("resumed at epoch 3 of 5"); the checkpoint keeps the history, so --plot after
-a resume shows every epoch.
+the last completed epoch are still written (a signal after training waits for the writes;
+with many processes every one stops at the same step); a --checkpoint that cannot be
+written (a full disk) ends training with an error naming it, after --save is written.
+--checkpoint saves after every epoch; --resume continues from it (the same command line
+trains on to --epochs in total) and says where ("resumed at epoch 3 of 5"); the checkpoint
+keeps the history, so --plot after a resume shows every epoch.
 
 Many processes: mpiexec -n 4 portable-bp train --dataset digits --distributed mpi trains
 one network with 4 processes (pip install "portable_bp[mpi]"), as one process would with

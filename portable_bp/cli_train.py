@@ -181,9 +181,8 @@ def _communicator(args, backend):
 def _rank_output(comm):
     """Only rank 0 prints. The others' output goes nowhere, and an error they share with
     rank 0 (``fit`` raises its errors on every rank) ends them with the exit status
-    ``main`` gives it, silently: rank 0 says it once."""
-    from .backends import BackendUnavailable
-    from .train import TrainingDiverged
+    ``main`` gives it (:func:`portable_bp.stopping.exit_status`), silently: rank 0 says it once."""
+    from . import stopping
 
     if comm.rank == 0:
         yield
@@ -192,19 +191,21 @@ def _rank_output(comm):
         warnings.simplefilter("ignore")
         try:
             yield
-        except KeyboardInterrupt as exc:
-            raise SystemExit(143 if type(exc).__name__ == "Terminated" else 130) from None
-        except TrainingDiverged:
-            raise SystemExit(1) from None
-        except (ValueError, TypeError, OSError, ImportError, BackendUnavailable):
-            raise SystemExit(2) from None
+        except SystemExit:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - rank 0 reports it
+            raise SystemExit(stopping.exit_status(exc)) from None
 
 
 def cmd_train(args, backend):
     """Train a network on a dataset or a file; print the test metric, time and backend.
     With ``--distributed``, every process started by the launcher runs this, with the same
-    data; rank 0 prints and writes the outputs."""
+    data; rank 0 prints and writes the outputs. A SIGINT or SIGTERM is honoured where it
+    loses nothing (:mod:`portable_bp.stopping`): with many processes every one of them
+    stops at the same step, and the outputs are written before the command exits 130/143."""
+    from . import stopping
     from .distributed import DistributedError
+    from .distributed.sync import one_sided_errors_abort
 
     if args.resume and not args.checkpoint:
         raise ValueError("--resume continues from --checkpoint FILE: give both")
@@ -212,8 +213,8 @@ def cmd_train(args, backend):
         comm, backend = _communicator(args, backend)
     except DistributedError as exc:
         sys.stderr.write(f"{PROG}: error: {' '.join(str(exc).split())}\n")
-        return 2
-    with _rank_output(comm):
+        return stopping.EXIT_USAGE
+    with _rank_output(comm), one_sided_errors_abort(comm), stopping.deferred(comm.size > 1):
         return _train(args, backend, comm)
 
 
@@ -228,22 +229,38 @@ def _load(args):
     """(prepared data, task, source, preprocessing) of the run."""
     from .cli_data import Preprocessing, decide_task, load_source, prepare
 
-    source = load_source(args, load_dataset)
+    try:
+        source = load_source(args, load_dataset)
+    except MemoryError as exc:
+        from ._inputs import memory_error
+
+        raise memory_error(f"loading {args.data or args.dataset}", exc) from None
     task = decide_task(source.y, args.task, args.loss, source.name)
     data = prepare(source.X, source.y, task, args.seed, args.test_size, source.name, _validation_split(args))
     return data, task, source, Preprocessing.of(task, source, data.scaler)
 
 
-def _callbacks(args, comm, prep):
-    """(the run's History callback, EarlyStopping or None, Checkpoint or None)."""
-    from .train import EarlyStopping, History
-    from .train.callbacks import Checkpoint
+class _Run:
+    """What a run's outputs are made of: its data, source, data description and callbacks
+    (the History callback, EarlyStopping or None, the Checkpoint or None)."""
 
-    stopper = None if args.early_stopping is None else EarlyStopping("val_loss", patience=args.early_stopping)
-    checkpoint = None
-    if args.checkpoint:
-        checkpoint = Checkpoint(args.checkpoint, comm=comm, data=prep.to_data())
-    return History(), stopper, checkpoint
+    def __init__(self, args, comm, data, source, prep):
+        from .train import EarlyStopping, History
+        from .train.callbacks import Checkpoint
+
+        self.data, self.source, self.prep = data, source, prep
+        self.history = History()
+        self.stopper = None if args.early_stopping is None else EarlyStopping("val_loss",
+                                                                              patience=args.early_stopping)
+        self.checkpoint = None if not args.checkpoint else Checkpoint(args.checkpoint, comm=comm,
+                                                                      data=prep.to_data())
+
+    def whole_history(self):
+        """Every epoch so far: the fit's own history (a resumed checkpoint's epochs too) once
+        the fit has handed it to the checkpoint, else the callback's."""
+        if self.checkpoint is not None and self.checkpoint.history is not None:
+            return self.checkpoint.history
+        return self.history
 
 
 def _early_stop_line(stopper, net, epochs):
@@ -253,43 +270,74 @@ def _early_stop_line(stopper, net, epochs):
           f"{net.epochs_trained}, keeping epoch {stopper.best_epoch + 1}'s weights (val_loss {stopper.best:.4g})")
 
 
+def _on_rank_0(comm, fn):
+    """``fn()`` on rank 0 while the other ranks wait (an error there, a full disk, is then
+    raised on every rank); a signal meanwhile is kept for later."""
+    from . import stopping
+    from .distributed.sync import together
+
+    with stopping.deferred():
+        together(comm, lambda: fn() if comm.rank == 0 else None)
+
+
+def _written(args, net, run, comm):
+    """The outputs, written by rank 0 (:func:`_on_rank_0`)."""
+    _on_rank_0(comm, lambda: _write_outputs(args, net, run.whole_history(), run.source.name, run.prep))
+
+
+def _finish(args, net, run, history, elapsed, comm):
+    """Rank 0's end of a run: the held-out metric, the outputs, the summary line."""
+    if not args.quiet:
+        _early_stop_line(run.stopper, net, args.epochs)
+    metrics = held_out_metrics(net, run.data)
+    _write_outputs(args, net, history, run.source.name, run.prep)
+    ranks = f" x {comm.size} processes" if comm.size > 1 else ""
+    print(f"{metric_text(metrics, len(run.data.X_test))} | time: {elapsed:.1f} s | "
+          f"backend: {net.backend.spec}{ranks}")
+
+
+def _fit(args, net, opt, run, comm):
+    """``net.fit`` (its History: every epoch, a resumed checkpoint's too); when it raises
+    after training began, the outputs are written first."""
+    from . import stopping
+    from .train import TrainingDiverged
+
+    data = run.data
+    validation = None if data.X_val is None else (data.X_val, data.y_val)
+    try:
+        with stopping.immediate(comm.size == 1):  # ...but stops one process's training at once
+            return net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
+                           optimizer=opt, validation_data=validation, progress=not args.quiet,
+                           callbacks=[run.history] + ([run.stopper] if run.stopper else []),
+                           checkpoint=run.checkpoint, resume=args.resume, comm=comm, l2=args.l2,
+                           clip_norm=args.clip_norm, clip_value=args.clip_value)
+    except (KeyboardInterrupt, TrainingDiverged, Exception) as exc:
+        # an interrupt or a divergence: the last completed (or finite) epoch; another error
+        # after an epoch completed (a full disk under --checkpoint): what was trained
+        if isinstance(exc, (KeyboardInterrupt, TrainingDiverged)) or run.whole_history().epochs:
+            _written(args, net, run, comm)
+        raise
+
+
 def _train(args, backend, comm):
+    from . import stopping
     from .distributed.sync import together
     from .optim import get_optimizer
-    from .train import TrainingDiverged
 
     together(comm, lambda: check_outputs(args) if comm.rank == 0 else None)  # only rank 0 writes
     data, task, source, prep = together(comm, lambda: _load(args))
-    net = _network(args, data, task.loss, backend)
+    net = together(comm, lambda: _network(args, data, task.loss, backend))
     opt = get_optimizer(args.optimizer, args.lr, args.weight_decay)
     if not args.quiet:
         _describe(args, net, data, opt, task, source, comm)
-    history, stopper, checkpoint = _callbacks(args, comm, prep)
-    validation = None if data.X_val is None else (data.X_val, data.y_val)
-    t0 = time.perf_counter()
-    try:
-        history = net.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
-                          optimizer=opt, validation_data=validation, progress=not args.quiet,
-                          callbacks=[history] + ([stopper] if stopper else []), checkpoint=checkpoint,
-                          resume=args.resume, comm=comm, l2=args.l2, clip_norm=args.clip_norm,
-                          clip_value=args.clip_value)
-    except (KeyboardInterrupt, TrainingDiverged):
-        if comm.rank == 0:  # the last completed (or finite) epoch; every epoch when resumed
-            whole = checkpoint.history if checkpoint is not None and checkpoint.history is not None else history
-            _write_outputs(args, net, whole, source.name, prep)
-        raise
-    net.backend.synchronize()
-    elapsed = time.perf_counter() - t0
-    if comm.rank != 0:  # the others' output goes nowhere (_rank_output): nothing more to do
-        return 0
-    if not args.quiet:
-        _early_stop_line(stopper, net, args.epochs)
-    metrics = held_out_metrics(net, data)
-    _write_outputs(args, net, history, source.name, prep)
-    ranks = f" x {comm.size} processes" if comm.size > 1 else ""
-    print(f"{metric_text(metrics, len(data.X_test))} | time: {elapsed:.1f} s | "
-          f"backend: {backend.spec}{ranks}")
-    return 0
+    run, t0 = together(comm, lambda: _Run(args, comm, data, source, prep)), time.perf_counter()
+    with stopping.deferred():  # from here, a signal waits for the writes...
+        history = _fit(args, net, opt, run, comm)
+        net.backend.synchronize()
+        elapsed = time.perf_counter() - t0
+        _on_rank_0(comm, lambda: _finish(args, net, run, history, elapsed, comm))
+    stopping.raise_pending()
+    return stopping.EXIT_OK
 
 
 def _stored_task(net, prep, path):

@@ -51,8 +51,9 @@ class Network:
     sigma : float
         Standard deviation for ``init="normal"``.
     params : list of (W, b), optional
-        Starting parameters instead of drawn ones (checked as :meth:`set_params` checks
-        them; nothing is drawn, so loading a checkpoint holds no second set of weights).
+        Starting parameters instead of drawn ones (checked and copied as :meth:`set_params`
+        does: training never writes into the caller's arrays; nothing is drawn, so loading
+        a checkpoint holds no second set of weights).
     dropout : float or list of float, optional
         Inverted dropout on the hidden layers while training (E14): each hidden unit is
         zeroed with probability ``dropout`` and the kept ones scaled by 1/(1 − dropout), so
@@ -86,17 +87,30 @@ class Network:
         self.spec = step.Spec((hidden,) * (len(self.sizes) - 2) + (output,), loss_fn,
                               self.dropout if any(self.dropout) else ())
         self._dt = self.backend.dtype(dtype)  # ValueError for unknown names
-        if params is None:
-            weights = initial_weights(self.sizes, self.init, self.sigma, self.backend.rng(self.seed))
-            zeros = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device) for n in self.sizes[1:]]
-            params = list(zip(weights, zeros))
-        self._params = self.validate_params(params, copy=False)
+        self._params = self._initial_params(params)
         self._ops = self.backend.ops
         self.epochs_trained = 0       # maintained by fit(); saved in checkpoints
         self.steps_trained = 0        # steps of every fit so far: keys the next fit's dropout masks
         self.optimizer_state = None   # (optimizer, {"step": n, "slots": ...}) after fit()
         self.compiled: dict = {}      # compiled programs (JAX) by purpose, reused across calls
         self.executor = "auto"        # how fit runs the step: see portable_bp.train.executors
+
+    def _initial_params(self, params) -> list:
+        """Drawn parameters, or copies of the given ones (the network owns its arrays:
+        training never writes into the caller's). One that cannot fit in memory is a
+        MemoryError naming it, before anything is allocated."""
+        itemsize = 8 if self.dtype == "float64" else 4
+        for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            _inputs.check_fits(f"the weights W{l} ({n_out} x {n_in}, {self.dtype})", (n_out, n_in), itemsize,
+                               self.backend)
+        if params is not None:
+            return self.validate_params(params, copy=True)
+        try:
+            weights = initial_weights(self.sizes, self.init, self.sigma, self.backend.rng(self.seed))
+            zeros = [self.xp.zeros(n, dtype=self._dt, device=self.backend.device) for n in self.sizes[1:]]
+        except MemoryError as exc:
+            raise _inputs.memory_error(f"the initial parameters of {'-'.join(map(str, self.sizes))}", exc) from None
+        return self.validate_params(list(zip(weights, zeros)), copy=False)
 
     # -- description -------------------------------------------------------------------
     def config(self) -> dict:

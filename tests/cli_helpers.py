@@ -1,10 +1,13 @@
 """Running the ``portable-bp`` command as users run it (``python -m portable_bp`` in a
 subprocess, this checkout first on the path), and what its output must look like."""
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINAL_LINE = re.compile(r"^test accuracy: (\d\.\d{3}) \(n=(\d+)\) \| time: \d+\.\d s \| backend: \S+$")
@@ -44,3 +47,24 @@ def final_accuracy(stdout):
     match = FINAL_LINE.match(stdout.strip().splitlines()[-1])
     assert match, stdout
     return float(match.group(1)), int(match.group(2))
+
+
+@contextlib.contextmanager
+def full_disk(folder):
+    """A 64 KiB tmpfs mounted at ``folder`` (created), already full; skips the test unless
+    this process may mount one (root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    os.makedirs(folder)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with open(os.path.join(folder, "filler"), "wb") as f:
+            try:
+                f.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)

@@ -84,6 +84,26 @@ def test_unavailable_backend_says_why_and_how_to_fix():
         pbp.Network([2, 2], backend="cupy")
     msg = str(info.value)
     assert "cannot run here" in msg and reason.split(" (")[0] in msg and "pip install" in msg
+    # and what can run instead: every backend that runs here, in the order `available` gives
+    runs_here = backends.available()
+    assert "numpy" in runs_here and "cupy" not in runs_here and info.value.runs_here == tuple(runs_here)
+    assert msg.endswith(f". Backends that run here: {', '.join(runs_here)}")
+
+
+def test_probe_and_auto_do_not_list_what_runs_here(monkeypatch):
+    """Code that handles the failure itself (probe, auto, a fall-back) gets the reason alone:
+    listing what runs here probes every backend, which it has no need of."""
+    calls = []
+    monkeypatch.setattr(backends, "available", lambda: calls.append(1) or ["numpy"])
+    backends.register("flaky2", lambda device: (_ for _ in ()).throw(BackendUnavailable("flaky2", "gone")))
+    try:
+        assert backends.probe("flaky2") == (False, "gone") and calls == []
+        with pytest.raises(BackendUnavailable, match=r"^backend 'flaky2' cannot run here: gone. "
+                                                    r"Backends that run here: numpy$"):
+            backends.get("flaky2")
+        assert calls == [1]
+    finally:
+        backends.unregister("flaky2")
 
 
 def test_torch_cuda_unavailable_message():

@@ -311,4 +311,4 @@ def test_continuous_target_with_cross_entropy_is_one_line(tmp_path):
 @pytest.mark.skipif(CUPY_OK, reason="CuPy runs here")
 def test_cupy_without_a_gpu_is_one_line_with_the_reason(tmp_path):
     line = assert_one_line_error(run_cli("train", "--backend", "cupy", cwd=tmp_path), "cupy")
-    assert "cannot run here" in line
+    assert "cannot run here" in line and "Backends that run here: numpy, array_api_strict" in line

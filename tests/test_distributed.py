@@ -15,6 +15,7 @@ import pytest
 from distributed_threads import Group, ThreadComm, run_ok, run_ranks
 from distributed_worker import data, network, run_case
 
+import portable_bp as pbp
 from portable_bp.distributed import Local
 from portable_bp.train.data_parallel import DataParallel, DataParallelCompiled, part
 from portable_bp.train.executors import Eager, executor_for
@@ -152,7 +153,7 @@ def test_rank_0_alone_writes_checkpoints_then_every_rank_waits(tmp_path):
     def fit(comm):  # rank 1's path is never checked nor written: only rank 0's counts
         ck = path if comm.rank == 0 else tmp_path / "missing-folder" / "ck.npz"
         network().fit(X, y, epochs=3, batch_size=16, checkpoint=ck, comm=comm)
-        return comm.calls["barrier"]
+        return pbp.load(path).epochs_trained  # every rank waited for the last epoch's file
 
     assert run_ok(2, fit) == [3, 3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]
@@ -206,15 +207,115 @@ def test_a_check_failing_on_one_rank_fails_on_every_rank():
     assert isinstance(errors[0], ValueError) and str(errors[0]).startswith("rank 1 of 2: ValueError")
 
 
-def test_different_data_on_a_rank_is_refused_on_every_rank():
+def _mismatch(what):
+    """(network kwargs, fit kwargs, X, y, w) of rank 1 when it differs from rank 0 in ``what``."""
+    X, y, w = data()
+    net, fit = {}, {}
+    if what == "hidden sizes":
+        net = {"sizes": [5, 9, 3]}
+    elif what == "dtype":
+        net = {"dtype": "float32"}
+    elif what == "optimizer":
+        fit = {"optimizer": "adam"}
+    elif what == "batch size":
+        fit = {"batch_size": 17}
+    elif what == "l2":
+        fit = {"l2": 1e-4}
+    elif what == "dropout":
+        net = {"dropout": 0.5}
+    elif what == "labels":
+        y = y.copy()
+        y[0] = (y[0] + 1) % 3
+    elif what == "row order":
+        order = np.roll(np.arange(len(y)), 1)
+        X, y = X[order], y[order]
+    elif what == "weights":
+        w = w * 1.000001
+    return net, fit, X, y, w
+
+
+@pytest.mark.parametrize("what,named", [
+    ("hidden sizes", "network sizes: [5, 8, 3] on rank 0, [5, 9, 3] here"),
+    ("dtype", "network dtype: 'float64' on rank 0, 'float32' here"),
+    ("optimizer", "optimizer: "),
+    ("batch size", "batch_size: 16 on rank 0, 17 here"),
+    ("l2", "transforms: "),
+    ("dropout", "network dropout: [0.0] on rank 0, [0.5] here"),
+    ("labels", "Z checksum"),
+    ("row order", "X checksum"),
+    ("weights", "sample_weight checksum"),
+])
+def test_ranks_that_differ_are_refused_on_every_rank_naming_the_first_difference(what, named):
+    """Settings, architecture (a different size once made rank 1 fail in a broadcast, with
+    MPI's "Message truncated", and rank 0 wait for its watchdog) and data: labels that
+    differ in one row, the same rows in another order, weights off by 1e-6 (a sum over X
+    and Z's shape let these train silently). Refused before any step, on every rank."""
+    X0, y0, w0 = data()
+
+    def fit(comm):
+        net_kw, fit_kw, X, y, w = _mismatch(what) if comm.rank == 1 else ({}, {}, X0, y0, w0)
+        sizes = net_kw.pop("sizes", [5, 8, 3])
+        net = pbp.Network(sizes, activation="tanh", loss="cross_entropy", seed=1,
+                          **{"dtype": "float64", **net_kw})
+        net.fit(X, y, sample_weight=w, **{"epochs": 1, "batch_size": 16, **fit_kw}, comm=comm)
+
+    group = Group(2, timeout=20)
+    _, errors = run_ranks(2, fit, group)
+    assert group.aborted == []
+    assert all(isinstance(e, ValueError) for e in errors), errors
+    assert "rank 1's network, data or settings differ from rank 0's: " + named in str(errors[1])
+    assert str(errors[0]).startswith("rank 1 of 2: ValueError: rank 1's network, data or settings")
+
+
+def test_another_seed_on_a_rank_is_not_a_difference():
+    """Parameters and the batch order's seed start as rank 0's: ranks that drew other
+    initial parameters (seed=None) train as one process."""
     X, y, _ = data()
 
     def fit(comm):
-        network().fit(X if comm.rank == 0 else X * 2, y, epochs=1, batch_size=16, comm=comm)
+        net = network(seed=1 if comm.rank == 0 else 99)
+        net.fit(X, y, epochs=1, batch_size=16, comm=comm)
+        return net.params[0][0]
 
-    _, errors = run_ranks(2, fit)
-    assert all(isinstance(e, ValueError) for e in errors)
-    assert "differ from rank 0's" in str(errors[1]) and "X sum" in str(errors[1])
+    W = run_ok(2, fit)
+    np.testing.assert_array_equal(W[0], W[1])
+
+
+def test_a_checkpoint_that_fails_on_rank_0_is_an_error_on_every_rank(tmp_path, monkeypatch):
+    """A full disk under rank 0's checkpoint: the error, naming the file, on every rank
+    (no abort), with both networks at the epoch that completed, so the command can still
+    write its --save."""
+    import errno
+
+    from portable_bp import checkpoint
+
+    X, y, _ = data()
+    real = checkpoint.save
+    calls = []
+
+    def full_disk(net, path, run=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real(net, path, run)
+
+    monkeypatch.setattr(checkpoint, "save", full_disk)
+
+    def fit(comm):
+        net = network()
+        try:
+            net.fit(X, y, epochs=4, batch_size=16, checkpoint=tmp_path / "ck.npz", comm=comm)
+        except OSError as exc:
+            return net.epochs_trained, exc
+        return net.epochs_trained, None
+
+    group = Group(2, timeout=20)
+    results, errors = run_ranks(2, fit, group)
+    assert errors == [None, None] and group.aborted == []
+    (e0, err0), (e1, err1) = results
+    assert e0 == e1 == 2
+    assert err0.filename == str(tmp_path / "ck.npz") and "No space left" in str(err0)
+    assert str(err1) == f"rank 0 of 2: OSError: {err0}"
 
 
 def test_an_error_on_one_rank_aborts_the_job():

@@ -75,7 +75,7 @@ class NanBlindExtremes(NumpyOps):
 
 
 FAULTS = [  # (class, primitive, what replaces it, words of the reason)
-    (TransposedGrads, "dense_grads", Ops, "has shape"),
+    (TransposedGrads, "dense_grads", NumpyOps, "has shape"),
     (WrongTanhDerivative, "backprop_delta", NumpyOps, "differs from the reference"),
     (RaisingSgd, "sgd", InPlaceOps, "raised RuntimeError: kernel launch failed"),
     (DeltaInOutputs, "output_delta", NumpyOps, "wrote into its read-only argument 1"),

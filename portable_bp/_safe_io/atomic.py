@@ -25,7 +25,8 @@ from typing import BinaryIO
 
 
 def atomic_write(path, write: Callable[[BinaryIO], None]) -> None:
-    """Replace ``path`` with what ``write(file)`` writes, or leave it exactly as it was."""
+    """Replace ``path`` with what ``write(file)`` writes, or leave it exactly as it was.
+    An OSError of the writing (a full disk: ``[Errno 28]``) names ``path``."""
     path = os.fsdecode(os.fspath(path))
     mode = _checked_target(path)
     folder, name = os.path.split(os.path.abspath(path))
@@ -39,11 +40,13 @@ def atomic_write(path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.remove(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # ENOSPC from a write names no file
+            raise type(exc)(exc.errno, exc.strerror or str(exc), path) from exc
         raise
     fsync_dir(folder)
 

@@ -119,7 +119,17 @@ def _factory(name: str) -> Callable:
 
 def get(spec: str | Backend = "numpy") -> Backend:
     """The Backend for ``spec``; raises ValueError for unknown names, BackendUnavailable
-    (with the reason and the fix) for known ones that cannot run here."""
+    (with the reason, the fix and the backends that do run here) for known ones that cannot
+    run here. Listing those probes every backend once (see :func:`available`); code that
+    handles the failure itself calls :func:`probe` instead."""
+    try:
+        return _get(spec)
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(exc.name, exc.reason, exc.hint, runs_here=available()) from None
+
+
+def _get(spec: str | Backend) -> Backend:
+    """:func:`get` without the list of what runs here (what probe and auto build on)."""
     if isinstance(spec, Backend):
         return spec
     if not isinstance(spec, str):
@@ -167,7 +177,7 @@ def _settle_ops(backend: Backend) -> None:
 
 def _auto() -> Backend:
     try:
-        return get("cupy")
+        return _get("cupy")
     except BackendUnavailable:
         return get("numpy")
 
@@ -175,7 +185,7 @@ def _auto() -> Backend:
 def probe(spec: str) -> tuple[bool, str]:
     """(runs here, reason if not) for one spec, without raising."""
     try:
-        get(spec)
+        _get(spec)
         return True, ""
     except BackendUnavailable as exc:
         return False, exc.reason + (f" ({exc.hint})" if exc.hint else "")

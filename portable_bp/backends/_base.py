@@ -10,7 +10,7 @@ host-side work (the random generator, host buffers).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +22,17 @@ DTYPES = ("float32", "float64")
 
 
 class BackendUnavailable(RuntimeError):
-    """A known backend that cannot run on this machine; the message says why and how to fix it."""
+    """A known backend that cannot run on this machine; the message says why, how to fix it
+    and, when ``runs_here`` is given, which backends do run here."""
 
-    def __init__(self, name: str, reason: str, hint: str = ""):
+    def __init__(self, name: str, reason: str, hint: str = "", runs_here: Sequence[str] | None = None):
         self.name, self.reason, self.hint = name, reason, hint
+        self.runs_here = None if runs_here is None else tuple(runs_here)
         msg = f"backend {name!r} cannot run here: {reason}"
         if hint:
             msg += f". To fix: {hint}"
+        if self.runs_here is not None:
+            msg += f". Backends that run here: {', '.join(self.runs_here) or 'none'}"
         super().__init__(msg)
 
 

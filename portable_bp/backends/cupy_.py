@@ -10,7 +10,7 @@ import functools
 
 from ._base import Backend, BackendUnavailable
 
-HINT = 'pip install "portable_bp[cuda12]" or "portable_bp[cuda13]" (matching your CUDA driver)'
+HINT = 'pip install -e ".[cuda12]" or -e ".[cuda13]" in the checkout (matching your CUDA driver)'
 
 
 def make(device=None) -> Backend:

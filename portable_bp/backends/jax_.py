@@ -34,7 +34,7 @@ def make(device=None) -> Backend:
         import jax
         import jax.numpy as jnp
     except ImportError as exc:
-        raise BackendUnavailable("jax", str(exc), 'pip install "portable_bp[jax]"') from None
+        raise BackendUnavailable("jax", str(exc), 'pip install -e ".[jax]" in the checkout') from None
     platform, _, index = (device or "").partition(":")
     try:
         devices = jax.devices(platform or None)

@@ -5,8 +5,8 @@ wrappers. Two reductions are routed straight to their ufuncs: ``np.sum``/``np.ma
 microseconds per call in Python dispatch before reaching ``np.add.reduce``/
 ``np.maximum.reduce``, which on small batches is a noticeable part of a training step. Same
 results, same signature. NumPy 1.x goes through array-api-compat. The step's primitives
-run in place, with plain SGD's weight step in one call of NumPy's own BLAS
-(:class:`~portable_bp.backends.numpy_ops.NumpyOps`).
+run in place, with plain SGD's weight step in one call of NumPy's own BLAS and small
+products on one BLAS thread (:class:`~portable_bp.backends.numpy_ops.NumpyOps`).
 """
 
 import types
@@ -47,11 +47,12 @@ def make(device=None) -> Backend:
         xp = namespace()
     else:  # pragma: no cover - numpy 1.x
         import array_api_compat.numpy as xp
+    serial = numpy_blas.find_serial()
     return Backend(
         name="numpy", xp=xp, device="cpu", spec="numpy",
         _to_numpy=np.asarray,
         _owns=lambda a: type(a) is np.ndarray,
         _copy=lambda a: np.array(a, order="C", copy=True),
-        ops=NumpyOps(xp, numpy_blas.find()),
+        ops=NumpyOps(xp, numpy_blas.find(serial), serial),
         info={"version": np.__version__},
     )

@@ -6,7 +6,9 @@ and it can skip the float copy of a boolean mask that the standard's type rules 
 One trick is specific to NumPy: ``maximum``/``minimum`` against a scalar take a slow loop,
 so on large arrays they compare with a cached row of zeros (on tiny ones the broadcast
 costs more than it saves). Plain SGD's weight step W −= lr·Δᵀ A is one BLAS gemm through
-:mod:`numpy_blas` where NumPy's own OpenBLAS is found. The formulas are those of
+:mod:`numpy_blas` where NumPy's own OpenBLAS is found, and every product small enough that
+OpenBLAS's threads cost more than they share runs on one thread
+(:class:`numpy_blas.SerialProducts`). The formulas are those of
 ``activations.py`` and ``losses.py``, in the same order of operations; the backend's Ops
 check compares every method here with the reference before it is used.
 """
@@ -28,12 +30,17 @@ class NumpyOps(InPlaceOps):
 
     name = "numpy"
 
-    def __init__(self, xp, gemm_subtract=None):
+    def __init__(self, xp, gemm_subtract=None, serial=None):
         super().__init__(xp)
         self._constants: dict = {}
         self._gemm_subtract = gemm_subtract  # NumPy's BLAS gemm, where numpy_blas found it
+        self._serial = serial  # numpy_blas.SerialProducts: small products on one BLAS thread
         if gemm_subtract is not None:
             self.name = "numpy+blas"
+
+    def _matmul(self, a, b):
+        """a @ b, on one BLAS thread when it is small (see the module docstring)."""
+        return a @ b if self._serial is None else self._serial.matmul(a, b)
 
     def _constant(self, make, n, dtype):
         """``make(n, dtype=dtype)`` (np.zeros, np.arange), made once per (function, n, dtype)."""
@@ -47,11 +54,17 @@ class NumpyOps(InPlaceOps):
         """0 to compare U with: a cached row of zeros for large U, the scalar for small."""
         return 0.0 if U.size < ZERO_ROW_SIZE else self._constant(np.zeros, U.shape[-1], U.dtype)
 
+    def affine(self, A, W, b):
+        """U = A Wᵀ, then U ← U + b in U's own memory."""
+        U = self._matmul(A, W.T)
+        U += b
+        return U
+
     def affine_activation(self, A, W, b, f):
         """E7 in place: U = A Wᵀ, then U ← f(U + b) in U's own memory."""
         if f.name not in _FORWARD:
             return super().affine_activation(A, W, b, f)
-        U = A @ W.T
+        U = self._matmul(A, W.T)
         U += b
         _FORWARD[f.name](self, U)
         return U
@@ -60,9 +73,15 @@ class NumpyOps(InPlaceOps):
         """E9 in place: G = D W, then G ← G ⊙ f'(U) in G's own memory, f' written from A."""
         if f.name not in _BACKWARD:
             return super().backprop_delta(D, W, A, f)
-        G = D @ W
+        G = self._matmul(D, W)
         _BACKWARD[f.name](A, G)
         return G
+
+    def dense_grads(self, g):
+        """E10's (Δᵀ A, Σ_rows Δ)."""
+        if g.arrays is not None:
+            return g.arrays
+        return self._matmul(g.delta.T, g.inputs), np.add.reduce(g.delta, axis=0)
 
     def sgd_dense(self, W, b, g, lr):
         """Both E12 steps from one scaled copy of Δ (lr·Δ has fewer elements than Δᵀ A
@@ -73,7 +92,7 @@ class NumpyOps(InPlaceOps):
         scaled = g.delta  # the step's own temporary, done with once E9 has used it: consumed
         scaled *= lr
         if self._gemm_subtract is None or W.size < numpy_blas.MIN_WEIGHTS:
-            W -= scaled.T @ g.inputs  # small layers: NumPy's product costs less than a ctypes call
+            W -= self._matmul(scaled.T, g.inputs)  # small layers: NumPy's product costs less than a ctypes call
         else:
             W = self._gemm_subtract(W, scaled, g.inputs, 1.0)
         b -= scaled[0] if scaled.shape[0] == 1 else np.add.reduce(scaled, axis=0)  # one row: itself

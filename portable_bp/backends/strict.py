@@ -18,7 +18,7 @@ def make(device=None) -> Backend:
         import array_api_strict as xp
     except ImportError as exc:
         raise BackendUnavailable("array_api_strict", str(exc),
-                                 'pip install "portable_bp[test]" (or array-api-strict)') from None
+                                 'pip install -e ".[test]" in the checkout (or pip install array-api-strict)') from None
     from array_api_strict._array_object import Array
 
     xp.set_array_api_strict_flags(api_version=API_VERSION)

@@ -12,7 +12,7 @@ import contextlib
 from ..ops import InPlaceOps
 from ._base import Backend, BackendUnavailable
 
-HINT = ('pip install "portable_bp[torch]" (CPU wheels: '
+HINT = ('pip install -e ".[torch]" in the checkout (CPU wheels: '
         'pip install torch --index-url https://download.pytorch.org/whl/cpu)')
 
 

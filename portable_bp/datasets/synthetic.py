@@ -26,7 +26,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     except ImportError as exc:  # pragma: no cover - depends on environment
         raise ImportError(
             "digits() needs scikit-learn, which ships the data set: "
-            'pip install "portable_bp[datasets]"'
+            'pip install -e ".[datasets]" in the checkout (or pip install scikit-learn)'
         ) from exc
     bunch = load_digits()
     X = np.asarray(bunch.data, dtype=np.float64) / 16.0

@@ -12,19 +12,28 @@ different collective through a bug) is caught by a watchdog: a collective that w
 longer than ``timeout`` seconds (``PORTABLE_BP_COMM_TIMEOUT``, default 600) prints which
 one and aborts the job. mpi4py releases the GIL while MPI waits, so the watchdog thread
 runs, and mpi4py asks for ``MPI_THREAD_MULTIPLE``, so it may call ``MPI_Abort``.
+
+Signals are not errors: the sums (:meth:`MPI.allreduce`) carry, beside the buffer, a
+second tiny sum of each rank's pending SIGINT/SIGTERM (:mod:`portable_bp.stopping`),
+started before the buffer's and finished after it: every step's, or every k-th step's for
+steps much shorter than 0.1 s (:class:`~portable_bp.stopping.Ballots`), so a signal is
+honoured within about 0.1 s plus a step. When any rank was signalled, every rank raises
+the same interrupt after that sum: the ranks stop at the same step, nobody is aborted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import threading
 import time
 
+from .. import stopping
 from .base import Communicator
 from .launch import check_world
-from .staging import from_host, to_host
+from .staging import from_host, host_values, to_host
 
 DEFAULT_TIMEOUT = 600.0
 
@@ -68,6 +77,31 @@ class Watchdog:
                 return
 
 
+TIMEOUT_VARIABLE = "PORTABLE_BP_COMM_TIMEOUT"
+
+
+def checked_timeout(value, what: str) -> float:
+    """``value`` as seconds: a finite number >= 0 (0 turns the watchdog off); anything else
+    (nan, a negative or infinite number, text) would switch the guard off silently."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{what} must be a number of seconds >= 0 (0 turns the hang watchdog off), "
+                         f"got {value!r}")
+    return seconds
+
+
+def comm_timeout(environ=None) -> float:
+    """The watchdog's limit from ``PORTABLE_BP_COMM_TIMEOUT`` (default 600 s), checked."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(TIMEOUT_VARIABLE)
+    if value is None or value.strip() == "":
+        return DEFAULT_TIMEOUT
+    return checked_timeout(value.strip(), TIMEOUT_VARIABLE)
+
+
 class MPI(Communicator):
     """Every process started by ``mpiexec`` (``MPI.COMM_WORLD``, or the communicator
     ``world`` of mpi4py) trains the network together with the others.
@@ -84,12 +118,12 @@ class MPI(Communicator):
         if world is None:
             check_world(self.size, self._mpi.Get_library_version())
         self.local_rank = self._local_rank()
-        if timeout is None:
-            timeout = float(os.environ.get("PORTABLE_BP_COMM_TIMEOUT", DEFAULT_TIMEOUT))
+        timeout = comm_timeout() if timeout is None else checked_timeout(timeout, "timeout")
         if cuda_aware is None:
             cuda_aware = os.environ.get("PORTABLE_BP_MPI_CUDA_AWARE", "") not in ("", "0")
         self.timeout, self.cuda_aware = float(timeout), bool(cuda_aware)
         self._watchdog = Watchdog(self.timeout, self.abort) if self.size > 1 and self.timeout > 0 else None
+        self._ballots = stopping.Ballots()
 
     def _local_rank(self) -> int:
         """This rank among those sharing its machine's memory (MPI-3's split by type)."""
@@ -108,16 +142,35 @@ class MPI(Communicator):
 
     # -- the interface ------------------------------------------------------------------
     def allreduce(self, buffer, backend=None):
+        """The sum of ``buffer``; then, when any rank has a pending signal, the same
+        :class:`~portable_bp.stopping.Interrupted` on every rank (see the module docstring)."""
         if self.size == 1:
             return buffer
         mpi = self._mpi
+        votes, request = None, None
+        if self._ballots.due():
+            votes = host_values(self._ballots.votes(self.rank, self.size))
+            request = self.world.Iallreduce(mpi.IN_PLACE, votes, mpi.SUM)
         if self.cuda_aware and backend is not None and backend.is_gpu:
             backend.synchronize()  # MPI reads device memory outside the library's stream
             self._call("allreduce", self.world.Allreduce, mpi.IN_PLACE, buffer, mpi.SUM)
-            return buffer
-        host = to_host(buffer, backend)
-        self._call("allreduce", self.world.Allreduce, mpi.IN_PLACE, host, mpi.SUM)
-        return buffer if host is buffer else from_host(host, buffer, backend)
+            out = buffer
+        else:
+            host = to_host(buffer, backend)
+            self._call("allreduce", self.world.Allreduce, mpi.IN_PLACE, host, mpi.SUM)
+            out = buffer if host is buffer else from_host(host, buffer, backend)
+        if request is not None:
+            self._call("allreduce", request.Wait)
+            self._ballots.counted(votes)
+        return out
+
+    def agree_on_stop(self) -> None:
+        """One sum of the ranks' pending signals alone (where no buffer is summed: the end
+        of an NCCL epoch), raising as :meth:`allreduce` does."""
+        if self.size > 1:
+            votes = host_values(stopping.flags(self.rank, self.size))
+            self._call("allreduce", self.world.Allreduce, self._mpi.IN_PLACE, votes, self._mpi.SUM)
+            stopping.agree(votes)
 
     def broadcast_arrays(self, arrays, backend=None, root: int = 0) -> list:
         out = []

@@ -137,9 +137,11 @@ class NCCL(MPI):
         return out
 
     def wait(self) -> None:
-        """Poll the stream until the queued sums are done; past ``timeout`` seconds, abort."""
+        """Poll the stream until the queued sums are done; past ``timeout`` seconds, abort.
+        Then a pending SIGINT/SIGTERM on any rank stops every rank (:meth:`MPI.agree_on_stop`)."""
         self._wait_until(self._cp.cuda.get_current_stream(), "the GPU's queued NCCL sums")
         self._pending.clear()
+        self.agree_on_stop()  # NCCL's sums carry no signal votes: the ranks agree once per epoch
 
     def _raise_async_error(self):
         error = getattr(self.comm, "check_async_error", None)

@@ -33,6 +33,22 @@ def host_zeros(n: int) -> np.ndarray:
     return np.zeros(n)
 
 
+def host_values(values) -> np.ndarray:
+    """A float64 host buffer holding ``values`` (the ranks' signal votes)."""
+    return np.array(values, dtype=np.float64)
+
+
+def checksum(array, backend=None) -> str:
+    """A SHA-256 of ``array``'s bytes on the host, with its dtype and shape: equal only for
+    the same values in the same order (the ranks' data must be identical, not similar)."""
+    import hashlib
+
+    host = np.ascontiguousarray(to_host(array, backend) if not isinstance(array, np.ndarray) else array)
+    digest = hashlib.sha256(f"{host.dtype.str}{host.shape}".encode())
+    digest.update(host.reshape(-1).view(np.uint8).data)
+    return digest.hexdigest()[:16]
+
+
 def from_host(host: np.ndarray, like, backend=None):
     """``host`` as an array of ``like``'s kind: itself for NumPy, else ``backend.asarray``
     (no copy where the library shares host memory: PyTorch on the CPU)."""

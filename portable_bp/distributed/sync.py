@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import math
 import os
 import traceback
 
+from .. import stopping
 from .staging import host_zeros
 
+EVERY_RANK = "raised_on_every_rank"
+"""The attribute set (True) on an error that every rank raises at the same point: the job
+then ends on its own, with no abort."""
 
-def _builtin_kind(error) -> str:
-    """The name of the nearest builtin exception class of ``error`` (ValueError for a
-    library's ValueError subclass): what the other ranks can raise without importing it."""
-    for cls in type(error).__mro__:
-        if getattr(builtins, cls.__name__, None) is cls and issubclass(cls, Exception):
-            return cls.__name__
-    return "RuntimeError"
+
+def on_every_rank(error: BaseException) -> BaseException:
+    """``error``, marked as raised on every rank (see :data:`EVERY_RANK`)."""
+    setattr(error, EVERY_RANK, True)
+    return error
 
 
 def _raise_everywhere(comm, error, failed: list[int]):
@@ -35,66 +36,93 @@ def _raise_everywhere(comm, error, failed: list[int]):
     message = (_builtin_kind(error), type(error).__name__, str(error)) if comm.rank == first else None
     kind, name, text = comm.broadcast_object(message, root=first)
     if error is not None:
-        raise error
-    raise getattr(builtins, kind)(f"rank {first} of {comm.size}: {name}: {text}")
+        raise on_every_rank(error)
+    if kind == "KeyboardInterrupt":  # a rank interrupted for good (a second signal)
+        kind_of = stopping.Terminated if name == "Terminated" else stopping.Interrupted
+        raise on_every_rank(kind_of(f"rank {first} of {comm.size} was interrupted"))
+    raise on_every_rank(getattr(builtins, kind)(f"rank {first} of {comm.size}: {name}: {text}"))
+
+
+def _builtin_kind(error) -> str:
+    """The name of the nearest builtin exception class of ``error`` (ValueError for a
+    library's ValueError subclass): what the other ranks can raise without importing it."""
+    for cls in type(error).__mro__:
+        if getattr(builtins, cls.__name__, None) is cls and issubclass(cls, BaseException):
+            return cls.__name__ if issubclass(cls, (Exception, KeyboardInterrupt)) else "RuntimeError"
+    return "RuntimeError"
 
 
 def together(comm, fn):
-    """``fn()`` on every rank; when it raises on any rank, an error is raised on every
-    rank (so that none goes on to a collective the others never reach)."""
+    """``fn()`` on every rank; when it raises on any rank (an interrupt or exit included),
+    an error is raised on every rank (so that none goes on to a collective the others never
+    reach, nor leaves them waiting in this one). A signal pending on any rank is honoured
+    here too, on every rank (the flags' sum carries the ranks' votes)."""
     if comm.size == 1:
         return fn()
     result, error = None, None
     try:
         result = fn()
-    except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
+    except BaseException as exc:  # noqa: BLE001 - re-raised below, on every rank
+        if getattr(exc, "agreed", False):  # already raised on every rank, at a sum inside fn
+            raise
         error = exc
-    flags = host_zeros(comm.size)
+    flags = host_zeros(2 * comm.size)  # errors, then the ranks' pending signals
     flags[comm.rank] = error is not None
+    flags[comm.size:] = stopping.flags(comm.rank, comm.size)
     flags = comm.allreduce(flags)
     failed = [r for r in range(comm.size) if flags[r]]
     if failed:
         _raise_everywhere(comm, error, failed)
+    stopping.agree(list(flags[comm.size:]))
     return result
 
 
-def check_same(comm, what: str, values: dict, rel: float = 1e-6) -> None:
-    """A ValueError on every rank when this rank's ``values`` differ from rank 0's
-    (numbers within ``rel``: a sum over the data may round differently)."""
+def first_difference(mine: dict, root: dict) -> str | None:
+    """The first entry (in ``root``'s order) whose value differs, as "name: A (rank 0) vs
+    B", or None when all agree."""
+    for key in list(root) + [k for k in mine if k not in root]:
+        if mine.get(key) != root.get(key):
+            return f"{key}: {root.get(key)!r} on rank 0, {mine.get(key)!r} here"
+    return None
+
+
+def check_same(comm, what: str, values: dict) -> None:
+    """A ValueError on every rank, naming the first entry that differs, when any rank's
+    ``values`` (small picklable values: sizes, names, checksums) differ from rank 0's."""
     if comm.size == 1:
         return
     root = comm.broadcast_object(values)
 
-    def differ(a, b):
-        if isinstance(a, float) and isinstance(b, float):
-            return not math.isclose(a, b, rel_tol=rel, abs_tol=rel)
-        return a != b
-
     def compare():
-        wrong = {k: (v, root.get(k)) for k, v in values.items() if differ(v, root.get(k))}
+        wrong = first_difference(values, root)
         if wrong:
-            raise ValueError(f"rank {comm.rank}'s {what} differ from rank 0's: "
-                             + ", ".join(f"{k} {v!r} vs {r!r}" for k, (v, r) in wrong.items())
-                             + ". Every rank passes the whole dataset and the same arguments; each "
-                               "takes its own part of every global batch")
+            raise ValueError(f"rank {comm.rank}'s {what} differ from rank 0's: {wrong}. Every rank "
+                             f"passes the same network, arguments and whole dataset (the same rows "
+                             f"in the same order); each takes its own part of every global batch")
     together(comm, compare)
+
+
+def is_collective(exc: BaseException, collective=()) -> bool:
+    """Whether every rank raises ``exc`` at the same point: one of the ``collective``
+    kinds, an agreed stop, an error :func:`together` raised everywhere, or an exit."""
+    return (isinstance(exc, collective) or isinstance(exc, SystemExit) or getattr(exc, EVERY_RANK, False)
+            or (isinstance(exc, stopping.Interrupted) and exc.agreed))
 
 
 @contextlib.contextmanager
 def one_sided_errors_abort(comm, collective=()):
-    """Around the training loop of many ranks: an exception other than the
-    ``collective`` ones (raised by every rank at the same point, as a divergence is)
-    ends the whole job through ``comm.abort``, after printing its traceback: the other
-    ranks are waiting for this one in a sum and would wait forever. An interrupt too:
-    a rank cannot know whether the others were interrupted at the same step."""
+    """Around whatever many ranks do together (checks, loading, training): an exception
+    that only this rank raises (not :func:`is_collective`) ends the whole job through
+    ``comm.abort``, after printing its traceback: the other ranks are waiting for this
+    one in a sum and would wait forever. A signal is not such an exception: it is agreed
+    at the next sum (:mod:`portable_bp.stopping`); an interrupt raised at once (a second
+    Ctrl-C) is, with the exit status of that signal."""
     try:
         yield
     except BaseException as exc:
-        if comm.size > 1 and not isinstance(exc, collective) and not isinstance(exc, SystemExit):
-            code = 1
-            if isinstance(exc, KeyboardInterrupt):  # the CLI's exit statuses: SIGTERM, Ctrl-C
-                code = 143 if type(exc).__name__ == "Terminated" else 130
-            comm.abort(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, code,
+        if comm.size > 1 and not is_collective(exc, collective):
+            comm.abort(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                       stopping.exit_status(exc) if isinstance(exc, KeyboardInterrupt) else 1,
                        detail=traceback.format_exc())
         raise
 

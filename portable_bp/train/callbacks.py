@@ -14,6 +14,7 @@ protocol.
 from __future__ import annotations
 
 import os
+import stat
 
 from .._validate import integer, number
 
@@ -153,6 +154,9 @@ def check_output_path(path, what: str) -> str:
         raise IsADirectoryError(21, f"{what} must name a file, not a folder", path)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(13, f"cannot write {what} into this folder", folder)
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError(f"{what} {path!r} exists and is not a regular file (a pipe, device or socket): "
+                         f"it would be refused when written; give a file name")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise PermissionError(13, f"{what} exists and is read-only", path)
     return path
@@ -163,10 +167,12 @@ class Checkpoint(Callback):
     epoch, atomically; the path is checked before training starts.
 
     With many ranks (``comm``), rank 0 alone checks the path and writes (the ranks hold
-    the same state), then every rank waits at a barrier, so that no rank is an epoch ahead
-    of the file. ``run`` is recorded in the file's metadata (world size, global batch);
-    ``data`` is stored with the network (see :func:`portable_bp.checkpoint.save`), and so is
-    the history of the fit that writes it (``fit`` hands it over by :meth:`record`)."""
+    the same state), and every rank waits for it, so that no rank is an epoch ahead of the
+    file; a save that fails (a full disk) raises its error, naming the file, on every rank,
+    so that the job ends with it rather than with an abort. ``run`` is recorded in the
+    file's metadata (world size, global batch); ``data`` is stored with the network (see
+    :func:`portable_bp.checkpoint.save`), and so is the history of the fit that writes it
+    (``fit`` hands it over by :meth:`record`)."""
 
     def __init__(self, path, comm=None, run=None, data=None):
         self.comm, self.run, self.data = comm, run, data
@@ -187,11 +193,16 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, net, epoch, logs):
         from ..checkpoint import save
+        from ..distributed.sync import together
 
-        if self.comm is None or self.comm.rank == 0:
-            save(net, self.path, run=self.run, history=self.history, data=self.data)
-        if self.comm is not None:
-            self.comm.barrier()
+        def write():
+            if self.comm is None or self.comm.rank == 0:
+                save(net, self.path, run=self.run, history=self.history, data=self.data)
+
+        if self.comm is None:
+            write()
+        else:
+            together(self.comm, write)
 
 
 class ProgressBar(Callback):

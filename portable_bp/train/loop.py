@@ -14,6 +14,8 @@ import math
 import time
 import warnings
 
+from .. import stopping
+from ..distributed.base import Local
 from ..distributed.sync import one_sided_errors_abort
 from ..optim import learning_rate
 from ..transforms import regularization
@@ -170,20 +172,29 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     every step, so the result is one process's (to rounding). Parameters start as rank 0's;
     only rank 0 shows progress and writes checkpoints; a callback's stop is rank 0's.
     Divergence is raised on every rank at once; any other exception on one rank ends the
-    whole job (MPI abort), since the others wait for it. deterministic: K splits every
-    global batch into K fixed pieces summed in a fixed order: bit-identical results for
-    any number of ranks (K times the communication).
+    whole job (MPI abort), since the others wait for it. Ranks whose network, settings or
+    data differ (a checksum of X, Z and the weights) are refused before the first step, on
+    every rank, naming the first difference. A SIGINT (and a SIGTERM where the caller
+    installed :mod:`portable_bp.stopping`'s handler, as the command does) on any rank
+    raises the same KeyboardInterrupt on every rank at one step (within about 0.1 s or a
+    step), with no abort. deterministic: K splits every global batch into K fixed pieces
+    summed in a fixed order: bit-identical results for any number of ranks (K times the
+    communication).
     """
     with net.backend.activate():
-        hooks, plan = user_callbacks(callbacks), None
-        try:
-            plan = prepare(net, X, Z, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                           shuffle=shuffle, validation_data=validation_data,
-                           validation_batch_size=validation_batch_size,
-                           progress_bar=ProgressBar if progress else None, callbacks=hooks,
-                           checkpoint=checkpoint, resume=resume, sample_weight=sample_weight, comm=comm,
-                           deterministic=deterministic, transforms=regularization(l2, clip_value, clip_norm))
-            with one_sided_errors_abort(plan.comm, collective=(TrainingDiverged,)):
+        hooks = user_callbacks(callbacks)
+        plan = None
+        ranks = Local() if comm is None else comm
+        try:  # with many ranks: the checks too, since the others wait in each check's sum
+            with one_sided_errors_abort(ranks, collective=(TrainingDiverged,)), \
+                    stopping.agreed_between_ranks(ranks.size > 1):
+                plan = prepare(net, X, Z, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                               shuffle=shuffle, validation_data=validation_data,
+                               validation_batch_size=validation_batch_size,
+                               progress_bar=ProgressBar if progress else None, callbacks=hooks,
+                               checkpoint=checkpoint, resume=resume, sample_weight=sample_weight,
+                               comm=comm, deterministic=deterministic,
+                               transforms=regularization(l2, clip_value, clip_norm))
                 return _train(net, plan)
         finally:  # however fit ends, every callback closes, last
             for cb in plan.callbacks if plan is not None else hooks:

@@ -166,13 +166,35 @@ def _same_start(net, comm, start, restored):
     return TrainState(params, state, count, epoch, start.offset), restored
 
 
-def _fingerprint(net, data, total_weight, size, epochs, shuffle, deterministic, opt, transforms) -> dict:
-    """What every rank must have alike: the data (shapes and a sum) and the settings."""
-    X, Z, _ = data
-    return {"samples": X.shape[0], "X sum": float(net.xp.sum(X)), "Z shape": tuple(Z.shape),
-            "total weight": float(total_weight), "batch_size": size, "epochs": epochs,
-            "shuffle": bool(shuffle), "deterministic": deterministic, "optimizer": _config(opt),
-            "transforms": transforms.config(), "dropout": list(net.dropout), "steps trained": net.steps_trained}
+def _optimizer_key(optimizer, lr):
+    """What the ``optimizer`` and ``lr`` arguments ask for, comparable across processes."""
+    try:
+        opt = get_optimizer("sgd" if optimizer is None else optimizer, lr)
+    except (TypeError, ValueError) as exc:  # refused on every rank alike by _start
+        return f"invalid: {exc}"
+    return _config(opt) or type(opt).__name__
+
+
+def _fingerprint(net, data, size, epochs, shuffle, deterministic, optimizer, lr, validation, transforms) -> dict:
+    """What every rank must have alike, in the order a difference is reported: the
+    architecture, dtype and backend, the optimizer and settings, then the data's shapes,
+    dtypes and checksums (the same rows in the same order). Rank 0's seed and initial
+    parameters are sent to the others, so those may differ."""
+    from ..distributed.staging import checksum
+
+    arch = {k: v for k, v in net.config().items() if k not in ("seed", "init", "sigma")}
+    found = {f"network {k}": v for k, v in arch.items()}
+    found.update({"backend": net.backend.name, "optimizer": _optimizer_key(optimizer, lr),
+                  "transforms": transforms.config(), "batch_size": size, "epochs": epochs, "shuffle": bool(shuffle),
+                  "deterministic": deterministic, "steps trained": net.steps_trained})
+    for name, a in zip(("X", "Z", "sample_weight"), data):
+        found[f"{name} shape"] = None if a is None else tuple(a.shape)
+        found[f"{name} dtype"] = None if a is None else str(a.dtype)
+    found["validation shapes"] = None if validation is None else [
+        None if a is None else tuple(a.shape) for a in validation]
+    for name, a in zip(("X", "Z", "sample_weight"), data):
+        found[f"{name} checksum"] = None if a is None else checksum(a, net.backend)
+    return found
 
 
 def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_size, callbacks,
@@ -216,11 +238,12 @@ def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation
     data, total_weight, size, validation, val_size, hooks, epochs = together(comm, lambda: _checked(
         net, X, Z, epochs, batch_size, validation_data, validation_batch_size, callbacks, checkpoint,
         sample_weight, comm, deterministic))
+    if comm.size > 1:  # before any message whose size depends on the network or the data
+        check_same(comm, "network, data or settings", _fingerprint(
+            net, data, size, epochs, shuffle, deterministic, optimizer, lr, validation, transforms))
     opt, start, stop, restored, history = together(comm, lambda: _start(net, optimizer, lr, epochs,
                                                                         checkpoint, resume, comm))
     if comm.size > 1:
-        check_same(comm, "data or settings", _fingerprint(net, data, total_weight, size, epochs, shuffle,
-                                                          deterministic, opt, transforms))
         start, restored = _same_start(net, comm, start, restored)
     for cb in hooks:
         if isinstance(cb, Checkpoint):
