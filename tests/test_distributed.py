@@ -293,11 +293,11 @@ def test_a_checkpoint_that_fails_on_rank_0_is_an_error_on_every_rank(tmp_path, m
     real = checkpoint.save
     calls = []
 
-    def full_disk(net, path, run=None):
+    def full_disk(net, path, run=None, **record):  # record: the history and data it keeps
         calls.append(path)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device", path)
-        real(net, path, run)
+        real(net, path, run, **record)
 
     monkeypatch.setattr(checkpoint, "save", full_disk)
 

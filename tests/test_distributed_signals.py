@@ -40,14 +40,14 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 rank = int(os.environ.get("PMI_RANK", "0"))
 with open(f"pid.{rank}", "w") as f:
     f.write(str(os.getpid()))
-from portable_bp import cli_train
+from portable_bp import cli_data
 if os.environ.get("SIGNAL_WHILE_LOADING") and rank == 1:
-    load = cli_train.load_data
-    def slow_load(args):
+    load = cli_data.load_source
+    def slow_load(args, datasets):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1.0)
-        return load(args)
-    cli_train.load_data = slow_load
+        return load(args, datasets)
+    cli_data.load_source = slow_load
 from portable_bp.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -175,8 +175,8 @@ def test_the_command_reports_memory_errors_in_one_line(tmp_path):
 def test_data_too_large_to_load_is_one_line_naming_the_file(tmp_path):
     """NumPy's own MemoryError while reading the data (a table of millions of columns),
     named: exit 2, no traceback."""
-    prelude = ("import numpy as np\nfrom portable_bp import cli_train\n"
-               "cli_train.load_data = lambda args: np.empty((10**7, 10**7))\n")
+    prelude = ("import numpy as np\nfrom portable_bp import cli_data\n"
+               "cli_data.load_source = lambda args, datasets: np.empty((10**7, 10**7))\n")
     r = run_cli("train", "--data", "wide.csv", "--epochs", "1", cwd=tmp_path, prelude=prelude)
     assert_one_line_error(r, "loading wide.csv: Unable to allocate")
 
