@@ -135,7 +135,7 @@ trains on to --epochs in total) and says where ("resumed at epoch 3 of 5"); the 
 keeps the history, so --plot after a resume shows every epoch.
 
 Many processes: mpiexec -n 4 portable-bp train --dataset digits --distributed mpi trains
-one network with 4 processes (pip install "portable_bp[mpi]"), as one process would with
+one network with 4 processes (pip install -e ".[mpi]"), as one process would with
 the same global --batch-size (to rounding); rank 0 prints and writes the outputs.
 
 Example: portable-bp train --dataset digits --hidden 256 --epochs 30 --save model.npz

@@ -66,7 +66,7 @@ def check_outputs(args):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise ImportError('--plot needs matplotlib: pip install "portable_bp[plot]"') from None
+            raise ImportError('--plot needs matplotlib: pip install -e ".[plot]" in the checkout') from None
     for flag, path in (("--plot", args.plot), ("--save", args.save), ("--checkpoint", args.checkpoint)):
         if path:
             check_output_path(path, flag)

@@ -171,7 +171,7 @@ def test_plot_writes_a_png(tmp_path):
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
     r = run_cli("train", "--epochs", "1", "--plot", "curves.png", cwd=tmp_path,
                 prelude="import sys; sys.modules['matplotlib'] = None")
-    assert_one_line_error(r, "matplotlib", "portable_bp[plot]")
+    assert_one_line_error(r, "matplotlib", 'pip install -e ".[plot]"')
     assert not (tmp_path / "curves.png").exists()
 
 

@@ -2,7 +2,7 @@
 more), each run in a subprocess with a timeout: 2 ranks = 1 process, ``deterministic=K``
 bit-identical for 1 and 2 ranks, checkpoints and resume across world sizes, the command
 line, and ranks that die, raise or hang. Skipped, with the reason, without ``mpiexec`` or
-mpi4py (``pip install "portable_bp[mpi]"``).
+mpi4py (``pip install -e ".[mpi]"``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ MPIEXEC = _NEXT_TO_PYTHON if os.path.exists(_NEXT_TO_PYTHON) else shutil.which("
 pytestmark = [
     pytest.mark.mpi,
     pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
-                       reason='mpi4py is not installed: pip install "portable_bp[mpi]"'),
-    pytest.mark.skipif(MPIEXEC is None, reason='no mpiexec on PATH: pip install "portable_bp[mpi]"'),
+                       reason='mpi4py is not installed: pip install -e ".[mpi]"'),
+    pytest.mark.skipif(MPIEXEC is None, reason='no mpiexec on PATH: pip install -e ".[mpi]"'),
 ]
 
 

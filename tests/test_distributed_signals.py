@@ -25,8 +25,8 @@ import portable_bp as pbp
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
-                       reason='mpi4py is not installed: pip install "portable_bp[mpi]"'),
-    pytest.mark.skipif(MPIEXEC is None, reason='no mpiexec on PATH: pip install "portable_bp[mpi]"'),
+                       reason='mpi4py is not installed: pip install -e ".[mpi]"'),
+    pytest.mark.skipif(MPIEXEC is None, reason='no mpiexec on PATH: pip install -e ".[mpi]"'),
 ]
 
 TRAIN = ["train", "--dataset", "blobs", "--hidden", "16", "--quiet", "--distributed", "mpi"]

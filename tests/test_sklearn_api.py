@@ -201,7 +201,7 @@ def test_import_error_names_the_extra():
               "try:\n    import portable_bp.sklearn\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env={"PYTHONPATH": ROOT, "PATH": ""}, timeout=120)
-    assert 'pip install "portable_bp[sklearn]"' in out.stdout, out.stdout + out.stderr
+    assert 'pip install -e ".[sklearn]" in the checkout' in out.stdout, out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("bad, message", [

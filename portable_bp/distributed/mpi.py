@@ -42,7 +42,7 @@ def _import_mpi():
     try:
         from mpi4py import MPI as mpi
     except ImportError as exc:
-        raise ImportError(f'MPI communication needs mpi4py: pip install "portable_bp[mpi]" '
+        raise ImportError(f'MPI communication needs mpi4py: pip install -e ".[mpi]" in the checkout '
                           f'(mpi4py and the mpich it can run with): {exc}') from None
     return mpi
 

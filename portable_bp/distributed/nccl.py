@@ -50,8 +50,8 @@ def _import_cupy():
         import cupy
         from cupy.cuda import nccl
     except ImportError as exc:
-        raise ImportError(f'NCCL communication needs CuPy built with NCCL: pip install '
-                          f'"portable_bp[cuda12]" (or cuda13): {exc}') from None
+        raise ImportError(f'NCCL communication needs CuPy built with NCCL: pip install -e ".[cuda12]" '
+                          f'(or ".[cuda13]") in the checkout: {exc}') from None
     return cupy, nccl
 
 

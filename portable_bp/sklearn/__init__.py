@@ -6,7 +6,7 @@ on the library and device of their input (CuPy, PyTorch)::
     from portable_bp.sklearn import MLPClassifier     # instead of sklearn.neural_network
     clf = MLPClassifier(hidden_layer_sizes=(256,), backend="cupy").fit(X, y)
 
-Needs scikit-learn (>= 1.6) and SciPy: ``pip install "portable_bp[sklearn]"``.
+Needs scikit-learn (>= 1.6) and SciPy: ``pip install -e ".[sklearn]"`` in the checkout.
 
 What is scikit-learn's, exactly: the initial weights (drawn from ``random_state`` in its
 order), the batch order, Adam (eps outside the bias correction), SGD momentum and Nesterov
@@ -51,7 +51,7 @@ try:
     import sklearn  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(f'portable_bp.sklearn needs scikit-learn and SciPy ({exc}); install them '
-                      f'with: pip install "portable_bp[sklearn]"') from exc
+                      f'with: pip install -e ".[sklearn]" in the checkout') from exc
 
 from .classifier import MLPClassifier
 from .regressor import MLPRegressor
