@@ -8,13 +8,11 @@ import contextlib
 
 import numpy as np
 import pytest
+from test_executors import captured_with  # noqa: F401 (the shared fixture)
 
 import portable_bp as pbp
 from portable_bp import scalars
-from portable_bp.train import loop
 from portable_bp.train.captured import Captured
-from portable_bp.train.eager import Eager
-from portable_bp.transforms import NO_TRANSFORMS
 
 
 class ReplayCapture:
@@ -39,17 +37,6 @@ class ReplayCapture:
                 body()
 
         return type("Graph", (), {"replay": staticmethod(replay)})()
-
-
-@pytest.fixture
-def captured_with(monkeypatch):
-    def use(capture):
-        monkeypatch.setattr(loop, "executor_for",
-                            lambda net, opt, ops=None, name=None, transforms=NO_TRANSFORMS, **kw:
-                            Eager(net, opt, ops, transforms, kw.get("offset", 0)) if name == "eager" else
-                            Captured(net, opt, ops, transforms, kw.get("offset", 0), capture=capture))
-        return capture
-    return use
 
 
 def fitted(spec="numpy", epochs=3, optimizer="adam", dtype="float64", dropout=0.0):
