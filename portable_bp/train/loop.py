@@ -6,6 +6,21 @@ backend and every resumed run sees the same order), the executor runs the epoch'
 and one value is read back per epoch: the loss, made NaN by any non-finite parameter or
 optimizer slot. Then the state is handed to the network, validation data is scored and the
 callbacks run.
+
+Many processes (``fit(comm=...)``, a communicator of :mod:`portable_bp.distributed`):
+each process is started with the same data and arguments; ``batch_size`` is then the
+global batch, of which each rank takes its part; gradients and loss are summed over the ranks
+every step, so the result is one process's (to rounding). Parameters start as rank 0's;
+only rank 0 shows progress and writes checkpoints; a callback's stop is rank 0's.
+Divergence is raised on every rank at once; any other exception on one rank ends the
+whole job (MPI abort), since the others wait for it. Ranks whose network, settings or
+data differ (a checksum of X, Z and the weights) are refused before the first step, on
+every rank, naming the first difference. A SIGINT (and a SIGTERM where the caller
+installed :mod:`portable_bp.stopping`'s handler, as the command does) on any rank
+raises the same KeyboardInterrupt on every rank at one step (within about 0.1 s or a
+step), with no abort. ``deterministic=K`` splits every global batch into K fixed pieces
+summed in a fixed order: bit-identical results for any number of ranks (K times the
+communication).
 """
 
 from __future__ import annotations
@@ -145,9 +160,8 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     count, history); ``epochs`` is then the total to reach, and the History returned holds
     every epoch since the first, the checkpoint's included. With ``progress`` it says where
     it resumes ("resumed at epoch 3 of 5", "already at 5 epochs: nothing to train").
-    Resuming uses the saved optimizer; an ``optimizer`` or ``lr`` given as well wins, with a
-    warning when it differs from the saved one (lowering the learning rate after a
-    divergence, say), and optimizer state it cannot use is an error.
+    Resuming uses the saved optimizer; an ``optimizer`` or ``lr`` given as well wins (with a
+    warning when it differs), and optimizer state it cannot use is an error.
 
     callbacks: :class:`~portable_bp.train.callbacks.Callback` objects (or objects with some
     of its hooks, or callables ``f(net, epoch, logs) -> stop?``). validation_data:
@@ -166,20 +180,8 @@ def fit(net, X, Z, *, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=
     (KeyboardInterrupt) during an epoch leaves the network at the end of the last completed
     epoch, so that saving and resuming is exact.
 
-    comm: a communicator (:mod:`portable_bp.distributed`) to train with many processes,
-    each started with the same data and arguments: ``batch_size`` is then the global
-    batch, of which each rank takes its part; gradients and loss are summed over the ranks
-    every step, so the result is one process's (to rounding). Parameters start as rank 0's;
-    only rank 0 shows progress and writes checkpoints; a callback's stop is rank 0's.
-    Divergence is raised on every rank at once; any other exception on one rank ends the
-    whole job (MPI abort), since the others wait for it. Ranks whose network, settings or
-    data differ (a checksum of X, Z and the weights) are refused before the first step, on
-    every rank, naming the first difference. A SIGINT (and a SIGTERM where the caller
-    installed :mod:`portable_bp.stopping`'s handler, as the command does) on any rank
-    raises the same KeyboardInterrupt on every rank at one step (within about 0.1 s or a
-    step), with no abort. deterministic: K splits every global batch into K fixed pieces
-    summed in a fixed order: bit-identical results for any number of ranks (K times the
-    communication).
+    comm, deterministic: many processes (a communicator of :mod:`portable_bp.distributed`);
+    see this module's docstring for what is guaranteed.
     """
     with net.backend.activate():
         hooks = user_callbacks(callbacks)
