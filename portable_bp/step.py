@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 from .activations import Activation
 from .losses import Loss
 from .ops import Array, DenseGrad, Ops
-from .transforms import NO_TRANSFORMS, Chain
+from .transforms import NO_TRANSFORMS, Chain, weight_sum
 
 Params = Sequence[tuple[Array, Array]]
 
@@ -135,9 +135,7 @@ def mean_scale(xp: Any, X: Array, weights: Array | None):
     it broadcasts over the outputs) with per-sample weights."""
     if weights is None:
         return 1.0 / X.shape[0]
-    total = xp.sum(weights)
-    total = xp.where(total > 0, total, xp.ones_like(total))  # a batch of zero weights: no step
-    return xp.reshape(weights / total, (-1, 1))
+    return xp.reshape(weights / weight_sum(xp, weights), (-1, 1))
 
 
 def backprop(spec: Spec, ops: Ops, params: Params, fwd: Forward, delta: Array) -> Iterator[tuple[int, DenseGrad]]:

@@ -29,15 +29,19 @@ from .ops import DenseGrad, Ops
 from .scalars import typed
 
 
+def weight_sum(xp: Any, weights: Any) -> Any:
+    """Σw on the device, or 1 when it is 0 (a batch that weighs nothing: its gradient is
+    zero and no step is taken, instead of a division by zero)."""
+    total = xp.sum(weights)
+    return xp.where(total > 0, total, xp.ones_like(total))
+
+
 def batch_weight(xp: Any, ctx: Any) -> Any:
-    """What the batch's mean divides by: its size, its weight sum (1 when it is 0: no step
-    then), or the whole batch's as ``ctx.batch_weight`` says (a rank's part of a batch)."""
+    """What the batch's mean divides by: its size, its weight sum (:func:`weight_sum`), or
+    the whole batch's as ``ctx.batch_weight`` says (a rank's part of a batch)."""
     if ctx.batch_weight is not None:
         return ctx.batch_weight
-    if ctx.weights is None:
-        return ctx.X.shape[0]
-    total = xp.sum(ctx.weights)
-    return xp.where(total > 0, total, xp.ones_like(total))
+    return ctx.X.shape[0] if ctx.weights is None else weight_sum(xp, ctx.weights)
 
 
 def squared_norm(xp: Any, W: Any) -> Any:

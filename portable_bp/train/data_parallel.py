@@ -38,7 +38,7 @@ import math
 from .. import step
 from ..counter_rng import wrap32
 from ..ops import DenseGrad
-from ..transforms import NO_TRANSFORMS
+from ..transforms import NO_TRANSFORMS, weight_sum
 from .eager import Eager, gather, optimizer_key
 
 
@@ -63,10 +63,7 @@ def weight_share(ops, w_part, data, order, start, total):
     """The part's share Σ_part w / Σ_batch w of its global batch's weight (0 when the
     batch weighs nothing: one process then takes no step either); ``w_part`` is the part's
     gathered weights. Every rank can compute it: it has every row's weight."""
-    xp = ops.xp
-    (w_batch,) = gather(ops, (data[2],), order, start, total)
-    batch = xp.sum(w_batch)
-    return xp.sum(w_part) / xp.where(batch > 0, batch, xp.ones_like(batch))
+    return ops.xp.sum(w_part) / batch_weight(ops, data, order, start, total)
 
 
 def scaled_gradients(xp, spec, ops, seed, params, data, order, lo, start, count, size, total):
@@ -111,10 +108,8 @@ def batch_weight(ops, data, order, start, total):
     every rank can compute it, it has every row's weight."""
     if data[2] is None:
         return total
-    xp = ops.xp
     (w_batch,) = gather(ops, (data[2],), order, start, total)
-    weight = xp.sum(w_batch)
-    return xp.where(weight > 0, weight, xp.ones_like(weight))
+    return weight_sum(ops.xp, w_batch)
 
 
 def summed_update(xp, optimizer, transforms, ops, shapes, pieces, params, state, flat, hyper, ctx):
