@@ -38,7 +38,7 @@ class FakeLibrary:
 
 def test_a_small_product_runs_on_one_thread_and_the_count_comes_back():
     lib = FakeLibrary(4)
-    serial = numpy_blas.SerialProducts(lib.get, lib.set, below=1000)
+    serial = numpy_blas.SerialProducts(lib.get, lib.set, below=1000, above=0)
     seen = serial.call(lib.get)
     assert seen == 1 and lib.threads == 4 and lib.changes == [1, 4]
     a, b = np.ones((9, 10)), np.ones((10, 11))  # 990 multiply-adds: small
@@ -50,21 +50,36 @@ def test_a_small_product_runs_on_one_thread_and_the_count_comes_back():
     assert lib.changes == []
 
 
+def test_products_the_library_never_splits_are_left_alone():
+    """Below NEVER_THREADED multiply-adds OpenBLAS keeps a product on the calling thread by
+    itself: no lock, no thread-count calls (they cost more than config A's whole product)."""
+    lib = FakeLibrary(4)
+    serial = numpy_blas.SerialProducts(lib.get, lib.set)
+    k = numpy_blas.NEVER_THREADED // 16
+    a, b = np.ones((4, k)), np.ones((k, 4))  # NEVER_THREADED multiply-adds: lowered
+    np.testing.assert_array_equal(serial.matmul(a, b), a @ b)
+    assert lib.changes == [1, 4]
+    lib.changes.clear()
+    a, b = np.ones((4, k - 1)), np.ones((k - 1, 4))  # 16 fewer: left to the library
+    np.testing.assert_array_equal(serial.matmul(a, b), a @ b)
+    assert lib.changes == [] and not serial.is_small(1, 4, 3)
+
+
 def test_the_count_comes_back_when_the_product_raises_and_one_thread_is_left_alone():
     lib = FakeLibrary(2)
-    serial = numpy_blas.SerialProducts(lib.get, lib.set, below=1000)
+    serial = numpy_blas.SerialProducts(lib.get, lib.set, below=1000, above=0)
     with pytest.raises(ValueError, match="matmul"):
         serial.matmul(np.ones((3, 4)), np.ones((5, 6)))
     assert lib.threads == 2 and lib.changes == [1, 2]
     one = FakeLibrary(1)  # already one thread (OPENBLAS_NUM_THREADS=1): nothing to change
-    assert numpy_blas.SerialProducts(one.get, one.set, below=1000).call(one.get) == 1 and one.changes == []
+    assert numpy_blas.SerialProducts(one.get, one.set, below=1000, above=0).call(one.get) == 1 and one.changes == []
 
 
 def test_overlapping_products_of_two_threads_restore_the_count_once_both_are_done():
     """The first to enter saves the count, the last to leave restores it: no thread puts
     back the 1 another one set."""
     lib = FakeLibrary(8)
-    serial = numpy_blas.SerialProducts(lib.get, lib.set, below=1000)
+    serial = numpy_blas.SerialProducts(lib.get, lib.set, below=1000, above=0)
     both_inside, second_done = threading.Barrier(2), threading.Event()
     seen = {}
 
@@ -108,7 +123,7 @@ class RecordingSerial(numpy_blas.SerialProducts):
 
     def __init__(self, below):
         self.lib = FakeLibrary(2)
-        super().__init__(self.lib.get, self.lib.set, below=below)
+        super().__init__(self.lib.get, self.lib.set, below=below, above=0)
         self.serial_calls = 0
 
     def call(self, fn, *args):
@@ -191,7 +206,7 @@ def test_a_child_forked_during_a_small_product_gets_the_thread_count_back():
     import os
 
     lib = FakeLibrary(4)
-    serial = numpy_blas.SerialProducts(lib.get, lib.set, below=1000)
+    serial = numpy_blas.SerialProducts(lib.get, lib.set, below=1000, above=0)
     inside, release = threading.Event(), threading.Event()
     worker = threading.Thread(target=serial.call, args=(lambda: (inside.set(), release.wait(10)),))
     worker.start()

@@ -35,6 +35,11 @@ MIN_WEIGHTS = 1 << 15
 # products of fewer multiply-adds (M·N·K) run on one BLAS thread; PORTABLE_BP_SERIAL_PRODUCTS
 # overrides it (0: every product as the BLAS library decides)
 SERIAL_PRODUCTS = 1 << 22
+# products of fewer multiply-adds OpenBLAS runs on the calling thread by itself: its gemv
+# (what a one-row product becomes) splits from m·n = 2304·GEMM_MULTITHREAD_THRESHOLD (4 in
+# every build we know of), its gemm from 65536·4 multiply-adds; below the smaller, lowering
+# the thread count would cost two library calls and a lock for nothing
+NEVER_THREADED = 2304 * 4
 SERIAL_PRODUCTS_ENV = "PORTABLE_BP_SERIAL_PRODUCTS"
 # (get, set) thread-count symbols of the same builds as _SYMBOLS
 _THREAD_SYMBOLS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
@@ -97,10 +102,13 @@ class SerialProducts:
     small product and put back after. Products of several Python threads may overlap (NumPy
     and ctypes release the GIL), so the first to enter saves the count and the last to leave
     restores it; a large product that overlaps a small one meanwhile runs on one thread.
+    Products of fewer than ``above`` multiply-adds (:data:`NEVER_THREADED`) are left alone:
+    the library keeps them on the calling thread by itself, and the lock and two thread-count
+    calls would cost more than the tiniest networks' products (config A's: 12 multiply-adds).
     """
 
-    def __init__(self, get_threads, set_threads, below: int = SERIAL_PRODUCTS):
-        self.below = below
+    def __init__(self, get_threads, set_threads, below: int = SERIAL_PRODUCTS, above: int = NEVER_THREADED):
+        self.below, self.above = below, above
         self._get, self._set = get_threads, set_threads
         self._lock = threading.Lock()
         self._inside = 0
@@ -117,8 +125,9 @@ class SerialProducts:
         self._inside = 0
 
     def is_small(self, m: int, n: int, k: int) -> bool:
-        """Whether an (m x k) by (k x n) product runs on one thread."""
-        return m * n * k < self.below
+        """Whether an (m x k) by (k x n) product is lowered to one thread here: it is small,
+        but not so small that the library would keep it on one thread anyway (``above``)."""
+        return self.above <= m * n * k < self.below
 
     def call(self, fn, *args):
         """``fn(*args)`` with the library on one thread."""

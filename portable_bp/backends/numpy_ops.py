@@ -39,8 +39,13 @@ class NumpyOps(InPlaceOps):
             self.name = "numpy+blas"
 
     def _matmul(self, a, b):
-        """a @ b, on one BLAS thread when it is small (see the module docstring)."""
-        return a @ b if self._serial is None else self._serial.matmul(a, b)
+        """a @ b (2-D), on one BLAS thread when it is small (see the module docstring); the
+        tiniest products, which the library keeps on one thread by itself, go straight to
+        NumPy without a call into the policy (it runs five times per step)."""
+        serial = self._serial
+        if serial is None or a.shape[0] * a.shape[1] * b.shape[1] < serial.above:
+            return a @ b
+        return serial.matmul(a, b)
 
     def _constant(self, make, n, dtype):
         """``make(n, dtype=dtype)`` (np.zeros, np.arange), made once per (function, n, dtype)."""
