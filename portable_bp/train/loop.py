@@ -207,7 +207,8 @@ def _train(net, plan: Plan) -> History:
     before = net.training_state()
     history, run = plan.history, None  # a resumed run's history goes on
     try:
-        net.restore_state(**plan.restored)
+        if plan.restored:  # a resumed run's seed, init and sigma
+            net.restore_state(**plan.restored)
         for cb in plan.callbacks:
             cb.on_train_begin(net)
         run = Run(net, plan)
