@@ -122,3 +122,21 @@ def test_the_epoch_loop_is_unrolled_for_small_steps_only_and_trains_alike(monkey
     assert seen == [unroll]
     tol = 1e-12 if dtype == "float64" else 1e-5
     np.testing.assert_allclose(flat(nets["scan"]), flat(nets["eager"]), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("n,separate_checks", [(24, 0), (26, 1)])
+def test_the_scanned_epoch_checks_its_loss_in_its_own_program(monkeypatch, n, separate_checks):
+    """The epoch's finiteness check (``ops.finite_or_nan``) runs inside the scanned epoch's
+    program: no separate call when every batch is full, one after a ragged last batch (run
+    by the per-step program). That the check still makes a diverged epoch's loss NaN is
+    test_executors' divergence test under the scanned epoch."""
+    pytest.importorskip("jax")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((n, 3)), rng.integers(0, 2, n)
+    net = pbp.Network([3, 4, 2], activation="tanh", loss="cross_entropy", backend="jax", dtype="float64", seed=3)
+    net.fit(X, y, epochs=1, batch_size=6, lr=0.1)  # compiled and traced here
+    calls = []
+    original = type(net.backend.ops).finite_or_nan
+    monkeypatch.setattr(type(net.backend.ops), "finite_or_nan", lambda *a: calls.append(1) or original(*a))
+    net.fit(X, y, epochs=2, batch_size=6, lr=0.1)
+    assert len(calls) == 2 * separate_checks
