@@ -37,8 +37,9 @@ class NumpyOps(InPlaceOps):
         self._constants: dict = {}
         self._gemm_subtract = gemm_subtract  # NumPy's BLAS gemm, where numpy_blas found it
         self._serial = serial  # numpy_blas.SerialProducts: small products on one BLAS thread
-        # a layer's three products (E7, E9, E10) each take rows · W.size multiply-adds; under
-        # this many the library keeps a product on one thread itself and NumPy's @ is called
+        # a layer's three products (E7, E9, E10) each take rows · W.size multiply-adds (len()
+        # is the rows: no shape tuple made); under this many the library keeps a product on
+        # one thread itself and NumPy's @ is called
         self._threaded_from = math.inf if serial is None else serial.above
         if gemm_subtract is not None:
             self.name = "numpy+blas"
@@ -63,7 +64,7 @@ class NumpyOps(InPlaceOps):
 
     def affine(self, A, W, b):
         """U = A Wᵀ, then U ← U + b in U's own memory."""
-        U = A @ W.T if A.shape[0] * W.size < self._threaded_from else self._matmul(A, W.T)
+        U = A @ W.T if len(A) * W.size < self._threaded_from else self._matmul(A, W.T)
         U += b
         return U
 
@@ -71,7 +72,7 @@ class NumpyOps(InPlaceOps):
         """E7 in place: U = A Wᵀ, then U ← f(U + b) in U's own memory."""
         if f.name not in _FORWARD:
             return super().affine_activation(A, W, b, f)
-        U = A @ W.T if A.shape[0] * W.size < self._threaded_from else self._matmul(A, W.T)
+        U = A @ W.T if len(A) * W.size < self._threaded_from else self._matmul(A, W.T)
         U += b
         _FORWARD[f.name](self, U)
         return U
@@ -80,7 +81,7 @@ class NumpyOps(InPlaceOps):
         """E9 in place: G = D W, then G ← G ⊙ f'(U) in G's own memory, f' written from A."""
         if f.name not in _BACKWARD:
             return super().backprop_delta(D, W, A, f)
-        G = D @ W if D.shape[0] * W.size < self._threaded_from else self._matmul(D, W)
+        G = D @ W if len(D) * W.size < self._threaded_from else self._matmul(D, W)
         _BACKWARD[f.name](A, G)
         return G
 
@@ -102,8 +103,7 @@ class NumpyOps(InPlaceOps):
         scaled *= lr
         if self._gemm_subtract is None or W.size < numpy_blas.MIN_WEIGHTS:
             # small layers: NumPy's product costs less than a ctypes call
-            A = g.inputs
-            W -= scaled.T @ A if scaled.shape[0] * W.size < self._threaded_from else self._matmul(scaled.T, A)
+            W -= scaled.T @ g.inputs if len(scaled) * W.size < self._threaded_from else self._matmul(scaled.T, g.inputs)
         else:
             W = self._gemm_subtract(W, scaled, g.inputs, 1.0)
         b -= scaled[0] if scaled.shape[0] == 1 else np.add.reduce(scaled, axis=0)  # one row: itself
@@ -155,12 +155,7 @@ class NumpyOps(InPlaceOps):
         (same operations, same order), with exp and the division in place; E2's halved
         squared error as one dot product of the differences."""
         if loss.name == "mse" and weights is None:
-            in_place = _FORWARD.get(f.name)  # f(U) on a copy by the in-place rule (same operations)
-            if in_place is None:
-                A = f.forward(self.xp, U)
-            else:
-                A = U.copy()
-                in_place(self, A)
+            A = f.forward(self.xp, U)
             d = A - Z
             return A, np.vdot(d, d) * 0.5
         if loss.output is None or Z.ndim != 1 or weights is not None:
