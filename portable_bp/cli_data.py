@@ -5,6 +5,9 @@ A run's data goes through the same steps in ``train``, ``evaluate`` and ``predic
 * the task (``--task auto`` decides as scikit-learn's ``type_of_target``: any labels that
   are text, booleans or whole numbers are classes; a float that is not whole makes it a
   regression); the first line ``train`` prints says which and why;
+* a 2-D 0/1 target (``multilabel-indicator``) is a multi-label classification: one
+  sigmoid output and binary cross-entropy per column, accuracy as scikit-learn's
+  ``accuracy_score`` gives it for such targets (subset accuracy: every label right);
 * class labels of any kind are numbered as scikit-learn's ``LabelEncoder`` numbers them
   (sorted), so class names, not indices, go into the model file and every output;
 * the split: the test part (seeded, stratified by class where every class has two samples),
@@ -54,8 +57,9 @@ def load_source(args, datasets) -> Source:
 
 
 class Task(NamedTuple):
-    """What a run learns: ``kind`` classify or regress, the loss, the class names (or
-    None), and why (for the first line printed)."""
+    """What a run learns: ``kind`` classify, multilabel or regress, the loss, the class
+    names (a multi-label task's: its two indicator values; None to regress), and why (for
+    the first line printed)."""
 
     kind: str
     loss: str
@@ -83,17 +87,40 @@ def _classes(y, source: str, why: str, guard: bool) -> np.ndarray:
     return classes
 
 
+def _multilabel(y, loss, source: str, why: str) -> Task:
+    """A 2-D 0/1 target: one sigmoid output per column, binary cross-entropy, each column a
+    label (the indicator values as the user wrote them: 0/1 or False/True)."""
+    if loss not in (None, "binary_cross_entropy"):
+        raise ValueError(f"{source}: the target is multilabel-indicator (a 0/1 column per label); a multi-label "
+                         f"classifier trains with --loss binary_cross_entropy, not --loss {loss} "
+                         f"(or give --task regress)")
+    y = np.asarray(y)
+    values = np.unique(y)
+    if y.dtype.kind == "b":
+        return Task("multilabel", "binary_cross_entropy", np.asarray([False, True]), why)
+    if not set(values.tolist()) <= {0, 1}:
+        raise ValueError(f"{source}: a multi-label target holds 0/1 indicators, but this one holds "
+                         f"{', '.join(label_text(v) for v in values)}; give --task regress")
+    return Task("multilabel", "binary_cross_entropy", np.asarray([0, 1]), why)
+
+
 def decide_task(y, task: str, loss: str | None, source: str) -> Task:
     """The task of ``--task`` and ``--loss`` (see the module docstring), checked against
-    the target: a ValueError naming the option when they cannot go together."""
+    the target: a ValueError naming the option when they cannot go together. A 2-D 0/1
+    target (scikit-learn's multilabel-indicator) is a multi-label classification under
+    ``auto`` (unless ``--loss`` names a regression loss) and ``classify``."""
     kind = target_type(y)
     if task == "auto" and loss is not None:
+        if kind == "multilabel-indicator" and loss == "binary_cross_entropy":
+            return _multilabel(y, loss, source, f"--loss {loss}: the target is {kind}")
         task, why = ("classify" if loss == "cross_entropy" else "regress"), f"--loss {loss}"
     elif task == "auto":
-        task = "classify" if kind in CLASSIFY_TYPES else "regress"
+        task = "classify" if kind in CLASSIFY_TYPES + ("multilabel-indicator",) else "regress"
         why = f"auto: the target is {kind}, as scikit-learn's type_of_target says"
     else:
         why = f"--task {task}"
+    if task == "classify" and kind == "multilabel-indicator":
+        return _multilabel(y, loss, source, why)
     if task == "classify":
         if loss not in (None, "cross_entropy"):
             raise ValueError(f"--task classify trains with the cross_entropy loss, not --loss {loss}")
@@ -111,6 +138,9 @@ def decide_task(y, task: str, loss: str | None, source: str) -> Task:
 
 def task_line(task: Task, n_out: int) -> str:
     """The first line ``train`` prints: the task, why, and the classes or outputs."""
+    if task.kind == "multilabel":
+        return (f"task: multilabel ({task.reason}): {n_out} labels, one sigmoid output each, loss "
+                f"binary_cross_entropy; accuracy is subset accuracy (every label of a sample right)")
     if task.classes is None:
         return f"task: regress ({task.reason}): {n_out} output{'s' if n_out > 1 else ''}, loss {task.loss}"
     names = ", ".join(label_text(c) for c in task.classes[:10]) + (", ..." if len(task.classes) > 10 else "")
@@ -119,7 +149,9 @@ def task_line(task: Task, n_out: int) -> str:
 
 def encode_targets(task: Task, y, source: str) -> tuple[np.ndarray, int]:
     """``(targets, n_outputs)``: class indices for a classifier (by its classes), float
-    columns otherwise."""
+    columns otherwise (0/1 indicators for a multi-label task)."""
+    if task.kind == "multilabel":
+        return _indicators(y, task, source)
     if task.classes is not None:
         return codes_for(y, task.classes, source), len(task.classes)
     y = np.asarray(y).astype(np.float64)
@@ -128,6 +160,20 @@ def encode_targets(task: Task, y, source: str) -> tuple[np.ndarray, int]:
     if y.ndim != 2:
         raise ValueError(f"{source}: targets must be 1-D or 2-D, got shape {y.shape}")
     return y, y.shape[1]
+
+
+def _indicators(y, task: Task, source: str) -> tuple[np.ndarray, int]:
+    """A multi-label target as float 0/1 columns, checked against the task's indicator values."""
+    y, values = np.asarray(y), np.asarray([0, 1]) if task.classes is None else task.classes
+    if y.ndim != 2 or y.shape[1] < 2:
+        raise ValueError(f"{source}: a multi-label model needs a 2-D target, one 0/1 column per label; got "
+                         f"shape {y.shape}")
+    positive = y == values[1]
+    if not np.all(positive | (y == values[0])):
+        bad = y[~(positive | (y == values[0]))][0]
+        raise ValueError(f"{source}: label value {label_text(bad)!r} is not one of the model's indicator values "
+                         f"{', '.join(label_text(c) for c in values)}")
+    return positive.astype(np.float64), y.shape[1]
 
 
 class Prepared(NamedTuple):
@@ -170,7 +216,7 @@ def prepare(X, y, task: Task, seed, test_size, source: str, validation_split=Non
     from .datasets import Standardizer
 
     y, n_out = encode_targets(task, y, source)
-    classify = task.classes is not None
+    classify = task.kind == "classify"
     X_train, X_test, y_train, y_test = _split(X, y, test_size, seed, classify)
     X_val = y_val = None
     if validation_split is not None:
@@ -213,7 +259,8 @@ class Preprocessing(NamedTuple):
             return None
         meta = data["meta"]
         classes, names = meta.get("classes"), meta.get("feature_names")
-        if meta.get("task") not in ("classify", "regress") or not (classes is None or isinstance(classes, list)) \
+        if meta.get("task") not in ("classify", "regress", "multilabel") \
+                or not (classes is None or isinstance(classes, list)) \
                 or not (names is None or isinstance(names, list) and all(isinstance(n, str) for n in names)):
             raise ValueError(f"{path}: the stored data description is malformed")
         return cls(meta["task"], None if classes is None else np.asarray(classes), names, meta.get("target"),

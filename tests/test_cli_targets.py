@@ -1,0 +1,166 @@
+"""The command on boolean and multi-label targets, run in this process (``cli.main``).
+
+Oracles: scikit-learn's ``LabelEncoder`` (the classes of boolean labels), ``type_of_target``
+and ``accuracy_score`` (subset accuracy of a 2-D 0/1 target), the saved network computed
+here, and onnxruntime for the exported graph.
+"""
+
+import csv
+
+import numpy as np
+import pytest
+
+import portable_bp as pb
+from portable_bp import checkpoint
+from portable_bp.cli import main
+from portable_bp.datasets import Standardizer, train_test_split
+
+
+def cli(folder, monkeypatch, capsys, *args):
+    """(exit status, stdout, stderr) of ``portable-bp ARGS`` run in ``folder``."""
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("PORTABLE_BP_DEBUG", raising=False)
+    status = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def rows(text):
+    return list(csv.reader(text.strip().splitlines()))
+
+
+def by_hand(folder, X):
+    """The saved network's outputs on ``X`` standardized with the stored statistics."""
+    data = checkpoint.read_record(folder / "m.npz")["data"]["arrays"]
+    net = pb.load(folder / "m.npz")
+    return np.asarray(net.forward((X - data["mean"]) / data["scale"]), dtype=np.float64)
+
+
+def features(n=60, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 3))
+
+
+def test_boolean_npz_labels_stay_booleans_through_train_predict_and_export(tmp_path, monkeypatch, capsys):
+    from sklearn.preprocessing import LabelEncoder
+
+    X = features()
+    y = X[:, 0] + 0.3 * X[:, 1] > 0
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    status, out, err = cli(tmp_path, monkeypatch, capsys, "train", "--data", "d.npz", "--epochs", "3",
+                           "--save", "m.npz")
+    assert status == 0, err
+    assert out.splitlines()[0].endswith("2 classes: False, True")
+    stored = checkpoint.read_record(tmp_path / "m.npz")["data"]["meta"]["classes"]
+    assert stored == LabelEncoder().fit(y).classes_.tolist() == [False, True]
+    assert all(type(c) is bool for c in stored)
+
+    np.savez(tmp_path / "new.npz", X=X[:8])
+    status, out, err = cli(tmp_path, monkeypatch, capsys, "predict", "m.npz", "--data", "new.npz", "--proba")
+    assert status == 0, err
+    table = rows(out)
+    assert table[0] == ["prediction", "proba_False", "proba_True"]
+    expected = np.array(["False", "True"])[np.argmax(by_hand(tmp_path, X[:8]), axis=1)]
+    assert [r[0] for r in table[1:]] == expected.tolist()
+
+    ort = pytest.importorskip("onnxruntime")
+    status, out, err = cli(tmp_path, monkeypatch, capsys, "export", "m.npz", "m.onnx")
+    assert status == 0, err
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    label = session.run(["label"], {"X": X[:8].astype(np.float32)})[0]
+    assert label.dtype == np.bool_ and label.astype(str).tolist() == expected.tolist()
+
+
+def test_lowercase_true_false_in_a_csv_are_labels_as_written(tmp_path, monkeypatch, capsys):
+    X = features(40)
+    with open(tmp_path / "d.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["a", "b", "c", "ok"]] + [[*x, "true" if x[0] > 0 else "false"] for x in X])
+    status, out, err = cli(tmp_path, monkeypatch, capsys, "train", "--data", "d.csv", "--epochs", "2",
+                           "--save", "m.npz")
+    assert status == 0, err
+    assert out.splitlines()[0].endswith("2 classes: false, true")
+    with open(tmp_path / "new.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["a", "b", "c"]] + X[:5].tolist())
+    status, out, err = cli(tmp_path, monkeypatch, capsys, "predict", "m.npz", "--data", "new.csv")
+    assert status == 0, err
+    assert {r[0] for r in rows(out)[1:]} <= {"true", "false"} and rows(out)[0] == ["ok"]
+
+
+@pytest.fixture(scope="module")
+def multilabel(tmp_path_factory):
+    """A 2-D 0/1 target of three labels, one per feature's sign (its boolean twin too)."""
+    X = features(80, seed=1)
+    Y = (X > 0).astype(np.int64)
+    folder = tmp_path_factory.mktemp("multilabel")
+    np.savez(folder / "d.npz", X=X, y=Y)
+    np.savez(folder / "b.npz", X=X, y=Y.astype(bool))
+    return folder, X, Y
+
+
+@pytest.mark.parametrize("args", [(), ("--task", "classify"), ("--loss", "binary_cross_entropy")],
+                         ids=["auto", "classify", "by-loss"])
+def test_a_multilabel_target_trains_a_multilabel_classifier_and_says_so(multilabel, monkeypatch, capsys, args):
+    from sklearn.metrics import accuracy_score
+    from sklearn.utils.multiclass import type_of_target
+
+    folder, X, Y = multilabel
+    assert type_of_target(Y) == "multilabel-indicator"
+    status, out, err = cli(folder, monkeypatch, capsys, "train", "--data", "d.npz", "--epochs", "30",
+                           "--save", "m.npz", *args)
+    assert status == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("task: multilabel (") and "3 labels, one sigmoid output each, loss " \
+        "binary_cross_entropy; accuracy is subset accuracy" in first
+    assert "network 3-64-3 relu/sigmoid, loss binary_cross_entropy" in out
+    reported = float(out.strip().splitlines()[-1].split("test subset accuracy: ")[1].split()[0])
+    _, X_test, _, Y_test = train_test_split(X, Y, test_size=0.2, seed=0)
+    scaler = Standardizer().fit(train_test_split(X, Y, test_size=0.2, seed=0)[0])
+    net = pb.load(folder / "m.npz")
+    predicted = (np.asarray(net.forward(scaler.transform(X_test))) > 0.5).astype(np.int64)
+    assert reported == pytest.approx(accuracy_score(Y_test, predicted), abs=5e-4)  # subset accuracy
+    status, out, err = cli(folder, monkeypatch, capsys, "evaluate", "m.npz", "--data", "d.npz")
+    assert status == 0, err
+    assert f"test subset accuracy: {reported:.3f} (n=16)" in out
+
+
+def test_multilabel_predict_writes_a_column_per_label_and_export_agrees(multilabel, monkeypatch, capsys):
+    folder, X, Y = multilabel
+    for data, values in (("b.npz", ["False", "True"]), ("d.npz", ["0", "1"])):
+        status, out, err = cli(folder, monkeypatch, capsys, "train", "--data", data, "--epochs", "5",
+                               "--save", "m.npz", "--quiet")
+        assert status == 0, err
+        np.savez(folder / "new.npz", X=X[:10])
+        status, out, err = cli(folder, monkeypatch, capsys, "predict", "m.npz", "--data", "new.npz", "--proba")
+        assert status == 0, err
+        table = rows(out)
+        assert table[0] == ["label_0", "label_1", "label_2", "proba_label_0", "proba_label_1", "proba_label_2"]
+        A = by_hand(folder, X[:10])
+        expected = np.array(values)[(A > 0.5).astype(np.int64)]
+        assert [r[:3] for r in table[1:]] == expected.tolist()
+        np.testing.assert_allclose(np.array([r[3:] for r in table[1:]], float), A, rtol=1e-6, atol=1e-7)
+        ort = pytest.importorskip("onnxruntime")
+        status, out, err = cli(folder, monkeypatch, capsys, "export", "m.npz", "m.onnx")
+        assert status == 0, err
+        assert "label (N, 3)" in out
+        session = ort.InferenceSession(str(folder / "m.onnx"), providers=["CPUExecutionProvider"])
+        outputs, label = session.run(["outputs", "label"], {"X": X[:10].astype(np.float32)})
+        np.testing.assert_allclose(outputs, A, rtol=1e-5, atol=1e-6)
+        assert label.astype(str).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("Y, args, fragment", [
+    (np.array([[0, 1], [1, 0]] * 10), ("--loss", "cross_entropy"), "not --loss cross_entropy"),
+    (np.array([[-1, 1], [1, -1]] * 10), (), "holds -1, 1; give --task regress"),
+], ids=["cross-entropy", "not-0-1"])
+def test_multilabel_targets_the_command_cannot_train_are_one_line(tmp_path, monkeypatch, capsys, Y, args, fragment):
+    np.savez(tmp_path / "d.npz", X=features(20), y=Y)
+    status, out, err = cli(tmp_path, monkeypatch, capsys, "train", "--data", "d.npz", "--epochs", "1", *args)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("portable-bp: error: ") and fragment in err
+
+
+def test_a_multilabel_target_regresses_when_asked(multilabel, monkeypatch, capsys):
+    folder, _, _ = multilabel
+    status, out, err = cli(folder, monkeypatch, capsys, "train", "--data", "d.npz", "--epochs", "1",
+                           "--task", "regress")
+    assert status == 0, err
+    assert out.splitlines()[0] == "task: regress (--task regress): 3 outputs, loss binary_cross_entropy"
