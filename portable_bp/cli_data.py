@@ -200,29 +200,55 @@ def _split(X, y, size, seed, stratified: bool):
     return train_test_split(X, y, test_size=size, seed=seed, stratify=stratify)
 
 
-def validation_count(fraction: float, n_train: int) -> int:
+def validation_count(fraction: float, n_train: int, option: str | None = None) -> int:
     """The validation samples ``fraction`` takes from ``n_train``, or a ValueError naming
-    ``--validation-split`` when a part would be empty."""
+    the option (``--validation-split F``, or what implied it) when a part would be empty."""
     n_val = math.ceil(fraction * n_train)
     if not 1 <= n_val < n_train:
-        raise ValueError(f"--validation-split {fraction:g} leaves an empty part: {n_val} of the "
+        raise ValueError(f"{option or f'--validation-split {fraction:g}'} leaves an empty part: {n_val} of the "
                          f"{n_train} training samples would be validation")
     return n_val
 
 
-def prepare(X, y, task: Task, seed, test_size, source: str, validation_split=None, scaler=None) -> Prepared:
+def _test_split(X, y, test_size, seed, classify: bool, source: str):
+    """The test part taken off; a test size that leaves a part empty is named as ``--test-size``."""
+    try:
+        return _split(X, y, test_size, seed, classify)
+    except ValueError as exc:  # train_test_split's "test_size=0.999 leaves an empty part ..."
+        if not str(exc).startswith("test_size="):
+            raise
+        raise ValueError(f"{source}: --test-size {test_size} {str(exc).split(' ', 1)[1]}") from None
+
+
+def _check_training_classes(y_train, task: Task, source: str, validated: bool) -> None:
+    """A classifier's training part must hold two classes, or nothing can be learned."""
+    present = np.unique(y_train)
+    if task.kind == "classify" and task.classes is not None and len(present) < 2:
+        rare = [label_text(c) for i, c in enumerate(task.classes) if i not in present]
+        parts, options = ("test and validation parts", "--test-size or --validation-split") if validated else (
+            "test part", "--test-size")
+        raise ValueError(f"{source}: the training part holds a single class "
+                         f"({label_text(task.classes[present[0]])!r}): every sample of "
+                         f"{', '.join(map(repr, rare[:5]))} went to the {parts}; give more samples of each "
+                         f"class or a smaller {options}")
+
+
+def prepare(X, y, task: Task, seed, test_size, source: str, validation_split=None, scaler=None,
+            validation_option: str | None = None) -> Prepared:
     """Split (see the module docstring) and standardize with the training part's statistics,
-    or with ``scaler`` (a model's). Deterministic: ``evaluate`` re-creates the test part."""
+    or with ``scaler`` (a model's). Deterministic: ``evaluate`` re-creates the test part.
+    ``validation_option`` names what asked for the validation part in messages."""
     from .datasets import Standardizer
 
     y, n_out = encode_targets(task, y, source)
     classify = task.kind == "classify"
-    X_train, X_test, y_train, y_test = _split(X, y, test_size, seed, classify)
+    X_train, X_test, y_train, y_test = _test_split(X, y, test_size, seed, classify, source)
     X_val = y_val = None
     if validation_split is not None:
-        n_val = validation_count(validation_split, len(X_train))
+        n_val = validation_count(validation_split, len(X_train), validation_option)
         X_train, X_val, y_train, y_val = _split(X_train, y_train, n_val, (seed, 1), classify)
-    if scaler is None:
+    if scaler is None:  # training, not evaluating
+        _check_training_classes(y_train, task, source, X_val is not None)
         scaler = Standardizer().fit(X_train)
     scale = scaler.transform
     return Prepared(scale(X_train), y_train, None if X_val is None else scale(X_val), y_val, scale(X_test),

@@ -238,7 +238,9 @@ def _load(args):
 
         raise memory_error(f"loading {args.data or args.dataset}", exc) from None
     task = decide_task(source.y, args.task, args.loss, source.name)
-    data = prepare(source.X, source.y, task, args.seed, args.test_size, source.name, _validation_split(args))
+    implied = None if args.validation_split is not None else "--early-stopping's validation part (0.1)"
+    data = prepare(source.X, source.y, task, args.seed, args.test_size, source.name, _validation_split(args),
+                   validation_option=implied)
     return data, task, source, Preprocessing.of(task, source, data.scaler)
 
 

@@ -164,3 +164,26 @@ def test_a_multilabel_target_regresses_when_asked(multilabel, monkeypatch, capsy
                            "--task", "regress")
     assert status == 0, err
     assert out.splitlines()[0] == "task: regress (--task regress): 3 outputs, loss binary_cross_entropy"
+
+
+def write_csv(path, header, rows_):
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header] + rows_)
+
+
+@pytest.mark.parametrize("data, args, fragment", [
+    ("t.csv", ("--test-size", "0.999"), "t.csv: --test-size 0.999 leaves an empty part with 60 samples"),
+    ("t.csv", ("--test-size", "60"), "t.csv: --test-size 60 must leave both parts non-empty: use 1..59"),
+    ("two.csv", ("--early-stopping", "2"), "--early-stopping's validation part (0.1) leaves an empty part"),
+    ("rare.csv", ("--seed", "3"), "rare.csv: the training part holds a single class ('x'): every sample of 'y' "
+                                  "went to the test part; give more samples of each class or a smaller --test-size"),
+], ids=["test-size-fraction", "test-size-count", "implied-validation", "one-class-trained"])
+def test_splits_that_leave_nothing_to_learn_are_one_line_naming_the_option(tmp_path, monkeypatch, capsys, data,
+                                                                           args, fragment):
+    X = features(60)
+    write_csv(tmp_path / "t.csv", ["a", "b", "c", "t"], [[*x, "yn"[int(x[0] > 0)]] for x in X])
+    write_csv(tmp_path / "two.csv", ["a", "t"], [[0, "x"], [1, "y"]])
+    write_csv(tmp_path / "rare.csv", ["a", "b", "t"], [[i, i % 3, "x"] for i in range(9)] + [[9, 9, "y"]])
+    status, out, err = cli(tmp_path, monkeypatch, capsys, "train", "--data", data, "--epochs", "1", "--quiet", *args)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and out == ""
+    assert err.startswith("portable-bp: error: ") and fragment in err
