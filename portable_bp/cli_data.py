@@ -46,10 +46,13 @@ def load_source(args, datasets) -> Source:
     """``--data FILE`` (with ``--target``) or ``--dataset NAME`` (default digits)."""
     if args.data:
         from .datasets import load_table
+        from .datasets.files import table_header
 
         table = load_table(args.data, target=args.target)
         assert table.y is not None
         target = table.target_name if table.target_name is not None else args.target
+        if table_header(args.data) is None:  # NPZ or IDX: no target column for predict to drop
+            target = None
         return Source(table.X, table.y, args.data, table.feature_names, target)
     name = args.dataset or "digits"
     X, y = datasets(name)
@@ -153,6 +156,9 @@ def encode_targets(task: Task, y, source: str) -> tuple[np.ndarray, int]:
     if task.kind == "multilabel":
         return _indicators(y, task, source)
     if task.classes is not None:
+        if np.ndim(y) == 2 and np.shape(y)[1] > 1 or np.ndim(y) > 2:
+            raise ValueError(f"{source}: a classifier takes one label per sample, but the target has shape "
+                             f"{np.shape(y)}")
         return codes_for(y, task.classes, source), len(task.classes)
     y = np.asarray(y).astype(np.float64)
     if y.ndim == 1:

@@ -375,6 +375,10 @@ def cmd_evaluate(args, backend):
     task = _stored_task(net, prep, args.model)
     data = prepare(source.X, source.y, task, seed, args.test_size, source.name,
                    scaler=None if prep is None else prep.standardizer())
+    if data.n_out != net.sizes[-1]:
+        outputs = f"{net.sizes[-1]} output{'s' if net.sizes[-1] > 1 else ''}"
+        raise ValueError(f"{source.name}: the target has {data.n_out} columns but {args.model} has {outputs}; "
+                         f"evaluate a model on the data it was trained on")
     metrics = held_out_metrics(net, data)
     print(f"test loss: {metrics['loss']:.4g} | {metric_text(metrics, len(data.X_test), task)} "
           f"| backend: {backend.spec}")

@@ -187,3 +187,34 @@ def test_splits_that_leave_nothing_to_learn_are_one_line_naming_the_option(tmp_p
     status, out, err = cli(tmp_path, monkeypatch, capsys, "train", "--data", data, "--epochs", "1", "--quiet", *args)
     assert status == 2 and len(err.strip().splitlines()) == 1 and out == ""
     assert err.startswith("portable-bp: error: ") and fragment in err
+
+
+@pytest.mark.parametrize("model, data, fragment", [
+    ("b.npz", "d.npz", "d.npz: a classifier takes one label per sample, but the target has shape (80, 3)"),
+    ("d.npz", "b1.npz", "b1.npz: a multi-label model needs a 2-D target, one 0/1 column per label; got shape (80,)"),
+    ("d.npz", "d2.npz", "d2.npz: the target has 2 columns but m.npz has 3 outputs"),
+    ("r.npz", "d.npz", "d.npz: the target has 3 columns but m.npz has 1 output;"),
+], ids=["classifier-on-2d", "multilabel-on-1d", "multilabel-width", "regressor-width"])
+def test_evaluate_on_a_target_of_another_shape_is_one_line(multilabel, monkeypatch, capsys, model, data, fragment):
+    folder, X, Y = multilabel
+    np.savez(folder / "b1.npz", X=X, y=Y[:, 0].astype(bool))
+    np.savez(folder / "d2.npz", X=X, y=Y[:, :2])
+    np.savez(folder / "r.npz", X=X, y=X[:, 0] + 0.5)
+    train = {"b.npz": "b1.npz"}.get(model, model)
+    status, out, err = cli(folder, monkeypatch, capsys, "train", "--data", train, "--epochs", "1", "--quiet",
+                           "--save", "m.npz")
+    assert status == 0, err
+    status, out, err = cli(folder, monkeypatch, capsys, "evaluate", "m.npz", "--data", data)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_a_model_trained_on_npz_takes_no_target_column_out_of_a_table(multilabel, monkeypatch, capsys):
+    """Its --target (the default -1) named no column: a CSV one column too wide is refused,
+    not read with its last column dropped."""
+    folder, X, _ = multilabel
+    status, out, err = cli(folder, monkeypatch, capsys, "train", "--data", "d.npz", "--epochs", "1", "--quiet",
+                           "--save", "m.npz")
+    assert status == 0, err
+    write_csv(folder / "wide.csv", ["a", "b", "c", "d"], np.c_[X[:4], X[:4, 0]].tolist())
+    status, out, err = cli(folder, monkeypatch, capsys, "predict", "m.npz", "--data", "wide.csv")
+    assert status == 2 and "wide.csv has 4 columns but m.npz takes 3 features" in err
