@@ -46,12 +46,12 @@ def load_source(args, datasets) -> Source:
     """``--data FILE`` (with ``--target``) or ``--dataset NAME`` (default digits)."""
     if args.data:
         from .datasets import load_table
-        from .datasets.files import table_header
+        from .datasets.files import is_text_table
 
         table = load_table(args.data, target=args.target)
         assert table.y is not None
         target = table.target_name if table.target_name is not None else args.target
-        if table_header(args.data) is None:  # NPZ or IDX: no target column for predict to drop
+        if not is_text_table(args.data):  # NPZ or IDX: no target column for predict to drop
             target = None
         return Source(table.X, table.y, args.data, table.feature_names, target)
     name = args.dataset or "digits"

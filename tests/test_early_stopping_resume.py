@@ -20,12 +20,12 @@ def problem():
     return X, (X[:, 0] + X[:, 1] ** 2 > 0.5).astype(int), Xv, (Xv[:, 0] + Xv[:, 1] ** 2 > 0.5).astype(int)
 
 
-def fit(path, epochs, resume=False, **stopping):
+def fit(path, epochs, resume=False, comm=None, **stopping):
     X, y, Xv, yv = problem()
     net = pb.Network([4, 16, 2], activation="tanh", loss="cross_entropy", seed=1)
     stopper = EarlyStopping(patience=3, **stopping)
     history = net.fit(X, y, epochs=epochs, batch_size=16, optimizer="sgd", lr=0.5, validation_data=(Xv, yv),
-                      callbacks=[stopper], checkpoint=path, resume=resume)
+                      callbacks=[stopper], checkpoint=path, resume=resume, comm=comm)
     return net, history, stopper
 
 
@@ -53,6 +53,26 @@ def test_a_resumed_fit_stops_where_the_uninterrupted_one_stops(tmp_path, through
     for (W, b), (W0, b0) in zip(resumed.params, net.params):
         np.testing.assert_array_equal(W, W0)
         np.testing.assert_array_equal(b, b0)
+
+
+def test_two_ranks_resume_the_patience_that_rank_0_alone_read(tmp_path, through):
+    """The checkpoint exists on rank 0's machine only: the other rank gets the stopper's
+    state and best weights from it, and both stop where one process stops."""
+    from distributed_threads import run_ok
+
+    net, history, stopper = through
+    fit(tmp_path / "c.npz", 15)
+
+    def resumed(comm):
+        path = tmp_path / ("c.npz" if comm.rank == 0 else "elsewhere.npz")
+        resumed_net, _, resumed_stopper = fit(path, 200, resume=True, comm=comm)
+        return resumed_net, resumed_stopper
+
+    for resumed_net, resumed_stopper in run_ok(2, resumed):
+        assert resumed_net.epochs_trained == net.epochs_trained and resumed_stopper.best_epoch == stopper.best_epoch
+        for (W, b), (W0, b0) in zip(resumed_net.params, net.params):
+            np.testing.assert_allclose(W, W0, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(b, b0, rtol=1e-12, atol=1e-14)
 
 
 def test_the_checkpoint_keeps_the_best_weights_apart_only_when_they_are_not_its_own(tmp_path, through):
