@@ -59,6 +59,22 @@ def load_source(args, datasets) -> Source:
     return Source(X, y, name, None, None)
 
 
+def check_not_an_input(path, flag: str, inputs) -> None:
+    """A ValueError when the output ``path`` of ``flag`` is one of the command's input files
+    (``(what, path)`` pairs; an IDX pair ``images,labels`` counts as both): writing it would
+    destroy the input (``export m.npz m.npz`` replaced the model with its ONNX graph)."""
+    import os
+
+    if not path or not os.path.exists(path):
+        return
+    for what, given in inputs:
+        names = [given] if not given or os.path.exists(given) else [p.strip() for p in str(given).split(",")]
+        for name in names:
+            if name and os.path.exists(name) and os.path.samefile(path, name):
+                raise ValueError(f"{flag} {os.fsdecode(path)!r} is the {what} {os.fsdecode(name)!r}: writing it "
+                                 f"would destroy it; give another file name")
+
+
 class Task(NamedTuple):
     """What a run learns: ``kind`` classify, multilabel or regress, the loss, the class
     names (a multi-label task's: its two indicator values; None to regress), and why (for

@@ -139,11 +139,12 @@ def cmd_predict(args, backend):
     from . import load
     from ._safe_io import atomic_write
     from .checkpoint import read_record
-    from .cli_data import Preprocessing
+    from .cli_data import Preprocessing, check_not_an_input
     from .train.callbacks import check_output_path
 
     if args.out:
         check_output_path(args.out, "--out")
+        check_not_an_input(args.out, "--out", [("model", args.model), ("--data file", args.data)])
     net = load(args.model, backend=backend)
     prep = Preprocessing.from_record(read_record(args.model), args.model)
     if args.proba and not (net.is_classifier or prep is not None and prep.task == "multilabel"):
@@ -172,10 +173,11 @@ def cmd_export(args, backend=None):
     """Write a saved model as ONNX, with its standardizer and class names."""
     from . import export, load
     from .checkpoint import read_record
-    from .cli_data import Preprocessing
+    from .cli_data import Preprocessing, check_not_an_input
     from .train.callbacks import check_output_path
 
     check_output_path(args.onnx, "the ONNX file")
+    check_not_an_input(args.onnx, "the ONNX file", [("model", args.model)])
     net = load(args.model)
     prep = Preprocessing.from_record(read_record(args.model), args.model)
     export.check_exportable(net.activation, net.output_activation)

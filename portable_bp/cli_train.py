@@ -69,9 +69,12 @@ def check_outputs(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise ImportError('--plot needs matplotlib: pip install -e ".[plot]" in the checkout') from None
+    from .cli_data import check_not_an_input
+
     for flag, path in (("--plot", args.plot), ("--save", args.save), ("--checkpoint", args.checkpoint)):
         if path:
             check_output_path(path, flag)
+            check_not_an_input(path, flag, [("--data file", args.data)])
 
 
 def plot_history(history, path, title=""):

@@ -218,3 +218,22 @@ def test_a_model_trained_on_npz_takes_no_target_column_out_of_a_table(multilabel
     write_csv(folder / "wide.csv", ["a", "b", "c", "d"], np.c_[X[:4], X[:4, 0]].tolist())
     status, out, err = cli(folder, monkeypatch, capsys, "predict", "m.npz", "--data", "wide.csv")
     assert status == 2 and "wide.csv has 4 columns but m.npz takes 3 features" in err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("export", "m.npz", "./m.npz"), "the ONNX file './m.npz' is the model 'm.npz': writing it would destroy it"),
+    (("predict", "m.npz", "--data", "d.csv", "--out", "m.npz"), "--out 'm.npz' is the model 'm.npz'"),
+    (("predict", "m.npz", "--data", "d.csv", "--out", "d.csv"), "--out 'd.csv' is the --data file 'd.csv'"),
+    (("train", "--data", "d.csv", "--save", "d.csv"), "--save 'd.csv' is the --data file 'd.csv'"),
+    (("train", "--data", "d.csv", "--checkpoint", "d.csv"), "--checkpoint 'd.csv' is the --data file"),
+], ids=["export-over-model", "predict-over-model", "predict-over-data", "save-over-data", "checkpoint-over-data"])
+def test_an_output_that_is_an_input_is_refused_before_it_is_destroyed(tmp_path, monkeypatch, capsys, args, fragment):
+    X = features(30)
+    write_csv(tmp_path / "d.csv", ["a", "b", "c", "t"], [[*x, "yn"[int(x[0] > 0)]] for x in X])
+    status, out, err = cli(tmp_path, monkeypatch, capsys, "train", "--data", "d.csv", "--epochs", "1", "--quiet",
+                           "--save", "m.npz")
+    assert status == 0, err
+    before = {name: (tmp_path / name).read_bytes() for name in ("d.csv", "m.npz")}
+    status, out, err = cli(tmp_path, monkeypatch, capsys, *args, *(("--epochs", "1") if args[0] == "train" else ()))
+    assert status == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
