@@ -237,3 +237,25 @@ def test_an_output_that_is_an_input_is_refused_before_it_is_destroyed(tmp_path, 
     status, out, err = cli(tmp_path, monkeypatch, capsys, *args, *(("--epochs", "1") if args[0] == "train" else ()))
     assert status == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
+
+
+def test_a_boolean_model_evaluates_a_table_that_writes_its_labels_as_text(tmp_path, monkeypatch, capsys):
+    """True/False in a CSV are the booleans an NPZ-trained model holds (and 10 is 10); an
+    unknown label is named."""
+    from portable_bp.datasets.labels import codes_for
+
+    X = features(60)
+    y = X[:, 0] > 0
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    write_csv(tmp_path / "d.csv", ["a", "b", "c", "t"], [[*x, str(v)] for x, v in zip(X, y)])
+    status, out, err = cli(tmp_path, monkeypatch, capsys, "train", "--data", "d.npz", "--epochs", "2", "--quiet",
+                           "--save", "m.npz")
+    assert status == 0, err
+    on_npz = cli(tmp_path, monkeypatch, capsys, "evaluate", "m.npz", "--data", "d.npz")[1]
+    status, on_csv, err = cli(tmp_path, monkeypatch, capsys, "evaluate", "m.npz", "--data", "d.csv")
+    assert status == 0, err
+    assert on_csv == on_npz  # the same test part, the same labels
+    assert codes_for(np.array(["20", "9", "20"]), np.array([9, 10, 20]), "t").tolist() == [2, 0, 2]
+    with pytest.raises(ValueError, match=r"t: label 'maybe' \(sample 1\) is not one of the model's classes "
+                                         r"\['False', 'True'\]"):
+        codes_for(np.array(["True", "maybe"]), np.array([False, True]), "t")
