@@ -299,20 +299,22 @@ class Preprocessing(NamedTuple):
                 "arrays": {"mean": self.mean, "scale": self.scale}}
 
     @classmethod
-    def from_record(cls, record: dict, path: str) -> Preprocessing | None:
-        """What ``train --save`` stored in ``path``; None for a file without it (a network
-        saved from Python, or by an older portable-bp)."""
+    def from_record(cls, record: dict, path: str, net) -> Preprocessing | None:
+        """What ``train --save`` stored in ``path`` with ``net``; None for a file without it
+        (a network saved from Python, or by an older portable-bp). A description that does
+        not fit the network (class names for other outputs, say) is a ValueError naming it."""
         data = record.get("data")
         if not data or "mean" not in data["arrays"] or "scale" not in data["arrays"]:
             return None
-        meta = data["meta"]
-        classes, names = meta.get("classes"), meta.get("feature_names")
-        if meta.get("task") not in ("classify", "regress", "multilabel") \
-                or not (classes is None or isinstance(classes, list)) \
-                or not (names is None or isinstance(names, list) and all(isinstance(n, str) for n in names)):
-            raise ValueError(f"{path}: the stored data description is malformed")
-        return cls(meta["task"], None if classes is None else np.asarray(classes), names, meta.get("target"),
-                   data["arrays"]["mean"], data["arrays"]["scale"])
+        meta, mean, scale = data["meta"], data["arrays"]["mean"], data["arrays"]["scale"]
+        problem = _record_problem(meta, net) or (None if np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))
+                                                 and np.all(scale > 0) else "a standardizer that is not finite "
+                                                 "or scales by 0 or less")
+        if problem:
+            raise ValueError(f"{path}: the stored data description is malformed: {problem}")
+        classes = meta.get("classes")
+        return cls(meta["task"], None if classes is None else np.asarray(classes), meta.get("feature_names"),
+                   meta.get("target"), mean, scale)
 
     def standardizer(self):
         from .datasets import Standardizer
@@ -320,3 +322,25 @@ class Preprocessing(NamedTuple):
         scaler = Standardizer()
         scaler.mean_, scaler.scale_ = np.asarray(self.mean), np.asarray(self.scale)
         return scaler
+
+
+def _record_problem(meta: dict, net) -> str | None:
+    """What is wrong with a stored data description for ``net``, or None."""
+    task, classes, names, target = (meta.get(k) for k in ("task", "classes", "feature_names", "target"))
+    n_out = net.sizes[-1]
+    if task not in ("classify", "regress", "multilabel"):
+        return f"task {task!r}"
+    if classes is not None and not (isinstance(classes, list) and classes and len({type(c) for c in classes}) == 1
+                                    and type(classes[0]) in (str, int, bool, float)):
+        return f"classes {str(classes)[:100]} (one kind of label: text, numbers or booleans)"
+    expected = {"classify": n_out if net.is_classifier else -1, "multilabel": 2 if net.loss ==
+                "binary_cross_entropy" else -1, "regress": None}[task]
+    if (classes is None and expected is not None) or (classes is not None and len(classes) != expected):
+        return (f"a {task} description with {'no' if classes is None else len(classes)} class names for a "
+                f"{net.loss} network with {n_out} outputs")
+    if names is not None and not (isinstance(names, list) and len(names) == net.sizes[0]
+                                  and all(isinstance(n, str) for n in names)):
+        return f"feature names {str(names)[:100]} for {net.sizes[0]} inputs"
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (str, int))):
+        return f"target {target!r}"
+    return None

@@ -146,7 +146,7 @@ def cmd_predict(args, backend):
         check_output_path(args.out, "--out")
         check_not_an_input(args.out, "--out", [("model", args.model), ("--data file", args.data)])
     net = load(args.model, backend=backend)
-    prep = Preprocessing.from_record(read_record(args.model), args.model)
+    prep = Preprocessing.from_record(read_record(args.model), args.model, net)
     if args.proba and not (net.is_classifier or prep is not None and prep.task == "multilabel"):
         raise ValueError(f"--proba gives class probabilities, but {args.model} is not a classifier "
                          f"(loss {net.loss})")
@@ -179,7 +179,7 @@ def cmd_export(args, backend=None):
     check_output_path(args.onnx, "the ONNX file")
     check_not_an_input(args.onnx, "the ONNX file", [("model", args.model)])
     net = load(args.model)
-    prep = Preprocessing.from_record(read_record(args.model), args.model)
+    prep = Preprocessing.from_record(read_record(args.model), args.model, net)
     export.check_exportable(net.activation, net.output_activation)
     standardizer = None if prep is None else (prep.mean, prep.scale)
     classes = None if prep is None else prep.classes

@@ -366,7 +366,7 @@ def cmd_evaluate(args, backend):
     from .cli_data import Preprocessing, load_source, prepare
 
     net = load(args.model, backend=backend)
-    prep = Preprocessing.from_record(read_record(args.model), args.model)
+    prep = Preprocessing.from_record(read_record(args.model), args.model, net)
     source = load_source(args, load_dataset)
     if source.X.shape[1] != net.sizes[0]:
         raise ValueError(f"{args.model} expects {net.sizes[0]} input features but {source.name} has "

@@ -259,3 +259,47 @@ def test_a_boolean_model_evaluates_a_table_that_writes_its_labels_as_text(tmp_pa
     with pytest.raises(ValueError, match=r"t: label 'maybe' \(sample 1\) is not one of the model's classes "
                                          r"\['False', 'True'\]"):
         codes_for(np.array(["True", "maybe"]), np.array([False, True]), "t")
+
+
+@pytest.fixture(scope="module")
+def described(tmp_path_factory):
+    """A folder holding d.csv and m.npz, a model trained on it with the command."""
+    import os
+
+    folder = tmp_path_factory.mktemp("described")
+    X = features(30)
+    write_csv(folder / "d.csv", ["a", "b", "c", "t"], [[*x, "yn"[int(x[0] > 0)]] for x in X])
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert main(["train", "--data", "d.csv", "--epochs", "1", "--quiet", "--save", "m.npz"]) == 0
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda m, a: m.update(classes=["a"]), "a classify description with 1 class names for a cross_entropy network"),
+    (lambda m, a: m.update(classes=[[1, 2], [3]]), "classes [[1, 2], [3]] (one kind of label"),
+    (lambda m, a: m.update(classes=[1, "a"]), "classes [1, 'a'] (one kind of label"),
+    (lambda m, a: m.update(task="multilabel"), "a multilabel description with 2 class names for a cross_entropy"),
+    (lambda m, a: m.update(feature_names=["a"]), "feature names ['a'] for 3 inputs"),
+    (lambda m, a: m.update(target={"x": 1}), "target {'x': 1}"),
+    (lambda m, a: a.update(data__scale=np.zeros(3)), "a standardizer that is not finite or scales by 0 or less"),
+], ids=["too-few-classes", "nested", "mixed", "task", "feature-names", "target", "zero-scale"])
+@pytest.mark.parametrize("command", ["predict", "export", "evaluate"])
+def test_a_stored_description_that_does_not_fit_the_network_is_one_line(described, monkeypatch, capsys, change,
+                                                                         fragment, command):
+    import json
+
+    capsys.readouterr()
+    with np.load(described / "m.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"][()]))
+    change(meta["data"], arrays)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(described / "bad.npz", **arrays)
+    args = {"predict": ("--data", "d.csv"), "export": ("bad.onnx",), "evaluate": ("--data", "d.csv")}[command]
+    status, out, err = cli(described, monkeypatch, capsys, command, "bad.npz", *args)
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "bad.npz: the stored data description is malformed: " + fragment in err
