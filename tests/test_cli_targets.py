@@ -303,3 +303,18 @@ def test_a_stored_description_that_does_not_fit_the_network_is_one_line(describe
     status, out, err = cli(described, monkeypatch, capsys, command, "bad.npz", *args)
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert "bad.npz: the stored data description is malformed: " + fragment in err
+
+
+def test_predict_to_a_pipe_whose_reader_has_gone_ends_quietly(described, monkeypatch, capsys):
+    """``portable-bp predict ... | head``: no error line, the status a shell gives SIGPIPE."""
+    import io
+    import sys
+
+    class GonePipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.chdir(described)
+    monkeypatch.setattr(sys, "stdout", GonePipe())
+    assert main(["predict", "m.npz", "--data", "d.csv"]) == 141
+    assert capsys.readouterr().err == ""
