@@ -5,8 +5,10 @@ the class names, the feature names and the standardizer. ``predict`` matches a C
 columns to the model's features by name (the order may differ; the target column, if the
 file has one, is ignored; a missing or unknown column is an error naming it), reads every
 value as ``train`` does (a non-number or NaN is refused with its line and column), and
-writes CSV in the user's labels. A model saved from Python (``Network.save``) has no such
-record: its features are used as given and its classes are the output indices.
+writes CSV in the user's labels (a multi-label model: one column per label). An output
+path that is the model or the data is refused. A model saved from Python
+(``Network.save``) has no such record: its features are used as given and its classes
+are the output indices.
 
 Host-side (NumPy is allowed here).
 """
