@@ -36,6 +36,8 @@ class NumpyOps(InPlaceOps):
         super().__init__(xp)
         self._constants: dict = {}
         self._gemm_subtract = gemm_subtract  # NumPy's BLAS gemm, where numpy_blas found it
+        # layers of this many weights take plain SGD's step through it (never, without it)
+        self._gemm_from = math.inf if gemm_subtract is None else numpy_blas.MIN_WEIGHTS
         self._serial = serial  # numpy_blas.SerialProducts: small products on one BLAS thread
         # a layer's three products (E7, E9, E10) each take rows · W.size multiply-adds (len()
         # is the rows: no shape tuple made); under this many the library keeps a product on
@@ -101,12 +103,12 @@ class NumpyOps(InPlaceOps):
             return super().sgd_dense(W, b, g, lr)
         scaled = g.delta  # the step's own temporary, done with once E9 has used it: consumed
         scaled *= lr
-        if self._gemm_subtract is None or W.size < numpy_blas.MIN_WEIGHTS:
-            # small layers: NumPy's product costs less than a ctypes call
-            W -= scaled.T @ g.inputs if len(scaled) * W.size < self._threaded_from else self._matmul(scaled.T, g.inputs)
+        rows = len(scaled)
+        if W.size < self._gemm_from:  # small layers: NumPy's product costs less than a ctypes call
+            W -= scaled.T @ g.inputs if rows * W.size < self._threaded_from else self._matmul(scaled.T, g.inputs)
         else:
             W = self._gemm_subtract(W, scaled, g.inputs, 1.0)
-        b -= scaled[0] if scaled.shape[0] == 1 else np.add.reduce(scaled, axis=0)  # one row: itself
+        b -= scaled[0] if rows == 1 else np.add.reduce(scaled, axis=0)  # one row: itself
         return W, b
 
     def subtract_product(self, W, D, A, alpha):
