@@ -125,13 +125,15 @@ class NumpyOps(InPlaceOps):
             if loss.name != "mse" or f.name not in _BACKWARD:
                 return super().output_delta(U, A, Z, f, loss, scale)
             D = A - Z
-            D *= scale
+            if not (isinstance(scale, float) and scale == 1.0):  # a one-row batch's 1/m: ×1 is exact, skipped
+                D *= scale
             _BACKWARD[f.name](A, D)
             return D
         if Z.ndim == 1:
             Z = Z[:, None] == self._constant(np.arange, A.shape[1], Z.dtype)  # column indices
         D = A - Z
-        D *= scale
+        if not (isinstance(scale, float) and scale == 1.0):
+            D *= scale
         return D
 
     def dropout_mask(self, seed, count, layer, first_row, like, rate):
