@@ -134,7 +134,7 @@ class SGD(Optimizer):
 
     def update(self, grad, state, param, *, ops, lr):
         if not (self.momentum or self.weight_decay):  # self.plain, without a call per layer and step
-            return ops.sgd_dense(*param, grad, lr), state  # E12: W − lr·Δᵀ A(l-1), b − lr·Σ_rows Δ
+            return ops.sgd_dense(param[0], param[1], grad, lr), state  # E12: W − lr·Δᵀ A(l-1), b − lr·Σ_rows Δ
         grads = _with_weight_decay(ops.dense_grads(grad), param, self.weight_decay)
         if not self.momentum:
             return tuple(ops.sgd(p, g, lr) for p, g in zip(param, grads)), state

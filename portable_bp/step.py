@@ -108,14 +108,16 @@ def forward(spec: Spec, ops: Ops, params: Params, X: Array, ctx: Context | None 
     outputs: list | None = [] if dropping else None
     masks: list | None = [] if dropping else None
     for l in range(last):
-        A = ops.affine_activation(inputs[l], *params[l], spec.activations[l])   # E7: A(l) = f(A(l-1) W(l)ᵀ + b(l))
+        W, b = params[l]
+        A = ops.affine_activation(inputs[l], W, b, spec.activations[l])        # E7: A(l) = f(A(l-1) W(l)ᵀ + b(l))
         if dropping:
             S = dropout_mask(spec, ops, ctx, l, A)                               # E14: S(l) = M(l) / (1 − p_l)
             outputs.append(A)  # type: ignore[union-attr]
             masks.append(S)  # type: ignore[union-attr]
             A = A if S is None else ops.dropout(A, S)                           # E14: A(l) ⊙ S(l)
         inputs.append(A)
-    U = ops.affine(inputs[last], *params[last])                                 # E7 at the output: U(L)
+    W, b = params[last]
+    U = ops.affine(inputs[last], W, b)                                          # E7 at the output: U(L)
     return tuple.__new__(Forward, (inputs, outputs, masks, U))
 
 
