@@ -70,6 +70,9 @@ RTOL = {"float32": 2e-5, "float64": 1e-11}
 # operation for every new shape and dtype (seconds per test on a CPU); the x64 flag, once a
 # float64 case has switched it on, stays on, so its float32 cases run the same code
 JAX_REPEATS = "jax repeats the reference Ops here (op by op, compiled per shape): another case covers it"
+# a test process's resident memory past which JAX's compiled programs are dropped (see
+# _MemoryCap): the worker that runs the jax group peaks near it, the other stays near 700 MB
+JAX_WORKER_MB = 1100
 CAPABILITIES = {
     "mutable": lambda b: b.mutable,
     "compiles": lambda b: b.compile is not None,
@@ -180,11 +183,19 @@ def _generated(item) -> bool:
     return True
 
 
+def _in_jax_group(item) -> bool:
+    """Whether a test runs JAX programs: its id names jax (a ``jax`` case of the fixtures,
+    or a test about JAX). Such tests join one xdist group, so one worker runs them one after
+    another and reuses the programs they compile (the same shapes recur from case to case)."""
+    return "jax" in item.nodeid and item.get_closest_marker("mpi") is None
+
+
 def pytest_collection_modifyitems(config, items):
-    """The ``mpi`` tests first: one worker runs them one after another (a minute of
-    ``mpiexec`` runs and waits) while the other starts on the rest, rather than the suite
-    ending on them. Every worker sorts the same way, as xdist requires."""
-    items.sort(key=lambda item: item.get_closest_marker("mpi") is None)
+    """The ``mpi`` tests, then the ``jax`` group, first: each is one worker's run of tests one
+    after another (a minute of ``mpiexec`` runs and waits; a minute or two of JAX), started
+    while the other worker begins on the rest, rather than the suite ending on them. Every
+    worker sorts the same way, as xdist requires."""
+    items.sort(key=lambda item: (item.get_closest_marker("mpi") is None, not _in_jax_group(item)))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -200,6 +211,8 @@ def pytest_pycollect_makeitem(collector, name, obj):
     for item in kept:
         if isinstance(item, pytest.Function) and item.get_closest_marker("mpi"):
             item.add_marker(pytest.mark.xdist_group("mpi"))
+        elif isinstance(item, pytest.Function) and _in_jax_group(item):
+            item.add_marker(pytest.mark.xdist_group("jax"))
     return kept
 
 
@@ -227,10 +240,13 @@ def xp_spec(request) -> str:
 
 class _MemoryCap:
     """Keeps a test process near ``limit_mb`` of resident memory. JAX keeps every program it
-    compiled (a few MB each; a JAX case of test_ops compiles dozens: one process grew to
-    1.5 GB over test_ops.py), and glibc keeps freed memory: past the limit, after a test,
+    compiled (about 1.4 MB each, native memory; one eager operation per shape and dtype is
+    one program, and a JAX case of test_ops compiles dozens): past the limit, after a test,
     JAX's caches are dropped and the freed memory is handed back (one /proc read per test;
-    the drop costs a recompile of what the next test needs)."""
+    the drop costs a recompile of what the next test needs). The JAX cases run one after
+    another on one worker (the ``jax`` group), so the limit is set to let them share most of
+    their programs (at 700 MB they were recompiled so often that they took twice the
+    processor time); when that worker leaves the group its programs are dropped at once."""
 
     def __init__(self, limit_mb: float):
         self.limit = self.floor = limit_mb
@@ -243,8 +259,8 @@ class _MemoryCap:
         except (OSError, ValueError, IndexError):  # not Linux: nothing to watch
             return 0.0
 
-    def after_test(self) -> None:
-        if self.rss_mb() <= self.limit or "jax" not in sys.modules:
+    def after_test(self, leaving_jax: bool) -> None:
+        if "jax" not in sys.modules or (self.rss_mb() <= self.limit and not leaving_jax):
             return
         sys.modules["jax"].clear_caches()
         gc.collect()
@@ -256,13 +272,12 @@ class _MemoryCap:
         self.limit = max(self.floor, self.rss_mb() + 100)
 
 
-_memory_cap = _MemoryCap(limit_mb=700)
+_memory_cap = _MemoryCap(limit_mb=JAX_WORKER_MB)
 
 
-@pytest.fixture(autouse=True)
-def _bounded_memory():
-    yield
-    _memory_cap.after_test()
+def pytest_runtest_teardown(item, nextitem):
+    """After each test: the memory cap (see :class:`_MemoryCap`)."""
+    _memory_cap.after_test(leaving_jax=_in_jax_group(item) and nextitem is not None and not _in_jax_group(nextitem))
 
 
 @pytest.fixture
