@@ -5,6 +5,12 @@ Method (why each step is there):
     growth) is run and not recorded;
   * then R rounds; in each round every contender trains one epoch, in an order rotated by
     one each round, so slow drifts of the machine (clock, heat, neighbours) hit all alike;
+  * where the fastest contender's epoch is shorter than ``MIN_ROUND_S``, a round trains
+    the same number of epochs for every contender (one call each, as a loop of
+    ``fit(epochs=1)`` would), enough that the fastest one's round lasts that long: a round
+    of one sub-millisecond epoch (config A on JAX) measures the cold caches the round's
+    ``gc.collect()`` leaves behind (every contender's first call after it ran 2-3x slower
+    than the next) and the host's bursts more than the epoch;
   * GPU contenders synchronise before returning, so the wall clock covers the device work;
   * the ratio "reference / X" is taken per round (both measured seconds apart) and then
     the median over rounds is reported, which cancels most of the drift;
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -24,11 +31,26 @@ import time
 
 from .contenders import _gpu_cache
 
+# the shortest round timed: shorter epochs are repeated within a round (see the docstring)
+MIN_ROUND_S = 0.05
+
+
+def epochs_per_round(runs) -> int:
+    """How many epochs each round times (the same for every contender): enough that the
+    fastest contender's round lasts ``MIN_ROUND_S``, judged from one more epoch of each."""
+    fastest = math.inf
+    for run in runs.values():
+        t0 = time.perf_counter()
+        run()
+        fastest = min(fastest, time.perf_counter() - t0)
+    return max(1, min(1000, math.ceil(MIN_ROUND_S / max(fastest, 1e-9))))
+
 
 def time_block(contenders, rounds, log):
-    """Set up, warm up, then time ``rounds`` interleaved epochs per contender.
+    """Set up, warm up, then time ``rounds`` interleaved rounds per contender (each one
+    epoch, or :func:`epochs_per_round` of them).
 
-    Returns ({name: [seconds per round]}, {name: failure reason})."""
+    Returns ({name: [seconds per epoch, one value per round]}, {name: failure reason})."""
     runs, failed, prep = {}, {}, {}
     for c in contenders:
         try:
@@ -42,6 +64,9 @@ def time_block(contenders, rounds, log):
             log(f"    {c.name}: failed in setup/warm-up: {failed[c.name]}")
     names = list(runs)
     times = {n: [] for n in names}
+    repeat = epochs_per_round(runs) if runs else 1
+    if repeat > 1:
+        log(f"    {repeat} epochs per round (one epoch is under {MIN_ROUND_S * 1e3:.0f} ms)")
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)] if names else []
         for n in order:
@@ -50,8 +75,9 @@ def time_block(contenders, rounds, log):
             gc.collect()
             try:
                 t0 = time.perf_counter()
-                runs[n]()
-                times[n].append(time.perf_counter() - t0)
+                for _ in range(repeat):
+                    runs[n]()
+                times[n].append((time.perf_counter() - t0) / repeat)
             except Exception as exc:  # noqa: BLE001
                 failed[n] = f"{type(exc).__name__}: {exc}"
                 log(f"    {n}: failed while timed: {failed[n]}")

@@ -32,7 +32,7 @@ def to_backend(backend, data, dtype, what: str):
     if backend.owns(data):
         if dtype is None or data.dtype != dtype:  # already the float dtype asked for: numbers
             _check_numeric(backend.xp, data, what)
-        return backend.asarray(data, dtype)
+        return data if dtype is None or data.dtype == dtype else backend.asarray(data, dtype)
     where = f"{library_of(data)} array on device {array_api_compat.device(data)}"
     raise TypeError(f"{what} is a {where}, but the network lives on backend {backend.spec!r} "
                     f"(device {backend.device}); move it first, e.g. with net.backend.asarray("
@@ -42,12 +42,20 @@ def to_backend(backend, data, dtype, what: str):
 def _check_numeric(xp, arr, what: str) -> None:
     """TypeError unless ``arr`` (an array of the namespace ``xp``) holds booleans, integers
     or real floats."""
-    try:
-        numeric = xp.isdtype(arr.dtype, ("bool", "integral", "real floating"))
-    except (TypeError, ValueError):
-        numeric = False
-    if not numeric:
+    if not _numeric(xp, arr.dtype):
         raise TypeError(f"{what} must hold real numbers, got dtype {arr.dtype}")
+
+
+@functools.lru_cache(maxsize=64)
+def _numeric(xp, dtype) -> bool:
+    """Whether ``dtype`` of namespace ``xp`` is a boolean, integer or real float, asked once
+    per dtype: JAX's ``isdtype`` builds its dtype sets at every call (~5 µs, several
+    times that on a cold cache), which a ``fit(epochs=1)`` loop on a tiny network pays per
+    call."""
+    try:
+        return bool(xp.isdtype(dtype, ("bool", "integral", "real floating")))
+    except (TypeError, ValueError):
+        return False
 
 
 def _all(xp, cond) -> bool:

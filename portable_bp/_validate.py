@@ -13,6 +13,8 @@ from numbers import Integral, Real
 
 def integer(value, name: str, minimum: int = 0) -> int:
     """``value`` as an int >= ``minimum``, or a ValueError naming ``name``."""
+    if type(value) is int and value >= minimum:  # the common case, without the ABC check
+        return value
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum,
                                                                            f"an integer >= {minimum}")

@@ -11,6 +11,9 @@ never unpickles anything (``allow_pickle=False``: a checkpoint cannot run code):
 * optional, the training history (what ``fit`` returned, over every epoch up to
   ``epochs_trained``, resumed runs included): ``meta["history"]`` lists the metric names,
   ``history__epochs`` (int64) the epochs and ``history__<name>`` (float64) each metric.
+* optional, the state of each early stopper of the fit (best value and epoch, epochs
+  without improvement, the best epoch's parameters): ``meta["early_stopping"]`` and
+  ``early<i>__W<l>``, ``early<i>__b<l>``, so that a resumed fit continues their patience.
 * optional, what the data needed before the network saw it (the command line's class
   names, feature names, standardizer): ``meta["data"]``, any JSON object, and
   ``data__<name>``: float64 vectors of one value per input feature.
@@ -29,35 +32,37 @@ Loading never trusts the file: every entry's ``.npy`` header is checked against 
 config (shape, dtype) and against a byte limit (``PORTABLE_BP_MAX_BYTES``, default 4 GiB)
 before its data is read, so a small hostile file cannot make ``load`` allocate gigabytes.
 
-This module is host-side: it uses NumPy and the backend's own ``asarray``/``to_numpy``.
+The optional parts are written and read by :mod:`.checkpoint_record`. This module is
+host-side: it uses NumPy and the backend's own ``asarray``/``to_numpy``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from numbers import Integral
 
 import numpy as np
 
+from . import checkpoint_record as record
 from ._safe_io import NpzArchive, atomic_write
 
 FORMAT = "portable_bp-checkpoint"
 VERSION = 1
 ARCHITECTURE = ("sizes", "activation", "output_activation", "loss")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")  # history metrics and data arrays
 
 
 # -- saving ------------------------------------------------------------------------------
-def save(net, path, run=None, history=None, data=None) -> None:
+def save(net, path, run=None, history=None, data=None, early_stopping=()) -> None:
     """Write ``net`` (parameters, epochs_trained, optimizer state) to ``path`` atomically;
     ``run`` (a JSON-able dict: world size, global batch of the fit writing it) goes into
     the metadata as ``run``, for the record: resuming does not need it. ``history`` (a
     :class:`~portable_bp.train.History`) is stored so that a resumed fit returns every
     epoch's metrics; ``data`` is ``{"meta": JSON object, "arrays": {name: vector}}``, each
     vector one float per input feature (a standardizer's mean and scale, say).
+    ``early_stopping``: the states of a fit's :class:`~portable_bp.train.EarlyStopping`
+    callbacks (their ``state()``), so that a resumed fit continues their patience.
 
     An existing file keeps its permission bits; a read-only file, a directory or a
     non-regular file at ``path`` is refused before anything is written (see
@@ -68,9 +73,12 @@ def save(net, path, run=None, history=None, data=None) -> None:
     if run is not None:
         meta["run"] = dict(run)
     if history is not None and history.epochs:
-        meta["history"] = _history_arrays(history, arrays, meta["epochs_trained"])
+        meta["history"] = record.history_arrays(history, arrays, meta["epochs_trained"])
+    if early_stopping:
+        to_host = lambda a: np.asarray(net.backend.to_numpy(a), dtype=net.dtype)  # noqa: E731
+        meta["early_stopping"] = record.stopping_arrays(early_stopping, arrays, to_host, meta["epochs_trained"])
     if data is not None:
-        meta["data"] = _data_arrays(data, net.sizes[0], arrays)
+        meta["data"] = record.data_arrays(data, net.sizes[0], arrays)
     arrays["meta"] = np.array(json.dumps(meta))  # 0-d '<U' array: no pickling on load
     # through a file object: numpy adds no ".npz" suffix
     atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -109,41 +117,6 @@ def _host_contents(net):
             "epochs_trained": int(net.epochs_trained), "steps_trained": int(net.steps_trained),
             "backend": net.backend.spec, "optimizer": optimizer}
     return arrays, meta
-
-
-def _history_arrays(history, arrays, epochs_trained: int) -> list[str]:
-    """The history's epochs and metrics into ``arrays``; the metric names, for the metadata.
-    The epochs must increase and end before ``epochs_trained``, as loading checks."""
-    n = len(history.epochs)
-    epochs = np.asarray(history.epochs, dtype=np.int64)
-    if epochs[0] < 0 or np.any(np.diff(epochs) <= 0) or epochs[-1] >= epochs_trained:
-        raise ValueError(f"the history's epochs {history.epochs[:3]}...{history.epochs[-1]} must increase "
-                         f"from 0 and end before the network's epochs_trained ({epochs_trained})")
-    arrays["history__epochs"] = epochs
-    names = []
-    for key, values in history.history.items():
-        if not isinstance(key, str) or not _NAME.fullmatch(key) or len(values) != n:
-            raise TypeError(f"history metric {key!r} must be a plain name with one value per epoch")
-        arrays[f"history__{key}"] = np.asarray(values, dtype=np.float64)
-        names.append(key)
-    return names
-
-
-def _data_arrays(data, n_features: int, arrays) -> dict:
-    """``data``'s vectors into ``arrays`` (checked: one float per feature); its JSON object."""
-    if not isinstance(data, dict) or set(data) - {"meta", "arrays"}:
-        raise TypeError("data must be {'meta': JSON object, 'arrays': {name: vector}}")
-    try:
-        meta = json.loads(json.dumps(data.get("meta") or {}))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"data['meta'] cannot be stored as JSON: {exc}") from None
-    for key, vector in (data.get("arrays") or {}).items():
-        vector = np.asarray(vector, dtype=np.float64)
-        if not _NAME.fullmatch(str(key)) or vector.shape != (n_features,):
-            raise TypeError(f"data array {key!r} must be a named vector of {n_features} values, "
-                            f"got shape {vector.shape}")
-        arrays[f"data__{key}"] = vector
-    return meta
 
 
 # -- loading -----------------------------------------------------------------------------
@@ -188,7 +161,8 @@ def read_run(path, net) -> dict:
                       f"{saved.get('dropout', [])}: the masks and the trajectory differ from the saved run's",
                       UserWarning, stacklevel=5)
     run = _saved_run(ck, path, net)
-    run.update(seed=saved["seed"], init=saved["init"], sigma=saved["sigma"], history=ck["history"])
+    run.update(seed=saved["seed"], init=saved["init"], sigma=saved["sigma"], history=ck["history"],
+               early_stopping=ck["early_stopping"])
     return run
 
 
@@ -258,27 +232,8 @@ def _read(path, max_bytes=None) -> dict:
     with NpzArchive(path, name, max_bytes) as npz:
         if not npz.has("meta"):
             raise ValueError(f"{name} is not a portable_bp checkpoint: no 'meta' entry")
-        meta = _parse_meta(_entry(npz, "meta", name), name)
+        meta = _parse_meta(record.entry(npz, "meta", name), name)
         return _contents(npz, meta, name)
-
-
-_MAX_META_BYTES = 4 << 20  # the JSON of any real network is a few kilobytes
-
-
-def _entry(npz, key, name, shape=None, dtype=None):
-    """One entry, its header checked against ``shape`` and ``dtype`` (when given) before its
-    data is read; ``meta`` must be a modest 0-d string."""
-    with npz.member(key) as member:
-        if key == "meta" and (member.shape != () or member.dtype.kind != "U"):
-            raise ValueError(f"{name}: 'meta' must be a 0-d string array, got {member.dtype} of shape "
-                             f"{member.shape}")
-        if key == "meta" and member.nbytes > _MAX_META_BYTES:
-            raise ValueError(f"{name}: 'meta' holds {member.nbytes:,} bytes; metadata is never that large")
-        if shape is not None and member.shape != shape:
-            raise ValueError(f"{name}: array {key!r} has shape {member.shape}, expected {shape}")
-        if dtype is not None and member.dtype.newbyteorder("=") != np.dtype(dtype):  # read byte-swapped
-            raise ValueError(f"{name}: array {key!r} has dtype {member.dtype}, expected {dtype}")
-        return member.read()
 
 
 def _parse_meta(arr, name) -> dict:
@@ -315,11 +270,7 @@ def _parse_meta(arr, name) -> dict:
                 opt.get("config") is None or isinstance(opt["config"], dict)):
             raise ValueError(f"{name}: metadata 'optimizer' is malformed: {opt!r}")
         _need(opt, "step", int, name, nonneg=True)
-    history = meta.get("history", [])
-    if not isinstance(history, list) or not all(isinstance(k, str) and _NAME.fullmatch(k) for k in history):
-        raise ValueError(f"{name}: metadata 'history' is malformed: {str(history)[:200]}")
-    if not isinstance(meta.get("data", {}), dict):
-        raise ValueError(f"{name}: metadata 'data' must be an object, got {str(meta['data'])[:200]}")
+    record.check_meta(meta, name)
     return meta
 
 
@@ -346,7 +297,7 @@ def _contents(npz, meta, name) -> dict:
     def array(key, shape):
         if not npz.has(key):
             raise ValueError(f"{name}: missing array {key!r}")
-        return _entry(npz, key, name, shape, dtype)
+        return record.entry(npz, key, name, shape, dtype)
 
     flat = [array(key, shape) for key, shape in shapes]
     slots = {}
@@ -360,36 +311,5 @@ def _contents(npz, meta, name) -> dict:
     return {"config": cfg, "epochs_trained": meta["epochs_trained"], "backend": meta.get("backend"),
             "steps_trained": meta.get("steps_trained", step),
             "optimizer": meta["optimizer"], "params": list(zip(flat[0::2], flat[1::2])), "slots": slots,
-            "history": _history(npz, meta, name), "data": _data(npz, meta, name, sizes[0])}
-
-
-def _history(npz, meta, name) -> dict:
-    """The saved history as lists, checked: epochs increasing, below ``epochs_trained``,
-    one value per epoch for every metric."""
-    names = meta.get("history", [])
-    if not names and not npz.has("history__epochs"):
-        return {"epochs": [], "values": {}}
-    if not npz.has("history__epochs"):
-        raise ValueError(f"{name}: missing array 'history__epochs'")
-    with npz.member("history__epochs") as member:
-        if member.dtype != np.int64 or len(member.shape) != 1:
-            raise ValueError(f"{name}: 'history__epochs' must be a 1-D int64 array")
-        n = member.shape[0]
-    epochs = _entry(npz, "history__epochs", name, (n,), np.int64)
-    if n and (epochs[0] < 0 or np.any(np.diff(epochs) <= 0) or epochs[-1] >= meta["epochs_trained"]):
-        raise ValueError(f"{name}: 'history__epochs' must increase from 0 up to epochs_trained - 1")
-    values = {}
-    for key in names:
-        if not npz.has(f"history__{key}"):
-            raise ValueError(f"{name}: missing array 'history__{key}'")
-        values[key] = _entry(npz, f"history__{key}", name, (n,), np.float64).tolist()
-    return {"epochs": epochs.tolist(), "values": values}
-
-
-def _data(npz, meta, name, n_features) -> dict | None:
-    """The saved ``data`` object and its vectors (float64, one value per input feature)."""
-    if "data" not in meta:
-        return None
-    arrays = {key.removeprefix("data__"): _entry(npz, key, name, (n_features,), np.float64)
-              for key in npz.keys if key.startswith("data__")}
-    return {"meta": meta["data"], "arrays": arrays}
+            "history": record.read_history(npz, meta, name), "data": record.read_data(npz, meta, name, sizes[0]),
+            "early_stopping": record.read_stopping(npz, meta, name, shapes, dtype)}

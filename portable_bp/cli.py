@@ -7,7 +7,8 @@ bad flag or value, a missing file, a backend that cannot run here) end the comma
 exit status 2 and one line on stderr, ``portable-bp: error: ...``, never a traceback; set
 ``PORTABLE_BP_DEBUG=1`` to see the traceback instead; running out of memory is such a
 problem too (one line naming the array and the bytes asked for). Ctrl-C exits with 130
-and SIGTERM with 143, after ``train`` has written what it has; a divergence exits with 1.
+and SIGTERM with 143, after ``train`` has written what it has; a divergence exits with 1;
+output to a pipe whose reader has gone (``| head``) ends the command quietly with 141.
 The statuses and the signal handling live in :mod:`.stopping`.
 
 Host-side module (NumPy is allowed here).
@@ -126,6 +127,17 @@ def _run(args):
         return COMMANDS[args.command](args, backend)
 
 
+def _reader_gone() -> int:
+    """Standard output's reader went away (``portable-bp predict ... | head``): stop quietly,
+    as Unix tools do, with the status a shell reports for SIGPIPE (141). Standard output is
+    pointed at the null device first, so that Python's flush at exit raises nothing more."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a captured stream)
+        pass
+    return 128 + 13  # SIGPIPE's number on every POSIX system
+
+
 def main(argv=None) -> int:
     """Entry point of ``portable-bp`` and ``python -m portable_bp``; returns the exit status."""
     from .backends import BackendUnavailable
@@ -142,6 +154,8 @@ def main(argv=None) -> int:
         why = f" ({exc})" if str(exc) else ""  # with many processes: which were signalled
         sys.stderr.write(f"{PROG}: {'terminated' if terminated else 'interrupted'}{why}\n")
         return stopping.exit_status(exc)
+    except BrokenPipeError:
+        return _reader_gone()
     except (TrainingDiverged, ValueError, TypeError, OSError, ImportError, MemoryError,
             BackendUnavailable) as exc:
         if os.environ.get("PORTABLE_BP_DEBUG"):

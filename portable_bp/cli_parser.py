@@ -106,7 +106,10 @@ Task: --task auto decides as scikit-learn's type_of_target, and the first line p
 says what it decided: labels that are text, booleans or whole numbers (10/20/30 too) are
 classes, numbered in sorted order as scikit-learn's LabelEncoder does; a target with a
 fraction is a regression. --task classify or regress overrides it (--loss cross_entropy
-implies classify, the other losses regress).
+implies classify, the other losses regress). A 2-D 0/1 target (an NPZ y with one column
+per label, "multilabel-indicator") is a multi-label classification: one sigmoid output
+and binary cross-entropy per label, scored by subset accuracy; predict writes a column
+per label (label_0, ...).
 
 Data: the split into train and test parts is seeded (--seed; stratified by class for
 classification); --validation-split F then takes the fraction F of the rest as a
@@ -198,8 +201,8 @@ def _add_train(sub):
                         "epoch's weights (validation part: --validation-split, default 0.1)")
     _add_network_args(t, [64], "relu")
     t.add_argument("--loss", choices=LOSS_NAMES, default=None,
-                   help="default: cross_entropy to classify, mse to regress (binary_cross_entropy "
-                        "for a 0/1 indicator per column)")
+                   help="default: cross_entropy to classify, binary_cross_entropy for a multi-label "
+                        "target, mse to regress")
     t.add_argument("--optimizer", choices=optimizer_names(), default="momentum",
                    help="default: momentum (SGD with momentum 0.9)")
     t.add_argument("--lr", type=_positive_float, default=None,

@@ -5,8 +5,10 @@ the class names, the feature names and the standardizer. ``predict`` matches a C
 columns to the model's features by name (the order may differ; the target column, if the
 file has one, is ignored; a missing or unknown column is an error naming it), reads every
 value as ``train`` does (a non-number or NaN is refused with its line and column), and
-writes CSV in the user's labels. A model saved from Python (``Network.save``) has no such
-record: its features are used as given and its classes are the output indices.
+writes CSV in the user's labels (a multi-label model: one column per label). An output
+path that is the model or the data is refused. A model saved from Python
+(``Network.save``) has no such record: its features are used as given and its classes
+are the output indices.
 
 Host-side (NumPy is allowed here).
 """
@@ -98,6 +100,8 @@ def prediction_table(net, prep, A: np.ndarray, proba: bool) -> tuple[list[str], 
     """(header, columns): the predicted labels (and with ``proba`` each class's probability)
     for a classifier, the outputs for anything else."""
     name = prep.target if prep is not None and isinstance(prep.target, str) else "prediction"
+    if prep is not None and prep.task == "multilabel":
+        return _label_columns(prep.classes, A, proba)
     if net.is_classifier:
         classes = np.arange(A.shape[1]) if prep is None or prep.classes is None else prep.classes
         texts = np.asarray([label_text(c) for c in classes.tolist()])
@@ -109,6 +113,19 @@ def prediction_table(net, prep, A: np.ndarray, proba: bool) -> tuple[list[str], 
     if A.shape[1] == 1:
         return [name], [_numbers(A[:, 0])]
     return [f"prediction_{k}" for k in range(A.shape[1])], [_numbers(A[:, k]) for k in range(A.shape[1])]
+
+
+def _label_columns(values, A: np.ndarray, proba: bool) -> tuple[list[str], list[list[str]]]:
+    """A multi-label model's predictions: one column per label (``label_0``, ...) holding the
+    indicator value as the user wrote it (0/1 or False/True) where its output is above 0.5,
+    as scikit-learn's ``predict`` decides; with ``proba`` each label's probability too."""
+    texts = np.asarray([label_text(v) for v in values.tolist()])
+    names = [f"label_{k}" for k in range(A.shape[1])]
+    header, columns = list(names), [texts[(A[:, k] > 0.5).astype(np.int64)].tolist() for k in range(A.shape[1])]
+    if proba:
+        header += [f"proba_{name}" for name in names]
+        columns += [_numbers(A[:, k]) for k in range(A.shape[1])]
+    return header, columns
 
 
 def _csv_text(header, columns) -> str:
@@ -124,14 +141,15 @@ def cmd_predict(args, backend):
     from . import load
     from ._safe_io import atomic_write
     from .checkpoint import read_record
-    from .cli_data import Preprocessing
+    from .cli_data import Preprocessing, check_not_an_input
     from .train.callbacks import check_output_path
 
     if args.out:
         check_output_path(args.out, "--out")
+        check_not_an_input(args.out, "--out", [("model", args.model), ("--data file", args.data)])
     net = load(args.model, backend=backend)
-    prep = Preprocessing.from_record(read_record(args.model), args.model)
-    if args.proba and not net.is_classifier:
+    prep = Preprocessing.from_record(read_record(args.model), args.model, net)
+    if args.proba and not (net.is_classifier or prep is not None and prep.task == "multilabel"):
         raise ValueError(f"--proba gives class probabilities, but {args.model} is not a classifier "
                          f"(loss {net.loss})")
     X = features(args.data, prep, net.sizes[0], args.model)
@@ -157,19 +175,23 @@ def cmd_export(args, backend=None):
     """Write a saved model as ONNX, with its standardizer and class names."""
     from . import export, load
     from .checkpoint import read_record
-    from .cli_data import Preprocessing
+    from .cli_data import Preprocessing, check_not_an_input
     from .train.callbacks import check_output_path
 
     check_output_path(args.onnx, "the ONNX file")
+    check_not_an_input(args.onnx, "the ONNX file", [("model", args.model)])
     net = load(args.model)
-    prep = Preprocessing.from_record(read_record(args.model), args.model)
+    prep = Preprocessing.from_record(read_record(args.model), args.model, net)
     export.check_exportable(net.activation, net.output_activation)
     standardizer = None if prep is None else (prep.mean, prep.scale)
     classes = None if prep is None else prep.classes
-    model = export.network_model(net, dtype=args.dtype, classes=classes if net.is_classifier else None,
-                                 standardizer=standardizer, feature_names=None if prep is None else prep.feature_names)
+    multilabel = prep is not None and prep.task == "multilabel"
+    model = export.network_model(net, dtype=args.dtype, classes=classes if net.is_classifier or multilabel else None,
+                                 standardizer=standardizer, feature_names=None if prep is None else prep.feature_names,
+                                 multilabel=multilabel)
     export.save_model(model, args.onnx)
-    outputs = f"outputs (N, {net.sizes[-1]})" + (", label (N,)" if net.is_classifier else "")
+    label = f", label (N, {net.sizes[-1]})" if multilabel else ", label (N,)" if net.is_classifier else ""
+    outputs = f"outputs (N, {net.sizes[-1]}){label}"
     print(f"wrote {args.onnx}: input X (N, {net.sizes[0]}) {args.dtype or net.dtype}"
           f"{' (raw features: standardized in the graph)' if prep is not None else ''}; outputs {outputs}")
     return 0

@@ -51,9 +51,11 @@ def held_out_metrics(net, data):
     return out
 
 
-def metric_text(metrics, n):
+def metric_text(metrics, n, task=None):
+    """The held-out metric; a multi-label task's accuracy is subset accuracy (every label right)."""
     if "accuracy" in metrics:
-        return f"test accuracy: {metrics['accuracy']:.3f} (n={n})"
+        subset = "subset " if task is not None and task.kind == "multilabel" else ""
+        return f"test {subset}accuracy: {metrics['accuracy']:.3f} (n={n})"
     return f"test MSE: {metrics['mse']:.4g} (n={n})"
 
 
@@ -67,9 +69,12 @@ def check_outputs(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise ImportError('--plot needs matplotlib: pip install -e ".[plot]" in the checkout') from None
+    from .cli_data import check_not_an_input
+
     for flag, path in (("--plot", args.plot), ("--save", args.save), ("--checkpoint", args.checkpoint)):
         if path:
             check_output_path(path, flag)
+            check_not_an_input(path, flag, [("--data file", args.data)])
 
 
 def plot_history(history, path, title=""):
@@ -138,7 +143,7 @@ def _describe(args, net, data, opt, task, source, comm):
     bs = "full" if args.batch_size is None else args.batch_size
     if comm.size > 1:
         bs = f"{bs} (global: {comm.size} processes, {type(comm).__name__}, each its part)"
-    kind = "classes" if net.loss == "cross_entropy" else "outputs"
+    kind = "classes" if net.loss == "cross_entropy" else "labels" if task.kind == "multilabel" else "outputs"
     val = "" if data.X_val is None else f"{len(data.X_val)} validation / "
     print(task_line(task, data.n_out))
     print(f"{source.name}: {len(data.X_train)} train / {val}{len(data.X_test)} test samples, "
@@ -236,7 +241,9 @@ def _load(args):
 
         raise memory_error(f"loading {args.data or args.dataset}", exc) from None
     task = decide_task(source.y, args.task, args.loss, source.name)
-    data = prepare(source.X, source.y, task, args.seed, args.test_size, source.name, _validation_split(args))
+    implied = None if args.validation_split is not None else "--early-stopping's validation part (0.1)"
+    data = prepare(source.X, source.y, task, args.seed, args.test_size, source.name, _validation_split(args),
+                   validation_option=implied)
     return data, task, source, Preprocessing.of(task, source, data.scaler)
 
 
@@ -244,11 +251,11 @@ class _Run:
     """What a run's outputs are made of: its data, source, data description and callbacks
     (the History callback, EarlyStopping or None, the Checkpoint or None)."""
 
-    def __init__(self, args, comm, data, source, prep):
+    def __init__(self, args, comm, data, source, prep, task):
         from .train import EarlyStopping, History
         from .train.callbacks import Checkpoint
 
-        self.data, self.source, self.prep = data, source, prep
+        self.data, self.source, self.prep, self.task = data, source, prep, task
         self.history = History()
         self.stopper = None if args.early_stopping is None else EarlyStopping("val_loss",
                                                                               patience=args.early_stopping)
@@ -292,7 +299,7 @@ def _finish(args, net, run, history, elapsed, comm):
     metrics = held_out_metrics(net, run.data)
     _write_outputs(args, net, history, run.source.name, run.prep)
     ranks = f" x {comm.size} processes" if comm.size > 1 else ""
-    print(f"{metric_text(metrics, len(run.data.X_test))} | time: {elapsed:.1f} s | "
+    print(f"{metric_text(metrics, len(run.data.X_test), run.task)} | time: {elapsed:.1f} s | "
           f"backend: {net.backend.spec}{ranks}")
 
 
@@ -330,7 +337,7 @@ def _train(args, backend, comm):
     opt = get_optimizer(args.optimizer, args.lr, args.weight_decay)
     if not args.quiet:
         _describe(args, net, data, opt, task, source, comm)
-    run, t0 = together(comm, lambda: _Run(args, comm, data, source, prep)), time.perf_counter()
+    run, t0 = together(comm, lambda: _Run(args, comm, data, source, prep, task)), time.perf_counter()
     with stopping.deferred():  # from here, a signal waits for the writes...
         history = _fit(args, net, opt, run, comm)
         net.backend.synchronize()
@@ -346,7 +353,7 @@ def _stored_task(net, prep, path):
     from .cli_data import Task
 
     if prep is not None:
-        return Task(prep.task, net.loss, prep.classes, "stored")
+        return Task(prep.task, net.loss, prep.classes, "stored")  # multilabel: its indicator values
     if net.is_classifier:
         return Task("classify", net.loss, np.arange(net.sizes[-1]), f"{path}: its outputs' indices")
     return Task("regress", net.loss, None, "stored")
@@ -359,7 +366,7 @@ def cmd_evaluate(args, backend):
     from .cli_data import Preprocessing, load_source, prepare
 
     net = load(args.model, backend=backend)
-    prep = Preprocessing.from_record(read_record(args.model), args.model)
+    prep = Preprocessing.from_record(read_record(args.model), args.model, net)
     source = load_source(args, load_dataset)
     if source.X.shape[1] != net.sizes[0]:
         raise ValueError(f"{args.model} expects {net.sizes[0]} input features but {source.name} has "
@@ -368,9 +375,14 @@ def cmd_evaluate(args, backend):
         raise ValueError(f"{source.name}: columns {source.feature_names} are not the model's "
                          f"{prep.feature_names}; evaluate a model on the data it was trained on")
     seed = net.seed if args.seed is None else args.seed
-    data = prepare(source.X, source.y, _stored_task(net, prep, args.model), seed, args.test_size, source.name,
+    task = _stored_task(net, prep, args.model)
+    data = prepare(source.X, source.y, task, seed, args.test_size, source.name,
                    scaler=None if prep is None else prep.standardizer())
+    if data.n_out != net.sizes[-1]:
+        outputs = f"{net.sizes[-1]} output{'s' if net.sizes[-1] > 1 else ''}"
+        raise ValueError(f"{source.name}: the target has {data.n_out} columns but {args.model} has {outputs}; "
+                         f"evaluate a model on the data it was trained on")
     metrics = held_out_metrics(net, data)
-    print(f"test loss: {metrics['loss']:.4g} | {metric_text(metrics, len(data.X_test))} "
+    print(f"test loss: {metrics['loss']:.4g} | {metric_text(metrics, len(data.X_test), task)} "
           f"| backend: {backend.spec}")
     return 0

@@ -158,13 +158,19 @@ def _checked(sizes, activation, output_activation, params, dtype, classes, stand
     return [(np.asarray(W), np.asarray(b)) for W, b in params]
 
 
-def network_model(net, *, dtype=None, classes=None, standardizer=None, feature_names=None):
+def network_model(net, *, dtype=None, classes=None, standardizer=None, feature_names=None, multilabel=False):
     """The ONNX model (an ``onnx.ModelProto``) of ``net``: input ``X`` (N, n_in), output
     ``outputs`` (N, n_out) and, for a cross-entropy network, ``label`` (N,): ``classes``
-    indexed by the arg-max (class indices without ``classes``). ``standardizer``: (mean,
-    scale) applied to ``X`` first. ``dtype``: float32 or float64 (default: the network's).
-    ``feature_names`` and ``classes`` are also recorded in the model's metadata."""
+    indexed by the arg-max (class indices without ``classes``). ``multilabel`` (a sigmoid
+    network, one output per label): ``label`` (N, n_out) is ``classes[output > 0.5]``, the
+    two indicator values (default 0 and 1). ``standardizer``: (mean, scale) applied to
+    ``X`` first. ``dtype``: float32 or float64 (default: the network's). ``feature_names``
+    and ``classes`` are also recorded in the model's metadata."""
     dtype = net.dtype if dtype is None else dtype
+    if multilabel and net.output_activation != "sigmoid":
+        raise ValueError(f"a multi-label export needs sigmoid outputs, not {net.output_activation!r}")
+    if multilabel and classes is not None and len(classes) != 2:
+        raise ValueError(f"a multi-label model's classes are its 2 indicator values, got {len(classes)}")
     params = _checked(net.sizes, net.activation, net.output_activation,
                       [(net.backend.to_numpy(W), net.backend.to_numpy(b)) for W, b in net.params],
                       dtype, classes if net.is_classifier else None, standardizer)
@@ -175,6 +181,12 @@ def network_model(net, *, dtype=None, classes=None, standardizer=None, feature_n
     if net.is_classifier:
         _label_of(g, g.op("ArgMax", ["outputs"], "index", axis=1, keepdims=0), classes)
         outputs.append(_value_info(g, "label", _label_elem(g, classes), ["N"]))
+    elif multilabel:
+        above = g.op("Greater", ["outputs", g.constant("half", np.asarray(0.5, g.dtype))], "above")
+        _label_of(g, g.op("Cast", [above], "index", to=g.onnx.TensorProto.INT64),
+                  np.asarray([0, 1]) if classes is None else classes)
+        outputs.append(_value_info(g, "label", _label_elem(g, np.asarray([0, 1]) if classes is None else classes),
+                                   ["N", net.sizes[-1]]))
     metadata = {"feature_names": feature_names, "classes": None if classes is None else np.asarray(classes).tolist()}
     return _model(g, net.sizes[0], outputs, metadata, f"portable_bp network {'-'.join(map(str, net.sizes))} "
                   f"{net.activation}/{net.output_activation}, loss {net.loss}")

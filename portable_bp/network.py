@@ -201,7 +201,10 @@ class Network:
         return checked
 
     def _param(self, value, shape, what, copy):
-        arr = _inputs.to_backend(self.backend, value, self._dt, what)
+        if not copy and self.backend.owns(value) and value.dtype == self._dt:
+            arr = value  # training's own arrays, handed back every epoch: the one check that applies
+        else:
+            arr = _inputs.to_backend(self.backend, value, self._dt, what)
         if tuple(arr.shape) != shape:
             raise ValueError(f"{what} must have shape {shape}, got {tuple(arr.shape)}")
         if copy and self.backend.mutable:  # torch and strict wrap NumPy memory without copying

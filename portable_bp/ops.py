@@ -50,22 +50,32 @@ class DenseGrad:
     (summed over processes, say) is made with :meth:`of_arrays`; ``arrays`` is then
     (dW, db) and the factors are None."""
 
-    __slots__ = ("delta", "inputs", "arrays")
+    __slots__ = ("delta", "inputs")
+    #: (dW, db) for a gradient made of arrays (:meth:`of_arrays`), else None
+    arrays: tuple[Array, Array] | None = None
 
     def __init__(self, delta: Array, inputs: Array):
         self.delta, self.inputs = delta, inputs
-        self.arrays: tuple[Array, Array] | None = None
 
     @classmethod
     def of_arrays(cls, dW: Array, db: Array) -> DenseGrad:
-        grad = cls(None, None)
-        grad.arrays = (dW, db)
-        return grad
+        return _ArrayGrad(dW, db)
 
     def __repr__(self) -> str:
         if self.arrays is not None:
             return f"DenseGrad(dW{tuple(self.arrays[0].shape)}, db{tuple(self.arrays[1].shape)})"
         return f"DenseGrad(delta{tuple(self.delta.shape)}, inputs{tuple(self.inputs.shape)})"
+
+
+class _ArrayGrad(DenseGrad):
+    """A :class:`DenseGrad` that exists only as arrays (``arrays`` is an instance slot here,
+    so that the factor form, made twice per step, sets two attributes, not three)."""
+
+    __slots__ = ("arrays",)
+
+    def __init__(self, dW: Array, db: Array):
+        super().__init__(None, None)
+        self.arrays = (dW, db)
 
 
 class Ops:

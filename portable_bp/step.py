@@ -103,20 +103,20 @@ def forward(spec: Spec, ops: Ops, params: Params, X: Array, ctx: Context | None 
     (``ctx`` given, and training): what backprop needs, and the output layer's U(L) (its
     activation belongs with the loss, E2). Without dropout the hidden layers' outputs are
     the next layers' inputs, and ``outputs``/``masks`` are None."""
-    dropping = bool(spec.dropout) and ctx is not None and ctx.training
+    dropping = spec.dropout and ctx is not None and ctx.training
     inputs, last = [X], len(params) - 1
-    outputs: list = []
-    masks: list = []
+    outputs: list | None = [] if dropping else None
+    masks: list | None = [] if dropping else None
     for l in range(last):
         A = ops.affine_activation(inputs[l], *params[l], spec.activations[l])   # E7: A(l) = f(A(l-1) W(l)ᵀ + b(l))
         if dropping:
             S = dropout_mask(spec, ops, ctx, l, A)                               # E14: S(l) = M(l) / (1 − p_l)
-            outputs.append(A)
-            masks.append(S)
+            outputs.append(A)  # type: ignore[union-attr]
+            masks.append(S)  # type: ignore[union-attr]
             A = A if S is None else ops.dropout(A, S)                           # E14: A(l) ⊙ S(l)
         inputs.append(A)
     U = ops.affine(inputs[last], *params[last])                                 # E7 at the output: U(L)
-    return tuple.__new__(Forward, (inputs, outputs if dropping else None, masks if dropping else None, U))
+    return tuple.__new__(Forward, (inputs, outputs, masks, U))
 
 
 def outputs(spec: Spec, ops: Ops, params: Params, X: Array) -> Array:
@@ -142,12 +142,12 @@ def backprop(spec: Spec, ops: Ops, params: Params, fwd: Forward, delta: Array) -
     """E9 and E10 from the output down, given Δ(L): yields (l, layer l's gradient), each
     once the Δ below it has been computed from W(l) as it was, so the consumer may update
     W(l) in place. Each layer's input, activation and mask are let go as it passes."""
+    inputs, outputs, masks = fwd.inputs, fwd.outputs, fwd.masks
     for l in range(len(params) - 1, -1, -1):
-        A_prev = fwd.inputs.pop()
+        A_prev = inputs.pop()
         grad = DenseGrad(delta, A_prev)                                       # E10: ∇W = Δᵀ A(l-1), ∇b = Σ_rows Δ
         if l:
-            A, S = (A_prev, None) if fwd.outputs is None or fwd.masks is None else (fwd.outputs.pop(),
-                                                                                   fwd.masks.pop())
+            A, S = (A_prev, None) if outputs is None else (outputs.pop(), masks.pop())  # type: ignore[union-attr]
             delta = ops.backprop_delta(delta, params[l][0], A, spec.activations[l - 1])   # E9
             if S is not None:
                 delta = ops.dropout(delta, S)                                          # E15: Δ(l) ⊙ S(l)
@@ -158,12 +158,14 @@ def loss_and_backprop(spec: Spec, ops: Ops, params: Params, ctx: Context,
                       transforms: Chain = NO_TRANSFORMS) -> tuple[Array, Iterable[tuple[int, DenseGrad]]]:
     """The batch's summed (or weighted) loss on the device, with the transforms' penalties
     (E16), and its gradients layer by layer from the top, transformed: E7 to E11, lazily."""
-    fwd = forward(spec, ops, params, ctx.X, ctx)                                       # E7, E14
-    A_L, total = ops.output_loss(fwd.U, ctx.Z, spec.output, spec.loss, ctx.weights)   # E2
-    total = transforms.penalized(ops, total, params, ctx)                              # E16: + ½α‖W‖²
-    delta = ops.output_delta(fwd.U, A_L, ctx.Z, spec.output, spec.loss,
-                             mean_scale(ops.xp, ctx.X, ctx.weights))                   # E8/E11
-    return total, transforms.apply(ops, backprop(spec, ops, params, fwd, delta), params, ctx)  # E9, E10, E16, clipping
+    X, Z, w, f, loss = ctx.X, ctx.Z, ctx.weights, spec.activations[-1], spec.loss   # (each field read once)
+    fwd = forward(spec, ops, params, X, ctx)                                           # E7, E14
+    A_L, total = ops.output_loss(fwd.U, Z, f, loss, w)                                 # E2
+    if transforms.transforms:  # (an empty chain changes nothing: no call, on steps of microseconds)
+        total = transforms.penalized(ops, total, params, ctx)                          # E16: + ½α‖W‖²
+    delta = ops.output_delta(fwd.U, A_L, Z, f, loss, mean_scale(ops.xp, X, w))         # E8/E11
+    grads = backprop(spec, ops, params, fwd, delta)                                    # E9, E10
+    return total, transforms.apply(ops, grads, params, ctx) if transforms.transforms else grads  # E16, clipping
 
 
 def train_step(spec: Spec, ops: Ops, optimizer: Any, params: Params, state: list, ctx: Context,

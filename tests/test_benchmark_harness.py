@@ -2,6 +2,7 @@
 
 import os
 import sys
+import types
 
 import portable_bp as pbp
 
@@ -76,3 +77,27 @@ def test_gpu_profile_runs_on_the_cpu_and_writes_its_json(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "benchmarks.gpu_profile", "--configs", "A"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown config" in bad.stderr
+
+
+def test_rounds_of_short_epochs_repeat_the_epoch_for_every_contender_alike():
+    """An epoch shorter than MIN_ROUND_S is timed several times per round (the same count
+    for every contender, each value the time of one epoch); a long one once."""
+    import time
+
+    from benchmarks import timing
+
+    calls = {"fast": 0, "slow": 0}
+
+    def contender(name, seconds):
+        def run():
+            calls[name] += 1
+            time.sleep(seconds)
+        return types.SimpleNamespace(name=name, setup=lambda: run)
+
+    times, failed = timing.time_block([contender("fast", 0.0), contender("slow", 0.0)], 2, lambda s: None)
+    assert failed == {} and calls["fast"] == calls["slow"] > 2 * 2
+    assert all(len(ts) == 2 for ts in times.values())
+    calls.update(fast=0, slow=0)
+    timing.time_block([contender("fast", timing.MIN_ROUND_S), contender("slow", timing.MIN_ROUND_S)], 2,
+                      lambda s: None)
+    assert calls == {"fast": 4, "slow": 4}  # warm-up, calibration, two rounds of one epoch

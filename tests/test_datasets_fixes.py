@@ -52,7 +52,7 @@ def test_npz_integer_labels_keep_their_values_or_are_refused(tmp_path):
     assert ds.read_npz(path)[1].tolist() == [-128, 0, 127]
     np.savez(path, X=np.ones((3, 2)), y=np.array([True, False, True]))
     y = ds.read_npz(path)[1]
-    assert y.dtype == np.int64 and y.tolist() == [1, 0, 1]
+    assert y.dtype == np.bool_ and y.tolist() == [True, False, True]  # the user's labels, as LabelEncoder keeps them
 
 
 # -- non-finite values ------------------------------------------------------------------------------

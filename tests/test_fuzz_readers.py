@@ -294,7 +294,7 @@ def test_fuzz_checkpoint(folder, saved, seed):
     ck = outcome(checkpoint._read, path, data, named=repr(str(path)))
     if ck is not None:
         assert set(ck) == {"config", "epochs_trained", "steps_trained", "backend", "optimizer", "params", "slots",
-                           "history", "data"}
+                           "history", "data", "early_stopping"}
         for W, b in ck["params"]:
             assert W.dtype == np.float32 and b.dtype == np.float32
 

@@ -235,3 +235,22 @@ def test_numpy_blas_step_in_fit_matches_the_reference(dtype):
     for (W1, b1), (W2, b2) in zip(net.params, ref.params):
         np.testing.assert_allclose(W1, W2, rtol=tol, atol=tol)
         np.testing.assert_allclose(b1, b2, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("out, loss", [("sigmoid", "mse"), ("identity", "mse"), ("softmax", "cross_entropy"),
+                                       ("sigmoid", "binary_cross_entropy")])
+def test_a_one_row_batch_delta_skips_the_unit_scale_and_keeps_the_reference_bits(out, loss, dtype):
+    """A batch of one row has 1/m = 1.0: the output delta skips that multiplication (×1 is
+    exact) and still gives the reference's bits, NaN and infinities included; a weighted
+    column or another scale is still applied."""
+    ops, f, lo = NumpyOps(XP), ACTIVATIONS[out], losses.LOSSES[loss]
+    rng = np.random.default_rng(3)
+    U = rng.standard_normal((1, 3)).astype(dtype)
+    U[0, 0] = np.nan if out == "identity" else U[0, 0]
+    Z = rng.integers(0, 3, 1) if loss == "cross_entropy" else (rng.random((1, 3)) > 0.5).astype(dtype)
+    A = REF.activation(U, f)
+    for scale in (1.0, 0.5, np.full((1, 1), 2.0, dtype=dtype)):
+        got = ops.output_delta(U, A.copy(), Z, f, lo, scale)
+        np.testing.assert_array_equal(got, REF.output_delta(U, A.copy(), Z, f, lo, scale))
+        assert got.dtype == np.dtype(dtype)

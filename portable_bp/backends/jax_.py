@@ -24,6 +24,12 @@ from .jax_ops import JaxOps
 # around it: the epoch's loop is then unrolled, so there are fewer iterations.
 UNROLL = 8
 UNROLL_MAX_ELEMENTS = 65536
+# ... except the tiniest on the CPU: XLA:CPU compiles a whole loop into one kernel when one
+# iteration reads and writes under 1 KiB (xla_cpu_small_while_loop_byte_threshold), which
+# an unrolled body never does (config A float32: 0.22 ms an epoch as one kernel, 0.8-1.1 ms
+# unrolled). A step reads and writes its carry about 8 times (A: 108 bytes carried, ~830
+# accessed per iteration; float64's 216 bytes are past the threshold, and keep unrolling).
+UNROLL_MIN_BYTES_CPU = 128
 # float32 matrix products in full float32: JAX's default on NVIDIA GPUs is TF32 (~1e-3
 # relative), where NumPy, CuPy and torch compute float32 products in float32
 MATMUL_PRECISION = "highest"
@@ -54,9 +60,13 @@ def make(device=None) -> Backend:
 
     def loop(body, carry, xs):
         """``lax.scan``, unrolled ``UNROLL`` times when the carried parameters and state
-        are small (``UNROLL_MAX_ELEMENTS``); the shapes are known while tracing."""
-        size = sum(math.prod(a.shape) for a in jax.tree.leaves(carry))
-        return jax.lax.scan(body, carry, xs, unroll=UNROLL if size <= UNROLL_MAX_ELEMENTS else 1)
+        are small (``UNROLL_MAX_ELEMENTS``) but not tiny on the CPU (``UNROLL_MIN_BYTES_CPU``);
+        the shapes are known while tracing."""
+        leaves = jax.tree.leaves(carry)
+        size = sum(math.prod(a.shape) for a in leaves)
+        tiny = dev.platform == "cpu" and sum(math.prod(a.shape) * a.dtype.itemsize for a in leaves) \
+            <= UNROLL_MIN_BYTES_CPU
+        return jax.lax.scan(body, carry, xs, unroll=UNROLL if size <= UNROLL_MAX_ELEMENTS and not tiny else 1)
 
     def compile(fn, **kwargs):
         """``jax.jit`` of ``fn`` traced at ``MATMUL_PRECISION`` (read when a product is
@@ -68,9 +78,13 @@ def make(device=None) -> Backend:
         return jax.jit(precise, **kwargs)
 
     zero = jax.device_put(0.0, dev)  # made once: a transfer per call cost more than the wait
+    # compiled once: ``zero + 0`` dispatched op by op went through jax.numpy's argument
+    # checks and promotion at every call (~20 µs, ~150 µs on a cold cache: more than config
+    # A's whole epoch), the compiled program's call is C++ (~5 µs)
+    queued_after = jax.jit(lambda z: z + 1)
 
     def synchronize():
-        (zero + 0).block_until_ready()
+        queued_after(zero).block_until_ready()
 
     keep_python_scalars(jnp)  # the compiled step folds them in; a cached 0-d array could be a tracer
     spec = "jax" if device is None else f"jax:{device}"

@@ -1,7 +1,7 @@
-"""JaxOps: the reference Ops for JAX's immutable arrays, with two calls made cheap.
+"""JaxOps: the reference Ops for JAX's immutable arrays, with a few calls made cheap.
 
 Inside a compiled step JAX fuses the reference formulas by itself, so the step's
-primitives stay the reference's. Two things are different on JAX:
+primitives stay the reference's. Three things are different on JAX:
 
 * ``rows``: a batch cut out at a traced start. The reference gathers the rows by index
   (``take`` over ``arange + start``); XLA on the CPU does that gather row by row, where
@@ -11,15 +11,29 @@ primitives stay the reference's. Two things are different on JAX:
   checks once per array). Called eagerly, each of their reductions is a separate dispatch
   (tens of microseconds each on a CPU); compiled with ``jax.jit`` each is one call, and
   one program per set of array shapes.
+* ``affine`` on the tiniest layers (at most ``SMALL_PRODUCT`` multiply-adds, config A's
+  3-4-2 at batch 1): A Wᵀ as a broadcast product summed over the inputs, not a matrix
+  product. XLA:CPU keeps a ``dot`` there and, to give it the layout it wants, copies Wᵀ
+  out at every step; those copies alone pushed config A's scanned epoch past the size
+  under which XLA:CPU compiles a whole small loop into one kernel
+  (``xla_cpu_small_while_loop_byte_threshold``, 1 KiB read and written per iteration):
+  each step then ran as a dozen separately dispatched pieces, about 5x slower
+  (benchmarks/README.md, "Small steps on the CPU"). The sum of a handful of products is
+  the same arithmetic in another order (float32 rounding apart).
 """
 
 from __future__ import annotations
 
 from ..ops import Ops
 
+# multiply-adds of A Wᵀ (rows × outputs × inputs) up to which ``affine`` is a broadcast
+# product and a sum: far under any size where a matrix product's blocking pays
+SMALL_PRODUCT = 1024
+
 
 class JaxOps(Ops):
-    """The reference Ops with ``rows`` as a dynamic slice and the checks compiled."""
+    """The reference Ops with ``rows`` as a dynamic slice, the checks compiled and the
+    tiniest ``affine`` without a matrix product."""
 
     name = "jax"
 
@@ -31,6 +45,11 @@ class JaxOps(Ops):
 
     def rows(self, a, start, size):
         return self._dynamic_slice(a, start, size, axis=0)
+
+    def affine(self, A, W, b):
+        if A.shape[0] * W.shape[0] * W.shape[1] > SMALL_PRODUCT:
+            return super().affine(A, W, b)
+        return self.xp.sum(A[:, None, :] * W[None, :, :], axis=-1) + b
 
     def extremes(self, arrays):
         return self._compiled_extremes(list(arrays))

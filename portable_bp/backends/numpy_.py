@@ -13,6 +13,7 @@ import types
 
 import numpy as np
 
+from ..scalars import keep_python_scalars
 from . import numpy_blas
 from ._base import Backend, BackendUnavailable
 from .numpy_ops import NumpyOps
@@ -47,6 +48,9 @@ def make(device=None) -> Backend:
         xp = namespace()
     else:  # pragma: no cover - numpy 1.x
         import array_api_compat.numpy as xp
+    # NumPy keeps an array's dtype against a Python number (NEP 50) and has no device to
+    # copy one to: the step's constants stay numbers, without a lookup per call (scalars.py)
+    keep_python_scalars(xp)
     serial = numpy_blas.find_serial()
     return Backend(
         name="numpy", xp=xp, device="cpu", spec="numpy",

@@ -15,6 +15,8 @@ check compares every method here with the reference before it is used.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import counter_rng
@@ -34,18 +36,21 @@ class NumpyOps(InPlaceOps):
         super().__init__(xp)
         self._constants: dict = {}
         self._gemm_subtract = gemm_subtract  # NumPy's BLAS gemm, where numpy_blas found it
+        # layers of this many weights take plain SGD's step through it (never, without it)
+        self._gemm_from = math.inf if gemm_subtract is None else numpy_blas.MIN_WEIGHTS
         self._serial = serial  # numpy_blas.SerialProducts: small products on one BLAS thread
+        # a layer's three products (E7, E9, E10) each take rows · W.size multiply-adds (len()
+        # is the rows: no shape tuple made); under this many the library keeps a product on
+        # one thread itself and NumPy's @ is called
+        self._threaded_from = math.inf if serial is None else serial.above
         if gemm_subtract is not None:
             self.name = "numpy+blas"
 
     def _matmul(self, a, b):
-        """a @ b (2-D), on one BLAS thread when it is small (see the module docstring); the
-        tiniest products, which the library keeps on one thread by itself, go straight to
-        NumPy without a call into the policy (it runs five times per step)."""
-        serial = self._serial
-        if serial is None or a.shape[0] * a.shape[1] * b.shape[1] < serial.above:
-            return a @ b
-        return serial.matmul(a, b)
+        """a @ b (2-D) on one BLAS thread: a product the library might split (see the
+        module docstring). The callers test :meth:`_small` first, inline: on the tiniest
+        networks a call per product costs more than the product."""
+        return self._serial.matmul(a, b)
 
     def _constant(self, make, n, dtype):
         """``make(n, dtype=dtype)`` (np.zeros, np.arange), made once per (function, n, dtype)."""
@@ -61,7 +66,7 @@ class NumpyOps(InPlaceOps):
 
     def affine(self, A, W, b):
         """U = A Wᵀ, then U ← U + b in U's own memory."""
-        U = self._matmul(A, W.T)
+        U = A @ W.T if len(A) * W.size < self._threaded_from else self._matmul(A, W.T)
         U += b
         return U
 
@@ -69,7 +74,7 @@ class NumpyOps(InPlaceOps):
         """E7 in place: U = A Wᵀ, then U ← f(U + b) in U's own memory."""
         if f.name not in _FORWARD:
             return super().affine_activation(A, W, b, f)
-        U = self._matmul(A, W.T)
+        U = A @ W.T if len(A) * W.size < self._threaded_from else self._matmul(A, W.T)
         U += b
         _FORWARD[f.name](self, U)
         return U
@@ -78,7 +83,7 @@ class NumpyOps(InPlaceOps):
         """E9 in place: G = D W, then G ← G ⊙ f'(U) in G's own memory, f' written from A."""
         if f.name not in _BACKWARD:
             return super().backprop_delta(D, W, A, f)
-        G = self._matmul(D, W)
+        G = D @ W if len(D) * W.size < self._threaded_from else self._matmul(D, W)
         _BACKWARD[f.name](A, G)
         return G
 
@@ -86,7 +91,9 @@ class NumpyOps(InPlaceOps):
         """E10's (Δᵀ A, Σ_rows Δ)."""
         if g.arrays is not None:
             return g.arrays
-        return self._matmul(g.delta.T, g.inputs), np.add.reduce(g.delta, axis=0)
+        D, A = g.delta, g.inputs
+        dW = D.T @ A if D.shape[0] * D.shape[1] * A.shape[1] < self._threaded_from else self._matmul(D.T, A)
+        return dW, np.add.reduce(D, axis=0)
 
     def sgd_dense(self, W, b, g, lr):
         """Both E12 steps from one scaled copy of Δ (lr·Δ has fewer elements than Δᵀ A
@@ -96,11 +103,12 @@ class NumpyOps(InPlaceOps):
             return super().sgd_dense(W, b, g, lr)
         scaled = g.delta  # the step's own temporary, done with once E9 has used it: consumed
         scaled *= lr
-        if self._gemm_subtract is None or W.size < numpy_blas.MIN_WEIGHTS:
-            W -= self._matmul(scaled.T, g.inputs)  # small layers: NumPy's product costs less than a ctypes call
+        rows = len(scaled)
+        if W.size < self._gemm_from:  # small layers: NumPy's product costs less than a ctypes call
+            W -= scaled.T @ g.inputs if rows * W.size < self._threaded_from else self._matmul(scaled.T, g.inputs)
         else:
             W = self._gemm_subtract(W, scaled, g.inputs, 1.0)
-        b -= scaled[0] if scaled.shape[0] == 1 else np.add.reduce(scaled, axis=0)  # one row: itself
+        b -= scaled[0] if rows == 1 else np.add.reduce(scaled, axis=0)  # one row: itself
         return W, b
 
     def subtract_product(self, W, D, A, alpha):
@@ -117,13 +125,15 @@ class NumpyOps(InPlaceOps):
             if loss.name != "mse" or f.name not in _BACKWARD:
                 return super().output_delta(U, A, Z, f, loss, scale)
             D = A - Z
-            D *= scale
+            if not (isinstance(scale, float) and scale == 1.0):  # a one-row batch's 1/m: ×1 is exact, skipped
+                D *= scale
             _BACKWARD[f.name](A, D)
             return D
         if Z.ndim == 1:
             Z = Z[:, None] == self._constant(np.arange, A.shape[1], Z.dtype)  # column indices
         D = A - Z
-        D *= scale
+        if not (isinstance(scale, float) and scale == 1.0):
+            D *= scale
         return D
 
     def dropout_mask(self, seed, count, layer, first_row, like, rate):
@@ -191,7 +201,7 @@ def _sigmoid(ops, U):
     np.negative(t, out=t)
     np.exp(t, out=t)
     t += 1.0
-    np.minimum(U, ops._zero(U), out=U)
+    np.minimum(U, 0.0 if U.size < ZERO_ROW_SIZE else ops._zero(U), out=U)  # ops._zero, inline
     np.exp(U, out=U)
     U /= t
 

@@ -5,8 +5,8 @@ standardized once, then handed to whichever array backend trains on it. The
 functions return plain ``numpy.ndarray`` objects:
 
 * ``X`` is always ``float64`` with shape ``(n_samples, n_features)``;
-* ``y`` is ``int64`` class labels with shape ``(n_samples,)`` for
-  classification, or ``float64`` targets (``(n_samples, k)`` or
+* ``y`` is class labels with shape ``(n_samples,)`` for classification (``int64``;
+  booleans from an NPZ stay ``bool``, text labels of a CSV stay text), or ``float64`` targets (``(n_samples, k)`` or
   ``(n_samples,)``) for regression.
 
 Contents

@@ -1,6 +1,7 @@
 """Values as readers return them, exact or refused.
 
-* Class labels are int64 and keep their exact values: an integer array that does not
+* Boolean labels stay booleans (the user's False/True, not 0/1). Integer class labels
+  are int64 and keep their exact values: an integer array that does not
   fit int64 (uint64 above 2**63 - 1) is refused rather than wrapped (it became -1).
 * Whole-number float targets (CSV) become labels only below 2**53 in magnitude. From
   2**53 on, float64 no longer holds every integer (a CSV "9007199254740993" reads as
@@ -49,9 +50,10 @@ def whole_numbers_as_labels(y: np.ndarray) -> np.ndarray:
 
 
 def as_targets(y: np.ndarray, where: str) -> np.ndarray:
-    """Integer/bool targets -> int64 labels (exact), floating targets -> finite float64."""
+    """Boolean targets stay booleans (labels False/True, as scikit-learn's ``LabelEncoder``
+    keeps them), integer targets -> int64 labels (exact), floating targets -> finite float64."""
     if y.dtype.kind == "b":
-        return y.astype(np.int64)
+        return y.astype(np.bool_, copy=False)
     if y.dtype.kind in "iu":
         if y.dtype.kind == "u" and y.dtype.itemsize == 8 and y.size and y.max() > np.iinfo(np.int64).max:
             raise ValueError(f"{where} holds label {int(y.max())}, beyond int64's range; "

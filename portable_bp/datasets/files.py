@@ -87,11 +87,20 @@ def table_header(path, *, target: int | None = None,
     """A text table's header names (None when its first row is data) and its width; None
     for an NPZ or IDX file. The first row is a header when any field but the ``target``
     column's (an index, if given) is not a number."""
-    name = display_name(path)
-    head = peek(path, 4, name)
-    if head in ZIP_SIGNATURES or looks_like_idx(head) or _IDX_NAME.search(name) or head[:2] == b"\0\0":
+    if not is_text_table(path):
         return None
+    name = display_name(path)
     return read_header(path, _guess_delimiter(path, name), target=target, max_bytes=resolve_max_bytes(max_bytes))
+
+
+def is_text_table(path) -> bool:
+    """Whether :func:`load_table` reads ``path`` as a text table (not NPZ, not IDX: those have
+    no columns to name or index), by the same signs it uses."""
+    if isinstance(path, str) and "," in path and not os.path.exists(path):
+        return False  # "images,labels": an IDX pair
+    head = peek(path, 4, display_name(path))
+    return not (head in ZIP_SIGNATURES or looks_like_idx(head) or _IDX_NAME.search(display_name(path))
+                or head[:2] == b"\0\0")
 
 
 def _no_labels_file(name, labels, kind):

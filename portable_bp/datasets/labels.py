@@ -63,6 +63,8 @@ def codes_for(y, classes, where: str) -> np.ndarray:
         y = y[:, 0]
     if classes.dtype.kind in "US" and y.dtype.kind not in "US":
         y = np.array([label_text(v) for v in y.tolist()])  # numbers in a text-label column
+    elif y.dtype.kind in "US" and classes.dtype.kind not in "US":  # "True" in a table, True in the model
+        return _codes_by_text(y, classes, where)
     codes = np.searchsorted(classes, y)
     codes = np.minimum(codes, len(classes) - 1)
     unknown = classes[codes] != y
@@ -72,6 +74,19 @@ def codes_for(y, classes, where: str) -> np.ndarray:
                          f"model's classes {[label_text(c) for c in classes[:10]]}"
                          f"{' ...' if len(classes) > 10 else ''}")
     return codes.astype(np.int64)
+
+
+def _codes_by_text(y: np.ndarray, classes: np.ndarray, where: str) -> np.ndarray:
+    """:func:`codes_for` for text labels and a model whose classes are numbers or booleans:
+    each label matched to a class as the user would write it (``True``, ``10``)."""
+    index = {label_text(c): i for i, c in enumerate(classes.tolist())}
+    distinct, where_in = np.unique(y, return_inverse=True)
+    for label in distinct.tolist():
+        if label not in index:
+            first = int(np.argmax(y == label))
+            raise ValueError(f"{where}: label {label!r} (sample {first}) is not one of the model's classes "
+                             f"{list(index)[:10]}{' ...' if len(index) > 10 else ''}")
+    return np.asarray([index[label] for label in distinct.tolist()], np.int64)[where_in.reshape(-1)]
 
 
 def label_text(value) -> str:

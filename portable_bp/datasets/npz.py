@@ -21,8 +21,9 @@ def read_npz(path, x_key: str = "X", y_key: str = "y", *,
     """Read ``X`` and ``y`` arrays from a NumPy ``.npz`` archive.
 
     ``X`` is returned as float64 with shape ``(n, features)`` (a 1-D ``X`` becomes one
-    column, trailing dimensions are flattened) and must be finite; integer or boolean
-    ``y`` becomes int64 class labels (exact: labels beyond int64 are refused), floating
+    column, trailing dimensions are flattened) and must be finite; boolean ``y`` stays
+    boolean (labels False/True), integer ``y`` becomes int64 class labels (exact: labels
+    beyond int64 are refused), floating
     ``y`` stays float64 targets (finite). Both must hold booleans, integers or floats.
     ``max_bytes`` (default ``PORTABLE_BP_MAX_BYTES`` or 4 GiB) bounds the data read and
     the float64 ``X``.

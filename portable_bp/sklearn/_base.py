@@ -47,6 +47,9 @@ class BaseMLP(BaseEstimator):
     # fitted state besides scikit-learn's attributes: the network coefs_ and intercepts_
     # were handed out of or built into (None after unpickling: rebuilt on first use)
     _best_params: Any
+    # the stochastic solvers' optimizer and its state between fit calls (_solvers.SolverState)
+    _optimizer: Any
+    _solver_state: Any
 
     # -- the fitted network --------------------------------------------------------------
     def _network(self, backend=None, dtype=None) -> Network:
@@ -97,8 +100,9 @@ class BaseMLP(BaseEstimator):
         if getattr(self, "_best_params", None) is not None:
             self._best_params = [(new.backend.asarray(host_array(src, W), new.dtype),
                                   new.backend.asarray(host_array(src, b), new.dtype)) for W, b in self._best_params]
-        if getattr(self, "_optimizer", None) is not None:
-            self._optimizer.move_to(new.backend, new.dtype)
+        if getattr(self, "_solver_state", None) is not None:
+            self._solver_state = self._solver_state.converted(
+                lambda a: new.backend.asarray(host_array(src, a), new.dtype))
 
     def _publish(self, net) -> None:
         """``coefs_`` and ``intercepts_`` from the network a fit left (views of its arrays on
@@ -128,8 +132,8 @@ class BaseMLP(BaseEstimator):
         if net is not None and state.get("_best_params") is not None:
             state["_best_params"] = [(np.array(net.backend.to_numpy(W)), np.array(net.backend.to_numpy(b)))
                                      for W, b in state["_best_params"]]
-        if state.get("_optimizer") is not None:
-            state["_optimizer"] = state["_optimizer"].on_host()
+        if net is not None and state.get("_solver_state") is not None:
+            state["_solver_state"] = state["_solver_state"].converted(lambda a: np.array(net.backend.to_numpy(a)))
         return state
 
     def __setstate__(self, state):
@@ -200,7 +204,7 @@ class BaseMLP(BaseEstimator):
                       loss=LOSSES[self.out_activation_], backend=backend, dtype=dtype, seed=0,
                       params=self._glorot(layer_units, dtype))
         self._publish(net)
-        self._optimizer = None
+        self._optimizer, self._solver_state = None, None
         self._best_params = _stochastic._copy_params(net)
         if self.solver in STOCHASTIC_SOLVERS:
             self.loss_curve_ = []

@@ -1,28 +1,31 @@
 """scikit-learn's solvers on portable_bp: its Adam and SGD as portable_bp optimizer
-objects (run by ``Network.fit``), and L-BFGS through ``scipy.optimize`` over
-``Network.loss_and_grads``.
+objects (run by the pre-checked entry point, :class:`~portable_bp.train.checked.CheckedRun`),
+and L-BFGS through ``scipy.optimize`` over the step's ``loss_and_grads``.
 
 Conventions matched (scikit-learn 1.9, ``_stochastic_optimizers.py`` and ``_backprop``):
 
 * L2: the gradient of each weight matrix gets ``alpha * W / sw`` with ``sw`` the batch's
-  size (or its sample-weight sum); biases get none. Each step is told its batch's own
-  ``alpha / sw`` (:meth:`SklearnOptimizer.begin`), so a ragged last batch and weighted
-  batches decay exactly as in scikit-learn.
+  size (or its sample-weight sum); biases get none. Each pass is handed its batches' own
+  ``alpha / sw`` with its learning rate (:class:`PassRates`), so a ragged last batch and
+  weighted batches decay exactly as in scikit-learn.
 * Adam: ``W -= lr_t * m / (sqrt(v) + eps)`` with ``lr_t = lr * sqrt(1 - b2**t) / (1 - b1**t)``
   (eps outside the bias correction, unlike portable_bp's own Adam); ``t`` counts steps
-  since the optimizer was made, across ``partial_fit`` calls.
+  since the optimizer was made, across ``partial_fit`` calls (the step count the run is
+  given, :attr:`SolverState.steps`).
 * SGD momentum: ``v = mu * v - lr * g``, ``W += v`` (Nesterov: ``W += mu * v - lr * g``).
   The velocity carries the learning rate of each step, so a schedule that changes the rate
   changes only later steps, as in scikit-learn (PyTorch's convention would rescale it).
   This is portable_bp's momentum primitive fed ``lr * g`` with a unit rate.
-* The optimizer state lives on the device and outlives each ``Network.fit`` call, as
-  scikit-learn's ``_optimizer`` does across epochs and ``partial_fit`` calls.
+* The optimizer state is data the caller holds (:class:`SolverState`, on the device),
+  kept by the estimator between fit calls as scikit-learn's ``_optimizer`` keeps its own.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -35,109 +38,114 @@ from ..transforms import L2, squared_norm
 HOST_OPS = Ops(np)  # the reference primitives on the host, for L-BFGS's float64 vectors
 
 
-class SklearnOptimizer(Optimizer):
-    """State carried between ``Network.fit`` calls, the per-batch L2 decay, and the L2
-    term of scikit-learn's reported loss.
+class PassRates(NamedTuple):
+    """The scalars of one pass over a chunk of batches, handed to the run together with the
+    pass (as portable_bp's own optimizers are handed their learning rate), so that nothing
+    has to be told to the optimizer beforehand: scikit-learn's current learning rate, the
+    optimizer's step count at the pass's first batch (Adam's t − 1), and for each batch
+    the L2 scalars: α/sw (the gradient's) and ½·α·size/sw (the reported loss's), with sw
+    the batch's size or sample-weight sum."""
 
-    scikit-learn adds ``0.5 * alpha * sum(W**2) / sw`` to each batch's loss with the
-    weights that batch saw; with ``alpha > 0`` each step adds that, times the batch's size,
-    to a 0-d ``"l2"`` slot on the device (one pass over each W, as scikit-learn's own dot
-    product), read and reset once per fit call (:meth:`take_l2`)."""
+    lr: float
+    first: int
+    decay: tuple[float, ...]
+    l2: tuple[float, ...]
+
+    def at(self, step: int) -> dict:
+        """``decay`` and ``l2`` of the pass's batch taken as optimizer step ``step``."""
+        i = step - self.first
+        return {"decay": self.decay[i], "l2": self.l2[i]}
+
+
+def pass_rates(lr: float, alpha: float, first: int, sizes, sums) -> PassRates:
+    """:class:`PassRates` for batches of these sizes and sample-weight sums; a batch that
+    weighs nothing gets no L2 (scikit-learn would divide by zero)."""
+    alpha = float(alpha)
+    pairs = [(alpha / sw, 0.5 * alpha * n / sw) if sw > 0 else (0.0, 0.0)
+             for n, sw in zip(map(float, sizes), map(float, sums))]
+    return PassRates(float(lr), int(first), tuple(d for d, _ in pairs), tuple(r for _, r in pairs))
+
+
+class SolverState(NamedTuple):
+    """What a stochastic solver carries from one fit call to the next besides the weights,
+    as scikit-learn's ``_optimizer`` does across epochs and ``partial_fit`` calls: each
+    layer's optimizer slots (None before the first pass; on the network's device, or NumPy
+    arrays in a pickle) and the optimizer steps taken since it was made."""
+
+    slots: list | None
+    steps: int
+
+    def converted(self, convert) -> SolverState:
+        """The same state with every slot array replaced by ``convert(array)`` (to the host
+        for pickling, to another backend or dtype)."""
+        if self.slots is None:
+            return self
+        return SolverState([{name: tuple(convert(a) for a in pair) for name, pair in layer.items()}
+                            for layer in self.slots], self.steps)
+
+
+FRESH = SolverState(None, 0)
+
+
+class SklearnOptimizer(Optimizer):
+    """scikit-learn's optimizers as ordinary portable_bp optimizers: ``init``, then
+    ``hyperparams(step, rates)`` and ``update`` per step, with ``rates`` the pass's
+    :class:`PassRates`; the state is the caller's (:class:`SolverState`), nothing is kept
+    here but the configuration and the schedule's current learning rate (``lr``, changed by
+    scikit-learn's ``iteration_ends``/``trigger_stopping`` between epochs, as its own
+    optimizers change theirs).
+
+    With ``alpha > 0`` every layer has an "l2" slot, a 0-d accumulator on the device of
+    scikit-learn's L2 loss term: each step adds ``½·α·‖W‖²·size/sw`` of the weights it saw
+    (one pass over each W, as scikit-learn's own dot product), so the pass's loss needs no
+    read per batch; :func:`l2_loss` reads it, :func:`l2_restarted` zeroes it."""
 
     base_slots: tuple[str, ...] = ()
 
     def __init__(self, lr, alpha):
         super().__init__(float(lr))
-        self.alpha = float(alpha)
-        self.steps = 0              # steps taken since this optimizer was made
-        self.state = None           # per-layer slots, on self.backend; None: fresh zeros
-        self.backend, self.dtype = None, None
-        self._batches = ()
+        self.penalized = float(alpha) > 0
 
     @property  # read-only here: the l2 slot follows alpha
     def slots(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.base_slots + (("l2",) if self.alpha else ())
+        return self.base_slots + (("l2",) if self.penalized else ())
 
-    def set_alpha(self, alpha) -> None:
-        """scikit-learn reads alpha afresh at every fit call; the l2 slot follows it."""
-        self.alpha = float(alpha)
-        if self.state is None:
-            return
-        if self.alpha and not self.base_slots:   # plain SGD: nothing else to keep
-            self.state = None
-            return
-        self.state = [{name: layer[name] if name in layer else _zeros(layer[self.base_slots[0]])
-                       for name in self.slots} for layer in self.state]
-
-    # -- around each Network.fit call --------------------------------------------------
-    def begin(self, sizes, sums) -> None:
-        """The sizes and sample-weight sums of the batches of the next fit call, in order."""
-        self._batches = [(float(n), float(sw)) for n, sw in zip(sizes, sums)]
+    def for_alpha(self, alpha) -> SklearnOptimizer:
+        """This optimizer, or a copy of it (schedule included) whose slots follow ``alpha``:
+        scikit-learn reads alpha afresh at every fit call."""
+        if (float(alpha) > 0) == self.penalized:
+            return self
+        clone = copy.copy(self)
+        clone.penalized = not self.penalized
+        return clone
 
     def init(self, params):
-        if self.state is not None:
-            return self.state
         state = super().init(params)
         for layer in state:
             if "l2" in layer:
-                layer["l2"] = tuple(ops_sum(a) for a in layer["l2"])
+                layer["l2"] = tuple(_zero_like(a) for a in layer["l2"])
         return state
 
-    def keep(self, state, steps: int, net) -> None:
-        """Keep the state a pass over a chunk left, and its ``steps``: the next pass (and
-        the next ``partial_fit``) continues from them."""
-        self.state = list(state)
-        self.steps += steps
-        self.backend, self.dtype = net.backend, net.dtype
-
-    def take_l2(self) -> float:
-        """The L2 loss terms accumulated since the last call (times each batch's size),
-        one host read; the accumulators restart at zero."""
-        if not self.alpha or self.state is None:
-            return 0.0
-        total = float(sum(layer["l2"][0] for layer in self.state))
-        self.state = [{**layer, "l2": tuple(a * 0 for a in layer["l2"])} for layer in self.state]
-        return total
-
-    def l2_hyper(self, step: int) -> dict:
-        """The step's ``alpha / sw`` (gradient) and ``0.5 * alpha * size / sw`` (loss)."""
-        if not self.alpha:
-            return {"decay": 0.0, "l2": 0.0}
-        size, sw = self._batches[step]
-        return {"decay": self.alpha / sw, "l2": 0.5 * self.alpha * size / sw} if sw > 0 else {"decay": 0.0, "l2": 0.0}
-
-    # -- where the state lives -----------------------------------------------------------
-    def move_to(self, backend, dtype) -> None:
-        """Carry the state over to ``backend`` (from the host after unpickling, or from
-        another backend after ``set_params(backend=...)``)."""
-        if self.state is None or (self.backend is backend and self.dtype == dtype):
-            return
-        src = self.backend
-        self.state = [{name: tuple(backend.asarray(host_array(src, a), dtype) for a in pair)
-                       for name, pair in layer.items()} for layer in self.state]
-        self.backend, self.dtype = backend, dtype
-
-    def on_host(self) -> SklearnOptimizer:
-        """A copy whose state is NumPy arrays (what pickling stores)."""
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        if self.state is not None:
-            clone.state = [{name: tuple(np.array(host_array(self.backend, a)) for a in pair)
-                            for name, pair in layer.items()} for layer in self.state]
-        clone.backend = None
-        return clone
+    def adopt(self, state: list | None, params) -> list:
+        """``state`` (this solver's, perhaps kept by a copy with another alpha) with exactly
+        this optimizer's slots: a fresh accumulator where the l2 slot is new, none where
+        alpha went back to 0; :meth:`init` when there is no state yet."""
+        if state is None:
+            return self.init(params)
+        return [{name: layer[name] if name in layer else tuple(_zero_like(a) for a in param)
+                 for name in self.slots} for layer, param in zip(state, params)]
 
     def _gradient(self, grad, param, ops, decay):
         """(Δᵀ A + decay * W, Σ_rows Δ): the batch's gradients with scikit-learn's L2 on W,
         by the primitive the library's own L2 uses (``Ops.l2_grads``, E16)."""
-        if not self.alpha:
+        if not self.penalized:
             return ops.dense_grads(grad)
         return ops.l2_grads(grad, param[0], decay)
 
     def _l2(self, state, param, ops, l2) -> dict:
         """The new "l2" slot: its W part plus ``l2 * ‖W‖²`` of the weights before the step
         (``transforms.squared_norm``, as the library's L2 penalty)."""
-        if not self.alpha:
+        if not self.penalized:
             return {}
         acc, other = state["l2"]
         return {"l2": (acc + l2 * squared_norm(ops.xp, param[0]), other)}
@@ -152,21 +160,30 @@ class SklearnOptimizer(Optimizer):
         return True
 
 
+def l2_loss(state: list) -> float:
+    """The L2 loss terms the state's accumulators gathered (0 without them): one host read."""
+    if not state or "l2" not in state[0]:
+        return 0.0
+    return float(sum(layer["l2"][0] for layer in state))
+
+
+def l2_restarted(state: list) -> list:
+    """``state`` with its L2 accumulators back at zero."""
+    if not state or "l2" not in state[0]:
+        return state
+    return [{**layer, "l2": tuple(a * 0 for a in layer["l2"])} for layer in state]
+
+
 def host_array(backend, a):
     """``a`` as a NumPy array: read back from ``backend``, or as it is when that is None."""
     return a if backend is None else backend.to_numpy(a)
 
 
-def ops_sum(a):
-    """A 0-d zero of ``a``'s library, dtype and device (the l2 accumulator)."""
+def _zero_like(a):
+    """A 0-d zero of ``a``'s library, dtype and device (an l2 accumulator)."""
     import array_api_compat
 
     return array_api_compat.array_namespace(a).sum(a * 0)
-
-
-def _zeros(pair):
-    """A fresh "l2" slot beside an existing slot pair (alpha turned on between calls)."""
-    return tuple(ops_sum(a) for a in pair)
 
 
 class SklearnAdam(SklearnOptimizer):
@@ -179,10 +196,10 @@ class SklearnAdam(SklearnOptimizer):
         super().__init__(lr, alpha)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
-    def hyperparams(self, step, lr):
-        t = self.steps + step + 1
-        size = lr * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
-        return {"step_size": size, "eps": self.epsilon, **self.l2_hyper(step)}
+    def hyperparams(self, step, rates):
+        t = step + 1
+        size = rates.lr * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        return {"step_size": size, "eps": self.epsilon, **rates.at(step)}
 
     def update(self, grad, state, param, *, ops, step_size, eps, decay, l2):
         extra = self._l2(state, param, ops, l2)
@@ -204,11 +221,11 @@ class SklearnSGD(SklearnOptimizer):
         self.momentum, self.nesterov, self.power_t = float(momentum), bool(nesterov), float(power_t)
         self.base_slots = ("velocity",) if self.momentum > 0 else ()
 
-    def hyperparams(self, step, lr):
-        return {"lr": lr, **self.l2_hyper(step)}
+    def hyperparams(self, step, rates):
+        return {"lr": rates.lr, **rates.at(step)}
 
     def update(self, grad, state, param, *, ops, lr, decay, l2):
-        if not self.alpha and not self.momentum:   # E12 as it stands: the one-call step
+        if not self.penalized and not self.momentum:   # E12 as it stands: the one-call step
             return ops.sgd_dense(*param, grad, lr), state
         extra = self._l2(state, param, ops, l2)
         dW, db = self._gradient(grad, param, ops, decay)

@@ -9,8 +9,9 @@ ConvergenceWarning.
 Each epoch hands its rows in the shuffled order, a chunk at a time (at most
 ``CHUNK_ROWS`` rows of dense X, one batch of sparse X), to the pre-checked entry point
 (:class:`~portable_bp.train.checked.CheckedRun`: fit's executor and step, without fit's
-per-call checks; the data were checked once per fit) with a scikit-learn optimizer whose
-state outlives the call. Sample
+per-call checks; the data were checked once per fit) with scikit-learn's optimizer, the
+chunk's rates (learning rate, per-batch L2 scalars) and the solver's state
+(``est._solver_state``: slots and step count), all passed in and handed back. Sample
 weights are rescaled within each batch to sum to the batch's size: the gradient (each row
 weighted by w_i / sum of the batch's w) is unchanged, and the chunk's mean loss becomes
 scikit-learn's average of the batches' weighted means.
@@ -30,7 +31,7 @@ from ..train import TrainingDiverged
 from ..train.checked import CheckedRun
 from ..train.state import TrainState
 from . import _data
-from ._solvers import make_optimizer
+from ._solvers import FRESH, SolverState, l2_loss, l2_restarted, make_optimizer, pass_rates
 
 NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
               "large values and need to be preprocessed.")
@@ -48,15 +49,14 @@ class Part:
 
 def fit(est, net, X, Y, sw, incremental):
     """scikit-learn's ``_fit_stochastic`` on ``net`` (see the module docstring)."""
-    if not incremental or getattr(est, "_optimizer", None) is None:
-        est._optimizer = make_optimizer(est)
-    opt = est._optimizer
-    opt.move_to(net.backend, net.dtype)
-    opt.set_alpha(est.alpha)
     if est.early_stopping and incremental:
         raise ValueError("partial_fit does not support early_stopping=True")
+    if not incremental or getattr(est, "_optimizer", None) is None:
+        est._optimizer, est._solver_state = make_optimizer(est), FRESH
+    opt = est._optimizer = est._optimizer.for_alpha(est.alpha)
     train, val = _split(est, net, X, Y, sw)  # the data, checked and moved once per fit
-    run = CheckedRun(net, opt)
+    est._solver_state = SolverState(opt.adopt(est._solver_state.slots, net.params), est._solver_state.steps)
+    run = CheckedRun(net, opt, count=est._solver_state.steps)
     batch_size = _batch_size(est.batch_size, train.n)
     order = np.arange(train.n, dtype=int)
     diverged = False
@@ -66,7 +66,7 @@ def fit(est, net, X, Y, sw, incremental):
             if est.shuffle:
                 order = shuffle_order(order, est._random_state)
             try:
-                loss = np.nan if diverged else _epoch(est, net, opt, run, train, order if est.shuffle else None,
+                loss = np.nan if diverged else _epoch(est, net, run, train, order if est.shuffle else None,
                                                       batch_size)
             except TrainingDiverged as exc:
                 loss, diverged = _diverged(est, net, exc), True
@@ -189,13 +189,15 @@ def _batches(w, order, n, batch_size):
     return sizes, sums, w * np.repeat(scale, sizes)
 
 
-def _epoch(est, net, opt, run, train, order, batch_size) -> float:
+def _epoch(est, net, run, train, order, batch_size) -> float:
     """One epoch in chunks of whole batches through the pre-checked entry point
-    (:class:`~portable_bp.train.checked.CheckedRun`); scikit-learn's ``loss_`` for it."""
+    (:class:`~portable_bp.train.checked.CheckedRun`), each chunk's rates handed to it with
+    the chunk; scikit-learn's ``loss_`` for it. The weights and the solver's state
+    (``est._solver_state``) are published after every chunk."""
     sizes, sums, w = _batches(train.w, order, train.n, batch_size)
     chunk = batch_size if train.rows.sparse else batch_size * max(1, _data.CHUNK_ROWS // batch_size)
     data_loss, reg = 0.0, 0.0
-    params, state = net.params, opt.init(net.params)
+    params, (state, count) = net.params, est._solver_state
     for s in range(0, train.n, chunk):
         e = min(s + chunk, train.n)
         first, last = s // batch_size, -(-e // batch_size)
@@ -204,14 +206,14 @@ def _epoch(est, net, opt, run, train, order, batch_size) -> float:
         rows = slice(s, e) if order is None else order[s:e]
         weights = None if w is None else net.backend.asarray(w[s:e], net.dtype)
         data = (train.rows.take(rows), _data.take_device(net, train.Z, rows), weights)
-        opt.begin(sizes[first:last], sums[first:last])
-        params, state, steps, total = run.epoch(params, state, data, batch_size, opt.lr)
+        rates = pass_rates(run.optimizer.lr, est.alpha, count, sizes[first:last], sums[first:last])
+        params, state, after, total = run.epoch(params, state, data, batch_size, rates, count)
         loss = float(net.ops.finite_or_nan(total, TrainState(params, state, 0, 0).arrays()))
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss} in epoch {est.n_iter_ + 1}")
-        opt.keep(state, steps, net)
-        net.restore_state(params=params, steps_trained=net.steps_trained + steps)
+        net.restore_state(params=params, steps_trained=net.steps_trained + after - count)
         data_loss += (e - s) * loss / (e - s if w is None else float(w[s:e].sum()))
-        reg += opt.take_l2()
-        state = opt.state
+        reg += l2_loss(state)
+        state, count = l2_restarted(state), after
+        est._solver_state = SolverState(state, count)
     return (data_loss / est._loss_divisor() + reg) / train.n

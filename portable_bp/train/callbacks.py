@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 
 from .._validate import integer, number
 
@@ -96,7 +97,13 @@ class History(Callback):
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
-    with ``restore_best_weights`` the network ends with the parameters of its best epoch."""
+    with ``restore_best_weights`` the network ends with the parameters of its best epoch.
+
+    A checkpoint of the fit stores its :meth:`state` (best value and epoch, epochs without
+    improvement, the best parameters), and ``fit(..., resume=True)`` hands it back
+    (:meth:`resume`): the patience goes on counting where the interrupted fit left it, so an
+    interrupted and resumed fit stops at the epoch, with the weights, of one that ran through.
+    """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
                  restore_best_weights=True):
@@ -116,8 +123,36 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which this fit does not "
                              f"produce (it has {sorted(metrics)}); pass validation_data for val_* metrics")
 
+    best: float | None = None
+    best_epoch: int | None = None
+    wait = 0
+    _best_params = None
+    _resumed = None
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of this stopper (its ``params`` are device arrays, or None)."""
+        return {"monitor": self.monitor, "mode": self.mode, "best": self.best, "best_epoch": self.best_epoch,
+                "wait": self.wait, "params": self._best_params}
+
+    def resume(self, saved: dict, params) -> bool:
+        """Continue from ``saved`` (a checkpoint's :meth:`state`; ``params``: its best weights
+        on the network's backend) at the next ``on_train_begin``; False, and a fresh start,
+        when it watched another metric or direction. Whether the patience is already spent."""
+        if (saved["monitor"], saved["mode"]) != (self.monitor, self.mode):
+            warnings.warn(f"EarlyStopping monitors {self.monitor!r} ({self.mode}) but the checkpoint's watched "
+                          f"{saved['monitor']!r} ({saved['mode']}): its patience starts again", UserWarning,
+                          stacklevel=2)
+            return False
+        self._resumed = (saved["best"], saved["best_epoch"], saved["wait"], params)
+        return saved["best_epoch"] is not None and saved["wait"] >= self.patience
+
     def on_train_begin(self, net):
         self.best, self.best_epoch, self.wait, self._best_params = None, None, 0, None
+        if self._resumed is not None:
+            self.best, self.best_epoch, self.wait, params = self._resumed
+            self._resumed = None
+            if self.restore_best_weights and params is not None:
+                self._best_params = [(net.xp.asarray(W, copy=True), net.xp.asarray(b, copy=True)) for W, b in params]
 
     def _improved(self, value) -> bool:
         if self.best is None:
@@ -177,6 +212,7 @@ class Checkpoint(Callback):
     def __init__(self, path, comm=None, run=None, data=None):
         self.comm, self.run, self.data = comm, run, data
         self.history: History | None = None
+        self.stoppers: list[EarlyStopping] = []
         if comm is None or comm.rank == 0:
             self.path = check_output_path(path, "checkpoint")
         else:
@@ -186,10 +222,11 @@ class Checkpoint(Callback):
         """Write as rank ``comm.rank`` of ``comm.size`` (``fit`` tells every Checkpoint)."""
         self.comm, self.run = comm, run
 
-    def record(self, history: History) -> None:
+    def record(self, history: History, stoppers=()) -> None:
         """Save ``history`` (the fit's, which it appends each epoch to before the callbacks
-        run) with every checkpoint."""
-        self.history = history
+        run) and the state of the fit's ``stoppers`` (EarlyStopping callbacks, which run
+        before any checkpoint) with every checkpoint."""
+        self.history, self.stoppers = history, list(stoppers)
 
     def on_epoch_end(self, net, epoch, logs):
         from ..checkpoint import save
@@ -197,7 +234,8 @@ class Checkpoint(Callback):
 
         def write():
             if self.comm is None or self.comm.rank == 0:
-                save(net, self.path, run=self.run, history=self.history, data=self.data)
+                save(net, self.path, run=self.run, history=self.history, data=self.data,
+                     early_stopping=[s.state() for s in self.stoppers])
 
         if self.comm is None:
             write()

@@ -23,23 +23,30 @@ from .state import TrainState
 class CheckedRun:
     """One fit's executor over pre-checked device arrays; see the module docstring."""
 
-    def __init__(self, net, optimizer, transforms=NO_TRANSFORMS):
+    def __init__(self, net, optimizer, transforms=NO_TRANSFORMS, count: int = 0):
+        """``count``: the optimizer's step count at the first pass (steps it took in
+        earlier calls). The step's random numbers stay keyed by the network's own step
+        count, which advances with it."""
         self.net, self.optimizer, self.transforms = net, optimizer, transforms
-        self.executor = executor_for(net, optimizer, transforms=transforms, offset=net.steps_trained)
+        self.offset = net.steps_trained - count
+        self.executor = executor_for(net, optimizer, transforms=transforms, offset=self.offset)
 
-    def epoch(self, params, state, data, batch_size: int, lr) -> tuple[list, list, int, object]:
+    def epoch(self, params, state, data, batch_size: int, rates, count: int) -> tuple[list, list, int, object]:
         """One pass over ``data`` (X, Z, weights or None: device arrays in the network's
-        dtype, checked), in order, from optimizer count 0: (params, state, steps taken, the
-        summed loss on the device). A compiled or captured executor that fails is replaced
-        by the eager one, once, with a warning, and the pass runs again from its start."""
+        dtype, checked), in order, its first step the optimizer's step ``count``, with
+        ``rates`` for its ``hyperparams``: (params, state, the step count after the pass,
+        the summed loss on the device). A compiled or captured executor that fails is
+        replaced by the eager one, once, with a warning, and the pass runs again from its
+        start."""
         copy = None if self.executor.name == "eager" else TrainState(params, state, 0, 0).copy(self.net.ops)
         try:
-            params, state, steps, total = self.executor.epoch(params, state, 0, data, None, batch_size, lr)
+            params, state, count_after, total = self.executor.epoch(params, state, count, data, None, batch_size,
+                                                                    rates)
         except ExecutorFailed as exc:
             self._fall_back(exc)
             assert copy is not None
-            return self.epoch(copy.params, copy.state, data, batch_size, lr)
-        return params, state, steps, total
+            return self.epoch(copy.params, copy.state, data, batch_size, rates, count)
+        return params, state, count_after, total
 
     def _fall_back(self, exc: ExecutorFailed) -> None:
         name, backend = self.executor.name, self.net.backend
@@ -47,4 +54,4 @@ class CheckedRun:
         warnings.warn(f"the {name} executor failed on {backend.spec} ({exc}); running eagerly",
                       RuntimeWarning, stacklevel=3)
         self.executor = executor_for(self.net, self.optimizer, name="eager", transforms=self.transforms,
-                                     offset=self.net.steps_trained)
+                                     offset=self.offset)

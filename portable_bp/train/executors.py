@@ -32,6 +32,7 @@ from ..optim import hyperparams_over
 from ..transforms import NO_TRANSFORMS
 from .captured import Captured
 from .eager import Eager, ExecutorFailed, batches, gather, optimizer_key
+from .state import TrainState
 
 __all__ = ["Eager", "Compiled", "Scanned", "Captured", "ExecutorFailed", "batches", "gather",
            "available", "chosen", "executor_for"]
@@ -106,27 +107,41 @@ class Scanned(Compiled):
         return fixed, varying
 
     def epoch(self, params, state, count, data, order, batch_size, lr):
+        return self._run(params, state, count, data, order, batch_size, lr)[:4]
+
+    def checked_epoch(self, params, state, count, data, order, batch_size, lr):
+        """:meth:`epoch` with its summed loss made NaN by any non-finite parameter or slot
+        (``ops.finite_or_nan``), checked inside the epoch's program when there is no ragged
+        last batch: one call fewer per epoch (on config A, a tenth of the epoch's time)."""
+        params, state, count, total, checked = self._run(params, state, count, data, order, batch_size, lr)
+        if checked is None:
+            checked = self.ops.finite_or_nan(total, TrainState(params, state, count, 0).arrays())
+        return params, state, count, checked
+
+    def _run(self, params, state, count, data, order, batch_size, lr):
+        """(params, state, count, summed loss, the loss checked or None after a ragged batch)."""
         n = data[0].shape[0]
         steps = n // batch_size
-        total = None
+        total = checked = None
         if steps:
             fixed, varying = self._hypers(count, steps, lr)
             first = wrap32(self.offset + count)  # the random numbers' step counter
-            params, state, total = self._epoch_program(steps)(params, state, data, order, first, fixed, varying,
-                                                              size=batch_size, steps=steps)
+            params, state, total, checked = self._epoch_program(steps)(params, state, data, order, first, fixed,
+                                                                       varying, size=batch_size, steps=steps)
             count += steps
         if n % batch_size:
             params, state, loss = self.step(params, state, count, data, order, steps * batch_size, n, lr)
             count += 1
-            total = loss if total is None else total + loss
-        return params, state, count, total
+            total, checked = (loss if total is None else total + loss), None
+        return params, state, count, total, checked
 
 
 def _scanned_epoch(xp, loop, spec, ops, optimizer, transforms, seed, params, state, data, order, first, fixed,
                    varying, size, steps):
-    """``steps`` batches of ``size`` rows as one loop: (params, state, summed loss). The
-    step counter is ``first`` (the epoch's first step, wrapped to 32 bits) plus the batch's
-    index, carried by the loop as the batch index is."""
+    """``steps`` batches of ``size`` rows as one loop: (params, state, summed loss, the
+    loss made NaN by any non-finite parameter or slot). The step counter is ``first`` (the
+    epoch's first step, wrapped to 32 bits) plus the batch's index, carried by the loop as
+    the batch index is."""
     def body(carry, xs):
         params, state, total = carry
         index, per_step = xs
@@ -138,7 +153,7 @@ def _scanned_epoch(xp, loop, spec, ops, optimizer, transforms, seed, params, sta
 
     zero = xp.zeros((), dtype=data[0].dtype)
     (params, state, total), _ = loop(body, (params, state, zero), (xp.arange(steps), varying))
-    return params, state, total
+    return params, state, total, ops.finite_or_nan(total, TrainState(params, state, 0, 0).arrays())
 
 
 EXECUTORS = {"eager": Eager, "jit": Compiled, "scan": Scanned, "graph": Captured}

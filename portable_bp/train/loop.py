@@ -85,10 +85,9 @@ class Run:
         self.snapshots.take(self.state)
         s, order, lr = self.state, self.order(epoch), self.lr(epoch)
         try:
-            params, state, count, total = self.executor.epoch(s.params, s.state, s.count, self.data,
-                                                              order, self.batch_size, lr)
+            params, state, count, total = self.checked_epoch(s, order, lr)
             done = TrainState(params, state, count, epoch + 1, s.offset)
-            loss = float(self.net.ops.finite_or_nan(total, done.arrays())) / self.plan.total_weight
+            loss = float(total) / self.plan.total_weight
             if not math.isfinite(loss):
                 locate(self, epoch)  # leaves the network at the last finite state and raises
             done.publish(self.net, self.plan.optimizer)
@@ -103,6 +102,17 @@ class Run:
             self.adopt(self.snapshots.restore(self.snapshots.current))
             raise
         return loss
+
+    def checked_epoch(self, s: TrainState, order, lr):
+        """The executor's epoch from ``s``: (params, state, count, summed loss made NaN by
+        any non-finite parameter or optimizer slot: ``ops.finite_or_nan``). An executor that
+        can check inside its own epoch program says so with a ``checked_epoch`` method."""
+        own = getattr(self.executor, "checked_epoch", None)
+        if own is not None:
+            return own(s.params, s.state, s.count, self.data, order, self.batch_size, lr)
+        params, state, count, total = self.executor.epoch(s.params, s.state, s.count, self.data, order,
+                                                          self.batch_size, lr)
+        return params, state, count, self.net.ops.finite_or_nan(total, TrainState(params, state, count, 0).arrays())
 
     def fall_back(self, exc: ExecutorFailed) -> None:
         """Run op by op from now on, and say why: on the backend (``portable-bp backends``),
@@ -207,7 +217,8 @@ def _train(net, plan: Plan) -> History:
     before = net.training_state()
     history, run = plan.history, None  # a resumed run's history goes on
     try:
-        net.restore_state(**plan.restored)
+        if plan.restored:  # a resumed run's seed, init and sigma
+            net.restore_state(**plan.restored)
         for cb in plan.callbacks:
             cb.on_train_begin(net)
         run = Run(net, plan)

@@ -16,7 +16,7 @@ from typing import Any
 from .._validate import integer
 from ..optim import get_optimizer, layer_state, optimizer_from_config
 from ..transforms import NO_TRANSFORMS, Chain
-from .callbacks import Callback, Checkpoint, History, as_callback
+from .callbacks import Callback, Checkpoint, EarlyStopping, History, as_callback
 from .inference import check_batch_size
 from .state import TrainState
 
@@ -111,7 +111,7 @@ def _read_saved(net, checkpoint, comm):
 
 def _start(net, optimizer, lr, epochs, checkpoint, resume, comm):
     """(optimizer, the TrainState training starts from, the epoch it stops at, restored, the
-    history so far: the checkpoint's when resuming)."""
+    history so far and the early stoppers' states: the checkpoint's when resuming)."""
     if isinstance(checkpoint, Checkpoint):
         checkpoint = checkpoint.path
     if resume:
@@ -130,11 +130,12 @@ def _start(net, optimizer, lr, epochs, checkpoint, resume, comm):
             offset = max(0, saved["steps_trained"] - saved["step"])
             start = TrainState(saved["params"], state, saved["step"], saved["epochs_trained"], offset)
             restored = {k: saved[k] for k in ("seed", "init", "sigma")}
-            return opt, start, max(epochs, start.epoch), restored, _saved_history(saved)
+            return (opt, start, max(epochs, start.epoch), restored, _saved_history(saved),
+                    saved.get("early_stopping") or [])
     opt = get_optimizer("sgd" if optimizer is None else optimizer, lr)
     params = net.params
     start = TrainState(params, opt.init(params), 0, net.epochs_trained, net.steps_trained)
-    return opt, start, start.epoch + epochs if not resume else max(epochs, start.epoch), {}, History()
+    return opt, start, start.epoch + epochs if not resume else max(epochs, start.epoch), {}, History(), []
 
 
 def _saved_history(saved) -> History:
@@ -144,6 +145,21 @@ def _saved_history(saved) -> History:
     for i, epoch in enumerate(recorded["epochs"]):
         history.append(epoch, {key: values[i] for key, values in recorded["values"].items()})
     return history
+
+
+def _resume_stoppers(net, stoppers, saved, start) -> bool:
+    """Hand each EarlyStopping the state the checkpoint kept of the one at its place (in
+    the order of ``callbacks``), its best weights on the backend (the checkpoint's own when
+    its best epoch was the last); whether one of them had already stopped the fit."""
+    spent = False
+    for stopper, state in zip(stoppers, saved):
+        params = state["params"]
+        if params is None:  # not kept apart: the checkpoint's own, when its last epoch was the best
+            params = start.params if state["best_epoch"] == start.epoch - 1 else None
+        else:
+            params = net.validate_params(params)
+        spent = stopper.resume(state, params) or spent
+    return spent
 
 
 def user_callbacks(callbacks) -> list[Callback]:
@@ -215,6 +231,8 @@ def _checked(net, X, Z, epochs, batch_size, validation_data, validation_batch_si
     run = {"world_size": comm.size, "global_batch": size, "deterministic": deterministic}
     if checkpoint is not None:  # its run is bound below, as any Checkpoint's
         hooks.append(checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(checkpoint, comm=comm))
+    # checkpoints last: each saves the epoch as every other callback (EarlyStopping) has seen it
+    hooks = [cb for cb in hooks if not isinstance(cb, Checkpoint)] + [cb for cb in hooks if isinstance(cb, Checkpoint)]
     for cb in hooks:
         if isinstance(cb, Checkpoint):
             cb.bind(comm, run)
@@ -241,13 +259,16 @@ def prepare(net, X, Z, *, epochs, batch_size, optimizer, lr, shuffle, validation
     if comm.size > 1:  # before any message whose size depends on the network or the data
         check_same(comm, "network, data or settings", _fingerprint(
             net, data, size, epochs, shuffle, deterministic, optimizer, lr, validation, transforms))
-    opt, start, stop, restored, history = together(comm, lambda: _start(net, optimizer, lr, epochs,
-                                                                        checkpoint, resume, comm))
+    opt, start, stop, restored, history, stopping = together(comm, lambda: _start(net, optimizer, lr, epochs,
+                                                                                  checkpoint, resume, comm))
     if comm.size > 1:
         start, restored = _same_start(net, comm, start, restored)
+    stoppers = [cb for cb in hooks if isinstance(cb, EarlyStopping)]
+    if _resume_stoppers(net, stoppers, stopping, start):
+        stop = start.epoch  # the interrupted fit's patience was already spent: nothing to train
     for cb in hooks:
         if isinstance(cb, Checkpoint):
-            cb.record(history)
+            cb.record(history, stoppers)
     if progress_bar is not None and comm.rank == 0:
         hooks.append(progress_bar(start.epoch, stop, resumed=bool(restored)))
     return Plan(data, total_weight, size, validation, val_size, opt, start, stop, bool(shuffle),
