@@ -88,7 +88,7 @@ JAX_REPEATS = "jax repeats the reference Ops here (op by op, compiled per shape)
 # a test process's resident memory past which JAX's compiled programs are dropped (see
 # _MemoryCap): the worker that runs the jax group peaks near it (about 300 MB of programs
 # over the 650 MB that the imports take), the other stays under 900 MB
-JAX_WORKER_MB = 950
+JAX_WORKER_MB = 800
 CAPABILITIES = {
     "mutable": lambda b: b.mutable,
     "compiles": lambda b: b.compile is not None,
