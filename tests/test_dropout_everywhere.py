@@ -92,7 +92,7 @@ def test_training_with_dropout_is_the_same_on_every_backend(spec, eager_numpy):
         assert not np.allclose(params_of(plain)[0], params_of(net)[0])
 
 
-@pytest.mark.parametrize("executor", ["jit", "scan"])
+@pytest.mark.parametrize("executor", ["jit", "scan"], ids=["jax-jit", "jax-scan"])  # jax: its group (conftest)
 def test_compiled_and_scanned_epochs_carry_the_counter(executor, eager_numpy):
     pytest.importorskip("jax")
     net, _ = trained("jax", executor)

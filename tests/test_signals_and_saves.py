@@ -63,6 +63,17 @@ def test_sigterm_after_training_still_writes_the_model(tmp_path, window):
 
 
 # -- the signal handling itself ------------------------------------------------------
+@pytest.fixture
+def sigint_as_from_a_terminal():
+    """SIGINT raising KeyboardInterrupt, as in a process started from a terminal: a test run
+    started as a background job (``python -m pytest &``) inherits SIGINT ignored, which
+    stopping.handled rightly leaves ignored (see the test with SIG_IGN below)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_as_from_a_terminal")
 def test_a_deferred_signal_is_recorded_and_a_second_one_raises():
     with stopping.handled():
         with stopping.deferred():
@@ -249,6 +260,7 @@ def test_mpi_reads_the_checked_variable(monkeypatch):
         MPI(FakeWorld(), timeout=-1, _mpi=FAKE_MPI)
 
 
+@pytest.mark.usefixtures("sigint_as_from_a_terminal")
 def test_one_process_training_stops_at_once_even_when_writes_are_deferred():
     """The command defers signals from training on, but one process's training is stopped
     where the signal lands (fit then keeps the last completed epoch); one recorded just
