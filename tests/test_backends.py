@@ -29,8 +29,8 @@ def test_core_modules_import_no_array_library():
 
     root = pathlib.Path(pbp.__file__).parent
     # host side: files, the command line (its tables, predictions and ONNX export), the walk-through
-    host_side = {"checkpoint.py", "cli.py", "cli_train.py", "cli_data.py", "cli_predict.py", "export.py",
-                 "explain.py"}
+    host_side = {"checkpoint.py", "checkpoint_record.py", "cli.py", "cli_train.py", "cli_data.py", "cli_predict.py",
+                 "export.py", "explain.py"}
     # file readers, bounded I/O, the scikit-learn adapter, host staging of communication
     host_packages = {"datasets", "_safe_io", "sklearn", "distributed"}
     pattern = re.compile(r"^\s*(import|from)\s+(numpy|cupy|torch|jax)\b", re.M)
