@@ -4,6 +4,8 @@ import os
 import sys
 import types
 
+import pytest
+
 import portable_bp as pbp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,3 +103,18 @@ def test_rounds_of_short_epochs_repeat_the_epoch_for_every_contender_alike():
     timing.time_block([contender("fast", timing.MIN_ROUND_S), contender("slow", timing.MIN_ROUND_S)], 2,
                       lambda s: None)
     assert calls == {"fast": 4, "slow": 4}  # warm-up, calibration, two rounds of one epoch
+
+
+def test_compare_instructions_says_what_it_needs_before_running_anything(monkeypatch, capsys):
+    """Without valgrind, or with no epoch to count, the instruction comparison stops with one
+    usage line naming what is missing (exit 2), before it exports or runs a commit."""
+    from benchmarks import compare_instructions
+
+    monkeypatch.setattr(compare_instructions.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit) as info:
+        compare_instructions.main(["--base", "HEAD"])
+    assert info.value.code == 2 and "valgrind is not on the PATH" in capsys.readouterr().err
+    monkeypatch.setattr(compare_instructions.shutil, "which", lambda name: "/usr/bin/valgrind")
+    with pytest.raises(SystemExit) as info:
+        compare_instructions.main(["--base", "HEAD", "--epochs", "0"])
+    assert info.value.code == 2 and "--epochs must be at least 1, got 0" in capsys.readouterr().err
