@@ -48,12 +48,20 @@ def load_source(args, datasets) -> Source:
         from .datasets import load_table
         from .datasets.files import is_text_table
 
-        table = load_table(args.data, target=args.target)
+        text = is_text_table(args.data)
+        if args.target is not None and not text:
+            raise ValueError(f"--target picks a column of a CSV/TSV table; {args.data!r} is an NPZ or IDX file, "
+                             f"whose targets are its 'y' array or labels file: leave --target out")
+        column = -1 if args.target is None else args.target
+        table = load_table(args.data, target=column)
         assert table.y is not None
-        target = table.target_name if table.target_name is not None else args.target
-        if not is_text_table(args.data):  # NPZ or IDX: no target column for predict to drop
+        target = table.target_name if table.target_name is not None else column
+        if not text:  # NPZ or IDX: no target column for predict to drop
             target = None
         return Source(table.X, table.y, args.data, table.feature_names, target)
+    if args.target is not None:
+        raise ValueError(f"--target picks a column of a --data table; --dataset "
+                         f"{args.dataset or 'digits'} has its own targets: leave --target out")
     name = args.dataset or "digits"
     X, y = datasets(name)
     return Source(X, y, name, None, None)

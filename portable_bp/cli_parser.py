@@ -156,9 +156,10 @@ def _add_data_args(p):
     src.add_argument("--data", metavar="FILE", default=None,
                      help="your own data: CSV/TSV (one sample per row), NPZ (arrays X and y) or "
                           "IDX given as 'images,labels'")
-    p.add_argument("--target", type=_target, default=-1, metavar="COLUMN",
+    p.add_argument("--target", type=_target, default=None, metavar="COLUMN",
                    help="CSV column holding y: an index (negative counts from the end) or a "
-                        "header name (default: -1, the last column)")
+                        "header name (default: -1, the last column); only for a --data CSV/TSV "
+                        "table (an NPZ's y is its 'y' array, IDX's the labels file)")
     p.add_argument("--test-size", type=_test_size, default=0.2, metavar="FRACTION",
                    help="held-out test part: a fraction in (0, 1) or a count (default: 0.2)")
 

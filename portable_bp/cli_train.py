@@ -107,7 +107,7 @@ def evaluate_hint(args, source):
     """The evaluate command that re-creates this run's test part."""
     words = [PROG, "evaluate", args.save]
     words += ["--data", args.data] if args.data else ["--dataset", source]
-    if args.data and args.target != -1:
+    if args.data and args.target is not None:
         words += ["--target", str(args.target)]
     if args.test_size != 0.2:
         words += ["--test-size", str(args.test_size)]

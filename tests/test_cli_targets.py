@@ -318,3 +318,26 @@ def test_predict_to_a_pipe_whose_reader_has_gone_ends_quietly(described, monkeyp
     monkeypatch.setattr(sys, "stdout", GonePipe())
     assert main(["predict", "m.npz", "--data", "d.csv"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_target_is_refused_where_there_is_no_column_to_pick(tmp_path, monkeypatch, capsys):
+    """--target picks a CSV/TSV column: given with an NPZ file or a built-in dataset (whose
+    targets are their own) it is one line naming the option, not silently ignored; a CSV
+    still takes it, by index or name, and the default is the last column."""
+    X, y = features(), np.arange(60) % 2
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    status, _, err = cli(tmp_path, monkeypatch, capsys, "train", "--data", "d.npz", "--target", "0",
+                         "--epochs", "1")
+    assert status == 2 and err.count("\n") == 1 and "--target" in err and "d.npz" in err
+    status, _, err = cli(tmp_path, monkeypatch, capsys, "train", "--dataset", "moons", "--target", "1",
+                         "--epochs", "1")
+    assert status == 2 and err.count("\n") == 1 and "--target" in err and "moons" in err
+    table = np.column_stack([y, X])
+    np.savetxt(tmp_path / "d.csv", table, delimiter=",", header="label,a,b,c", comments="")
+    for extra in (["--target", "0"], ["--target", "label"]):
+        status, out, err = cli(tmp_path, monkeypatch, capsys, "train", "--data", "d.csv", *extra, "--epochs", "1")
+        assert status == 0, err
+        assert "2 classes" in out
+    np.savetxt(tmp_path / "e.csv", np.column_stack([X, y]), delimiter=",")
+    status, out, err = cli(tmp_path, monkeypatch, capsys, "train", "--data", "e.csv", "--epochs", "1")
+    assert status == 0 and "2 classes" in out, err
