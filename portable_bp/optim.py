@@ -133,7 +133,7 @@ class SGD(Optimizer):
         return {"lr": lr}  # the same for every step of an epoch
 
     def update(self, grad, state, param, *, ops, lr):
-        if not (self.momentum or self.weight_decay):  # self.plain, without a call per layer and step
+        if self.plain:
             return ops.sgd_dense(param[0], param[1], grad, lr), state  # E12: W − lr·Δᵀ A(l-1), b − lr·Σ_rows Δ
         grads = _with_weight_decay(ops.dense_grads(grad), param, self.weight_decay)
         if not self.momentum:

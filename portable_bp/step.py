@@ -163,11 +163,10 @@ def loss_and_backprop(spec: Spec, ops: Ops, params: Params, ctx: Context,
     X, Z, w, f, loss = ctx.X, ctx.Z, ctx.weights, spec.activations[-1], spec.loss   # (each field read once)
     fwd = forward(spec, ops, params, X, ctx)                                           # E7, E14
     A_L, total = ops.output_loss(fwd.U, Z, f, loss, w)                                 # E2
-    if transforms.transforms:  # (an empty chain changes nothing: no call, on steps of microseconds)
-        total = transforms.penalized(ops, total, params, ctx)                          # E16: + ½α‖W‖²
+    total = transforms.penalized(ops, total, params, ctx)                              # E16: + ½α‖W‖²
     delta = ops.output_delta(fwd.U, A_L, Z, f, loss, mean_scale(ops.xp, X, w))         # E8/E11
     grads = backprop(spec, ops, params, fwd, delta)                                    # E9, E10
-    return total, transforms.apply(ops, grads, params, ctx) if transforms.transforms else grads  # E16, clipping
+    return total, transforms.apply(ops, grads, params, ctx)                            # E16, clipping
 
 
 def train_step(spec: Spec, ops: Ops, optimizer: Any, params: Params, state: list, ctx: Context,

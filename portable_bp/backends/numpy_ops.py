@@ -121,19 +121,16 @@ class NumpyOps(InPlaceOps):
         """E11 (a - z)·scale with one temporary; class labels enter as a boolean one-hot
         mask (A - True is A - 1.0: no float copy). E8 for the squared error: (a - z)·scale,
         then ⊙ f' in place."""
-        if loss.fused_output is None:
-            if loss.name != "mse" or f.name not in _BACKWARD:
-                return super().output_delta(U, A, Z, f, loss, scale)
-            D = A - Z
-            if not (isinstance(scale, float) and scale == 1.0):  # a one-row batch's 1/m: ×1 is exact, skipped
-                D *= scale
-            _BACKWARD[f.name](A, D)
-            return D
-        if Z.ndim == 1:
+        fused = loss.fused_output is not None
+        if not fused and (loss.name != "mse" or f.name not in _BACKWARD):
+            return super().output_delta(U, A, Z, f, loss, scale)
+        if fused and Z.ndim == 1:
             Z = Z[:, None] == self._constant(np.arange, A.shape[1], Z.dtype)  # column indices
         D = A - Z
-        if not (isinstance(scale, float) and scale == 1.0):
+        if not (isinstance(scale, float) and scale == 1.0):  # a one-row batch's 1/m: ×1 is exact, skipped
             D *= scale
+        if not fused:
+            _BACKWARD[f.name](A, D)
         return D
 
     def dropout_mask(self, seed, count, layer, first_row, like, rate):
