@@ -59,15 +59,35 @@ def export(rev: str, into: str) -> str:
     return into
 
 
+def worker_env(package_root: str | None, threads: int) -> dict:
+    """The environment of a process running one version of portable_bp: the package of
+    ``package_root`` (None: this checkout's) first on its path, then this checkout (for
+    ``benchmarks``), ``threads`` BLAS/OpenMP threads."""
+    env = {**os.environ, **{var: str(threads) for var in THREAD_VARS}}
+    paths = ([package_root] if package_root else []) + [REPO]
+    env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def commit_parser(prog: str, doc: str, configs: str, dtypes: str) -> argparse.ArgumentParser:
+    """The arguments every two-commit comparison takes: --base, --configs, --dtypes,
+    --backend and --json."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", required=True, help="the commit to compare against (git rev)")
+    p.add_argument("--configs", default=configs)
+    p.add_argument("--dtypes", default=dtypes)
+    p.add_argument("--backend", default="numpy", help="portable_bp backend spec (default numpy)")
+    p.add_argument("--json", default=None, help="write the results here too")
+    return p
+
+
 class Worker:
     """A process running one version of portable_bp, one epoch per request."""
 
     def __init__(self, package_root: str | None, threads: int, pin: int | None = None):
-        env = {**os.environ, **{var: str(threads) for var in THREAD_VARS}}
+        env = worker_env(package_root, threads)
         if pin is not None:
             env["PBP_PIN"] = str(pin)
-        paths = ([package_root] if package_root else []) + [REPO]
-        env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
 
@@ -106,17 +126,11 @@ def compare(workers, cfg, dtype, spec, steps, rounds):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare_commits", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", required=True, help="the commit to compare against (git rev)")
-    p.add_argument("--configs", default="A,B,C,D")
-    p.add_argument("--dtypes", default="float32,float64")
-    p.add_argument("--backend", default="numpy", help="portable_bp backend spec (default numpy)")
+    p = commit_parser("python -m benchmarks.compare_commits", __doc__, "A,B,C,D", "float32,float64")
     p.add_argument("--rounds", type=int, default=21)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pin", type=int, default=None,
                    help="run both workers on this one CPU (with --threads 1: the least noise on a shared VM)")
-    p.add_argument("--json", default=None, help="write the results here too")
     args = p.parse_args(argv)
     from . import configs as C
 

@@ -24,7 +24,6 @@ runs some 50× slower under callgrind).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -33,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 
-from .compare_commits import REPO, export
+from .compare_commits import commit_parser, export, worker_env
 
 CHILD = r"""
 import sys
@@ -52,10 +51,8 @@ for _ in range(epochs):
 def instructions(package_root: str | None, args: list[str]) -> int:
     """Instructions callgrind counts for the child with ``args``, the package of
     ``package_root`` (None: this checkout's) first on its path."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    env = {**worker_env(package_root, threads=1),
            "PYTHONHASHSEED": "0"}  # string hashes (dict layouts) the same in every run
-    paths = ([package_root] if package_root else []) + [REPO]
-    env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
                               os.path.realpath(sys.executable), "-c", CHILD, *args],
@@ -74,14 +71,8 @@ def per_epoch(package_root: str | None, cfg: str, dtype: str, spec: str, epochs:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare_instructions", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", required=True, help="the commit to compare against (git rev)")
-    p.add_argument("--configs", default="A")
-    p.add_argument("--dtypes", default="float64")
-    p.add_argument("--backend", default="numpy", help="portable_bp backend spec (default numpy)")
+    p = commit_parser("python -m benchmarks.compare_instructions", __doc__, "A", "float64")
     p.add_argument("--epochs", type=int, default=4, help="epochs counted (after one warm-up epoch)")
-    p.add_argument("--json", default=None, help="write the results here too")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None:
         p.error("valgrind is not on the PATH (apt install valgrind)")
