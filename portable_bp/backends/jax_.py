@@ -35,12 +35,9 @@ UNROLL_MIN_BYTES_CPU = 128
 MATMUL_PRECISION = "highest"
 
 
-def make(device=None) -> Backend:
-    try:
-        import jax
-        import jax.numpy as jnp
-    except ImportError as exc:
-        raise BackendUnavailable("jax", str(exc), 'pip install -e ".[jax]" in the checkout') from None
+def _working_device(jax, jnp, device):
+    """The JAX device ``device`` names ("gpu", "gpu:1", None: the default), once a small
+    computation on it has given an answer; :class:`BackendUnavailable` otherwise."""
     platform, _, index = (device or "").partition(":")
     try:
         devices = jax.devices(platform or None)
@@ -51,6 +48,16 @@ def make(device=None) -> Backend:
         float(jnp.sum(jax.device_put(jnp.ones(2), dev) * 2))
     except Exception as exc:  # noqa: BLE001
         raise BackendUnavailable("jax", f"a test computation on {dev} failed: {exc}") from None
+    return dev
+
+
+def make(device=None) -> Backend:
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError as exc:
+        raise BackendUnavailable("jax", str(exc), 'pip install -e ".[jax]" in the checkout') from None
+    dev = _working_device(jax, jnp, device)
 
     def owns(a):
         return isinstance(a, jax.Array) and a.devices() == {dev}
