@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_helpers import checkpoint_data, checkpoint_net
+from train_helpers import checkpoint_data, checkpoint_net, meta_with, rewrite
 
 import portable_bp as pb
 from portable_bp import checkpoint
@@ -37,26 +37,6 @@ def assert_same_params(a, b):
 
 def temps(folder):
     return sorted(p.name for p in Path(folder).iterdir() if p.name.endswith(".tmp"))
-
-
-def rewrite(path, **changes):
-    """Copy a checkpoint's arrays, apply ``changes`` (None deletes a key), write it back."""
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    for k, v in changes.items():
-        if v is None:
-            arrays.pop(k)
-        else:
-            arrays[k] = v
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def meta_with(path, **fields):
-    with np.load(path, allow_pickle=False) as npz:
-        meta = json.loads(str(npz["meta"][()]))
-    meta.update(fields)
-    return np.array(json.dumps(meta))
 
 
 # -- round trips -------------------------------------------------------------------------

@@ -1,11 +1,10 @@
 """What a checkpoint records besides the network: the training history and the data
 description (class names, feature names, standardizer), saved, read back and checked."""
 
-import json
 
 import numpy as np
 import pytest
-from train_helpers import checkpoint_data, checkpoint_net
+from train_helpers import checkpoint_data, checkpoint_net, meta_with, rewrite
 
 import portable_bp as pb
 from portable_bp import checkpoint
@@ -20,25 +19,6 @@ def saved(tmp_path, epochs=3):
     path = tmp_path / "m.npz"
     checkpoint.save(net, path, history=history, data=data)
     return path, history, data, net
-
-
-def rewrite(path, **changes):
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    for key, value in changes.items():
-        if value is None:
-            arrays.pop(key)
-        else:
-            arrays[key] = value
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def meta(path, **fields):
-    with np.load(path, allow_pickle=False) as npz:
-        m = json.loads(str(npz["meta"][()]))
-    m.update(fields)
-    return np.array(json.dumps(m))
 
 
 def test_history_and_data_round_trip(tmp_path):
@@ -82,7 +62,7 @@ def test_damaged_records_are_named(tmp_path, changes, match):
 ])
 def test_damaged_record_metadata_is_named(tmp_path, fields, match):
     path = saved(tmp_path)[0]
-    rewrite(path, meta=meta(path, **fields))
+    rewrite(path, meta=meta_with(path, **fields))
     with pytest.raises(ValueError, match=match):
         checkpoint.read_record(path)
 

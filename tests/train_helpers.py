@@ -10,6 +10,7 @@ with ``Network.set_params``.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 import warnings
@@ -240,3 +241,23 @@ def checkpoint_net(**kw):
     kw = {"loss": "cross_entropy", "dtype": "float64", "seed": 7, **kw}
     return pbp.Network([3, 5, 3], **kw)
 
+
+def rewrite(path, **changes):
+    """Copy a checkpoint's arrays, apply ``changes`` (None deletes a key), write it back."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for k, v in changes.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def meta_with(path, **fields):
+    """The checkpoint's metadata with ``fields`` changed, as the array ``rewrite`` takes."""
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(str(npz["meta"][()]))
+    meta.update(fields)
+    return np.array(json.dumps(meta))
