@@ -31,9 +31,11 @@ How the suite runs (pyproject.toml): on two pytest-xdist workers (``-n 2 --dist
 loadgroup``), each with one BLAS/OpenMP thread (its arrays are tiny; more threads only
 spin-wait for a core the other worker holds); tests marked ``mpi`` (they start ``mpiexec``
 ranks) all run on one worker, one at a time, so that at most 2 ranks run at once; tests
-whose id names jax all run on one worker, one after another, so that they reuse the
-programs JAX compiled for each other (JAX's persistent compilation cache, in a temporary
-folder of the run's own, keeps those that the memory cap drops).
+whose id names jax (and those marked ``every_backend``) all run on one worker, one after
+another, so that they reuse the programs JAX compiled for each other (JAX's persistent
+compilation cache, in a temporary folder of the run's own, keeps those that the memory cap
+drops). The workers collect without building a backend (``backend_facts``: one process of
+the run answers what collection asks), so the other worker never imports JAX.
 """
 
 from __future__ import annotations
@@ -69,13 +71,18 @@ import threadpoolctl  # noqa: E402
 
 threadpoolctl.threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]))  # BLAS loaded before the line above
 
+import backend_facts  # noqa: E402
+from backend_facts import CAPABILITIES, facts  # noqa: E402
+
 from portable_bp import backends as _backends  # noqa: E402
-from portable_bp.backends import DTYPES, get, probe, specs  # noqa: E402
+from portable_bp.backends import DTYPES, get, specs  # noqa: E402
 
 if "torch" in sys.modules:  # loaded before this file (a plugin): its pool is already made
     sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 # Nothing here probes a backend at import: the xdist controller imports this file too, and
-# collects nothing (probing would load torch and jax there for nothing: 500 MB)
+# collects nothing (probing would load torch and jax there for nothing: 500 MB). What the
+# collection asks of a backend comes from backend_facts: under xdist one short-lived process
+# of the run builds every backend and answers for the workers (see its docstring)
 SPECS = specs()  # (spec, on a GPU), from the registry
 GPU_SPECS = [spec for spec, gpu in SPECS if gpu]
 CPU_SPECS = [spec for spec, gpu in SPECS if not gpu]
@@ -90,23 +97,40 @@ JAX_REPEATS = "jax repeats the reference Ops here (op by op, compiled per shape)
 # programs, before the check after it), the other stays under 850 MB. At 800 MB the suite
 # took 7% more processor time (22 s) for 190 MB less at its peak
 JAX_WORKER_MB = 950
-CAPABILITIES = {
-    "mutable": lambda b: b.mutable,
-    "compiles": lambda b: b.compile is not None,
-    "overrides": lambda b: bool(b.ops.overrides()),
-    "gpu": lambda b: b.is_gpu,
-    "cpu": lambda b: not b.is_gpu,
-}
+
+
+_learning: backend_facts.Learning | None = None  # in the run's own process, under xdist
 
 
 def pytest_unconfigure(config):
+    if _learning is not None:
+        _learning.stop()
     if _OWN_JAX_CACHE is not None and not hasattr(config, "workerinput"):  # the run's own process
         shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
 
 
+def _starts_workers(config) -> bool:
+    """Whether this is the run's own process of a run on xdist workers (which collect)."""
+    return (not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
+            and not config.option.collectonly)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist, in the run's own process, per worker: the backends' facts as the learning
+    process answered (None where it failed: the worker then learns them itself)."""
+    node.workerinput[backend_facts.WORKERINPUT_KEY] = _learning.answers() if _learning is not None else None
+
+
 def pytest_configure(config):
+    global _learning
+    if _starts_workers(config):  # learning while xdist starts the workers
+        _learning = backend_facts.Learning()
+    elif getattr(config, "workerinput", {}).get(backend_facts.WORKERINPUT_KEY):
+        backend_facts.adopt(config.workerinput[backend_facts.WORKERINPUT_KEY])
     for line in ("cases(predicate, reason): generate only the parameter combinations the predicate accepts",
                  "mpi: starts MPI ranks (mpiexec): every such test runs on the same xdist worker",
+                 "every_backend: builds every backend in the test's process: runs on the worker that runs JAX",
                  "backends(*specs): run only on these backend specs",
                  "skip_backends(*specs, reason): do not run on these backend specs (or spec-dtype cases)",
                  "dtypes(*names): run only in these dtypes",
@@ -156,12 +180,18 @@ class Case:
 def runs(spec) -> bool:
     """Whether backend ``spec`` can run here (what a ``cases`` predicate checks before it
     asks the backend anything; the cases of one that cannot run skip with the reason)."""
-    return probe(spec)[0]
+    return facts(spec).runs
+
+
+def probed(spec) -> tuple[bool, str]:
+    """The registry's ``probe(spec)`` (runs here, reason if not), as collection learned it:
+    for a test module's marks, at import (``probe`` itself would build the backend there)."""
+    return facts(spec).runs, facts(spec).reason
 
 
 def _marks(spec):
     """The gpu marker for GPU specs, and a skip with the probe's reason where it cannot run."""
-    ok, reason = probe(spec)
+    ok, reason = probed(spec)
     marks = [pytest.mark.gpu] if spec in GPU_SPECS else []
     if not ok:
         marks.append(pytest.mark.skip(reason=f"backend {spec} unavailable: {reason}"))
@@ -186,7 +216,10 @@ def _ruled_out(node, spec, dtype=None) -> bool:
         return True
     caps = [cap for m in node.iter_markers("requires") for cap in m.args]
     # a backend that cannot run here cannot be asked: its cases skip with the probe's reason
-    return bool(caps) and probe(spec)[0] and not all(CAPABILITIES[cap](get(spec)) for cap in caps)
+    unknown = [cap for cap in caps if cap not in CAPABILITIES]
+    if unknown:
+        raise ValueError(f"requires{tuple(unknown)}: no such capability (known: {', '.join(CAPABILITIES)})")
+    return bool(caps) and runs(spec) and not set(caps) <= set(facts(spec).capabilities)
 
 
 def _generated(item) -> bool:
@@ -207,17 +240,22 @@ def _generated(item) -> bool:
 
 def _in_jax_group(item) -> bool:
     """Whether a test runs JAX programs: its id names jax (a ``jax`` case of the fixtures,
-    or a test about JAX). Such tests join one xdist group, so one worker runs them one after
-    another and reuses the programs they compile (the same shapes recur from case to case)."""
-    return "jax" in item.nodeid and item.get_closest_marker("mpi") is None
+    or a test about JAX), or it builds every backend (marked ``every_backend``). Such tests
+    join one xdist group, so one worker runs them one after another and reuses the programs
+    they compile (the same shapes recur from case to case), and the other never holds JAX."""
+    return (("jax" in item.nodeid or item.get_closest_marker("every_backend") is not None)
+            and item.get_closest_marker("mpi") is None)
 
 
 def pytest_collection_modifyitems(config, items):
     """The ``mpi`` tests, then the ``jax`` group, first: each is one worker's run of tests one
     after another (a minute of ``mpiexec`` runs and waits; a minute or two of JAX), started
-    while the other worker begins on the rest, rather than the suite ending on them. Every
-    worker sorts the same way, as xdist requires."""
-    items.sort(key=lambda item: (item.get_closest_marker("mpi") is None, not _in_jax_group(item)))
+    while the other worker begins on the rest, rather than the suite ending on them. In the
+    ``jax`` group the ``every_backend`` tests come first: the processes they start (~0.5 GB
+    each) then run beside a worker that holds no JAX program yet. Every worker sorts the same
+    way, as xdist requires."""
+    items.sort(key=lambda item: (item.get_closest_marker("mpi") is None, not _in_jax_group(item),
+                                 item.get_closest_marker("every_backend") is None))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -42,6 +42,7 @@ def test_core_modules_import_no_array_library():
     assert offenders == []
 
 
+@pytest.mark.every_backend
 def test_specs_available_and_known():
     """specs(): every known backend and the device variants worth trying, with whether
     they run on a GPU (what the test fixture parametrizes over); available(): those that
@@ -78,6 +79,7 @@ def test_auto_falls_back_to_numpy_without_gpu():
     assert backends.get("auto").name == ("cupy" if ok else "numpy")
 
 
+@pytest.mark.every_backend
 def test_unavailable_backend_says_why_and_how_to_fix():
     ok, reason = backends.probe("cupy")
     if ok:
@@ -117,6 +119,7 @@ def test_torch_cuda_unavailable_message():
         backends.get("torch:cuda:0")
 
 
+@pytest.mark.every_backend
 def test_describe_reports_every_backend():
     rows = {r["spec"]: r for r in backends.describe()}
     assert list(rows) == [spec for spec, _ in backends.specs()]
@@ -140,6 +143,7 @@ def _toy_factory(device):
                    _to_numpy=np.asarray, _owns=lambda a: type(a) is np.ndarray)
 
 
+@pytest.mark.every_backend
 def test_register_a_third_party_backend(registered_backend):
     registered_backend("toy", _toy_factory)
     net = pbp.Network([2, 3, 1], backend="toy", dtype="float64", seed=0)
@@ -159,6 +163,7 @@ def test_register_a_third_party_backend(registered_backend):
         backends.register("x", 3)
 
 
+@pytest.mark.every_backend
 def test_a_factory_that_fails_or_returns_something_else(registered_backend):
     def unavailable(device):
         raise BackendUnavailable("flaky", "no such hardware", "buy some")

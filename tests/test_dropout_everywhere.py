@@ -5,15 +5,15 @@ processes and resumes, and AdamW/RMSprop against ``torch.optim`` with schedules.
 
 import numpy as np
 import pytest
+from conftest import runs
 from distributed_threads import run_ok
 from test_executors import StandInCapture, captured_with  # noqa: F401 (a fixture)
 
 import portable_bp as pbp
 from portable_bp import counter_rng
-from portable_bp.backends import probe
 from portable_bp.train.executors import Eager
 
-CPU_BACKENDS = [s for s in ("numpy", "array_api_strict", "torch", "jax") if probe(s)[0]]
+CPU_BACKENDS = [s for s in ("numpy", "array_api_strict", "torch", "jax") if runs(s)]
 
 
 def reference_bits(seed, count, layer, first_row, rows, units):

@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-from portable_bp.backends import probe
+from conftest import probed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
@@ -68,7 +67,7 @@ def test_spirals_saves_the_decision_boundary(tmp_path):
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.skipif(probe("cupy")[0], reason="CuPy runs here: auto would take the GPU sizes")
+@pytest.mark.skipif(probed("cupy")[0], reason="CuPy runs here: auto would take the GPU sizes")
 def test_gpu_training_defaults_to_the_cpu_sizes_here_and_learns():
     """Without a GPU, the default (auto) trains on NumPy with the CPU sizes its docstring
     promises, and reaches a meaningful accuracy (the classes overlap: 0.86 is the bound)."""
@@ -79,7 +78,8 @@ def test_gpu_training_defaults_to_the_cpu_sizes_here_and_learns():
     assert number_after("test accuracy:", r.stdout) >= 0.75
 
 
-@pytest.mark.skipif(probe("cupy")[0], reason="CuPy runs here")
+@pytest.mark.every_backend
+@pytest.mark.skipif(probed("cupy")[0], reason="CuPy runs here")
 def test_gpu_training_on_a_gpu_backend_without_a_gpu_says_what_runs_here():
     r = run_example("gpu_training.py", "--backend", "cupy")
     assert r.returncode == 2

@@ -10,15 +10,14 @@ import contextlib
 
 import numpy as np
 import pytest
-from conftest import GPU_SPECS, make_data, spec_cases
+from conftest import GPU_SPECS, make_data, probed, spec_cases
 
 import portable_bp as pbp
-from portable_bp.backends import probe
 from portable_bp.train.eager import Eager
 
-CUPY_OK, CUPY_WHY = probe("cupy")
-TORCH_CUDA_OK, TORCH_CUDA_WHY = probe("torch:cuda")
-JAX_GPU_OK, JAX_GPU_WHY = probe("jax:gpu")
+CUPY_OK, CUPY_WHY = probed("cupy")
+TORCH_CUDA_OK, TORCH_CUDA_WHY = probed("torch:cuda")
+JAX_GPU_OK, JAX_GPU_WHY = probed("jax:gpu")
 needs_cupy = pytest.mark.skipif(not CUPY_OK, reason=f"cupy unavailable: {CUPY_WHY}")
 pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("error")]
 needs_torch_cuda = pytest.mark.skipif(not TORCH_CUDA_OK, reason=f"torch:cuda unavailable: {TORCH_CUDA_WHY}")

@@ -58,7 +58,7 @@ def test_large_finite_data_passes_the_finite_checks_without_a_warning(xp_spec):
         _inputs.check_finite_all(be.ops, [big, bad], "params")
 
 
-def test_immutable_arrays_found_finite_are_not_read_again_but_mutable_ones_are(monkeypatch):
+def test_immutable_jax_arrays_found_finite_are_not_read_again_but_mutable_ones_are(monkeypatch):
     """JAX's arrays cannot change: a second fit on the same X and y reads neither back
     again. A NumPy array can: poisoned in place between two fits, the second refuses it."""
     pytest.importorskip("jax")

@@ -12,6 +12,7 @@ the same trajectory.
 
 import numpy as np
 import pytest
+from backend_facts import facts
 from conftest import assert_close, make_data, runs, to_np
 
 import portable_bp as pbp
@@ -207,10 +208,11 @@ def test_every_primitive_has_probes_here():
 
 
 @pytest.mark.parametrize("name", PRIMITIVES)
-@pytest.mark.cases(lambda xp_case, name: not runs(xp_case.spec) or name in xp_case.ops.overrides(),
+@pytest.mark.cases(lambda xp_case, name: not runs(xp_case.spec) or name in facts(xp_case.spec).overrides,
                    reason="the backend computes it by the reference itself")  # JAX: rows, extremes; ...
 def test_override_equals_the_reference_and_keeps_read_only_arguments(xp_case, name):
     ops = xp_case.ops
+    assert name in ops.overrides(), ops.dropped.get(name)  # as collection learned it (backend_facts)
     scale = 1.0
     if xp_case.dtype == "float32" and name in PRODUCTS:  # TF32 products (CuPy) are rounder
         scale = max(1.0, ops.matmul_float32_tolerance / Ops.matmul_float32_tolerance)
@@ -240,13 +242,14 @@ def test_reference_writes_into_no_argument_and_keeps_the_dtype(xp_case, name):
 
 
 @pytest.mark.parametrize("name", ["sgd_dense", "subtract_product", "subtract_colsum", "sgd", "momentum", "adam"])
-@pytest.mark.cases(lambda xp_case: not runs(xp_case.spec) or isinstance(xp_case.ops, InPlaceOps),
+@pytest.mark.cases(lambda xp_case: not runs(xp_case.spec) or facts(xp_case.spec).in_place,
                    reason="the backend runs the functional reference Ops")
 def test_in_place_ops_keep_the_parameter_buffers(xp_case, name):
     """InPlaceOps and its subclasses (NumPy, torch, CuPy, array-api-strict) write each
     update into the parameter they are given and return that array: the network's
     parameters keep their memory (the functional reference is checked above to write none)."""
     ops = xp_case.ops
+    assert isinstance(ops, InPlaceOps)  # as collection learned it (backend_facts)
     args, _ = next(probes(name, np.random.default_rng(1)))
     bases = []
     device_args = [build(xp_case, a, bases) for a in args]

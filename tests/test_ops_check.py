@@ -157,6 +157,7 @@ def _faulty_numpy(device=None):
                    _owns=lambda a: type(a) is np.ndarray, ops=make(WrongTanhDerivative))
 
 
+@pytest.mark.every_backend
 def test_registry_describe_and_cli_report_a_dropped_override(registered_backend, capsys):
     name = registered_backend("faulty_numpy", _faulty_numpy)
     be = backends.get(name)

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
-from portable_bp.backends import probe  # noqa: E402
+from conftest import probed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # benchmarks/ is a program of the checkout, not an installed package
     sys.path.insert(0, ROOT)
 from benchmarks import sklearn_bench  # noqa: E402
 
-CUPY = probe("cupy")
+CUPY = probed("cupy")
 
 
 def run(*args, timeout=300):
