@@ -130,7 +130,8 @@ def pytest_configure(config):
         backend_facts.adopt(config.workerinput[backend_facts.WORKERINPUT_KEY])
     for line in ("cases(predicate, reason): generate only the parameter combinations the predicate accepts",
                  "mpi: starts MPI ranks (mpiexec): every such test runs on the same xdist worker",
-                 "every_backend: builds every backend in the test's process: runs on the worker that runs JAX",
+                 "every_backend(*where): builds every backend (~0.5 GB) in the test's process ('here', the "
+                 "default) or in a process it starts ('child'): runs on the worker that runs JAX, first",
                  "backends(*specs): run only on these backend specs",
                  "skip_backends(*specs, reason): do not run on these backend specs (or spec-dtype cases)",
                  "dtypes(*names): run only in these dtypes",
@@ -251,11 +252,22 @@ def pytest_collection_modifyitems(config, items):
     """The ``mpi`` tests, then the ``jax`` group, first: each is one worker's run of tests one
     after another (a minute of ``mpiexec`` runs and waits; a minute or two of JAX), started
     while the other worker begins on the rest, rather than the suite ending on them. In the
-    ``jax`` group the ``every_backend`` tests come first: the processes they start (~0.5 GB
-    each) then run beside a worker that holds no JAX program yet. Every worker sorts the same
-    way, as xdist requires."""
+    ``jax`` group the ``every_backend`` tests come first, those whose child process builds
+    them (~0.5 GB each) before those that build them in the worker: the children then run
+    beside a worker that holds no backend yet. Every worker sorts the same way, as xdist requires."""
     items.sort(key=lambda item: (item.get_closest_marker("mpi") is None, not _in_jax_group(item),
-                                 item.get_closest_marker("every_backend") is None))
+                                 _every_backend_rank(item)))
+
+
+def _every_backend_rank(item) -> int:
+    """0: a process the test starts builds every backend (``every_backend("child")``); 1: that
+    process, then the test's own (``every_backend("child", "here")``); 2: the test's own
+    process (``every_backend``); 3: none."""
+    mark = item.get_closest_marker("every_backend")
+    if mark is None:
+        return 3
+    where = set(mark.args or ("here",))
+    return 0 if where == {"child"} else 1 if where == {"child", "here"} else 2
 
 
 @pytest.hookimpl(wrapper=True)

@@ -12,6 +12,10 @@ from portable_bp import backends
 from portable_bp.backends import Backend, BackendUnavailable
 from portable_bp.ops import InPlaceOps, Ops
 
+# what runs here is listed by building every backend (available(), describe(), and the
+# message of every get() that fails): on the worker that holds JAX (conftest)
+pytestmark = pytest.mark.every_backend
+
 
 def test_import_loads_no_gpu_or_heavy_library():
     code = ("import sys, portable_bp as p; p.Network([2, 2], backend='numpy');"
@@ -42,7 +46,6 @@ def test_core_modules_import_no_array_library():
     assert offenders == []
 
 
-@pytest.mark.every_backend
 def test_specs_available_and_known():
     """specs(): every known backend and the device variants worth trying, with whether
     they run on a GPU (what the test fixture parametrizes over); available(): those that
@@ -79,7 +82,6 @@ def test_auto_falls_back_to_numpy_without_gpu():
     assert backends.get("auto").name == ("cupy" if ok else "numpy")
 
 
-@pytest.mark.every_backend
 def test_unavailable_backend_says_why_and_how_to_fix():
     ok, reason = backends.probe("cupy")
     if ok:
@@ -119,7 +121,6 @@ def test_torch_cuda_unavailable_message():
         backends.get("torch:cuda:0")
 
 
-@pytest.mark.every_backend
 def test_describe_reports_every_backend():
     rows = {r["spec"]: r for r in backends.describe()}
     assert list(rows) == [spec for spec, _ in backends.specs()]
@@ -143,7 +144,6 @@ def _toy_factory(device):
                    _to_numpy=np.asarray, _owns=lambda a: type(a) is np.ndarray)
 
 
-@pytest.mark.every_backend
 def test_register_a_third_party_backend(registered_backend):
     registered_backend("toy", _toy_factory)
     net = pbp.Network([2, 3, 1], backend="toy", dtype="float64", seed=0)
@@ -163,7 +163,6 @@ def test_register_a_third_party_backend(registered_backend):
         backends.register("x", 3)
 
 
-@pytest.mark.every_backend
 def test_a_factory_that_fails_or_returns_something_else(registered_backend):
     def unavailable(device):
         raise BackendUnavailable("flaky", "no such hardware", "buy some")

@@ -111,7 +111,6 @@ def cpu_results():
     return run_child(CPU_LIBS)
 
 
-@pytest.mark.every_backend
 def test_array_api_dispatch_on_cpu_libraries(cpu_results):
     failures = {k: v for k, v in cpu_results.items() if v.startswith("fail")
                 and NON_DEFAULT_DEVICE not in k}
