@@ -10,6 +10,9 @@ from portable_bp.sklearn import MLPClassifier, MLPRegressor
 from portable_bp.train import checked
 
 
+# max_iter is cut short on purpose: its ConvergenceWarning, left to reach the xdist controller, would
+# make that process import scikit-learn to rebuild the warning (~0.1 GB held to the end of the run)
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
 def test_no_public_fit_and_one_check_per_fit(Est, monkeypatch):
     rng = np.random.default_rng(0)
@@ -48,6 +51,7 @@ def test_alpha_changed_between_partial_fits_matches_scikit_learn_step_for_step(s
     assert ours._solver_state.steps == 5 * 4  # 4 batches per call
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_the_optimizer_keeps_no_arrays_and_its_scalars_are_a_function_of_what_it_is_given():
     """No hidden call order: the optimizer holds its configuration only (no slots, no step
     count, no batch table), and ``hyperparams`` depends on nothing but its arguments."""
