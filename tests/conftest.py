@@ -31,7 +31,7 @@ How the suite runs (pyproject.toml): on two pytest-xdist workers (``-n 2 --dist
 loadgroup``), each with one BLAS/OpenMP thread (its arrays are tiny; more threads only
 spin-wait for a core the other worker holds); tests marked ``mpi`` (they start ``mpiexec``
 ranks) all run on one worker, one at a time, so that at most 2 ranks run at once; tests
-whose id names jax (and those marked ``every_backend``) all run on one worker, one after
+whose id names jax (and those marked ``every_backend`` or ``jax_child``) all run on one worker, one after
 another, so that they reuse the programs JAX compiled for each other (JAX's persistent
 compilation cache, in a temporary folder of the run's own, keeps those that the memory cap
 drops). The workers collect without building a backend (``backend_facts``: one process of
@@ -130,8 +130,9 @@ def pytest_configure(config):
         backend_facts.adopt(config.workerinput[backend_facts.WORKERINPUT_KEY])
     for line in ("cases(predicate, reason): generate only the parameter combinations the predicate accepts",
                  "mpi: starts MPI ranks (mpiexec): every such test runs on the same xdist worker",
-                 "every_backend(*where): builds every backend (~0.5 GB) in the test's process ('here', the "
-                 "default) or in a process it starts ('child'): runs on the worker that runs JAX, first",
+                 "every_backend: builds every backend (JAX too) in the test's process: runs on the worker that "
+                 "runs JAX, early",
+                 "jax_child: starts a process that imports JAX (~0.5 GB): runs on the worker that runs JAX, first",
                  "backends(*specs): run only on these backend specs",
                  "skip_backends(*specs, reason): do not run on these backend specs (or spec-dtype cases)",
                  "dtypes(*names): run only in these dtypes",
@@ -241,33 +242,30 @@ def _generated(item) -> bool:
 
 def _in_jax_group(item) -> bool:
     """Whether a test runs JAX programs: its id names jax (a ``jax`` case of the fixtures,
-    or a test about JAX), or it builds every backend (marked ``every_backend``). Such tests
+    or a test about JAX), it builds every backend (``every_backend``) or it starts a process
+    that imports JAX (``jax_child``). Such tests
     join one xdist group, so one worker runs them one after another and reuses the programs
     they compile (the same shapes recur from case to case), and the other never holds JAX."""
-    return (("jax" in item.nodeid or item.get_closest_marker("every_backend") is not None)
+    return (("jax" in item.nodeid or any(item.get_closest_marker(m) for m in ("every_backend", "jax_child")))
             and item.get_closest_marker("mpi") is None)
 
 
 def pytest_collection_modifyitems(config, items):
     """The ``mpi`` tests, then the ``jax`` group, first: each is one worker's run of tests one
     after another (a minute of ``mpiexec`` runs and waits; a minute or two of JAX), started
-    while the other worker begins on the rest, rather than the suite ending on them. In the
-    ``jax`` group the ``every_backend`` tests come first, those whose child process builds
-    them (~0.5 GB each) before those that build them in the worker: the children then run
-    beside a worker that holds no backend yet. Every worker sorts the same way, as xdist requires."""
+    while the other worker begins on the rest, rather than the suite ending on them. The
+    ``jax`` group starts with the tests whose child process imports JAX (~0.4-0.5 GB each),
+    then those that build every backend in the worker: the children run beside a worker that
+    holds no backend yet. Every worker sorts the same way, as xdist requires."""
     items.sort(key=lambda item: (item.get_closest_marker("mpi") is None, not _in_jax_group(item),
                                  _every_backend_rank(item)))
 
 
 def _every_backend_rank(item) -> int:
-    """0: a process the test starts builds every backend (``every_backend("child")``); 1: that
-    process, then the test's own (``every_backend("child", "here")``); 2: the test's own
-    process (``every_backend``); 3: none."""
-    mark = item.get_closest_marker("every_backend")
-    if mark is None:
-        return 3
-    where = set(mark.args or ("here",))
-    return 0 if where == {"child"} else 1 if where == {"child", "here"} else 2
+    """0: the test starts a process that imports JAX (``jax_child``); 1: that, and it builds
+    every backend itself (``every_backend``); 2: only the latter; 3: neither."""
+    child, here = item.get_closest_marker("jax_child") is not None, item.get_closest_marker("every_backend") is not None
+    return 0 if child and not here else 1 if child else 2 if here else 3
 
 
 @pytest.hookimpl(wrapper=True)

@@ -197,7 +197,8 @@ def backends_table(stdout):
     return rows, overrides, auto
 
 
-@pytest.mark.every_backend("child", "here")
+@pytest.mark.jax_child
+@pytest.mark.every_backend
 def test_backends_table_matches_the_registry():
     """One row per known backend (runs here, hot path as backends.hot_path gives it, a reason
     where it cannot run), one "SPEC overrides:" line per runnable backend listing exactly its
@@ -310,7 +311,7 @@ def test_continuous_target_with_cross_entropy_is_one_line(tmp_path):
                           "--loss mse")
 
 
-@pytest.mark.every_backend("child")
+@pytest.mark.jax_child
 @pytest.mark.skipif(CUPY_OK, reason="CuPy runs here")
 def test_cupy_without_a_gpu_is_one_line_with_the_reason(tmp_path):
     line = assert_one_line_error(run_cli("train", "--backend", "cupy", cwd=tmp_path), "cupy")

@@ -63,8 +63,8 @@ def test_the_documents_have_python_blocks_and_only_known_markers():
 RUNNABLE = [path for path in DOC_FILES if script(path, python_blocks(path))]
 
 
-# docs/backends.md lists every backend: its script builds them all (~0.5 GB)
-@pytest.mark.parametrize("path", [pytest.param(path, marks=pytest.mark.every_backend("child"))
+# docs/backends.md lists every backend: its script builds them all, JAX included (~0.5 GB)
+@pytest.mark.parametrize("path", [pytest.param(path, marks=pytest.mark.jax_child)
                                   if path == "docs/backends.md" else path for path in RUNNABLE])
 def test_every_python_block_runs(path, tmp_path):
     runnable = script(path, python_blocks(path))

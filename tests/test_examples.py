@@ -78,7 +78,7 @@ def test_gpu_training_defaults_to_the_cpu_sizes_here_and_learns():
     assert number_after("test accuracy:", r.stdout) >= 0.75
 
 
-@pytest.mark.every_backend("child")
+@pytest.mark.jax_child
 @pytest.mark.skipif(probed("cupy")[0], reason="CuPy runs here")
 def test_gpu_training_on_a_gpu_backend_without_a_gpu_says_what_runs_here():
     r = run_example("gpu_training.py", "--backend", "cupy")

@@ -76,6 +76,7 @@ def test_jax_fit_runs_a_jitted_step():
     assert isinstance(state["step"], int) and state["step"] == 3  # the second fit starts afresh
 
 
+@pytest.mark.jax_child
 def test_integer_labels_on_jax_without_x64_warn_nothing():
     """JAX without x64 has int32 indices: labels are converted to the namespace's index
     dtype, not to int64 (which JAX would truncate with a warning on every call); and

@@ -169,7 +169,7 @@ def test_pickle_holds_numpy_only_and_resumes_exactly(backend):
     np.testing.assert_array_equal(again.predict(X), est.predict(X))
 
 
-@pytest.mark.every_backend("child")
+@pytest.mark.jax_child
 def test_unpickles_where_the_training_library_is_missing(tmp_path):
     if not probe("torch")[0]:
         pytest.skip("torch not available")
