@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import probed
 from train_helpers import classification, flat, host_params
 
 import portable_bp as pbp
-from portable_bp.backends import probe
 from portable_bp.optim import Optimizer
 
 
@@ -81,8 +81,9 @@ def test_integer_labels_on_jax_without_x64_warn_nothing():
     """JAX without x64 has int32 indices: labels are converted to the namespace's index
     dtype, not to int64 (which JAX would truncate with a warning on every call); and
     JaxOps' overrides pass their check in float32 alone. Run in a fresh process: any
-    float64 network made earlier in this one switches x64 on."""
-    ok, reason = probe("jax")
+    float64 network made earlier in this one switches x64 on (and asked here, not built:
+    the test's worker holds no JAX program yet, beside the child's ~0.4 GB)."""
+    ok, reason = probed("jax")
     if not ok:
         pytest.skip(f"backend jax unavailable: {reason}")
     code = ("import numpy as np, portable_bp as pbp\n"
