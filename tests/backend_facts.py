@@ -93,7 +93,7 @@ class Learning:
         checkout = os.path.dirname(os.path.dirname(os.path.abspath(portable_bp.__file__)))
         path = [checkout] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         argv = argv or [sys.executable, os.path.abspath(__file__)]
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE,
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True,
                                         env={**os.environ, "PYTHONPATH": os.pathsep.join(path)})
         self._answers: str | None = None

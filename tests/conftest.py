@@ -40,9 +40,7 @@ the run answers what collection asks), so the other worker never imports JAX.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import gc
 import inspect
 import os
 import shutil
@@ -73,6 +71,7 @@ threadpoolctl.threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]))  # BLAS
 
 import backend_facts  # noqa: E402
 from backend_facts import CAPABILITIES, facts  # noqa: E402
+from memory_cap import MemoryCap  # noqa: E402
 
 from portable_bp import backends as _backends  # noqa: E402
 from portable_bp.backends import DTYPES, get, specs  # noqa: E402
@@ -93,7 +92,7 @@ RTOL = {"float32": 2e-5, "float64": 1e-11}
 # float64 case has switched it on, stays on, so its float32 cases run the same code
 JAX_REPEATS = "jax repeats the reference Ops here (op by op, compiled per shape): another case covers it"
 # a test process's resident memory past which JAX's compiled programs are dropped (see
-# _MemoryCap): the worker that runs the jax group peaks up to ~160 MB above it (one test's
+# memory_cap.MemoryCap): the worker that runs the jax group peaks up to ~160 MB above it (one test's
 # programs, before the check after it); the other, which never imports JAX, stays under
 # 600 MB. The JAX cases alone, in one process, took the same processor time with the limit
 # at 850 MB as at 950 MB, and a quarter more at 750 MB (benchmarks/README.md)
@@ -309,53 +308,11 @@ def xp_spec(request) -> str:
     return request.param
 
 
-class _MemoryCap:
-    """Keeps a test process near ``limit_mb`` of resident memory. JAX keeps every program it
-    compiled (about 1.4 MB each, native memory; one eager operation per shape and dtype is
-    one program, and a JAX case of test_ops compiles dozens): past the limit, after a test,
-    JAX's caches are dropped and the freed memory is handed back (one /proc read per test;
-    the drop costs a recompile of what the next test needs). The JAX cases run one after
-    another on one worker (the ``jax`` group), so the limit is set to let them share most of
-    their programs (at 700 MB they were recompiled so often that they took twice the
-    processor time; what is dropped is read back from the persistent cache above); when
-    that worker leaves the group its programs are dropped at once."""
-
-    def __init__(self, limit_mb: float):
-        self.limit = self.floor = limit_mb
-
-    @staticmethod
-    def rss_mb() -> float:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except (OSError, ValueError, IndexError):  # not Linux: nothing to watch
-            return 0.0
-
-    @staticmethod
-    def trim() -> None:
-        """Hand the memory glibc keeps free back to the system."""
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
-
-    def after_test(self, leaving_jax: bool, leaving_module: bool) -> None:
-        if "jax" not in sys.modules or (self.rss_mb() <= self.limit and not leaving_jax):
-            if leaving_module:  # what a module's tests freed, glibc keeps unless asked (30-50 MB)
-                self.trim()
-            return
-        sys.modules["jax"].clear_caches()
-        gc.collect()
-        self.trim()
-        # what stays is not JAX's: do not drop its caches again until it grows past that
-        self.limit = max(self.floor, self.rss_mb() + 100)
-
-
-_memory_cap = _MemoryCap(limit_mb=JAX_WORKER_MB)
+_memory_cap = MemoryCap(limit_mb=JAX_WORKER_MB)
 
 
 def pytest_runtest_teardown(item, nextitem):
-    """After each test: the memory cap (see :class:`_MemoryCap`)."""
+    """After each test: the memory cap (see :class:`memory_cap.MemoryCap`)."""
     _memory_cap.after_test(leaving_jax=_in_jax_group(item) and nextitem is not None and not _in_jax_group(nextitem),
                            leaving_module=nextitem is None or nextitem.module is not item.module)
 
