@@ -6,9 +6,9 @@ questions, and answering builds the backend: importing torch and JAX and checkin
 (~0.5 GB, JAX alone ~0.35 GB). Under pytest-xdist every worker collects every test, so
 each used to hold every library from its first second, the worker that never runs a JAX
 case included. So the run's own process (xdist's controller, which collects nothing) has
-one short-lived process build them all and print the answers (``python backend_facts.py``,
-while the workers start), and hands the answers to the workers: a worker imports a library
-when it runs a test on it. The answers are the built backends' own, so the suite collects
+short-lived processes build them, one per library, and print the answers (``python
+backend_facts.py [SPEC ...]``), and hands the answers to the workers: a worker imports a
+library when it runs a test on it. The answers are the built backends' own, so the suite collects
 the same cases as before. A run in one process learns in that process, as it will build
 every backend anyway; so does a worker when the learning process failed, so a backend whose
 factory raises is reported exactly as where the workers build it themselves.
@@ -85,7 +85,7 @@ def adopted() -> list[str]:
 
 
 class Learning:
-    """The learning process: this file run with the same interpreter and the portable_bp
+    """A learning process: this file run with the same interpreter and the portable_bp
     this process imported first on its path (a checkout other than the installed one is the
     one tested), started at once; its answers read once."""
 
@@ -118,9 +118,39 @@ class Learning:
             self.process.communicate()
 
 
-def main() -> None:
-    print(json.dumps({spec: dataclasses.asdict(learn(spec)) for spec, _ in backends.specs()}))
+def by_library(specs: list[str]) -> list[list[str]]:
+    """The specs grouped by backend name (``torch`` and ``torch:cuda``), in their order."""
+    groups: dict[str, list[str]] = {}
+    for spec in specs:
+        groups.setdefault(spec.partition(":")[0], []).append(spec)
+    return list(groups.values())
+
+
+def start_learning() -> list[Learning]:
+    """A learning process per library, all started at once: JAX's import and Ops check (3 of
+    the 5 s it takes to learn them all) then overlap the others' on the other core, while
+    the workers wait for the answers."""
+    return [Learning([sys.executable, os.path.abspath(__file__), *group])
+            for group in by_library([spec for spec, _ in backends.specs()])]
+
+
+def all_answers(learning: list[Learning]) -> str | None:
+    """The answers of every learning process as one JSON object, in the registry's order of
+    specs; None where one failed (the workers then learn everything themselves)."""
+    merged: dict = {}
+    for process in learning:
+        text = process.answers()
+        if text is None:
+            return None
+        merged.update(json.loads(text))
+    return json.dumps(merged)
+
+
+def main(argv: list[str]) -> None:
+    """Print the facts of the specs named (every spec the registry knows, if none) as JSON."""
+    specs = argv or [spec for spec, _ in backends.specs()]
+    print(json.dumps({spec: dataclasses.asdict(learn(spec)) for spec in specs}))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -34,8 +34,8 @@ ranks) all run on one worker, one at a time, so that at most 2 ranks run at once
 whose id names jax (and those marked ``every_backend`` or ``jax_child``) all run on one worker, one after
 another, so that they reuse the programs JAX compiled for each other (JAX's persistent
 compilation cache, in a temporary folder of the run's own, keeps those that the memory cap
-drops). The workers collect without building a backend (``backend_facts``: one process of
-the run answers what collection asks), so the other worker never imports JAX.
+drops). The workers collect without building a backend (``backend_facts``: processes of
+the run answer what collection asks), so the other worker never imports JAX.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ if "torch" in sys.modules:  # loaded before this file (a plugin): its pool is al
     sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 # Nothing here probes a backend at import: the xdist controller imports this file too, and
 # collects nothing (probing would load torch and jax there for nothing: 500 MB). What the
-# collection asks of a backend comes from backend_facts: under xdist one short-lived process
-# of the run builds every backend and answers for the workers (see its docstring)
+# collection asks of a backend comes from backend_facts: under xdist short-lived processes
+# of the run build every backend and answer for the workers (see its docstring)
 SPECS = specs()  # (spec, on a GPU), from the registry
 GPU_SPECS = [spec for spec, gpu in SPECS if gpu]
 CPU_SPECS = [spec for spec, gpu in SPECS if not gpu]
@@ -99,12 +99,12 @@ JAX_REPEATS = "jax repeats the reference Ops here (op by op, compiled per shape)
 JAX_WORKER_MB = 850
 
 
-_learning: backend_facts.Learning | None = None  # in the run's own process, under xdist
+_learning: list[backend_facts.Learning] = []  # in the run's own process, under xdist
 
 
 def pytest_unconfigure(config):
-    if _learning is not None:
-        _learning.stop()
+    for process in _learning:
+        process.stop()
     if _OWN_JAX_CACHE is not None and not hasattr(config, "workerinput"):  # the run's own process
         shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
 
@@ -119,13 +119,12 @@ def _starts_workers(config) -> bool:
 def pytest_configure_node(node):
     """xdist, in the run's own process, per worker: the backends' facts as the learning
     process answered (None where it failed: the worker then learns them itself)."""
-    node.workerinput[backend_facts.WORKERINPUT_KEY] = _learning.answers() if _learning is not None else None
+    node.workerinput[backend_facts.WORKERINPUT_KEY] = backend_facts.all_answers(_learning) if _learning else None
 
 
 def pytest_configure(config):
-    global _learning
     if _starts_workers(config):  # learning while xdist starts the workers
-        _learning = backend_facts.Learning()
+        _learning.extend(backend_facts.start_learning())
     elif getattr(config, "workerinput", {}).get(backend_facts.WORKERINPUT_KEY):
         backend_facts.adopt(config.workerinput[backend_facts.WORKERINPUT_KEY])
     for line in ("cases(predicate, reason): generate only the parameter combinations the predicate accepts",

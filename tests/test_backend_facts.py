@@ -2,12 +2,13 @@
 it reaches the xdist workers from the one process that learned it, and a backend that
 cannot run or whose factory raises is reported as the registry reports it."""
 
+import json
 import os
 import sys
 
 import backend_facts
 import pytest
-from backend_facts import CAPABILITIES, Facts, Learning, facts, learn
+from backend_facts import CAPABILITIES, Facts, Learning, all_answers, by_library, facts, learn
 from conftest import _ruled_out
 
 from portable_bp.backends import Backend, BackendUnavailable, specs
@@ -63,6 +64,23 @@ def test_a_learning_process_that_fails_or_hangs_gives_no_answers():
     assert Learning([sys.executable, "-c", "print('{}'); raise SystemExit(3)"]).answers() is None
     hung = Learning([sys.executable, "-c", "import time; time.sleep(60)"])
     assert hung.answers(timeout=0.5) is None and hung.process.returncode is not None
+
+
+def _answering(text):
+    return Learning([sys.executable, "-c", f"print({text!r})"])
+
+
+def test_the_answers_of_the_processes_per_library_are_merged_and_one_failure_voids_them():
+    good = [_answering('{"b": {"runs": true}}'), _answering('{"a": {"runs": false, "reason": "r"}}')]
+    assert json.loads(all_answers(good)) == {"b": {"runs": True}, "a": {"runs": False, "reason": "r"}}
+    assert list(json.loads(all_answers(good))) == ["b", "a"]  # the order the processes were given in
+    failed = Learning([sys.executable, "-c", "raise SystemExit(1)"])
+    assert all_answers([good[0], failed]) is None
+
+
+def test_one_learning_process_per_library_in_the_registrys_order():
+    specs_ = ["numpy", "torch", "torch:cuda", "jax", "jax:gpu", "cupy"]
+    assert by_library(specs_) == [["numpy"], ["torch", "torch:cuda"], ["jax", "jax:gpu"], ["cupy"]]
 
 
 class _Node:
