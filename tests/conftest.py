@@ -31,10 +31,10 @@ How the suite runs (pyproject.toml): on two pytest-xdist workers (``-n 2 --dist
 loadgroup``), each with one BLAS/OpenMP thread (its arrays are tiny; more threads only
 spin-wait for a core the other worker holds); tests marked ``mpi`` (they start ``mpiexec``
 ranks) all run on one worker, one at a time, so that at most 2 ranks run at once; tests
-whose id names jax (and those marked ``every_backend`` or ``jax_child``) all run on one worker, one after
-another, so that they reuse the programs JAX compiled for each other (JAX's persistent
-compilation cache, in a temporary folder of the run's own, keeps those that the memory cap
-drops). The workers collect without building a backend (``backend_facts``: processes of
+whose id names jax (and those marked ``every_backend`` or ``jax_child``) all run on one
+worker, one after another, so that they reuse the programs JAX compiled for each other
+(JAX's persistent compilation cache, in a temporary folder of the run's own, keeps those
+that the memory cap drops). The workers collect without building a backend (``backend_facts``: processes of
 the run answer what collection asks), so the other worker never imports JAX.
 """
 
@@ -92,9 +92,9 @@ RTOL = {"float32": 2e-5, "float64": 1e-11}
 # float64 case has switched it on, stays on, so its float32 cases run the same code
 JAX_REPEATS = "jax repeats the reference Ops here (op by op, compiled per shape): another case covers it"
 # a test process's resident memory past which JAX's compiled programs are dropped (see
-# memory_cap.MemoryCap): the worker that runs the jax group peaks up to ~160 MB above it (one test's
-# programs, before the check after it); the other, which never imports JAX, stays under
-# 600 MB. The JAX cases alone, in one process, took the same processor time with the limit
+# memory_cap.MemoryCap): the worker that runs the jax group peaks up to ~160 MB above it
+# (one test's programs, before the check after it); the other, which never imports JAX,
+# stays under 600 MB. The JAX cases alone, in one process, took the same processor time with the limit
 # at 850 MB as at 950 MB, and a quarter more at 750 MB (benchmarks/README.md)
 JAX_WORKER_MB = 850
 
@@ -242,9 +242,9 @@ def _generated(item) -> bool:
 def _in_jax_group(item) -> bool:
     """Whether a test runs JAX programs: its id names jax (a ``jax`` case of the fixtures,
     or a test about JAX), it builds every backend (``every_backend``) or it starts a process
-    that imports JAX (``jax_child``). Such tests
-    join one xdist group, so one worker runs them one after another and reuses the programs
-    they compile (the same shapes recur from case to case), and the other never holds JAX."""
+    that imports JAX (``jax_child``). Such tests join one xdist group, so one worker runs
+    them one after another and reuses the programs they compile (the same shapes recur from
+    case to case), and the other never holds JAX."""
     return (("jax" in item.nodeid or any(item.get_closest_marker(m) for m in ("every_backend", "jax_child")))
             and item.get_closest_marker("mpi") is None)
 
@@ -257,10 +257,10 @@ def pytest_collection_modifyitems(config, items):
     then those that build every backend in the worker: the children run beside a worker that
     holds no backend yet. Every worker sorts the same way, as xdist requires."""
     items.sort(key=lambda item: (item.get_closest_marker("mpi") is None, not _in_jax_group(item),
-                                 _every_backend_rank(item)))
+                                 _jax_group_rank(item)))
 
 
-def _every_backend_rank(item) -> int:
+def _jax_group_rank(item) -> int:
     """0: the test starts a process that imports JAX (``jax_child``); 1: that, and it builds
     every backend itself (``every_backend``); 2: only the latter; 3: neither."""
     child, here = item.get_closest_marker("jax_child") is not None, item.get_closest_marker("every_backend") is not None
