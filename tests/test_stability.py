@@ -21,6 +21,21 @@ def test_sigmoid_is_stable_and_accurate_at_extremes(xp_case):
     assert_close(A[3, 0], 1 / (1 + np.exp(30.0)), xp_case.dtype, scale=10)  # relative accuracy in the tail
 
 
+def test_sigmoid_with_one_exponential_gives_the_two_exponential_form_bit_for_bit(xp_case):
+    """activations.sigmoid selects its numerator (1 or exp(-|u|)) instead of computing
+    exp(min(u, 0)) as a second exponential: the same bits, on every backend, including
+    both signs of zero, the tails, overflowing inputs and NaN."""
+    from portable_bp.activations import sigmoid
+    xp = xp_case.xp
+    host = np.concatenate([[0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0, 1000.0, -1000.0, 700.0, -745.0, np.nan],
+                           np.random.default_rng(0).standard_normal(997) * 12])
+    u = xp_case.asarray(host)
+    two_exponentials = xp.exp(xp.minimum(u, xp.zeros_like(u))) / (1.0 + xp.exp(-xp.abs(u)))
+    got, want = to_np(xp_case.backend, sigmoid(xp, u)), to_np(xp_case.backend, two_exponentials)
+    np.testing.assert_array_equal(got, want)  # exact, NaN where NaN
+    assert np.isnan(got[10]) and got[0] == got[1] == 0.5 and got[6] == 1.0 and got[7] == 0.0
+
+
 def test_softmax_cross_entropy_is_stable_for_huge_logits(xp_case):
     net = pbp.Network([2, 3], activation="identity", loss="cross_entropy", backend=xp_case.spec,
                       dtype=xp_case.dtype, seed=0)

@@ -53,6 +53,7 @@ class Backend:
     mutable: bool = True
     is_gpu: bool = False
     _to_numpy: Callable[[Any], np.ndarray] = np.asarray
+    _to_float: Callable[[Any], float] = float
     _synchronize: Callable[[], None] = lambda: None
     _owns: Callable[[Any], bool] = lambda a: False
     _context: Callable[[], Any] = contextlib.nullcontext
@@ -128,6 +129,11 @@ class Backend:
 
         On CPU backends it may share memory with ``arr``: copy it before writing to it."""
         return self._to_numpy(arr)
+
+    def to_float(self, scalar) -> float:
+        """The value of a 0-d array as a Python float: the one host read of an epoch (the
+        loss), by the library's cheapest route to the host."""
+        return self._to_float(scalar)
 
     def copy(self, arr):
         """A copy of ``arr`` (an array of this backend) that nothing else shares, in row-major

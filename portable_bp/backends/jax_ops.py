@@ -11,15 +11,16 @@ primitives stay the reference's. Three things are different on JAX:
   checks once per array). Called eagerly, each of their reductions is a separate dispatch
   (tens of microseconds each on a CPU); compiled with ``jax.jit`` each is one call, and
   one program per set of array shapes.
-* ``affine`` on the tiniest layers (at most ``SMALL_PRODUCT`` multiply-adds, config A's
-  3-4-2 at batch 1): A Wᵀ as a broadcast product summed over the inputs, not a matrix
-  product. XLA:CPU keeps a ``dot`` there and, to give it the layout it wants, copies Wᵀ
-  out at every step; those copies alone pushed config A's scanned epoch past the size
-  under which XLA:CPU compiles a whole small loop into one kernel
-  (``xla_cpu_small_while_loop_byte_threshold``, 1 KiB read and written per iteration):
-  each step then ran as a dozen separately dispatched pieces, about 5x slower
-  (benchmarks/README.md, "Small steps on the CPU"). The sum of a handful of products is
-  the same arithmetic in another order (float32 rounding apart).
+* ``affine`` and ``backprop_delta`` on the tiniest layers (at most ``SMALL_PRODUCT``
+  multiply-adds, config A's 3-4-2 at batch 1): A Wᵀ and Δ W as broadcast products summed
+  over the shared axis, not matrix products. XLA:CPU keeps a ``dot`` there and, to give
+  it the layout it wants, copies Wᵀ out at every step; those copies alone pushed config
+  A's scanned epoch past the size under which XLA:CPU compiles a whole small loop into
+  one kernel (``xla_cpu_small_while_loop_byte_threshold``, 1 KiB read and written per
+  iteration): each step then ran as a dozen separately dispatched pieces, about 5x slower
+  (benchmarks/README.md, "Small steps on the CPU"). The backward product Δ W kept a
+  ``dot`` and a copy of W per step too (the epoch 4% slower). The sum of a handful of
+  products is the same arithmetic in another order (float32 rounding apart).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ SMALL_PRODUCT = 1024
 
 class JaxOps(Ops):
     """The reference Ops with ``rows`` as a dynamic slice, the checks compiled and the
-    tiniest ``affine`` without a matrix product."""
+    tiniest ``affine`` and ``backprop_delta`` without a matrix product."""
 
     name = "jax"
 
@@ -50,6 +51,11 @@ class JaxOps(Ops):
         if A.shape[0] * W.shape[0] * W.shape[1] > SMALL_PRODUCT:
             return super().affine(A, W, b)
         return self.xp.sum(A[:, None, :] * W[None, :, :], axis=-1) + b
+
+    def backprop_delta(self, D, W, A, f):
+        if D.shape[0] * W.shape[0] * W.shape[1] > SMALL_PRODUCT:
+            return super().backprop_delta(D, W, A, f)
+        return f.backward(self.xp, A, self.xp.sum(D[:, :, None] * W[None, :, :], axis=1))
 
     def extremes(self, arrays):
         return self._compiled_extremes(list(arrays))

@@ -92,11 +92,15 @@ class Scanned(Compiled):
     def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, offset=0):
         super().__init__(net, optimizer, ops, transforms, offset)
         self.dtype = net.array_dtype
+        self._programs: dict = {}  # the epoch's program by its number of steps, looked up once per fit
 
     def _epoch_program(self, steps):
-        return self._compiled("epoch", functools.partial(_scanned_epoch, self.xp, self.net.backend.loop,
-                                                         self.spec, self.ops, self.optimizer, self.transforms,
-                                                         self.seed), ("size", "steps"))
+        program = self._programs.get(steps)
+        if program is None:
+            program = self._programs[steps] = self._compiled(
+                "epoch", functools.partial(_scanned_epoch, self.xp, self.net.backend.loop, self.spec, self.ops,
+                                           self.optimizer, self.transforms, self.seed), ("size", "steps"))
+        return program
 
     def _hypers(self, count, steps, lr):
         """The epoch's step scalars: ({name: number} the same for every step,
