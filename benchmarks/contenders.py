@@ -107,7 +107,7 @@ def pbp_probe(spec: str) -> str:
 
 
 def setup_pbp(spec, cfg, dtype, X, Y, params=None, tf32=False):
-    """The whole public training call, one epoch per fit(): what a user would time.
+    """The whole public training call, ``fit``: what a user would time.
 
     Where a round times several epochs (epochs shorter than ``timing.MIN_ROUND_S``), they are
     one training run, ``fit(epochs=k)`` (the returned callable's ``epochs(k)``), as a user

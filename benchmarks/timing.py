@@ -69,7 +69,8 @@ def time_block(contenders, rounds, log):
     times = {n: [] for n in names}
     repeat = epochs_per_round(runs) if runs else 1
     if repeat > 1:
-        log(f"    {repeat} epochs per round (one epoch is under {MIN_ROUND_S * 1e3:.0f} ms)")
+        log(f"    {repeat} epochs per round (one epoch is under {MIN_ROUND_S * 1e3:.0f} ms): portable_bp trains "
+            f"them as one fit(epochs={repeat}), +each as {repeat} fits, the others as {repeat} epoch calls")
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)] if names else []
         for n in order:

@@ -209,7 +209,7 @@ class Network:
     def _param(self, value, shape, layer, name, copy):
         """One W or b (``params[layer] name``), checked and moved; its name is written out
         only for an error (training hands its arrays back through here every epoch)."""
-        if not copy and value.dtype == self._dt and self.backend.owns(value):
+        if not copy and self.backend.owns(value) and value.dtype == self._dt:
             arr = value  # training's own arrays, handed back every epoch: the one check that applies
         else:
             arr = _inputs.to_backend(self.backend, value, self._dt, f"params[{layer}] {name}")

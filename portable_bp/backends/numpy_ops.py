@@ -193,8 +193,7 @@ def _tanh(ops, U):
 
 
 def _sigmoid(ops, U):
-    """exp(min(u, 0)) / (1 + exp(-|u|)): the same values as activations.sigmoid (which
-    computes the numerator as a select between 1 and exp(-|u|)), in place."""
+    """exp(min(u, 0)) / (1 + exp(-|u|)), as activations.sigmoid."""
     t = np.abs(U)
     np.negative(t, out=t)
     np.exp(t, out=t)

@@ -92,15 +92,14 @@ class Scanned(Compiled):
     def __init__(self, net, optimizer, ops=None, transforms=NO_TRANSFORMS, offset=0):
         super().__init__(net, optimizer, ops, transforms, offset)
         self.dtype = net.array_dtype
-        self._programs: dict = {}  # the epoch's program by its number of steps, looked up once per fit
 
-    def _epoch_program(self, steps):
-        program = self._programs.get(steps)
-        if program is None:
-            program = self._programs[steps] = self._compiled(
-                "epoch", functools.partial(_scanned_epoch, self.xp, self.net.backend.loop, self.spec, self.ops,
-                                           self.optimizer, self.transforms, self.seed), ("size", "steps"))
-        return program
+    @functools.cached_property
+    def _epoch_program(self):
+        """The compiled epoch, looked up once per fit (its key was rebuilt every epoch);
+        jit specialises it on its static ``size`` and ``steps``."""
+        return self._compiled("epoch", functools.partial(_scanned_epoch, self.xp, self.net.backend.loop, self.spec,
+                                                         self.ops, self.optimizer, self.transforms, self.seed),
+                              ("size", "steps"))
 
     def _hypers(self, count, steps, lr):
         """The epoch's step scalars: ({name: number} the same for every step,
@@ -130,8 +129,8 @@ class Scanned(Compiled):
         if steps:
             fixed, varying = self._hypers(count, steps, lr)
             first = wrap32(self.offset + count)  # the random numbers' step counter
-            params, state, total, checked = self._epoch_program(steps)(params, state, data, order, first, fixed,
-                                                                       varying, size=batch_size, steps=steps)
+            params, state, total, checked = self._epoch_program(params, state, data, order, first, fixed, varying,
+                                                                size=batch_size, steps=steps)
             count += steps
         if n % batch_size:
             params, state, loss = self.step(params, state, count, data, order, steps * batch_size, n, lr)
