@@ -64,8 +64,9 @@ class Backend:
     # optional compile(fn, static_argnames=()) -> compiled fn, for pure functions of arrays
     # (JAX's jit; the named arguments are compile-time constants); None on eager libraries
     compile: Callable[..., Callable] | None = None
-    # optional loop(body, carry, xs) -> (carry, ys) usable inside a compiled function (JAX's
-    # lax.scan): a whole epoch then runs as one program
+    # optional loop(body, carry, xs, length) -> (carry, ys) usable inside a compiled function
+    # (JAX's lax.scan): ``length`` iterations, each given its slice of xs (which may hold no
+    # arrays); a whole epoch then runs as one program
     loop: Callable[..., Any] | None = None
     # optional step capture (CUDA graphs): capture.warmup() is a context for the eager step
     # before recording, capture.record(body) -> graph with replay() (train.captured)

@@ -142,20 +142,20 @@ class Scanned(Compiled):
 def _scanned_epoch(xp, loop, spec, ops, optimizer, transforms, seed, params, state, data, order, first, fixed,
                    varying, size, steps):
     """``steps`` batches of ``size`` rows as one loop: (params, state, summed loss, the
-    loss made NaN by any non-finite parameter or slot). The step counter is ``first`` (the
-    epoch's first step, wrapped to 32 bits) plus the batch's index, carried by the loop as
-    the batch index is."""
-    def body(carry, xs):
-        params, state, total = carry
-        index, per_step = xs
+    loss made NaN by any non-finite parameter or slot). The batch's index is carried by
+    the loop (counted, not sliced out of an ``arange`` at every step: config A's epoch ran
+    faster); the step counter is ``first`` (the epoch's first step, wrapped to 32 bits)
+    plus that index."""
+    def body(carry, per_step):
+        params, state, total, index = carry
         X, Z, w = gather(ops, data, order, index * size, size)
         ctx = step.Context.of(X, Z, w, first + index, seed)
         params, state, loss = step.train_step(spec, ops, optimizer, params, state, ctx,
                                               {**fixed, **per_step}, transforms)
-        return (params, state, total + loss), None
+        return (params, state, total + loss, index + 1), None
 
-    zero = xp.zeros((), dtype=data[0].dtype)
-    (params, state, total), _ = loop(body, (params, state, zero), (xp.arange(steps), varying))
+    zero, first_index = xp.zeros((), dtype=data[0].dtype), xp.arange(1)[0]  # arange's integer dtype
+    (params, state, total, _), _ = loop(body, (params, state, zero, first_index), varying, steps)
     return params, state, total, ops.finite_or_nan(total, TrainState(params, state, 0, 0).arrays())
 
 
