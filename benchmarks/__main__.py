@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 
+from . import PBP_VARIANTS
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
 
@@ -39,7 +41,8 @@ def parse(argv=None):
     p.add_argument("--pbp-backends", type=csv, default=None,
                    help="portable_bp backends to time (default: numpy,torch on cpu; cupy,torch:cuda on gpu; "
                         "add e.g. jax:cpu or jax:gpu; SPEC+ref, e.g. numpy+ref, times the Array API "
-                        "reference path, without the backend's kernels)")
+                        "reference path, without the backend's kernels; SPEC+each, e.g. jax+each, one fit "
+                        "call per epoch where a round times several epochs, instead of one fit for them)")
     p.add_argument("--json", default=None,
                    help="output file (default benchmarks/results/latest_<device>.json; "
                         "quick_<device>.json with --quick)")
@@ -62,9 +65,9 @@ def parse(argv=None):
     bad += [d for d in (args.dtypes or []) if d not in ("float32", "float64")]
     if bad:
         p.error(f"unknown config/dtype: {bad}")
-    bad = [s for s in (args.pbp_backends or []) if s.partition("+")[2] not in ("", "ref")]
+    bad = [s for s in (args.pbp_backends or []) if s.partition("+")[2] not in PBP_VARIANTS]
     if bad:
-        p.error(f"unknown portable_bp variant in --pbp-backends {bad}: the only suffix is +ref")
+        p.error(f"unknown portable_bp variant in --pbp-backends {bad}: the suffixes are +ref and +each")
     if args.json is None:
         here = os.path.dirname(os.path.abspath(__file__))
         args.json = os.path.join(here, "results", f"{'quick' if args.quick else 'latest'}_{args.device}.json")

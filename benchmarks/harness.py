@@ -18,7 +18,7 @@ from . import configs as C
 from .contenders import REFERENCE, build_contenders, gpu_available, has, name_filter, setup_pbp  # noqa: F401
 from .environment import apply_threads, blas_info, gpu_name, machine, versions
 from .report import HEADER, check_targets, fmt_rate, table_rows
-from .timing import measure_memory, summarise, time_block
+from .timing import MIN_ROUND_S, measure_memory, summarise, time_block
 
 
 def _pbp_specs(device, args):
@@ -173,7 +173,11 @@ def main(args):
         "argv": sys.argv[1:],
         "method": {"lr": C.LR, "optimizer": "sgd (no momentum)", "shuffle": False,
                    "warmup_epochs": 1, "rounds": args.rounds, "interleaved": "rotated each round",
-                   "ratio": "median over rounds of (reference samples/s / X samples/s)"},
+                   "ratio": "median over rounds of (reference samples/s / X samples/s)",
+                   "epochs_per_round": "1, or as many as make the fastest contender's round last "
+                                       f"{MIN_ROUND_S} s; portable_bp trains a round's epochs as one "
+                                       "fit(epochs=k), its +each variant as k fits of one epoch, the "
+                                       "others call their epoch k times"},
         "machine": machine(args.threads),
         "versions": versions(),
         "blas": blas_info(),

@@ -6,11 +6,14 @@ Method (why each step is there):
   * then R rounds; in each round every contender trains one epoch, in an order rotated by
     one each round, so slow drifts of the machine (clock, heat, neighbours) hit all alike;
   * where the fastest contender's epoch is shorter than ``MIN_ROUND_S``, a round trains
-    the same number of epochs for every contender (one call each, as a loop of
-    ``fit(epochs=1)`` would), enough that the fastest one's round lasts that long: a round
-    of one sub-millisecond epoch (config A on JAX) measures the cold caches the round's
-    ``gc.collect()`` leaves behind (every contender's first call after it ran 2-3x slower
-    than the next) and the host's bursts more than the epoch;
+    the same number of epochs for every contender, enough that the fastest one's round lasts
+    that long: a round of one sub-millisecond epoch (config A on JAX) measures the cold
+    caches the round's ``gc.collect()`` leaves behind (every contender's first call after it
+    ran 2-3x slower than the next) and the host's bursts more than the epoch. A contender
+    whose ``run_epoch`` has an ``epochs(k)`` method trains them as one run of k epochs
+    (portable_bp: one ``fit(epochs=k)``, as a user trains for many epochs); the others call
+    their epoch k times (the hand-written loops, and portable_bp's ``+each`` variant: a
+    loop of ``fit(epochs=1)``);
   * GPU contenders synchronise before returning, so the wall clock covers the device work;
   * the ratio "reference / X" is taken per round (both measured seconds apart) and then
     the median over rounds is reported, which cancels most of the drift;
@@ -66,7 +69,8 @@ def time_block(contenders, rounds, log):
     times = {n: [] for n in names}
     repeat = epochs_per_round(runs) if runs else 1
     if repeat > 1:
-        log(f"    {repeat} epochs per round (one epoch is under {MIN_ROUND_S * 1e3:.0f} ms)")
+        log(f"    {repeat} epochs per round (one epoch is under {MIN_ROUND_S * 1e3:.0f} ms): portable_bp trains "
+            f"them as one fit(epochs={repeat}), +each as {repeat} fits, the others as {repeat} epoch calls")
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)] if names else []
         for n in order:
@@ -74,9 +78,13 @@ def time_block(contenders, rounds, log):
                 continue
             gc.collect()
             try:
+                many = getattr(runs[n], "epochs", None) if repeat > 1 else None
                 t0 = time.perf_counter()
-                for _ in range(repeat):
-                    runs[n]()
+                if many is not None:
+                    many(repeat)  # one training run of that many epochs (portable_bp's fit)
+                else:
+                    for _ in range(repeat):
+                        runs[n]()
                 times[n].append((time.perf_counter() - t0) / repeat)
             except Exception as exc:  # noqa: BLE001
                 failed[n] = f"{type(exc).__name__}: {exc}"

@@ -21,6 +21,12 @@ from .losses import get_loss
 from .ops import Ops
 from .transforms import regularization
 
+# what restore_state checks of each field it is given (made once: it runs every epoch)
+_STATE_CHECKS = {"epochs_trained": lambda v: integer(v, "epochs_trained"),
+                 "steps_trained": lambda v: integer(v, "steps_trained"), "seed": lambda v: integer(v, "seed"),
+                 "init": lambda v: choice(v, "init", INITS), "sigma": lambda v: number(v, "sigma", lo_open=True),
+                 "optimizer_state": lambda v: v}
+
 
 class Network:
     """A fully connected network trained by backpropagation.
@@ -194,19 +200,21 @@ class Network:
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                 raise ValueError(f"params[{l}] must be a (W, b) pair")
             n_out, n_in = self.sizes[l + 1], self.sizes[l]
-            checked.append((self._param(pair[0], (n_out, n_in), f"params[{l}] W", copy),
-                            self._param(pair[1], (n_out,), f"params[{l}] b", copy)))
+            checked.append((self._param(pair[0], (n_out, n_in), l, "W", copy),
+                            self._param(pair[1], (n_out,), l, "b", copy)))
         if check_finite:
             _inputs.check_finite_all(self.backend.ops, [a for pair in checked for a in pair], "params")
         return checked
 
-    def _param(self, value, shape, what, copy):
+    def _param(self, value, shape, layer, name, copy):
+        """One W or b (``params[layer] name``), checked and moved; its name is written out
+        only for an error (training hands its arrays back through here every epoch)."""
         if not copy and self.backend.owns(value) and value.dtype == self._dt:
             arr = value  # training's own arrays, handed back every epoch: the one check that applies
         else:
-            arr = _inputs.to_backend(self.backend, value, self._dt, what)
+            arr = _inputs.to_backend(self.backend, value, self._dt, f"params[{layer}] {name}")
         if tuple(arr.shape) != shape:
-            raise ValueError(f"{what} must have shape {shape}, got {tuple(arr.shape)}")
+            raise ValueError(f"params[{layer}] {name} must have shape {shape}, got {tuple(arr.shape)}")
         if copy and self.backend.mutable:  # torch and strict wrap NumPy memory without copying
             arr = self.backend.copy(arr)  # row-major: a transposed W would make every pass strided
         return arr
@@ -230,17 +238,12 @@ class Network:
         resumed run's seed, init and sigma. Everything is checked before anything is set.
         The one way the trainer, checkpoints and the scikit-learn adapter write a network's
         fields."""
-        given = {k: v for k, v in dict(epochs_trained=epochs_trained, steps_trained=steps_trained,
-                                       optimizer_state=optimizer_state, seed=seed, init=init,
-                                       sigma=sigma).items() if v is not self._UNSET}
-        checks = {"epochs_trained": lambda v: integer(v, "epochs_trained"),
-                  "steps_trained": lambda v: integer(v, "steps_trained"), "seed": lambda v: integer(v, "seed"),
-                  "init": lambda v: choice(v, "init", INITS), "sigma": lambda v: number(v, "sigma", lo_open=True),
-                  "optimizer_state": lambda v: v}
-        checked = {k: checks[k](v) for k, v in given.items()}
+        given = (("epochs_trained", epochs_trained), ("steps_trained", steps_trained),
+                 ("optimizer_state", optimizer_state), ("seed", seed), ("init", init), ("sigma", sigma))
+        checked = [(key, _STATE_CHECKS[key](value)) for key, value in given if value is not self._UNSET]
         if params is not self._UNSET:
             self.set_params(params, copy=False, check_finite=False)  # checks shapes first, assigns last
-        for key, value in checked.items():
+        for key, value in checked:
             setattr(self, key, value)
 
     def to(self, backend=None, dtype=None) -> Network:

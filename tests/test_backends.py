@@ -262,3 +262,14 @@ def test_unregister_forgets_a_registered_backend():
         backends.get("mine")
     with pytest.raises(KeyError, match="no backend 'mine'"):
         backends.unregister("mine")
+
+
+def test_to_float_reads_a_scalar_exactly_on_every_backend(xp_case):
+    """``Backend.to_float`` (fit's one read per epoch, the loss) is the value as a Python
+    float, NaN and infinities included, whichever route the library takes to the host."""
+    for value in (0.1234567890123, -2.5e-30, float("inf"), float("nan")):
+        arr = xp_case.xp.sum(xp_case.asarray([value]))
+        got = xp_case.backend.to_float(arr)
+        want = float(np.asarray(xp_case.backend.to_numpy(arr)))
+        assert type(got) is float and (got == want or (np.isnan(got) and np.isnan(want)))
+        assert got == (float(np.float32(value)) if xp_case.dtype == "float32" else value) or np.isnan(value)

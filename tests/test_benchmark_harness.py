@@ -44,7 +44,32 @@ def test_unknown_variant_is_refused_by_the_command_line():
 
     with pytest.raises(SystemExit):
         parse(["--pbp-backends", "numpy,numpy+foo"])
-    assert parse(["--pbp-backends", "numpy,numpy+ref"]).pbp_backends == ["numpy", "numpy+ref"]
+    assert parse(["--pbp-backends", "numpy,numpy+ref,jax+each"]).pbp_backends == ["numpy", "numpy+ref", "jax+each"]
+
+
+def test_a_round_of_several_epochs_is_one_fit_and_each_variant_a_fit_per_epoch(monkeypatch):
+    """Where a round times k epochs, portable_bp trains them as one ``fit(epochs=k)`` (one
+    training run, as a user trains); its ``+each`` variant calls ``fit(epochs=1)`` k times;
+    a contender without ``epochs`` (the hand-written loops) is called k times; every value
+    is still the time of one epoch."""
+    from benchmarks import timing
+
+    cfg = C.with_steps(C.CONFIGS["A"], 4)
+    X, Y = C.make_data(cfg, "float32")
+    contenders, skipped = harness.build_contenders(
+        "cpu", cfg, "float32", X, Y, C.init_params(cfg, "float32"),
+        keep=lambda n: n.startswith("portable_bp") or n == "numpy (tight)", pbp_specs=["numpy", "numpy+each"])
+    assert [c.name for c in contenders] == ["portable_bp[numpy]", "portable_bp[numpy+each]", "numpy (tight)"]
+    epochs_per_fit = []
+    fit = pbp.Network.fit
+    monkeypatch.setattr(pbp.Network, "fit",
+                        lambda net, *a, **k: epochs_per_fit.append(k["epochs"]) or fit(net, *a, **k))
+    monkeypatch.setattr(timing, "epochs_per_round", lambda runs: 5)
+    times, failed = timing.time_block(contenders, 2, lambda s: None)
+    assert failed == {} and all(len(ts) == 2 for ts in times.values())
+    # warm-up fits (one epoch each), then per round: one fit of 5 epochs and five of one,
+    # in the round's rotated order
+    assert sorted(epochs_per_fit) == sorted([1, 1] + [5, 1, 1, 1, 1, 1] * 2)
 
 
 def test_gpu_profile_summary_counts_kernels_per_step_and_orders_by_time():

@@ -92,6 +92,27 @@ def test_set_params_copies_unless_told_and_checks_before_assigning(xp_case):
     assert np.isnan(to_np(net, net.params[0][0])).all()
 
 
+def test_adopting_without_a_copy_still_takes_array_likes_and_refuses_bad_ones(xp_case):
+    """``set_params(copy=False)`` and ``restore_state(params=...)`` adopt the backend's own
+    arrays as they are, but still move array-likes (nested lists) and refuse what holds no
+    numbers with a TypeError naming the parameter: an object that is not the backend's is
+    never asked for its dtype first. Building a network (which adopts its initial
+    parameters this way) warns of nothing, not even array_api_strict's dtype comparisons."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net = pbp.Network([2, 1], backend=xp_case.spec, dtype=xp_case.dtype, seed=0)
+    net.restore_state(params=[([[1.0, 2.0]], [0.0])])
+    net.set_params([([[3.0, 4.0]], [1.0])], copy=False)
+    assert to_np(net, net.params[0][0]).tolist() == [[3.0, 4.0]] and to_np(net, net.params[0][1]).tolist() == [1.0]
+    with pytest.raises(TypeError, match=r"params\[0\] W must hold real numbers"):
+        net.set_params([("abc", [0.0])], copy=False)
+    with pytest.raises(TypeError, match=r"params\[0\] W"):
+        net.restore_state(params=[(None, [0.0])])
+    assert to_np(net, net.params[0][0]).tolist() == [[3.0, 4.0]]  # nothing half-applied
+
+
 def test_a_network_can_be_built_on_a_non_default_device():
     """array_api_strict's second device stands in for a second GPU (cupy:1, torch:cuda):
     every parameter, the zero biases included, must be made on the network's device."""

@@ -21,6 +21,32 @@ def test_sigmoid_is_stable_and_accurate_at_extremes(xp_case):
     assert_close(A[3, 0], 1 / (1 + np.exp(30.0)), xp_case.dtype, scale=10)  # relative accuracy in the tail
 
 
+@pytest.mark.backends("jax", "jax:gpu")
+def test_jax_sigmoid_with_one_exponential_gives_the_reference_bit_for_bit(xp_case):
+    """JaxOps computes the sigmoid with one exponential (its numerator a select between 1
+    and exp(-|u|)) where the reference computes exp(min(u, 0)) as a second one: the same
+    bits, zeros, tails, overflowing inputs and NaN included, through every primitive that
+    applies an activation; and the traced program has one exponential, not two."""
+    import jax
+
+    from portable_bp.activations import get_activation, sigmoid
+    from portable_bp.losses import get_loss
+    xp, ops, f = xp_case.xp, xp_case.ops, get_activation("sigmoid", output=True)
+    host = np.concatenate([[0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0, 1000.0, -1000.0, 700.0, -745.0, np.nan],
+                           np.random.default_rng(0).standard_normal(997) * 12])
+    U = xp_case.asarray(host.reshape(-1, 2))
+    want = to_np(xp_case.backend, sigmoid(xp, U))
+    W, b = xp_case.asarray(np.array([[1.0, -0.5], [0.25, 2.0]])), xp_case.asarray(np.array([0.5, -3.0]))
+    pairs = {"activation": (ops.activation(U, f), want),
+             "affine_activation": (ops.affine_activation(U, W, b, f), sigmoid(xp, ops.affine(U, W, b))),
+             "output_loss": (ops.output_loss(U, U, f, get_loss("mse"))[0], want)}
+    for name, (value, reference) in pairs.items():  # exact, NaN where NaN
+        np.testing.assert_array_equal(to_np(xp_case.backend, value), to_np(xp_case.backend, reference), err_msg=name)
+    assert np.isnan(want[5, 0]) and want[0, 0] == want[0, 1] == 0.5 and want[3, 0] == 1.0 and want[3, 1] == 0.0
+    program = str(jax.make_jaxpr(lambda u: ops.activation(u, f))(U))
+    assert program.count(" exp ") == 1, program
+
+
 def test_softmax_cross_entropy_is_stable_for_huge_logits(xp_case):
     net = pbp.Network([2, 3], activation="identity", loss="cross_entropy", backend=xp_case.spec,
                       dtype=xp_case.dtype, seed=0)

@@ -53,6 +53,7 @@ class Backend:
     mutable: bool = True
     is_gpu: bool = False
     _to_numpy: Callable[[Any], np.ndarray] = np.asarray
+    _to_float: Callable[[Any], float] = float
     _synchronize: Callable[[], None] = lambda: None
     _owns: Callable[[Any], bool] = lambda a: False
     _context: Callable[[], Any] = contextlib.nullcontext
@@ -63,8 +64,9 @@ class Backend:
     # optional compile(fn, static_argnames=()) -> compiled fn, for pure functions of arrays
     # (JAX's jit; the named arguments are compile-time constants); None on eager libraries
     compile: Callable[..., Callable] | None = None
-    # optional loop(body, carry, xs) -> (carry, ys) usable inside a compiled function (JAX's
-    # lax.scan): a whole epoch then runs as one program
+    # optional loop(body, carry, xs, length) -> (carry, ys) usable inside a compiled function
+    # (JAX's lax.scan): ``length`` iterations, each given its slice of xs (which may hold no
+    # arrays); a whole epoch then runs as one program
     loop: Callable[..., Any] | None = None
     # optional step capture (CUDA graphs): capture.warmup() is a context for the eager step
     # before recording, capture.record(body) -> graph with replay() (train.captured)
@@ -128,6 +130,11 @@ class Backend:
 
         On CPU backends it may share memory with ``arr``: copy it before writing to it."""
         return self._to_numpy(arr)
+
+    def to_float(self, scalar) -> float:
+        """The value of a 0-d array as a Python float: the one host read of an epoch (the
+        loss), by the library's cheapest route to the host."""
+        return self._to_float(scalar)
 
     def copy(self, arr):
         """A copy of ``arr`` (an array of this backend) that nothing else shares, in row-major

@@ -65,15 +65,16 @@ def make(device=None) -> Backend:
     def enable_float64():
         jax.config.update("jax_enable_x64", True)
 
-    def loop(body, carry, xs):
-        """``lax.scan``, unrolled ``UNROLL`` times when the carried parameters and state
-        are small (``UNROLL_MAX_ELEMENTS``) but not tiny on the CPU (``UNROLL_MIN_BYTES_CPU``);
-        the shapes are known while tracing."""
+    def loop(body, carry, xs, length):
+        """``lax.scan`` over ``length`` iterations, unrolled ``UNROLL`` times when the
+        carried parameters and state are small (``UNROLL_MAX_ELEMENTS``) but not tiny on the
+        CPU (``UNROLL_MIN_BYTES_CPU``); the shapes are known while tracing."""
         leaves = jax.tree.leaves(carry)
         size = sum(math.prod(a.shape) for a in leaves)
         tiny = dev.platform == "cpu" and sum(math.prod(a.shape) * a.dtype.itemsize for a in leaves) \
             <= UNROLL_MIN_BYTES_CPU
-        return jax.lax.scan(body, carry, xs, unroll=UNROLL if size <= UNROLL_MAX_ELEMENTS and not tiny else 1)
+        return jax.lax.scan(body, carry, xs, length=length,
+                            unroll=UNROLL if size <= UNROLL_MAX_ELEMENTS and not tiny else 1)
 
     def compile(fn, **kwargs):
         """``jax.jit`` of ``fn`` traced at ``MATMUL_PRECISION`` (read when a product is
@@ -100,6 +101,7 @@ def make(device=None) -> Backend:
         is_gpu=dev.platform == "gpu", ops=JaxOps(jnp, jax),
         compile=compile, loop=loop, executors=("scan", "jit"),
         _to_numpy=lambda a: np.asarray(a),
+        _to_float=lambda a: float(np.asarray(a)),  # jax.Array.__float__ takes a slower route
         _owns=owns, _synchronize=synchronize, _enable_float64=enable_float64,
         info={"version": jax.__version__, "device_name": str(dev)},
     )

@@ -1,7 +1,7 @@
 """JaxOps: the reference Ops for JAX's immutable arrays, with a few calls made cheap.
 
 Inside a compiled step JAX fuses the reference formulas by itself, so the step's
-primitives stay the reference's. Three things are different on JAX:
+primitives stay the reference's. Four things are different on JAX:
 
 * ``rows``: a batch cut out at a traced start. The reference gathers the rows by index
   (``take`` over ``arange + start``); XLA on the CPU does that gather row by row, where
@@ -11,19 +11,27 @@ primitives stay the reference's. Three things are different on JAX:
   checks once per array). Called eagerly, each of their reductions is a separate dispatch
   (tens of microseconds each on a CPU); compiled with ``jax.jit`` each is one call, and
   one program per set of array shapes.
-* ``affine`` on the tiniest layers (at most ``SMALL_PRODUCT`` multiply-adds, config A's
-  3-4-2 at batch 1): A Wᵀ as a broadcast product summed over the inputs, not a matrix
-  product. XLA:CPU keeps a ``dot`` there and, to give it the layout it wants, copies Wᵀ
-  out at every step; those copies alone pushed config A's scanned epoch past the size
-  under which XLA:CPU compiles a whole small loop into one kernel
-  (``xla_cpu_small_while_loop_byte_threshold``, 1 KiB read and written per iteration):
-  each step then ran as a dozen separately dispatched pieces, about 5x slower
-  (benchmarks/README.md, "Small steps on the CPU"). The sum of a handful of products is
-  the same arithmetic in another order (float32 rounding apart).
+* ``affine`` and ``backprop_delta`` on the tiniest layers (at most ``SMALL_PRODUCT``
+  multiply-adds, config A's 3-4-2 at batch 1): A Wᵀ and Δ W as broadcast products summed
+  over the shared axis, not matrix products. XLA:CPU keeps a ``dot`` there and, to give
+  it the layout it wants, copies Wᵀ out at every step; those copies alone pushed config
+  A's scanned epoch past the size under which XLA:CPU compiles a whole small loop into
+  one kernel (``xla_cpu_small_while_loop_byte_threshold``, 1 KiB read and written per
+  iteration): each step then ran as a dozen separately dispatched pieces, about 5x slower
+  (benchmarks/README.md, "Small steps on the CPU"). The backward product Δ W kept a
+  ``dot`` and a copy of W per step too. The sum of a handful of products is the same
+  arithmetic in another order (float32 rounding apart).
+* the sigmoid (in ``affine_activation``, ``activation`` and ``output_loss``) with one
+  exponential: the reference's exp(min(u, 0)) / (1 + exp(-|u|)) computes two, but
+  exp(min(u, 0)) is 1 for u >= 0 and exp(-|u|) otherwise, so with e = exp(-|u|) the
+  numerator is a select between 1 and e: the same bits. XLA's select is a vector blend;
+  NumPy's and torch's ``where`` on the CPU branch per element, which made the reference
+  slower on random signs, so it stays the two-exponential form.
 """
 
 from __future__ import annotations
 
+from ..activations import Activation, sigmoid
 from ..ops import Ops
 
 # multiply-adds of A Wᵀ (rows × outputs × inputs) up to which ``affine`` is a broadcast
@@ -31,9 +39,21 @@ from ..ops import Ops
 SMALL_PRODUCT = 1024
 
 
+def sigmoid_one_exponential(xp, u):
+    """activations.sigmoid's exp(min(u, 0)) / (1 + exp(-|u|)) with the numerator a select
+    between 1 and e = exp(-|u|) (exp(min(u, 0)) is one of them): the same bits."""
+    e = xp.exp(-xp.abs(u))
+    return xp.where(u >= 0.0, 1.0, e) / (1.0 + e)
+
+
+# the activations JaxOps computes its own way, by the reference function they replace
+_FORWARD = {sigmoid: sigmoid_one_exponential}
+
+
 class JaxOps(Ops):
-    """The reference Ops with ``rows`` as a dynamic slice, the checks compiled and the
-    tiniest ``affine`` without a matrix product."""
+    """The reference Ops with ``rows`` as a dynamic slice, the checks compiled, the
+    tiniest ``affine`` and ``backprop_delta`` without a matrix product and the sigmoid with
+    one exponential."""
 
     name = "jax"
 
@@ -50,6 +70,26 @@ class JaxOps(Ops):
         if A.shape[0] * W.shape[0] * W.shape[1] > SMALL_PRODUCT:
             return super().affine(A, W, b)
         return self.xp.sum(A[:, None, :] * W[None, :, :], axis=-1) + b
+
+    @staticmethod
+    def _own(f: Activation) -> Activation:
+        """``f`` with JaxOps' own forward function where it has one (``_FORWARD``)."""
+        forward = _FORWARD.get(f.forward)
+        return f if forward is None else f._replace(forward=forward)
+
+    def affine_activation(self, A, W, b, f):
+        return super().affine_activation(A, W, b, self._own(f))
+
+    def activation(self, U, f):
+        return super().activation(U, self._own(f))
+
+    def output_loss(self, U, Z, f, loss, weights=None):
+        return super().output_loss(U, Z, self._own(f), loss, weights)
+
+    def backprop_delta(self, D, W, A, f):
+        if D.shape[0] * W.shape[0] * W.shape[1] > SMALL_PRODUCT:
+            return super().backprop_delta(D, W, A, f)
+        return f.backward(self.xp, A, self.xp.sum(D[:, :, None] * W[None, :, :], axis=1))
 
     def extremes(self, arrays):
         return self._compiled_extremes(list(arrays))

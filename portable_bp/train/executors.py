@@ -93,10 +93,13 @@ class Scanned(Compiled):
         super().__init__(net, optimizer, ops, transforms, offset)
         self.dtype = net.array_dtype
 
-    def _epoch_program(self, steps):
-        return self._compiled("epoch", functools.partial(_scanned_epoch, self.xp, self.net.backend.loop,
-                                                         self.spec, self.ops, self.optimizer, self.transforms,
-                                                         self.seed), ("size", "steps"))
+    @functools.cached_property
+    def _epoch_program(self):
+        """The compiled epoch, looked up once per fit (its key was rebuilt every epoch);
+        jit specialises it on its static ``size`` and ``steps``."""
+        return self._compiled("epoch", functools.partial(_scanned_epoch, self.xp, self.net.backend.loop, self.spec,
+                                                         self.ops, self.optimizer, self.transforms, self.seed),
+                              ("size", "steps"))
 
     def _hypers(self, count, steps, lr):
         """The epoch's step scalars: ({name: number} the same for every step,
@@ -126,8 +129,8 @@ class Scanned(Compiled):
         if steps:
             fixed, varying = self._hypers(count, steps, lr)
             first = wrap32(self.offset + count)  # the random numbers' step counter
-            params, state, total, checked = self._epoch_program(steps)(params, state, data, order, first, fixed,
-                                                                       varying, size=batch_size, steps=steps)
+            params, state, total, checked = self._epoch_program(params, state, data, order, first, fixed, varying,
+                                                                size=batch_size, steps=steps)
             count += steps
         if n % batch_size:
             params, state, loss = self.step(params, state, count, data, order, steps * batch_size, n, lr)
@@ -139,20 +142,20 @@ class Scanned(Compiled):
 def _scanned_epoch(xp, loop, spec, ops, optimizer, transforms, seed, params, state, data, order, first, fixed,
                    varying, size, steps):
     """``steps`` batches of ``size`` rows as one loop: (params, state, summed loss, the
-    loss made NaN by any non-finite parameter or slot). The step counter is ``first`` (the
-    epoch's first step, wrapped to 32 bits) plus the batch's index, carried by the loop as
-    the batch index is."""
-    def body(carry, xs):
-        params, state, total = carry
-        index, per_step = xs
+    loss made NaN by any non-finite parameter or slot). The batch's index is carried by
+    the loop (counted, not sliced out of an ``arange`` at every step: config A's epoch ran
+    faster); the step counter is ``first`` (the epoch's first step, wrapped to 32 bits)
+    plus that index."""
+    def body(carry, per_step):
+        params, state, total, index = carry
         X, Z, w = gather(ops, data, order, index * size, size)
         ctx = step.Context.of(X, Z, w, first + index, seed)
         params, state, loss = step.train_step(spec, ops, optimizer, params, state, ctx,
                                               {**fixed, **per_step}, transforms)
-        return (params, state, total + loss), None
+        return (params, state, total + loss, index + 1), None
 
-    zero = xp.zeros((), dtype=data[0].dtype)
-    (params, state, total), _ = loop(body, (params, state, zero), (xp.arange(steps), varying))
+    zero, first_index = xp.zeros((), dtype=data[0].dtype), xp.arange(1)[0]  # arange's integer dtype
+    (params, state, total, _), _ = loop(body, (params, state, zero, first_index), varying, steps)
     return params, state, total, ops.finite_or_nan(total, TrainState(params, state, 0, 0).arrays())
 
 

@@ -70,10 +70,10 @@ def metrics(net, X, Z, w=None, prefix="", batch_size=None) -> dict:
     n = X.shape[0]
     parts = [run(net.params, X[s:t, ...], Z[s:t, ...], None if w is None else w[s:t])
              for s, t in batches(n, n if batch_size is None else batch_size)]
-    weight = n if w is None else float(net.xp.sum(w))
-    out = {prefix + "loss": float(_sum(p[0] for p in parts)) / weight}
+    weight = n if w is None else net.backend.to_float(net.xp.sum(w))
+    out = {prefix + "loss": net.backend.to_float(_sum(p[0] for p in parts)) / weight}
     if counts_hits:
-        out[prefix + "accuracy"] = float(_sum(p[1] for p in parts)) / weight
+        out[prefix + "accuracy"] = net.backend.to_float(_sum(p[1] for p in parts)) / weight
     return out
 
 

@@ -87,7 +87,7 @@ class Run:
         try:
             params, state, count, total = self.checked_epoch(s, order, lr)
             done = TrainState(params, state, count, epoch + 1, s.offset)
-            loss = float(total) / self.plan.total_weight
+            loss = self.net.backend.to_float(total) / self.plan.total_weight
             if not math.isfinite(loss):
                 locate(self, epoch)  # leaves the network at the last finite state and raises
             done.publish(self.net, self.plan.optimizer)
