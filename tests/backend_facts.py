@@ -49,6 +49,7 @@ class Facts:
     capabilities: tuple[str, ...] = ()  # the keys of CAPABILITIES it has
     overrides: tuple[str, ...] = ()  # the primitives its checked Ops computes its own way
     in_place: bool = False  # its Ops are InPlaceOps (the parameters' buffers are kept)
+    hot_path: str = ""  # backends.hot_path of it
 
 
 def learn(spec: str) -> Facts:
@@ -58,7 +59,8 @@ def learn(spec: str) -> Facts:
         return Facts(runs=False, reason=reason)
     backend = backends.get(spec)
     return Facts(runs=True, capabilities=tuple(cap for cap, has in CAPABILITIES.items() if has(backend)),
-                 overrides=tuple(backend.ops.overrides()), in_place=isinstance(backend.ops, InPlaceOps))
+                 overrides=tuple(backend.ops.overrides()), in_place=isinstance(backend.ops, InPlaceOps),
+                 hot_path=backends.hot_path(backend))
 
 
 _known: dict[str, Facts] = {}

@@ -132,6 +132,8 @@ def pytest_configure(config):
                  "every_backend: builds every backend (JAX too) in the test's process: runs on the worker that "
                  "runs JAX, early",
                  "jax_child: starts a process that imports JAX (~0.5 GB): runs on the worker that runs JAX, first",
+                 "jax_fresh: builds JAX backends afresh, each with its Ops check (~0.3 GB each): runs on the worker "
+                 "that runs JAX, before it holds JAX",
                  "backends(*specs): run only on these backend specs",
                  "skip_backends(*specs, reason): do not run on these backend specs (or spec-dtype cases)",
                  "dtypes(*names): run only in these dtypes",
@@ -245,26 +247,31 @@ def _in_jax_group(item) -> bool:
     that imports JAX (``jax_child``). Such tests join one xdist group, so one worker runs
     them one after another and reuses the programs they compile (the same shapes recur from
     case to case), and the other never holds JAX."""
-    return (("jax" in item.nodeid or any(item.get_closest_marker(m) for m in ("every_backend", "jax_child")))
-            and item.get_closest_marker("mpi") is None)
+    marked = any(item.get_closest_marker(m) for m in ("every_backend", "jax_child", "jax_fresh"))
+    return ("jax" in item.nodeid or marked) and item.get_closest_marker("mpi") is None
 
 
 def pytest_collection_modifyitems(config, items):
     """The ``mpi`` tests, then the ``jax`` group, first: each is one worker's run of tests one
     after another (a minute of ``mpiexec`` runs and waits; a minute or two of JAX), started
     while the other worker begins on the rest, rather than the suite ending on them. The
-    ``jax`` group starts with the tests whose child process imports JAX (~0.4-0.5 GB each),
-    then those that build every backend in the worker: the children run beside a worker that
-    holds no backend yet. Every worker sorts the same way, as xdist requires."""
+    ``jax`` group starts with the tests whose child process imports JAX (~0.5 GB each), then
+    those that build JAX backends afresh (a check each), then those that build every backend
+    in the worker (see :func:`_jax_group_rank`): a child or a fresh build then comes on top
+    of a worker that holds no JAX yet. Every worker sorts the same way, as xdist requires."""
     items.sort(key=lambda item: (item.get_closest_marker("mpi") is None, not _in_jax_group(item),
                                  _jax_group_rank(item)))
 
 
 def _jax_group_rank(item) -> int:
-    """0: the test starts a process that imports JAX (``jax_child``); 1: that, and it builds
-    every backend itself (``every_backend``); 2: only the latter; 3: neither."""
+    """0: the test starts a process that imports JAX (``jax_child``); 1: it builds JAX
+    backends afresh (``jax_fresh``); 2: it starts such a process and builds every backend
+    itself (``every_backend``); 3: only the latter; 4: none of these. The first three run
+    beside (or in) a worker that holds no JAX yet."""
     child, here = item.get_closest_marker("jax_child") is not None, item.get_closest_marker("every_backend") is not None
-    return 0 if child and not here else 1 if child else 2 if here else 3
+    if item.get_closest_marker("jax_fresh") is not None:
+        return 1
+    return 0 if child and not here else 2 if child else 3 if here else 4
 
 
 @pytest.hookimpl(wrapper=True)

@@ -56,7 +56,7 @@ def test_a_registered_backend_has_the_capabilities_its_build_gives(registered_ba
                        _to_numpy=np.asarray, _owns=lambda a: isinstance(a, np.ndarray))
 
     got = learn(registered_backend("plain", factory))
-    assert got == Facts(runs=True, capabilities=("cpu",), overrides=(), in_place=False)
+    assert got == Facts(runs=True, capabilities=("cpu",), overrides=(), in_place=False, hot_path="array-api")
 
 
 def test_a_learning_process_that_fails_or_hangs_gives_no_answers():

@@ -183,6 +183,8 @@ MODULES = {"numpy": "numpy_", "torch": "torch_", "jax": "jax_", "array_api_stric
            "cupy": "cupy_"}
 
 
+# its JAX case builds two JAX backends, each with its Ops check (~0.7 GB at its peak)
+@pytest.mark.jax_fresh
 def test_fused_off_environment_hands_out_the_reference_ops(xp_spec, registered_backend, monkeypatch):
     """PORTABLE_BP_FUSED=0 (read when a backend is made): the registry's backend runs
     ``reference_ops``; without it (or with another value) the backend's own Ops."""
