@@ -32,10 +32,11 @@ loadgroup``), each with one BLAS/OpenMP thread (its arrays are tiny; more thread
 spin-wait for a core the other worker holds); tests marked ``mpi`` (they start ``mpiexec``
 ranks) all run on one worker, one at a time, so that at most 2 ranks run at once; tests
 whose id names jax (and those marked ``every_backend``, ``jax_child`` or ``jax_fresh``) all
-run on one worker, one after another, so that they reuse the programs JAX compiled for each other
-(JAX's persistent compilation cache, in a temporary folder of the run's own, keeps those
-that the memory cap drops). The workers collect without building a backend (``backend_facts``: processes of
-the run answer what collection asks), so the other worker never imports JAX.
+run on one worker, one after another, so that they reuse the programs JAX compiled for each
+other (JAX's persistent compilation cache, in a temporary folder of the run's own, keeps
+those that the memory cap drops). The workers collect without building a backend
+(``backend_facts``: processes of the run answer what collection asks), so the other worker
+never imports JAX.
 """
 
 from __future__ import annotations
