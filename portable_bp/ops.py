@@ -115,7 +115,7 @@ class Ops:
 
     def affine_activation(self, A: Array, W: Array, b: Array, f: Activation) -> Array:
         """E7: f(A Wᵀ + b)."""
-        return f.forward(self.xp, self.affine(A, W, b))
+        return self.activation(self.affine(A, W, b), f)
 
     # -- dropout (E14, E15) ------------------------------------------------------------
     def dropout_mask(self, seed: int, count: Any, layer: int, first_row: Any, like: Array, rate: float) -> Array:
@@ -135,7 +135,9 @@ class Ops:
         return A * S
 
     def activation(self, U: Array, f: Activation) -> Array:
-        """f(U): the output layer's activation when no loss is computed (prediction)."""
+        """f(U): E7's f, which ``affine_activation`` and ``output_loss`` apply through here
+        (a backend's own f then serves all three), and the output layer's activation when no
+        loss is computed (prediction)."""
         return f.forward(self.xp, U)
 
     # -- loss (E2) and the output delta (E8, E11) ----------------------------------------
@@ -145,7 +147,7 @@ class Ops:
         ``weights``): softmax + cross-entropy share one exp."""
         if loss.output is not None:
             return loss.output(self.xp, U, Z, weights)
-        A = f.forward(self.xp, U)
+        A = self.activation(U, f)
         return A, loss.total(self.xp, U, A, Z, weights)
 
     def output_delta(self, U: Array, A: Array, Z: Array, f: Activation, loss: Loss,

@@ -33,7 +33,7 @@ WITH_PRODUCT = {"affine", "affine_activation", "backprop_delta", "dense_grads", 
                 "subtract_product", "l2_grads"}
 # primitives that reference implementations build from others: checked after those, so a
 # faulty building block is replaced before the composite that calls it is judged
-COMPOSITE = {"affine_activation", "sgd_dense", "finite_or_nan", "l2_grads"}
+COMPOSITE = {"affine_activation", "output_loss", "sgd_dense", "finite_or_nan", "l2_grads"}
 HIDDEN = hidden_activations()
 
 

@@ -21,8 +21,8 @@ primitives stay the reference's. Four things are different on JAX:
   (benchmarks/README.md, "Small steps on the CPU"). The backward product Δ W kept a
   ``dot`` and a copy of W per step too. The sum of a handful of products is the same
   arithmetic in another order (float32 rounding apart).
-* the sigmoid (in ``affine_activation``, ``activation`` and ``output_loss``) with one
-  exponential: the reference's exp(min(u, 0)) / (1 + exp(-|u|)) computes two, but
+* the sigmoid (``activation``, through which the reference's ``affine_activation`` and
+  ``output_loss`` apply f) with one exponential: the reference's exp(min(u, 0)) / (1 + exp(-|u|)) computes two, but
   exp(min(u, 0)) is 1 for u >= 0 and exp(-|u|) otherwise, so with e = exp(-|u|) the
   numerator is a select between 1 and e: the same bits. XLA's select is a vector blend;
   NumPy's and torch's ``where`` on the CPU branch per element, which made the reference
@@ -31,7 +31,7 @@ primitives stay the reference's. Four things are different on JAX:
 
 from __future__ import annotations
 
-from ..activations import Activation, sigmoid
+from ..activations import sigmoid
 from ..ops import Ops
 
 # multiply-adds of A Wᵀ (rows × outputs × inputs) up to which ``affine`` is a broadcast
@@ -71,20 +71,11 @@ class JaxOps(Ops):
             return super().affine(A, W, b)
         return self.xp.sum(A[:, None, :] * W[None, :, :], axis=-1) + b
 
-    @staticmethod
-    def _own(f: Activation) -> Activation:
-        """``f`` with JaxOps' own forward function where it has one (``_FORWARD``)."""
-        forward = _FORWARD.get(f.forward)
-        return f if forward is None else f._replace(forward=forward)
-
-    def affine_activation(self, A, W, b, f):
-        return super().affine_activation(A, W, b, self._own(f))
-
     def activation(self, U, f):
-        return super().activation(U, self._own(f))
-
-    def output_loss(self, U, Z, f, loss, weights=None):
-        return super().output_loss(U, Z, self._own(f), loss, weights)
+        """f(U), with JaxOps' own forward function where it has one (``_FORWARD``): the
+        reference's ``affine_activation`` and ``output_loss`` apply f through here."""
+        forward = _FORWARD.get(f.forward, f.forward)
+        return forward(self.xp, U)
 
     def backprop_delta(self, D, W, A, f):
         if D.shape[0] * W.shape[0] * W.shape[1] > SMALL_PRODUCT:
