@@ -22,11 +22,12 @@ primitives stay the reference's. Four things are different on JAX:
   ``dot`` and a copy of W per step too. The sum of a handful of products is the same
   arithmetic in another order (float32 rounding apart).
 * the sigmoid (``activation``, through which the reference's ``affine_activation`` and
-  ``output_loss`` apply f) with one exponential: the reference's exp(min(u, 0)) / (1 + exp(-|u|)) computes two, but
-  exp(min(u, 0)) is 1 for u >= 0 and exp(-|u|) otherwise, so with e = exp(-|u|) the
-  numerator is a select between 1 and e: the same bits. XLA's select is a vector blend;
-  NumPy's and torch's ``where`` on the CPU branch per element, which made the reference
-  slower on random signs, so it stays the two-exponential form.
+  ``output_loss`` apply f) with one exponential: the reference's exp(min(u, 0)) /
+  (1 + exp(-|u|)) computes two, but exp(min(u, 0)) is 1 for u >= 0 and exp(-|u|)
+  otherwise, so with e = exp(-|u|) the numerator is a select between 1 and e: the same
+  bits. XLA's select is a vector blend; NumPy's and torch's ``where`` on the CPU branch
+  per element, which made the reference slower on random signs, so it stays the
+  two-exponential form.
 """
 
 from __future__ import annotations
