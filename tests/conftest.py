@@ -31,12 +31,13 @@ How the suite runs (pyproject.toml): on two pytest-xdist workers (``-n 2 --dist
 loadgroup``), each with one BLAS/OpenMP thread (its arrays are tiny; more threads only
 spin-wait for a core the other worker holds); tests marked ``mpi`` (they start ``mpiexec``
 ranks) all run on one worker, one at a time, so that at most 2 ranks run at once; tests
-whose id names jax (and those marked ``every_backend``, ``jax_child`` or ``jax_fresh``) all
-run on one worker, one after another, so that they reuse the programs JAX compiled for each
-other (JAX's persistent compilation cache, in a temporary folder of the run's own, keeps
-those that the memory cap drops). The workers collect without building a backend
-(``backend_facts``: processes of the run answer what collection asks), so the other worker
-never imports JAX.
+whose id names jax (and those marked ``every_backend`` or ``jax_fresh``) all run on one
+worker, one after another, so that they reuse the programs JAX compiled for each other
+(JAX's persistent compilation cache, in a temporary folder of the run's own, keeps those
+that the memory cap drops); the tests whose child process imports JAX (``jax_child``) run
+one after another on the other worker, first, while the JAX worker is still small. The
+workers collect without building a backend (``backend_facts``: processes of the run answer
+what collection asks), so the other worker never imports JAX.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def pytest_configure(config):
                  "mpi: starts MPI ranks (mpiexec): every such test runs on the same xdist worker",
                  "every_backend: builds every backend (JAX too) in the test's process: runs on the worker that "
                  "runs JAX, early",
-                 "jax_child: starts a process that imports JAX (~0.5 GB): runs on the worker that runs JAX, first",
+                 "jax_child: starts a process that imports JAX (~0.5 GB): runs in the jax_child group, which the "
+                 "worker that does not run JAX starts with",
                  "jax_fresh: builds JAX backends afresh, each with its Ops check (~0.3 GB each): runs on the worker "
                  "that runs JAX, before it holds JAX",
                  "backends(*specs): run only on these backend specs",
@@ -243,36 +245,50 @@ def _generated(item) -> bool:
 
 
 def _in_jax_group(item) -> bool:
-    """Whether a test runs JAX programs: its id names jax (a ``jax`` case of the fixtures,
-    or a test about JAX), it builds every backend (``every_backend``) or it starts a process
-    that imports JAX (``jax_child``). Such tests join one xdist group, so one worker runs
+    """Whether a test runs JAX programs in the worker: its id names jax (a ``jax`` case of
+    the fixtures, or a test about JAX), it builds every backend (``every_backend``) or JAX
+    backends afresh (``jax_fresh``). Such tests join one xdist group, so one worker runs
     them one after another and reuses the programs they compile (the same shapes recur from
-    case to case), and the other never holds JAX."""
-    marked = any(item.get_closest_marker(m) for m in ("every_backend", "jax_child", "jax_fresh"))
-    return ("jax" in item.nodeid or marked) and item.get_closest_marker("mpi") is None
+    case to case), and the other never holds JAX. A test that only starts a process that
+    imports JAX is in the ``jax_child`` group instead (:func:`_in_jax_child_group`)."""
+    if item.get_closest_marker("mpi") is not None or _in_jax_child_group(item):
+        return False
+    return "jax" in item.nodeid or any(item.get_closest_marker(m) for m in ("every_backend", "jax_fresh"))
+
+
+def _in_jax_child_group(item) -> bool:
+    """Whether a test starts a process that imports JAX (``jax_child``, ~0.5 GB) and holds
+    no JAX itself: such tests join the ``jax_child`` group, which the worker that does not
+    run the ``jax`` group runs first, one after another, while the other worker's JAX
+    programs are still few (so its memory is still small); the ``jax`` group no longer
+    waits for them."""
+    return (item.get_closest_marker("jax_child") is not None and item.get_closest_marker("every_backend") is None
+            and item.get_closest_marker("mpi") is None)
 
 
 def pytest_collection_modifyitems(config, items):
-    """The ``mpi`` tests, then the ``jax`` group, first: each is one worker's run of tests one
-    after another (a minute of ``mpiexec`` runs and waits; a minute or two of JAX), started
-    while the other worker begins on the rest, rather than the suite ending on them. The
-    ``jax`` group starts with the tests whose child process imports JAX (~0.5 GB each), then
-    those that build JAX backends afresh (a check each), then those that build every backend
-    in the worker (see :func:`_jax_group_rank`): a child or a fresh build then comes on top
-    of a worker that holds no JAX yet. Every worker sorts the same way, as xdist requires."""
-    items.sort(key=lambda item: (item.get_closest_marker("mpi") is None, not _in_jax_group(item),
-                                 _jax_group_rank(item)))
+    """The ``jax`` group first, the ``jax_child`` group second, the ``mpi`` tests third, then
+    the rest: xdist (``--no-loadscope-reorder``) hands the groups out in this order, so one
+    worker starts on the JAX cases (two minutes of them, the suite's longest run of tests
+    one after another) and the other on the tests whose child process imports JAX, while
+    the first worker's JAX programs are still few; then on the ``mpi`` tests (a minute of
+    ``mpiexec`` runs and waits), and both share the rest as they become free. The ``jax``
+    group starts with the tests that build JAX backends afresh (a check each), then those
+    that build every backend in the worker (see :func:`_jax_group_rank`). Every worker sorts
+    the same way, as xdist requires."""
+    items.sort(key=lambda item: (not _in_jax_group(item), not _in_jax_child_group(item),
+                                 item.get_closest_marker("mpi") is None, _jax_group_rank(item)))
 
 
 def _jax_group_rank(item) -> int:
-    """0: the test starts a process that imports JAX (``jax_child``); 1: it builds JAX
-    backends afresh (``jax_fresh``); 2: it starts such a process and builds every backend
-    itself (``every_backend``); 3: only the latter; 4: none of these. The first three run
-    beside (or in) a worker that holds no JAX yet."""
+    """0: the test builds JAX backends afresh (``jax_fresh``); 1: it starts a process that
+    imports JAX and builds every backend itself (``jax_child`` and ``every_backend``); 2:
+    only the latter; 3: none of these. The first two run in a worker that holds few JAX
+    programs yet."""
     child, here = item.get_closest_marker("jax_child") is not None, item.get_closest_marker("every_backend") is not None
     if item.get_closest_marker("jax_fresh") is not None:
-        return 1
-    return 0 if child and not here else 2 if child else 3 if here else 4
+        return 0
+    return 1 if child and here else 2 if here else 3
 
 
 @pytest.hookimpl(wrapper=True)
@@ -290,6 +306,8 @@ def pytest_pycollect_makeitem(collector, name, obj):
             item.add_marker(pytest.mark.xdist_group("mpi"))
         elif isinstance(item, pytest.Function) and _in_jax_group(item):
             item.add_marker(pytest.mark.xdist_group("jax"))
+        elif isinstance(item, pytest.Function) and _in_jax_child_group(item):
+            item.add_marker(pytest.mark.xdist_group("jax_child"))
     return kept
 
 

@@ -273,3 +273,38 @@ def test_to_float_reads_a_scalar_exactly_on_every_backend(xp_case):
         want = float(np.asarray(xp_case.backend.to_numpy(arr)))
         assert type(got) is float and (got == want or (np.isnan(got) and np.isnan(want)))
         assert got == (float(np.float32(value)) if xp_case.dtype == "float32" else value) or np.isnan(value)
+
+
+def test_jax_moves_host_data_as_a_copy_without_compiling():
+    """Host data reaches JAX by a transfer of a copy: no program compiled per new shape and
+    dtype (``jnp.asarray(host, device=...)`` compiles two), and the caller's array can be
+    written afterwards without the backend's array changing; ``copy`` compiles none either."""
+    jax = pytest.importorskip("jax")
+    if not backends.probe("jax")[0]:
+        pytest.skip(backends.probe("jax")[1])
+    backend = backends.get("jax")
+    compiled, listening = [], [True]
+
+    def listener(event, duration, **kwargs):
+        if listening[0] and event.endswith("backend_compile_duration"):
+            compiled.append(kwargs.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for n in (3, 5, 6, 11):  # shapes no other test moves
+            buffer = np.empty(n * 7 + 16, np.float32)  # float32 at a 64-byte boundary: what
+            start = (-buffer.ctypes.data % 64) // 4    # device_put would wrap without a copy
+            host = buffer[start:start + n * 7].reshape(n, 7)
+            host[...] = 1.5
+            moved = [backend.asarray(host, "float32"), backend.asarray(host), backend.asarray(np.arange(n)),
+                     backend.asarray(host.tolist(), backend.dtype("float32"))]
+            copied = backend.copy(moved[0])
+            host[0, 0] = 99.0
+            assert [backend.to_numpy(a)[0, 0] for a in moved[:2] + moved[3:] + [copied]] == [1.5] * 4
+            canonical = jax.dtypes.canonicalize_dtype  # int64 and float64 as x64 has them
+            assert [a.dtype for a in moved] == [backend.dtype("float32"), canonical(np.float32),
+                                                canonical(np.int64), backend.dtype("float32")]
+            assert all(backend.owns(a) for a in moved + [copied])
+    finally:
+        listening[0] = False
+    assert compiled == []

@@ -2,12 +2,16 @@
 test_preprocessing.py)."""
 
 import gzip
+import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from portable_bp import datasets as ds
+from portable_bp.datasets import synthetic
 
 # --------------------------------------------------------------------------
 # Helpers
@@ -103,13 +107,33 @@ def test_generator_argument_errors(call):
         call()
 
 
-def test_digits():
-    pytest.importorskip("sklearn")
+@pytest.mark.parametrize("route", ["file", "load_digits"])
+def test_digits(route, monkeypatch):
+    """The bundled file read directly and scikit-learn's own loader (where the file is not
+    found) give scikit-learn's digits exactly, scaled to [0, 1]."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    if route == "load_digits":
+        monkeypatch.setattr(synthetic, "_bundled_digits_file", lambda: None)
+    else:
+        assert synthetic._bundled_digits_file() is not None
     X, y = ds.digits()
     assert X.shape == (1797, 64) and X.dtype == np.float64
     assert y.shape == (1797,) and y.dtype == np.int64
     assert X.min() == 0.0 and X.max() == 1.0
     assert set(np.unique(y)) == set(range(10))
+    bunch = datasets.load_digits()
+    assert np.array_equal(X, bunch.data / 16.0) and np.array_equal(y, bunch.target)
+
+
+def test_digits_does_not_import_sklearn():
+    """Reading the digits leaves scikit-learn unimported (its import is most of the main
+    command's start-up)."""
+    pytest.importorskip("sklearn")
+    code = ("import sys; import portable_bp.datasets as ds; X, y = ds.digits(); assert X.shape == (1797, 64); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 # --------------------------------------------------------------------------

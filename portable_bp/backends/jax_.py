@@ -101,6 +101,11 @@ def make(device=None) -> Backend:
         is_gpu=dev.platform == "gpu", ops=JaxOps(jnp, jax),
         compile=compile, loop=loop, executors=("scan", "jit"),
         _to_numpy=lambda a: np.asarray(a),
+        # a copy of the caller's memory (device_put may wrap it, even with may_alias=False),
+        # then a transfer: ``jnp.asarray(host, device=dev)`` compiles two programs per new
+        # shape and dtype
+        _from_host=lambda host: jax.device_put(np.array(host, copy=True), dev),
+        _copy=lambda a: jax.device_put(a, dev, may_alias=False),  # jnp.array(a, copy=True) compiles too
         _to_float=lambda a: float(np.asarray(a)),  # jax.Array.__float__ takes a slower route
         _owns=owns, _synchronize=synchronize, _enable_float64=enable_float64,
         info={"version": jax.__version__, "device_name": str(dev)},

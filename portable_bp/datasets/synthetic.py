@@ -7,6 +7,9 @@ The same seed always gives the same data, so examples and tests are reproducible
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import numpy as np
 
 from ._checks import integer_at_least, non_negative
@@ -18,9 +21,15 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     1797 samples, 64 pixel features scaled from 0..16 to [0, 1], labels 0..9.
 
     Returns ``(X, y)`` with ``X`` float64 ``(1797, 64)`` and ``y`` int64
-    ``(1797,)``. scikit-learn is imported here, not at module import, because
-    it is an optional dependency.
+    ``(1797,)``. The data is the file scikit-learn ships (an optional dependency), read
+    where it lies in the installed package without importing scikit-learn: its import
+    (SciPy's statistics among it) took ~1.1 s, three quarters of the main command's time.
+    Where that file is not found, ``sklearn.datasets.load_digits`` reads it.
     """
+    path = _bundled_digits_file()
+    if path is not None:
+        table = np.loadtxt(path, delimiter=",")  # 64 pixel columns, then the label
+        return table[:, :-1] / 16.0, table[:, -1].astype(np.int64)
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - depends on environment
@@ -32,6 +41,20 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(bunch.data, dtype=np.float64) / 16.0
     y = np.asarray(bunch.target, dtype=np.int64)
     return X, y
+
+
+def _bundled_digits_file() -> str | None:
+    """The path of scikit-learn's ``datasets/data/digits.csv.gz``, found without importing
+    scikit-learn (its package spec names its folder), or None."""
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def xor(n_samples: int | None = None, noise: float = 0.0, seed=0) -> tuple[np.ndarray, np.ndarray]:
