@@ -34,8 +34,9 @@ ranks) all run on one worker, one at a time, so that at most 2 ranks run at once
 whose id names jax (and those marked ``every_backend`` or ``jax_fresh``) all run on one
 worker, one after another, so that they reuse the programs JAX compiled for each other
 (JAX's persistent compilation cache, in a temporary folder of the run's own, keeps those
-that the memory cap drops); the tests whose child process imports JAX (``jax_child``) run
-one after another on the other worker, first, while the JAX worker is still small. The
+that the memory cap drops); the tests whose child process is large (``jax_child``: it
+imports JAX; ``big_child``) run one after another on the other worker, first, while the JAX
+worker is still small. The
 workers collect without building a backend (``backend_facts``: processes of the run answer
 what collection asks), so the other worker never imports JAX.
 """
@@ -133,8 +134,9 @@ def pytest_configure(config):
                  "mpi: starts MPI ranks (mpiexec): every such test runs on the same xdist worker",
                  "every_backend: builds every backend (JAX too) in the test's process: runs on the worker that "
                  "runs JAX, early",
-                 "jax_child: starts a process that imports JAX (~0.5 GB): runs in the jax_child group, which the "
+                 "jax_child: starts a process that imports JAX (~0.5 GB): runs in the children group, which the "
                  "worker that does not run JAX starts with",
+                 "big_child: starts a process of ~0.3 GB or more that holds no JAX: runs in the children group",
                  "jax_fresh: builds JAX backends afresh, each with its Ops check (~0.3 GB each): runs on the worker "
                  "that runs JAX, before it holds JAX",
                  "backends(*specs): run only on these backend specs",
@@ -250,24 +252,24 @@ def _in_jax_group(item) -> bool:
     backends afresh (``jax_fresh``). Such tests join one xdist group, so one worker runs
     them one after another and reuses the programs they compile (the same shapes recur from
     case to case), and the other never holds JAX. A test that only starts a process that
-    imports JAX is in the ``jax_child`` group instead (:func:`_in_jax_child_group`)."""
-    if item.get_closest_marker("mpi") is not None or _in_jax_child_group(item):
+    imports JAX is in the ``children`` group instead (:func:`_in_child_group`)."""
+    if item.get_closest_marker("mpi") is not None or _in_child_group(item):
         return False
     return "jax" in item.nodeid or any(item.get_closest_marker(m) for m in ("every_backend", "jax_fresh"))
 
 
-def _in_jax_child_group(item) -> bool:
-    """Whether a test starts a process that imports JAX (``jax_child``, ~0.5 GB) and holds
-    no JAX itself: such tests join the ``jax_child`` group, which the worker that does not
-    run the ``jax`` group runs first, one after another, while the other worker's JAX
-    programs are still few (so its memory is still small); the ``jax`` group no longer
-    waits for them."""
-    return (item.get_closest_marker("jax_child") is not None and item.get_closest_marker("every_backend") is None
-            and item.get_closest_marker("mpi") is None)
+def _in_child_group(item) -> bool:
+    """Whether a test starts a large process (``jax_child``: one that imports JAX, ~0.5 GB;
+    ``big_child``: another of ~0.3 GB or more) and holds no JAX itself: such tests join the
+    ``children`` group, which the worker that does not run the ``jax`` group runs first,
+    one after another, while the other worker's JAX programs are still few (so its memory
+    is still small); the ``jax`` group no longer waits for them."""
+    return (any(item.get_closest_marker(m) is not None for m in ("jax_child", "big_child"))
+            and item.get_closest_marker("every_backend") is None and item.get_closest_marker("mpi") is None)
 
 
 def pytest_collection_modifyitems(config, items):
-    """The ``jax`` group first, the ``jax_child`` group second, the ``mpi`` tests third, then
+    """The ``jax`` group first, the ``children`` group second, the ``mpi`` tests third, then
     the rest: xdist (``--no-loadscope-reorder``) hands the groups out in this order, so one
     worker starts on the JAX cases (two minutes of them, the suite's longest run of tests
     one after another) and the other on the tests whose child process imports JAX, while
@@ -276,7 +278,7 @@ def pytest_collection_modifyitems(config, items):
     group starts with the tests that build JAX backends afresh (a check each), then those
     that build every backend in the worker (see :func:`_jax_group_rank`). Every worker sorts
     the same way, as xdist requires."""
-    items.sort(key=lambda item: (not _in_jax_group(item), not _in_jax_child_group(item),
+    items.sort(key=lambda item: (not _in_jax_group(item), not _in_child_group(item),
                                  item.get_closest_marker("mpi") is None, _jax_group_rank(item)))
 
 
@@ -306,8 +308,8 @@ def pytest_pycollect_makeitem(collector, name, obj):
             item.add_marker(pytest.mark.xdist_group("mpi"))
         elif isinstance(item, pytest.Function) and _in_jax_group(item):
             item.add_marker(pytest.mark.xdist_group("jax"))
-        elif isinstance(item, pytest.Function) and _in_jax_child_group(item):
-            item.add_marker(pytest.mark.xdist_group("jax_child"))
+        elif isinstance(item, pytest.Function) and _in_child_group(item):
+            item.add_marker(pytest.mark.xdist_group("children"))
     return kept
 
 

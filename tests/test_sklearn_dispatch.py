@@ -17,7 +17,9 @@ pytest.importorskip("sklearn")
 from portable_bp.backends import probe  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.xdist_group("sklearn_dispatch")  # one worker runs the child (cpu_results) once
+# the child (torch, SciPy and scikit-learn: ~0.37 GiB) runs once, on the worker that runs the
+# group of large children (conftest), early, while the JAX worker is still small
+pytestmark = pytest.mark.big_child
 
 CHILD = r'''
 import json, sys, warnings
