@@ -36,9 +36,8 @@ worker, one after another, so that they reuse the programs JAX compiled for each
 (JAX's persistent compilation cache, in a temporary folder of the run's own, keeps those
 that the memory cap drops); the tests whose child process is large (``jax_child``: it
 imports JAX; ``big_child``) run one after another on the other worker, first, while the JAX
-worker is still small. The
-workers collect without building a backend (``backend_facts``: processes of the run answer
-what collection asks), so the other worker never imports JAX.
+worker is still small. The workers collect without building a backend (``backend_facts``:
+processes of the run answer what collection asks), so the other worker never imports JAX.
 """
 
 from __future__ import annotations
@@ -272,8 +271,8 @@ def pytest_collection_modifyitems(config, items):
     """The ``jax`` group first, the ``children`` group second, the ``mpi`` tests third, then
     the rest: xdist (``--no-loadscope-reorder``) hands the groups out in this order, so one
     worker starts on the JAX cases (two minutes of them, the suite's longest run of tests
-    one after another) and the other on the tests whose child process imports JAX, while
-    the first worker's JAX programs are still few; then on the ``mpi`` tests (a minute of
+    one after another) and the other on the tests whose child process is large, while the
+    first worker's JAX programs are still few; then on the ``mpi`` tests (a minute of
     ``mpiexec`` runs and waits), and both share the rest as they become free. The ``jax``
     group starts with the tests that build JAX backends afresh (a check each), then those
     that build every backend in the worker (see :func:`_jax_group_rank`). Every worker sorts

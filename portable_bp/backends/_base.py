@@ -126,9 +126,9 @@ class Backend:
         if isinstance(dtype, str):
             host = host.astype(dtype, copy=False)
             dtype = self.dtype(dtype)
-        if self._from_host is not None:
-            return self._from_host(host if dtype is None else host.astype(np.dtype(dtype), copy=False))
         with self.activate():
+            if self._from_host is not None:
+                return self._from_host(host if dtype is None else host.astype(np.dtype(dtype), copy=False))
             return self.xp.asarray(host, dtype=dtype, device=self.device)
 
     def to_numpy(self, arr) -> np.ndarray:

@@ -101,9 +101,9 @@ def make(device=None) -> Backend:
         is_gpu=dev.platform == "gpu", ops=JaxOps(jnp, jax),
         compile=compile, loop=loop, executors=("scan", "jit"),
         _to_numpy=lambda a: np.asarray(a),
-        # a copy of the caller's memory (device_put may wrap it, even with may_alias=False),
-        # then a transfer: ``jnp.asarray(host, device=dev)`` compiles two programs per new
-        # shape and dtype
+        # a copy of the caller's memory, then a transfer (device_put may go on using the
+        # buffer it is given: on the CPU it wrapped it, even with may_alias=False), where
+        # ``jnp.asarray(host, device=dev)`` compiles two programs per new shape and dtype
         _from_host=lambda host: jax.device_put(np.array(host, copy=True), dev),
         _copy=lambda a: jax.device_put(a, dev, may_alias=False),  # jnp.array(a, copy=True) compiles too
         _to_float=lambda a: float(np.asarray(a)),  # jax.Array.__float__ takes a slower route
