@@ -259,12 +259,23 @@ def _in_jax_group(item) -> bool:
 
 def _in_child_group(item) -> bool:
     """Whether a test starts a large process (``jax_child``: one that imports JAX, ~0.5 GB;
-    ``big_child``: another of ~0.3 GB or more) and holds no JAX itself: such tests join the
+    ``big_child``: another of ~0.3 GB or more) and runs no JAX itself: such tests join the
     ``children`` group, which the worker that does not run the ``jax`` group runs first,
     one after another, while the other worker's JAX programs are still few (so its memory
-    is still small); the ``jax`` group no longer waits for them."""
-    return (any(item.get_closest_marker(m) is not None for m in ("jax_child", "big_child"))
-            and item.get_closest_marker("every_backend") is None and item.get_closest_marker("mpi") is None)
+    is still small); the ``jax`` group no longer waits for them. ``every_backend``,
+    ``jax_fresh`` and the JAX cases of the fixtures stay in the ``jax`` group, ``mpi`` in
+    its own."""
+    if not any(item.get_closest_marker(m) is not None for m in ("jax_child", "big_child")):
+        return False
+    grouped_elsewhere = any(item.get_closest_marker(m) is not None for m in ("every_backend", "jax_fresh", "mpi"))
+    return not grouped_elsewhere and not _jax_case(item)
+
+
+def _jax_case(item) -> bool:
+    """Whether the test is a JAX case of the ``xp_case`` or ``xp_spec`` fixture."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    spec = getattr(params.get("xp_case"), "spec", None) or params.get("xp_spec")
+    return isinstance(spec, str) and spec.partition(":")[0] == "jax"
 
 
 def pytest_collection_modifyitems(config, items):

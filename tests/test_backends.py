@@ -291,10 +291,11 @@ def test_jax_moves_host_data_as_a_copy_without_compiling():
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        for n in (3, 5, 6, 11):  # shapes no other test moves
-            buffer = np.empty(n * 7 + 16, np.float32)  # float32 at a 64-byte boundary: what
-            start = (-buffer.ctypes.data % 64) // 4    # device_put would wrap without a copy
-            host = buffer[start:start + n * 7].reshape(n, 7)
+        for n in (3, 5, 6, 11):  # (n, 13): shapes no other test moves (were their programs
+            # already compiled, the old route would compile nothing here either)
+            buffer = np.empty(n * 13 + 16, np.float32)  # float32 at a 64-byte boundary: what
+            start = (-buffer.ctypes.data % 64) // 4     # device_put would wrap without a copy
+            host = buffer[start:start + n * 13].reshape(n, 13)
             host[...] = 1.5
             moved = [backend.asarray(host, "float32"), backend.asarray(host), backend.asarray(np.arange(n)),
                      backend.asarray(host.tolist(), backend.dtype("float32"))]

@@ -107,15 +107,18 @@ def test_generator_argument_errors(call):
         call()
 
 
-@pytest.mark.parametrize("route", ["file", "load_digits"])
-def test_digits(route, monkeypatch):
+@pytest.mark.parametrize("route", ["file", "no file", "another file"])
+def test_digits(route, monkeypatch, tmp_path):
     """The bundled file read directly and scikit-learn's own loader (where the file is not
-    found) give scikit-learn's digits exactly, scaled to [0, 1]."""
+    found, or not as expected) give scikit-learn's digits exactly, scaled to [0, 1]."""
     datasets = pytest.importorskip("sklearn.datasets")
-    if route == "load_digits":
+    if route == "no file":
         monkeypatch.setattr(synthetic, "_bundled_digits_file", lambda: None)
+    elif route == "another file":
+        (tmp_path / "digits.csv").write_text("pixel_0,label\n0,1\n")
+        monkeypatch.setattr(synthetic, "_bundled_digits_file", lambda: str(tmp_path / "digits.csv"))
     else:
-        assert synthetic._bundled_digits_file() is not None
+        assert synthetic._bundled_digits() is not None
     X, y = ds.digits()
     assert X.shape == (1797, 64) and X.dtype == np.float64
     assert y.shape == (1797,) and y.dtype == np.int64

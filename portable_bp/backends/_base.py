@@ -61,10 +61,10 @@ class Backend:
     # a copy in C (row-major) order, where the library has layouts: a transposed or
     # column-major array handed in would otherwise make every step's element-wise pass strided
     _copy: Callable[[Any], Any] | None = None
-    # a host NumPy array (already in the dtype wanted) -> a copy on the device, where the
-    # namespace's own ``asarray(..., device=)`` does more than a transfer (JAX compiles a
-    # conversion program for every new shape there: ~30 ms, at every batch shape or input)
-    _from_host: Callable[[np.ndarray], Any] | None = None
+    # (host NumPy array, NumPy dtype asked for or None) -> a copy on the device in that dtype,
+    # where the namespace's own ``asarray(..., device=)`` does more than a transfer (JAX
+    # compiles a conversion program for every new shape there: ~30 ms, at every batch shape)
+    _from_host: Callable[[np.ndarray, Any], Any] | None = None
     # optional compile(fn, static_argnames=()) -> compiled fn, for pure functions of arrays
     # (JAX's jit; the named arguments are compile-time constants); None on eager libraries
     compile: Callable[..., Callable] | None = None
@@ -124,11 +124,12 @@ class Backend:
             return arr
         host = np.asarray(data)
         if isinstance(dtype, str):
-            host = host.astype(dtype, copy=False)
-            dtype = self.dtype(dtype)
+            name, dtype = dtype, self.dtype(dtype)
+            if self._from_host is None:
+                host = host.astype(name, copy=False)
         with self.activate():
-            if self._from_host is not None:
-                return self._from_host(host if dtype is None else host.astype(np.dtype(dtype), copy=False))
+            if self._from_host is not None:  # it casts as it copies: one copy
+                return self._from_host(host, None if dtype is None else np.dtype(dtype))
             return self.xp.asarray(host, dtype=dtype, device=self.device)
 
     def to_numpy(self, arr) -> np.ndarray:

@@ -13,6 +13,7 @@ would part jax:gpu's float32 trajectory from NumPy's, CuPy's and torch's.
 
 import functools
 import math
+import warnings
 
 import numpy as np
 
@@ -49,6 +50,21 @@ def _working_device(jax, jnp, device):
     except Exception as exc:  # noqa: BLE001
         raise BackendUnavailable("jax", f"a test computation on {dev} failed: {exc}") from None
     return dev
+
+
+def _from_host(jax, dev, host, dtype):
+    """``host`` on ``dev`` in ``dtype`` (its own if None): a copy of the caller's memory cast
+    on the host, then a transfer. ``jnp.asarray(host, device=dev)`` compiles two programs
+    for every new shape and dtype; ``device_put`` alone may go on using the buffer it is
+    given (on the CPU it wrapped it, even with ``may_alias=False``). A dtype asked for that
+    JAX does not hold (float64 or int64 without x64) warns as ``jnp.asarray`` does."""
+    wanted = host.dtype if dtype is None else np.dtype(dtype)
+    held = np.dtype(jax.dtypes.canonicalize_dtype(wanted))
+    if dtype is not None and held != wanted:
+        warnings.warn(f"Explicitly requested dtype {wanted} requested in asarray is not available, and will be "
+                      f"truncated to dtype {held}. To enable more dtypes, set the jax_enable_x64 configuration option "
+                      "or the JAX_ENABLE_X64 shell environment variable.", UserWarning, stacklevel=3)
+    return jax.device_put(np.array(host, dtype=held, copy=True), dev)
 
 
 def make(device=None) -> Backend:
@@ -101,10 +117,7 @@ def make(device=None) -> Backend:
         is_gpu=dev.platform == "gpu", ops=JaxOps(jnp, jax),
         compile=compile, loop=loop, executors=("scan", "jit"),
         _to_numpy=lambda a: np.asarray(a),
-        # a copy of the caller's memory, then a transfer (device_put may go on using the
-        # buffer it is given: on the CPU it wrapped it, even with may_alias=False), where
-        # ``jnp.asarray(host, device=dev)`` compiles two programs per new shape and dtype
-        _from_host=lambda host: jax.device_put(np.array(host, copy=True), dev),
+        _from_host=functools.partial(_from_host, jax, dev),
         _copy=lambda a: jax.device_put(a, dev, may_alias=False),  # jnp.array(a, copy=True) compiles too
         _to_float=lambda a: float(np.asarray(a)),  # jax.Array.__float__ takes a slower route
         _owns=owns, _synchronize=synchronize, _enable_float64=enable_float64,

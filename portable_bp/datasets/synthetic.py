@@ -26,9 +26,8 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     (SciPy's statistics among it) took ~1.1 s, three quarters of the main command's time.
     Where that file is not found, ``sklearn.datasets.load_digits`` reads it.
     """
-    path = _bundled_digits_file()
-    if path is not None:
-        table = np.loadtxt(path, delimiter=",")  # 64 pixel columns, then the label
+    table = _bundled_digits()
+    if table is not None:
         return table[:, :-1] / 16.0, table[:, -1].astype(np.int64)
     try:
         from sklearn.datasets import load_digits
@@ -41,6 +40,19 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(bunch.data, dtype=np.float64) / 16.0
     y = np.asarray(bunch.target, dtype=np.int64)
     return X, y
+
+
+def _bundled_digits() -> np.ndarray | None:
+    """The rows of scikit-learn's bundled file (64 pixels, then the label), or None where
+    the file is not found or not as expected (``load_digits`` then reads it its own way)."""
+    path = _bundled_digits_file()
+    if path is None:
+        return None
+    try:
+        table = np.loadtxt(path, delimiter=",")
+    except (OSError, ValueError):
+        return None
+    return table if table.ndim == 2 and table.shape == (1797, 65) else None
 
 
 def _bundled_digits_file() -> str | None:
