@@ -309,3 +309,31 @@ def test_jax_moves_host_data_as_a_copy_without_compiling():
     finally:
         listening[0] = False
     assert compiled == []
+
+
+def test_probing_leaves_the_ops_check_to_the_first_get(registered_backend):
+    """Whether a backend runs here (probe, available, the list in an error) builds it but
+    checks none of its Ops: that check (seconds for JAX and torch) runs once, at the first
+    get, and still drops an override that disagrees."""
+    calls = []
+
+    class Disagreeing(Ops):
+        def sgd(self, P, G, lr):
+            calls.append(lr)
+            return super().sgd(P, G, lr) + 1.0
+
+    xp = backends.get("numpy").xp
+    registered_backend("unchecked", lambda device: Backend(name="unchecked", xp=xp, device="cpu", spec="unchecked",
+                                                           ops=Disagreeing(xp)))
+    def missing(device):
+        raise BackendUnavailable("missing", "no such hardware")
+
+    registered_backend("missing", missing)
+    assert backends.probe("unchecked") == (True, "") and "unchecked" in backends.available()
+    with pytest.raises(BackendUnavailable, match="Backends that run here: .*unchecked"):
+        backends.get("missing")
+    assert calls == []
+    backend = backends.get("unchecked")
+    assert calls and "Disagreeing.sgd" in backend.ops.dropped["sgd"] and "sgd" not in backend.ops.overrides()
+    checked = len(calls)
+    assert backends.get("unchecked") is backend and len(calls) == checked
