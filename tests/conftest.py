@@ -229,9 +229,14 @@ def _ruled_out(node, spec, dtype=None) -> bool:
     return bool(caps) and runs(spec) and not set(caps) <= set(facts(spec).capabilities)
 
 
+def _params(item) -> dict:
+    """The item's parameter values by name (none for a test that is not parametrized)."""
+    return getattr(getattr(item, "callspec", None), "params", {})
+
+
 def _generated(item) -> bool:
     """Whether the markers of the item's test let this parameter combination exist."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
+    params = _params(item)
     case, spec = params.get("xp_case"), params.get("xp_spec")
     if case is not None and _ruled_out(item, case.spec, case.dtype):
         return False
@@ -273,7 +278,7 @@ def _in_child_group(item) -> bool:
 
 def _jax_case(item) -> bool:
     """Whether the test is a JAX case of the ``xp_case`` or ``xp_spec`` fixture."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
+    params = _params(item)
     spec = getattr(params.get("xp_case"), "spec", None) or params.get("xp_spec")
     return isinstance(spec, str) and spec.partition(":")[0] == "jax"
 

@@ -123,13 +123,14 @@ class Backend:
                     arr = self.xp.astype(arr, dt)
             return arr
         host = np.asarray(data)
+        if self._from_host is not None:  # it casts as it copies: one copy
+            wanted = self.dtype(dtype) if isinstance(dtype, str) else dtype
+            with self.activate():
+                return self._from_host(host, None if wanted is None else np.dtype(wanted))
         if isinstance(dtype, str):
-            name, dtype = dtype, self.dtype(dtype)
-            if self._from_host is None:
-                host = host.astype(name, copy=False)
+            host = host.astype(dtype, copy=False)
+            dtype = self.dtype(dtype)
         with self.activate():
-            if self._from_host is not None:  # it casts as it copies: one copy
-                return self._from_host(host, None if dtype is None else np.dtype(dtype))
             return self.xp.asarray(host, dtype=dtype, device=self.device)
 
     def to_numpy(self, arr) -> np.ndarray:

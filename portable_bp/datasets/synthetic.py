@@ -52,7 +52,7 @@ def _bundled_digits() -> np.ndarray | None:
         table = np.loadtxt(path, delimiter=",")
     except (OSError, ValueError):
         return None
-    return table if table.ndim == 2 and table.shape == (1797, 65) else None
+    return table if table.shape == (1797, 65) else None
 
 
 def _bundled_digits_file() -> str | None:
